@@ -1,0 +1,391 @@
+"""The catalog: everything btfs knows, in one SQLite database. The only module with SQL.
+
+Writers (backup, add, later prune) hold the writer lock (btfs.lock) before opening it
+read-write; readers (mount, log, status) open it read-only and never wait, thanks to WAL.
+Methods return dataclasses from `model`; callers never see rows or cursors.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from ..errors import BtfsError
+from .db import Database, NoSuchRow
+from .model import (
+    DELETED,
+    ChunkRef,
+    Content,
+    Entry,
+    Meta,
+    NewChunk,
+    Snapshot,
+    Version,
+)
+from .schema import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+ROOT = 1  # node id of '/'
+_VCOLS = ("type, size, mode, uid, gid, atime_ns, mtime_ns, ctime_ns, btime_ns, ino, nlink, "
+          "target, xattrs, content_id")
+_VSEL = "v.id, v.node_id, v.snapshot_id, " + ", ".join("v." + c for c in _VCOLS.split(", "))
+_SNAP_COLS = ("id, host_id, started_ns, finished_ns, state, files_new, files_changed, "
+              "files_deleted, entries, bytes_read, bytes_added, errors")
+
+
+def _version(row) -> Version:
+    return Version(row[0], row[1], row[2], Meta(*row[3:17]))
+
+
+def pack_ids(ids: Iterable[int]) -> bytes:
+    ids = list(ids)
+    return struct.pack(f"<{len(ids)}q", *ids)
+
+
+def unpack_ids(blob: bytes) -> tuple[int, ...]:
+    return struct.unpack(f"<{len(blob) // 8}q", blob)
+
+
+class Catalog:
+    def __init__(self, path: Path | str, *, readonly: bool = False):
+        self.path = Path(path)
+        if readonly and not self.path.exists():
+            raise BtfsError(f"no catalog at {self.path}: run 'btfs init' first")
+        self.db = Database(path, readonly=readonly)
+        self.readonly = readonly
+        if not readonly:
+            self._migrate()
+        elif self.db.get_val("PRAGMA user_version") != len(MIGRATIONS):
+            raise BtfsError(f"catalog {self.path} has an unknown format; upgrade btfs")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        current = self.db.get_val("PRAGMA user_version")
+        if current > len(MIGRATIONS):
+            raise BtfsError(f"catalog {self.path} is from a newer btfs (format {current})")
+        for number in range(current, len(MIGRATIONS)):
+            with self.db.transaction():
+                self.db.conn.execute(MIGRATIONS[number])
+                if number == 0:
+                    self.db.execute("INSERT INTO node (id, parent, name) VALUES (?, NULL, ?)",
+                                    (ROOT, b""))
+                self.db.execute(f"PRAGMA user_version={number + 1}")
+            log.debug("catalog migrated to format %d", number + 1)
+
+    def transaction(self):
+        return self.db.transaction()
+
+    # ---- meta -------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.get_row_or_none("SELECT value FROM meta WHERE key=?", (key,))
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # ---- nodes (the path tree) ----------------------------------------------------------
+
+    def child_node(self, parent: int, name: bytes) -> int | None:
+        row = self.db.get_row_or_none("SELECT id FROM node WHERE parent=? AND name=?",
+                                      (parent, name))
+        return row[0] if row else None
+
+    def add_node(self, parent: int, name: bytes) -> int:
+        self.db.execute("INSERT INTO node (parent, name) VALUES (?, ?)", (parent, name))
+        return self.db.last_rowid()
+
+    def node_for_path(self, path: bytes, *, create: bool = False) -> int | None:
+        """The node of an absolute path, created with its ancestors when `create`."""
+        node = ROOT
+        for name in path.split(b"/"):
+            if not name:
+                continue
+            child = self.child_node(node, name)
+            if child is None:
+                if not create:
+                    return None
+                child = self.add_node(node, name)
+            node = child
+        return node
+
+    def node_path(self, node_id: int) -> bytes:
+        names = []
+        while node_id != ROOT:
+            parent, name = self.db.get_row("SELECT parent, name FROM node WHERE id=?", (node_id,))
+            names.append(name)
+            node_id = parent
+        return b"/" + b"/".join(reversed(names))
+
+    def node_parent(self, node_id: int) -> int | None:
+        return self.db.get_val("SELECT parent FROM node WHERE id=?", (node_id,))
+
+    def node_children(self, parent: int, *, after: bytes | None = None,
+                      limit: int = -1) -> list[tuple[int, bytes]]:
+        """Every child path ever seen under `parent` (for the by-file view), by name."""
+        if after is None:
+            sql, args = ("SELECT id, name FROM node WHERE parent=? ORDER BY name LIMIT ?",
+                         (parent, limit))
+        else:
+            sql, args = ("SELECT id, name FROM node WHERE parent=? AND name>? ORDER BY name "
+                         "LIMIT ?", (parent, after, limit))
+        return [(r[0], r[1]) for r in self.db.query(sql, args)]
+
+    def node_has_children(self, node_id: int) -> bool:
+        return self.db.get_row_or_none("SELECT 1 FROM node WHERE parent=? LIMIT 1",
+                                       (node_id,)) is not None
+
+    # ---- versions ---------------------------------------------------------------------
+
+    def head(self, node_id: int) -> Version | None:
+        row = self.db.get_row_or_none(
+            f"SELECT {_VSEL} FROM node n JOIN version v ON v.id = n.head WHERE n.id=?",
+            (node_id,))
+        return _version(row) if row else None
+
+    def live_children(self, parent: int) -> dict[bytes, Entry]:
+        """Children whose newest version is not 'deleted': what the last backup saw."""
+        rows = self.db.query(
+            f"SELECT n.id, n.name, {_VSEL} FROM node n JOIN version v ON v.id = n.head "
+            "WHERE n.parent=? AND v.type != 'deleted'", (parent,))
+        return {r[1]: Entry(r[0], r[1], _version(r[2:])) for r in rows}
+
+    def add_version(self, node_id: int, snapshot_id: int | None, meta: Meta) -> int:
+        """Record `meta` as the state of `node_id` in `snapshot_id` (None: staged)."""
+        self.db.execute(
+            f"INSERT INTO version (node_id, snapshot_id, {_VCOLS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (node_id, snapshot_id, meta.type, meta.size, meta.mode, meta.uid, meta.gid,
+             meta.atime_ns, meta.mtime_ns, meta.ctime_ns, meta.btime_ns, meta.ino, meta.nlink,
+             meta.target, meta.xattrs, meta.content_id))
+        version_id = self.db.last_rowid()
+        if snapshot_id is not None:
+            self.db.execute("UPDATE node SET head=? WHERE id=?", (version_id, node_id))
+        return version_id
+
+    def version(self, version_id: int) -> Version:
+        return _version(self.db.get_row(f"SELECT {_VSEL} FROM version v WHERE v.id=?",
+                                        (version_id,)))
+
+    def version_at(self, node_id: int, snapshot_id: int) -> Version | None:
+        """The state of a path at a snapshot (None if it did not exist yet)."""
+        row = self.db.get_row_or_none(
+            f"SELECT {_VSEL} FROM version v WHERE v.node_id=? AND v.snapshot_id<=? "
+            "ORDER BY v.snapshot_id DESC LIMIT 1", (node_id, snapshot_id))
+        if row is None:
+            return None
+        version = _version(row)
+        return None if version.type == DELETED else version
+
+    def children_at(self, parent: int, snapshot_id: int, *, after: bytes | None = None,
+                    limit: int = -1) -> list[Entry]:
+        """The directory listing of `parent` as of `snapshot_id`, by name, paged by `after`."""
+        if after is None:
+            cond, args = "", (snapshot_id, parent, limit)
+        else:
+            cond, args = "AND n.name > ? ", (snapshot_id, parent, after, limit)
+        rows = self.db.query(
+            f"SELECT n.id, n.name, {_VSEL} FROM node n JOIN version v ON v.id = ("
+            "  SELECT id FROM version WHERE node_id = n.id AND snapshot_id <= ? "
+            "  ORDER BY snapshot_id DESC LIMIT 1) "
+            f"WHERE n.parent = ? {cond}AND v.type != 'deleted' ORDER BY n.name LIMIT ?", args)
+        return [Entry(r[0], r[1], _version(r[2:])) for r in rows]
+
+    def child_at(self, parent: int, name: bytes, snapshot_id: int) -> Entry | None:
+        node_id = self.child_node(parent, name)
+        if node_id is None:
+            return None
+        version = self.version_at(node_id, snapshot_id)
+        return Entry(node_id, name, version) if version else None
+
+    def versions_of(self, node_id: int) -> list[Version]:
+        """Every committed version of a path, oldest first (deletions included)."""
+        rows = self.db.query(
+            f"SELECT {_VSEL} FROM version v WHERE v.node_id=? AND v.snapshot_id IS NOT NULL "
+            "ORDER BY v.snapshot_id", (node_id,))
+        return [_version(r) for r in rows]
+
+    # ---- staging ('btfs add') -----------------------------------------------------------
+
+    def staged(self, node_id: int) -> Version | None:
+        row = self.db.get_row_or_none(
+            f"SELECT {_VSEL} FROM version v WHERE v.node_id=? AND v.snapshot_id IS NULL",
+            (node_id,))
+        return _version(row) if row else None
+
+    def all_staged(self) -> list[Version]:
+        return [_version(r) for r in self.db.query(
+            f"SELECT {_VSEL} FROM version v WHERE v.snapshot_id IS NULL ORDER BY v.node_id")]
+
+    def stage(self, node_id: int, meta: Meta) -> None:
+        """Replace any earlier staged state of the path by `meta`."""
+        self.db.execute("DELETE FROM version WHERE node_id=? AND snapshot_id IS NULL", (node_id,))
+        self.add_version(node_id, None, meta)
+
+    def commit_staged(self, version_id: int, snapshot_id: int) -> None:
+        node_id = self.db.get_val("SELECT node_id FROM version WHERE id=?", (version_id,))
+        self.db.execute("UPDATE version SET snapshot_id=? WHERE id=?", (snapshot_id, version_id))
+        self.db.execute("UPDATE node SET head=? WHERE id=?", (version_id, node_id))
+
+    # ---- snapshots --------------------------------------------------------------------
+
+    def begin_snapshot(self, host_id: str, started_ns: int) -> int:
+        self.db.execute("INSERT INTO snapshot (host_id, started_ns, state) VALUES (?, ?, ?)",
+                        (host_id, started_ns, "running"))
+        return self.db.last_rowid()
+
+    def mark_interrupted(self) -> list[int]:
+        """Snapshots left 'running' by a dead writer; call only while holding the lock."""
+        ids = [r[0] for r in self.db.query("SELECT id FROM snapshot WHERE state='running'")]
+        for snapshot_id in ids:
+            self.db.execute("UPDATE snapshot SET state='interrupted' WHERE id=?", (snapshot_id,))
+        return ids
+
+    def update_snapshot(self, snapshot_id: int, **fields) -> None:
+        allowed = set(_SNAP_COLS.split(", ")) - {"id", "host_id", "started_ns"}
+        if not fields or set(fields) - allowed:
+            raise ValueError(f"bad snapshot fields {sorted(fields)}")
+        assignments = ", ".join(f"{k}=?" for k in fields)
+        self.db.execute(f"UPDATE snapshot SET {assignments} WHERE id=?",
+                        (*fields.values(), snapshot_id))
+
+    def snapshots(self) -> list[Snapshot]:
+        return [Snapshot(*r) for r in self.db.query(
+            f"SELECT {_SNAP_COLS} FROM snapshot ORDER BY started_ns, id")]
+
+    def snapshot(self, snapshot_id: int) -> Snapshot:
+        try:
+            return Snapshot(*self.db.get_row(
+                f"SELECT {_SNAP_COLS} FROM snapshot WHERE id=?", (snapshot_id,)))
+        except NoSuchRow:
+            raise BtfsError(f"no snapshot {snapshot_id}") from None
+
+    def latest_snapshot_id(self) -> int | None:
+        return self.db.get_val("SELECT max(id) FROM snapshot")
+
+    def snapshot_at(self, time_ns: int) -> Snapshot | None:
+        """The newest snapshot that started at or before `time_ns`."""
+        row = self.db.get_row_or_none(
+            f"SELECT {_SNAP_COLS} FROM snapshot WHERE started_ns <= ? "
+            "ORDER BY started_ns DESC, id DESC LIMIT 1", (time_ns,))
+        return Snapshot(*row) if row else None
+
+    def count_entries(self, snapshot_id: int) -> int:
+        """Paths live at a snapshot: a count over the whole history, for the summary only."""
+        return self.db.get_val(
+            "SELECT count(*) FROM node n JOIN version v ON v.id = ("
+            "  SELECT id FROM version WHERE node_id = n.id AND snapshot_id <= ? "
+            "  ORDER BY snapshot_id DESC LIMIT 1) WHERE v.type != 'deleted'", (snapshot_id,))
+
+    # ---- chunks, packs and contents -----------------------------------------------------
+
+    def chunk_id(self, chunk_hash: bytes) -> int | None:
+        row = self.db.get_row_or_none("SELECT id FROM chunk WHERE hash=?", (chunk_hash,))
+        return row[0] if row else None
+
+    def add_pack(self, name: str, size: int, chunks: list[NewChunk], created_ns: int
+                 ) -> dict[bytes, int]:
+        """Record a pack that is durable in the vault; returns chunk hash -> chunk id."""
+        self.db.execute("INSERT INTO pack (name, size, chunks, created_ns) VALUES (?, ?, ?, ?)",
+                        (name, size, len(chunks), created_ns))
+        pack_id = self.db.last_rowid()
+        ids = {}
+        for c in chunks:
+            self.db.execute(
+                "INSERT INTO chunk (hash, size, pack_id, offset, stored_len) VALUES (?, ?, ?, ?, ?)",
+                (c.hash, c.size, pack_id, c.offset, c.stored_len))
+            ids[c.hash] = self.db.last_rowid()
+        return ids
+
+    def content_id(self, sha256: bytes) -> int | None:
+        row = self.db.get_row_or_none("SELECT id FROM content WHERE sha256=?", (sha256,))
+        return row[0] if row else None
+
+    def add_content(self, sha256: bytes, size: int, chunk_ids: Iterable[int]) -> int:
+        existing = self.content_id(sha256)
+        if existing is not None:
+            return existing
+        self.db.execute("INSERT INTO content (sha256, size, chunks) VALUES (?, ?, ?)",
+                        (sha256, size, pack_ids(chunk_ids)))
+        return self.db.last_rowid()
+
+    def content(self, content_id: int) -> Content:
+        cid, sha, size, blob = self.db.get_row(
+            "SELECT id, sha256, size, chunks FROM content WHERE id=?", (content_id,))
+        return Content(cid, sha, size, unpack_ids(blob))
+
+    def chunk_refs(self, chunk_ids: Iterable[int]) -> list[ChunkRef]:
+        """Where each chunk lives, in the order given (a chunk may repeat in a file)."""
+        refs = []
+        for chunk_id in chunk_ids:
+            refs.append(ChunkRef(*self.db.get_row(
+                "SELECT c.hash, c.size, p.name, c.offset, c.stored_len FROM chunk c "
+                "JOIN pack p ON p.id = c.pack_id WHERE c.id=?", (chunk_id,))))
+        return refs
+
+    # ---- check --------------------------------------------------------------------------
+
+    def packs(self) -> Iterator[tuple[str, int]]:
+        return ((r[0], r[1]) for r in self.db.query("SELECT name, size FROM pack ORDER BY name"))
+
+    def pack_chunks(self, pack_name: str) -> list[tuple[int, bytes, int, int, int]]:
+        """(chunk id, hash, size, offset, stored_len) of every chunk in a pack, by offset."""
+        return [tuple(r) for r in self.db.query(
+            "SELECT c.id, c.hash, c.size, c.offset, c.stored_len FROM chunk c "
+            "JOIN pack p ON p.id = c.pack_id WHERE p.name=? ORDER BY c.offset", (pack_name,))]
+
+    def integrity_problems(self) -> list[str]:
+        """Catalog-internal inconsistencies, as sentences; empty when all is well."""
+        problems = []
+        for (message,) in self.db.query("PRAGMA integrity_check"):
+            if message != "ok":
+                problems.append(f"sqlite: {message}")
+        for row in self.db.query("PRAGMA foreign_key_check"):
+            problems.append(f"dangling reference in {row[0]} row {row[1]} to {row[2]}")
+        checks = [
+            ("versions of type 'file' without content",
+             "SELECT count(*) FROM version WHERE type='file' AND content_id IS NULL"),
+            ("nodes whose head is not their newest version",
+             "SELECT count(*) FROM node n WHERE n.head IS NOT ("
+             "SELECT id FROM version WHERE node_id=n.id AND snapshot_id IS NOT NULL "
+             "ORDER BY snapshot_id DESC LIMIT 1)"),
+        ]
+        for label, sql in checks:
+            if n := self.db.get_val(sql):
+                problems.append(f"{n} {label}")
+        for cid, size, blob in self.db.query("SELECT id, size, chunks FROM content"):
+            ids = unpack_ids(blob)
+            total = 0
+            for chunk_id in ids:
+                row = self.db.get_row_or_none("SELECT size FROM chunk WHERE id=?", (chunk_id,))
+                if row is None:
+                    problems.append(f"content {cid} refers to missing chunk {chunk_id}")
+                    break
+                total += row[0]
+            else:
+                if total != size:
+                    problems.append(f"content {cid} has size {size} but its chunks hold {total}")
+        return problems
+
+    def paths_using_chunks(self, chunk_ids: set[int], limit: int = 1000) -> list[tuple[bytes, int]]:
+        """(path, snapshot id) of versions whose content includes any of `chunk_ids`."""
+        affected = []
+        for cid, blob in self.db.query("SELECT id, chunks FROM content"):
+            if chunk_ids.intersection(unpack_ids(blob)):
+                for node_id, snapshot_id in self.db.query(
+                        "SELECT node_id, snapshot_id FROM version WHERE content_id=?", (cid,)):
+                    affected.append((self.node_path(node_id), snapshot_id))
+                    if len(affected) >= limit:
+                        return affected
+        return affected

@@ -1,0 +1,112 @@
+"""The catalog schema, documented column by column, and its migrations.
+
+The schema version lives in SQLite's `user_version`. `MIGRATIONS[i]` takes a catalog from
+version i to i + 1; a new catalog runs them all. Never edit a released migration: add one.
+
+Invariants the rest of btfs relies on:
+- A `chunk` row exists only once its pack is durable in the vault.
+- A `version` row exists only in the snapshot where its path changed; "the tree as of
+  snapshot S" is, per path, the version with the greatest snapshot_id <= S, if it is not
+  'deleted'. Both "children of a directory at S" and "versions of a path" use the index
+  version_by_node, never a scan.
+- `node.head` is the newest committed version of that path in any snapshot; it is updated
+  in the same transaction that inserts the version.
+"""
+
+from __future__ import annotations
+
+SCHEMA_V1 = """
+-- Catalog-wide facts: 'vault_id' (must match the vault's own id), 'host_id'.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- Every path btfs has ever seen, as a tree. Names are raw bytes so that names which are
+-- not valid UTF-8 survive; the full path is the names from the root joined with '/'.
+CREATE TABLE node (
+    id     INTEGER PRIMARY KEY,          -- 1 is '/', the root; ids are never reused
+    parent INTEGER REFERENCES node(id),  -- NULL only for the root
+    name   BLOB NOT NULL,                -- one path component; b'' for the root
+    head   INTEGER                       -- newest committed version.id of this path, NULL
+                                         -- until the first one (no FK: set after insert)
+);
+CREATE UNIQUE INDEX node_by_parent ON node(parent, name);
+
+-- One row per backup run.
+CREATE TABLE snapshot (
+    id            INTEGER PRIMARY KEY,
+    host_id       TEXT NOT NULL,       -- config host_id of the machine that made it
+    started_ns    INTEGER NOT NULL,    -- wall clock at start, ns since the epoch (UTC)
+    finished_ns   INTEGER,             -- NULL while running, or forever if interrupted
+    state         TEXT NOT NULL        -- running: in progress (or killed: see below)
+                  CHECK (state IN ('running', 'complete', 'partial', 'interrupted')),
+                                       -- complete: every tracked entry was recorded
+                                       -- partial: some entries could not be read
+                                       -- interrupted: the process died; what it committed
+                                       --   is valid, unrecorded paths keep older versions
+    files_new     INTEGER NOT NULL DEFAULT 0,  -- paths that got their first version
+    files_changed INTEGER NOT NULL DEFAULT 0,  -- paths with a new version
+    files_deleted INTEGER NOT NULL DEFAULT 0,  -- paths marked deleted
+    entries       INTEGER NOT NULL DEFAULT 0,  -- entries in the tree at this snapshot
+    bytes_read    INTEGER NOT NULL DEFAULT 0,  -- source bytes read (changed files only)
+    bytes_added   INTEGER NOT NULL DEFAULT 0,  -- bytes written to the vault (packs)
+    errors        INTEGER NOT NULL DEFAULT 0   -- entries skipped because of errors
+);
+
+-- Immutable objects in the vault holding chunks; see btfs.engine.pack for the format.
+CREATE TABLE pack (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,  -- hex SHA-256 of the pack's bytes; its vault key
+    size       INTEGER NOT NULL,      -- bytes; `check` compares it with the vault's
+    chunks     INTEGER NOT NULL,      -- how many chunks it holds
+    created_ns INTEGER NOT NULL
+);
+
+-- A deduplicated piece of file content.
+CREATE TABLE chunk (
+    id         INTEGER PRIMARY KEY,
+    hash       BLOB NOT NULL UNIQUE,  -- SHA-256 of the raw (uncompressed) bytes: its identity
+    size       INTEGER NOT NULL,      -- raw length
+    pack_id    INTEGER NOT NULL REFERENCES pack(id),
+    offset     INTEGER NOT NULL,      -- where its stored form starts in the pack
+    stored_len INTEGER NOT NULL       -- length of its stored form (codec byte + payload)
+);
+CREATE INDEX chunk_by_pack ON chunk(pack_id);
+
+-- The content of a regular file, shared by every version with the same bytes.
+CREATE TABLE content (
+    id     INTEGER PRIMARY KEY,
+    sha256 BLOB NOT NULL UNIQUE,  -- SHA-256 of the whole content
+    size   INTEGER NOT NULL,
+    chunks BLOB NOT NULL          -- chunk.id of each chunk in file order, packed as
+                                  -- little-endian int64; empty for an empty file
+);
+
+-- The state of one path in the snapshot where it changed (see the invariants above).
+CREATE TABLE version (
+    id          INTEGER PRIMARY KEY,
+    node_id     INTEGER NOT NULL REFERENCES node(id),
+    snapshot_id INTEGER REFERENCES snapshot(id), -- NULL: staged by 'btfs add', committed by
+                                                 -- the next backup (at most one per node)
+    type        TEXT NOT NULL CHECK (type IN ('file', 'dir', 'symlink', 'deleted')),
+    size        INTEGER NOT NULL,   -- st_size; 0 for 'deleted'
+    mode        INTEGER NOT NULL,   -- st_mode including the type bits
+    uid         INTEGER NOT NULL,
+    gid         INTEGER NOT NULL,
+    atime_ns    INTEGER NOT NULL,
+    mtime_ns    INTEGER NOT NULL,
+    ctime_ns    INTEGER NOT NULL,   -- not restorable; kept for change detection and display
+    btime_ns    INTEGER,            -- birth time where the filesystem reports it, else NULL
+    ino         INTEGER NOT NULL,   -- st_ino at backup: change detection, hard-link groups
+    nlink       INTEGER NOT NULL,
+    target      BLOB,               -- symlink target bytes; NULL otherwise
+    xattrs      BLOB,               -- extended attributes, see btfs.engine.meta; NULL if none
+    content_id  INTEGER REFERENCES content(id)  -- 'file' only
+);
+CREATE UNIQUE INDEX version_by_node ON version(node_id, snapshot_id);
+CREATE INDEX version_by_snapshot ON version(snapshot_id);
+CREATE INDEX version_by_content ON version(content_id);
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1]

@@ -1,0 +1,228 @@
+"""Configuration: XDG paths and ``config.toml`` as a frozen dataclass.
+
+Reading never writes; `save` writes atomically with mode 0600. The file is the user's:
+`save` writes only keys that differ from the defaults plus the ones init must record
+(host id, vault), so a later change of a default reaches users who never set it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError, NotInitialized
+
+DEFAULT_EXCLUDES = ("__pycache__/", "*.pyc", "*.tmp", "*.swp", ".cache/")
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class TrackedDir:
+    """A directory the user asked to back up, with its own exclude/include patterns."""
+
+    path: str
+    excludes: tuple[str, ...] = ()
+    includes: tuple[str, ...] = ()  # when set, only files matching one of these are stored
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where btfs keeps its files for one configuration."""
+
+    config_file: Path
+    data_dir: Path  # the catalog and the writer lock
+    cache_dir: Path  # mount logs, anything that can be rebuilt
+
+    @property
+    def catalog(self) -> Path:
+        return self.data_dir / "catalog.db"
+
+    @property
+    def lock(self) -> Path:
+        return self.data_dir / "writer.lock"
+
+    def ensure(self) -> None:
+        for d in (self.config_file.parent, self.data_dir, self.cache_dir):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class Config:
+    host_id: str
+    vault: str  # a local path or file:// URL; s3:// in a later release
+    tracked: tuple[TrackedDir, ...] = ()
+    excludes: tuple[str, ...] = DEFAULT_EXCLUDES  # applied in every tracked directory
+    exclude_caches: bool = True  # skip directories holding a valid CACHEDIR.TAG
+    one_file_system: bool = False  # do not cross into other mounted filesystems
+    max_file_size: int = 0  # bytes; 0 means no limit
+    chunk_min: int = 256 * 1024
+    chunk_avg: int = 1 * MiB
+    chunk_max: int = 4 * MiB
+    compression_level: int = 3  # zstd level 1..22; 0 stores chunks uncompressed
+    pack_size: int = 32 * MiB  # target size of a pack object in the vault
+    threads: int = 0  # hashing/compression threads; 0 means one per core
+
+    def tracked_dir(self, path: str) -> TrackedDir | None:
+        for t in self.tracked:
+            if t.path == path:
+                return t
+        return None
+
+
+def xdg_paths(config_override: str | os.PathLike | None = None) -> Paths:
+    home = Path.home()
+
+    def xdg(var: str, default: str) -> Path:
+        value = os.environ.get(var)
+        # The XDG spec says relative values are invalid and must be ignored.
+        return Path(value) if value and os.path.isabs(value) else home / default
+
+    config_file = config_override or os.environ.get("BTFS_CONFIG")
+    if config_file:
+        config_file = Path(config_file).expanduser().absolute()
+    else:
+        config_file = xdg("XDG_CONFIG_HOME", ".config") / "btfs" / "config.toml"
+    return Paths(
+        config_file=Path(config_file),
+        data_dir=xdg("XDG_DATA_HOME", ".local/share") / "btfs",
+        cache_dir=xdg("XDG_CACHE_HOME", ".cache") / "btfs",
+    )
+
+
+_INT_KEYS = ("max_file_size", "chunk_min", "chunk_avg", "chunk_max",
+             "compression_level", "pack_size", "threads")
+_BOOL_KEYS = ("exclude_caches", "one_file_system")
+
+
+def load(paths: Paths) -> Config:
+    try:
+        raw = paths.config_file.read_bytes()
+    except FileNotFoundError:
+        raise NotInitialized(paths.config_file) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {paths.config_file}: {e.strerror}") from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{paths.config_file}: invalid TOML: {e}") from None
+    return from_dict(doc, str(paths.config_file))
+
+
+def from_dict(doc: dict, where: str = "config") -> Config:
+    def want(key, kind, value):
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}: '{key}' must be {kind.__name__}, not {value!r}")
+        return value
+
+    known = {f.name for f in dataclasses.fields(Config)} - {"tracked"} | {"track"}
+    unknown = set(doc) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{sorted(unknown)[0]}'")
+    if "host_id" not in doc or "vault" not in doc:
+        raise ConfigError(f"{where}: 'host_id' and 'vault' are required (run 'btfs init')")
+    kwargs: dict = {"host_id": want("host_id", str, doc["host_id"]),
+                    "vault": want("vault", str, doc["vault"])}
+    for key in _INT_KEYS:
+        if key in doc:
+            kwargs[key] = want(key, int, doc[key])
+    for key in _BOOL_KEYS:
+        if key in doc:
+            kwargs[key] = want(key, bool, doc[key])
+    if "excludes" in doc:
+        kwargs["excludes"] = tuple(want("excludes", str, p) for p in want("excludes", list, doc["excludes"]))
+    tracked = []
+    for entry in want("track", list, doc.get("track", [])):
+        entry = want("track", dict, entry)
+        path = want("track.path", str, entry.get("path"))
+        tracked.append(TrackedDir(
+            path=path,
+            excludes=tuple(want("track.excludes", str, p) for p in entry.get("excludes", [])),
+            includes=tuple(want("track.includes", str, p) for p in entry.get("includes", [])),
+        ))
+    kwargs["tracked"] = tuple(tracked)
+    config = Config(**kwargs)
+    validate(config, where)
+    return config
+
+
+def validate(config: Config, where: str = "config") -> None:
+    if not (64 * 1024 <= config.chunk_min <= config.chunk_avg <= config.chunk_max <= 16 * MiB):
+        raise ConfigError(f"{where}: need 64 KiB <= chunk_min <= chunk_avg <= chunk_max <= 16 MiB")
+    if not 0 <= config.compression_level <= 22:
+        raise ConfigError(f"{where}: compression_level must be 0..22")
+    if not MiB <= config.pack_size <= 1024 * MiB:
+        raise ConfigError(f"{where}: pack_size must be between 1 MiB and 1 GiB")
+    if config.max_file_size < 0 or config.threads < 0:
+        raise ConfigError(f"{where}: max_file_size and threads must not be negative")
+
+
+def to_dict(config: Config, *, full: bool = False) -> dict:
+    """The TOML document for `config`; with `full`, every key including defaults."""
+    defaults = Config(host_id="", vault="")
+    doc: dict = {}
+    for f in dataclasses.fields(Config):
+        if f.name == "tracked":
+            continue
+        value = getattr(config, f.name)
+        if full or f.name in ("host_id", "vault") or value != getattr(defaults, f.name):
+            doc[f.name] = list(value) if isinstance(value, tuple) else value
+    doc["track"] = []
+    for t in config.tracked:
+        entry: dict = {"path": t.path}
+        if t.excludes or full:
+            entry["excludes"] = list(t.excludes)
+        if t.includes or full:
+            entry["includes"] = list(t.includes)
+        doc["track"].append(entry)
+    return doc
+
+
+def dumps(doc: dict) -> str:
+    """A minimal TOML writer for our flat schema: scalars, string lists, [[track]] tables."""
+    lines = []
+    tables = {k: v for k, v in doc.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
+    for key, value in doc.items():
+        if key not in tables and key != "track":
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, entries in tables.items():
+        for entry in entries:
+            lines.append("")
+            lines.append(f"[[{key}]]")
+            for k, v in entry.items():
+                lines.append(f"{k} = {_toml_value(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        # JSON string escaping is valid TOML basic-string escaping.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def save(paths: Paths, config: Config) -> None:
+    paths.ensure()
+    text = dumps(to_dict(config))
+    tmp = paths.config_file.with_name(paths.config_file.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, paths.config_file)
+
+
+def with_changes(config: Config, **changes) -> Config:
+    return dataclasses.replace(config, **changes)
+
+
