@@ -1,0 +1,70 @@
+"""Chunk encoding: hash, compress, and the reverse with verification.
+
+A stored chunk is one codec byte followed by the payload. Decoding always checks the
+SHA-256 of the result against the chunk's id, so a damaged chunk raises IntegrityError and
+never reaches a caller as bytes. Thread-safe: zstd contexts are per thread; hashlib and
+zstd release the GIL, so the engine runs these functions in worker threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import zstandard
+
+from ..errors import IntegrityError
+
+RAW = 0  # payload is the chunk itself (incompressible data, or compression off)
+ZSTD = 1  # payload is one zstd frame with the content size in its header
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache = getattr(_local, "compressors", None)
+    if cache is None:
+        cache = _local.compressors = {}
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    return cache[level]
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "decompressor", None)
+    if d is None:
+        d = _local.decompressor = zstandard.ZstdDecompressor()
+    return d
+
+
+def chunk_hash(data: bytes | memoryview) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def encode(data: bytes | memoryview, level: int) -> bytes:
+    """The stored form of a chunk: compressed when that saves space, raw otherwise."""
+    if level > 0 and len(data) > 64:
+        compressed = _compressor(level).compress(data)
+        # Keep compression only when it pays for itself, so random data costs one byte.
+        if len(compressed) < len(data) - len(data) // 64:
+            return bytes((ZSTD,)) + compressed
+    return bytes((RAW,)) + bytes(data)
+
+
+def decode(stored: bytes, expected_hash: bytes, size: int) -> bytes:
+    """The raw chunk, verified; IntegrityError on any mismatch."""
+    if not stored:
+        raise IntegrityError("empty stored chunk")
+    codec = stored[0]
+    try:
+        if codec == RAW:
+            data = stored[1:]
+        elif codec == ZSTD:
+            data = _decompressor().decompress(memoryview(stored)[1:], max_output_size=size)
+        else:
+            raise IntegrityError(f"unknown chunk codec {codec}")
+    except zstandard.ZstdError as e:
+        raise IntegrityError(f"chunk {expected_hash.hex()[:16]} does not decompress: {e}") from None
+    if len(data) != size or hashlib.sha256(data).digest() != expected_hash:
+        raise IntegrityError(f"chunk {expected_hash.hex()[:16]} does not match its hash")
+    return data

@@ -1,0 +1,71 @@
+"""The vault interface: immutable objects, written once, read by byte range.
+
+It is deliberately what S3 offers and nothing more: no appends, no renames, no locks. An
+object is put whole or not at all; putting a key that exists is a no-op because keys are
+content hashes (or the vault's own identity, written once by init). Implementations are
+thread-safe: the engine uploads from a worker thread and the mount reads from many.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..errors import VaultError
+
+IDENTITY_KEY = "btfs-vault.json"
+VAULT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class VaultIdentity:
+    vault_id: str
+    format: int
+
+
+class Vault(ABC):
+    url: str
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key` durably and atomically; no-op if `key` exists."""
+
+    @abstractmethod
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Bytes of an object, or a range of it; VaultError if it is missing or short."""
+
+    @abstractmethod
+    def size(self, key: str) -> int | None:
+        """Size of an object, None if it does not exist."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """(key, size) of every object whose key starts with `prefix`."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an object (prune only); no error if it is already gone."""
+
+    # ---- identity: which vault is this? ----------------------------------------------
+
+    def identity(self) -> VaultIdentity | None:
+        if self.size(IDENTITY_KEY) is None:
+            return None
+        try:
+            doc = json.loads(self.get(IDENTITY_KEY))
+            return VaultIdentity(vault_id=doc["vault_id"], format=doc["format"])
+        except (ValueError, KeyError, TypeError):
+            raise VaultError(f"{self.url}: {IDENTITY_KEY} is damaged") from None
+
+    def create_identity(self) -> VaultIdentity:
+        ident = VaultIdentity(vault_id=str(uuid.uuid4()), format=VAULT_FORMAT)
+        self.put(IDENTITY_KEY, json.dumps({"vault_id": ident.vault_id,
+                                           "format": ident.format}).encode())
+        return ident
+
+
+def pack_key(name: str) -> str:
+    return f"packs/{name}"

@@ -1,0 +1,136 @@
+"""A vault in a local directory (or any mounted filesystem).
+
+Layout: `<root>/btfs-vault.json`, `<root>/packs/<2 hex>/<64 hex>`, `<root>/tmp/` for writes
+in progress. A put writes a temp file, fsyncs it, hard-links it to its final name (which
+fails rather than replaces if the name exists, so an object is never rewritten), fsyncs the
+directory, then drops the temp name. A kill at any point leaves either no object or a
+whole one; stale temp files are harmless and removed by the next writer.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import VaultError
+from .base import Vault
+
+log = logging.getLogger(__name__)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalVault(Vault):
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.url = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("packs/"):
+            name = key[len("packs/"):]
+            return self.root / "packs" / name[:2] / name
+        return self.root / key
+
+    def _key(self, path: Path) -> str:
+        rel = path.relative_to(self.root)
+        if rel.parts[0] == "packs":
+            return "packs/" + rel.name
+        return str(rel)
+
+    def create(self) -> None:
+        """Make the directory skeleton (init only)."""
+        for d in (self.root, self.root / "packs", self.root / "tmp"):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def put(self, key: str, data: bytes) -> None:
+        final = self._path(key)
+        if final.exists():
+            return
+        tmp_dir = self.root / "tmp"
+        tmp = tmp_dir / f"{os.getpid()}-{time.monotonic_ns()}.tmp"
+        try:
+            final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                pass  # the same content-addressed object, written by an earlier run
+            _fsync_dir(final.parent)
+        except OSError as e:
+            raise VaultError(f"cannot write {final}: {e.strerror}") from None
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                if length is None:
+                    f.seek(offset)
+                    return f.read()
+                data = os.pread(f.fileno(), length, offset)
+        except FileNotFoundError:
+            raise VaultError(f"vault object missing: {key}") from None
+        except OSError as e:
+            raise VaultError(f"cannot read {path}: {e.strerror}") from None
+        if len(data) != length:
+            raise VaultError(f"vault object {key} is shorter than expected")
+        return data
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        base = self.root / "packs" if prefix.startswith("packs") else self.root
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if d != "tmp"]
+            for name in filenames:
+                path = Path(dirpath) / name
+                key = self._key(path)
+                if key.startswith(prefix):
+                    try:
+                        yield key, path.stat().st_size
+                    except FileNotFoundError:
+                        continue
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise VaultError(f"cannot delete {key}: {e.strerror}") from None
+
+    def clean_tmp(self) -> None:
+        """Remove temp files of dead writers (call while holding the writer lock)."""
+        tmp_dir = self.root / "tmp"
+        if tmp_dir.is_dir():
+            for entry in os.scandir(tmp_dir):
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
