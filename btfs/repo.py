@@ -8,13 +8,15 @@ commands use `Repo.open(readonly=True)` and never wait on a writer; writing comm
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from . import config as config_mod
 from .catalog import Catalog
-from .config import Config, Paths
-from .errors import BtfsError, VaultError
+from .config import Config, Paths, TrackedDir
+from .errors import BtfsError, UsageError, VaultError
 from .lock import WriterLock
 from .vault import Vault, open_vault
 
@@ -73,3 +75,83 @@ class Repo:
             yield
         finally:
             lock.release()
+
+    def backup(self, *, progress=None):
+        """Run one backup; the caller holds `writer()`."""
+        from .engine.backup import run_backup
+        from .engine.store import ChunkStore
+
+        store = ChunkStore(self.catalog, self.vault, self.config.pack_size)
+        try:
+            return run_backup(self.catalog, store, self.config, progress=progress)
+        finally:
+            store.close()
+
+
+def init_repo(paths: Paths, vault_url: str) -> tuple[Config, bool]:
+    """Create config, catalog and vault; (config, created). Idempotent for the same vault."""
+    from .vault import LocalVault, normalize_url
+
+    url = normalize_url(vault_url)
+    existing = None
+    if paths.config_file.exists():
+        existing = config_mod.load(paths)
+        if normalize_url(existing.vault) != url:
+            raise BtfsError(f"already initialized with vault {existing.vault}; refusing to "
+                            f"switch to {url} (edit {paths.config_file} if you mean it)")
+    vault = open_vault(url)
+    ident = vault.identity()
+    catalog_exists = paths.catalog.exists()
+    if existing and ident and catalog_exists:
+        return existing, False
+    if ident is None:
+        if isinstance(vault, LocalVault):
+            if vault.root.exists() and any(vault.root.iterdir()):
+                raise BtfsError(f"{url} is not empty and is not a btfs vault")
+            vault.create()
+        ident = vault.create_identity()
+    paths.ensure()
+    cfg = existing or Config(host_id=str(uuid.uuid4()), vault=url)
+    with Catalog(paths.catalog) as catalog:
+        known = catalog.get_meta("vault_id")
+        if known is not None and known != ident.vault_id:
+            raise BtfsError(f"catalog {paths.catalog} belongs to another vault")
+        with catalog.transaction():
+            catalog.set_meta("vault_id", ident.vault_id)
+            catalog.set_meta("host_id", cfg.host_id)
+    os.chmod(paths.catalog, 0o600)
+    config_mod.save(paths, cfg)
+    return cfg, True
+
+
+def track_dirs(paths: Paths, dirs: list[str], excludes=(), includes=()) -> Config:
+    """Add directories to the backup set (or update their patterns)."""
+    cfg = config_mod.load(paths)
+    tracked = list(cfg.tracked)
+    for d in dirs:
+        path = os.path.realpath(os.path.expanduser(d))
+        if not os.path.isdir(path):
+            raise UsageError(f"not a directory: {d}")
+        for t in tracked:
+            if t.path != path and (path.startswith(t.path.rstrip("/") + "/")
+                                   or t.path.startswith(path.rstrip("/") + "/")):
+                raise UsageError(f"{path} overlaps tracked directory {t.path}")
+        entry = TrackedDir(path, tuple(excludes), tuple(includes))
+        tracked = [entry if t.path == path else t for t in tracked]
+        if entry not in tracked:
+            tracked.append(entry)
+    cfg = config_mod.with_changes(cfg, tracked=tuple(tracked))
+    config_mod.save(paths, cfg)
+    return cfg
+
+
+def untrack_dirs(paths: Paths, dirs: list[str]) -> Config:
+    cfg = config_mod.load(paths)
+    wanted = {os.path.realpath(os.path.expanduser(d)) for d in dirs}
+    missing = wanted - {t.path for t in cfg.tracked}
+    if missing:
+        raise UsageError(f"not tracked: {sorted(missing)[0]}")
+    cfg = config_mod.with_changes(cfg, tracked=tuple(t for t in cfg.tracked
+                                                     if t.path not in wanted))
+    config_mod.save(paths, cfg)
+    return cfg

@@ -1,0 +1,466 @@
+"""One backup run: scan the tracked directories, store what changed, record a snapshot.
+
+Flow (main thread): walk each tracked directory depth-first; compare every entry's lstat
+with the newest version of its path (`node.head`); unchanged entries cost no read and add
+no row. Changed files go through a bounded window of worker jobs (files.py) whose results
+are taken in order and fed to the ChunkStore. A file's version is inserted only when every
+pack holding its new chunks is durable; the catalog transaction is committed at those
+points, so a kill -9 leaves committed work that refers only to durable packs.
+
+Never: follow symlinks, key on st_dev, hold a whole large file or the whole file list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import stat
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pyfastcdc.cy import FastCDC
+
+from ..catalog import DELETED, DIR, FILE, ROOT, SYMLINK, Catalog, Entry, Meta, Version
+from ..config import Config, TrackedDir
+from ..errors import BtfsError
+from .excludes import Matcher, is_cache_dir
+from .files import (
+    RETRIES,
+    Piece,
+    WholeFile,
+    make_piece,
+    open_for_backup,
+    read_whole,
+    same_content_stat,
+)
+from .meta import file_type, meta_from_stat, read_xattrs
+from .store import STORED, ChunkStore
+
+log = logging.getLogger(__name__)
+
+DELETED_META = Meta(DELETED, 0, 0, 0, 0, 0, 0, 0, None, 0, 0)
+EMPTY_SHA256 = hashlib.sha256(b"").digest()
+WINDOW_JOBS = 24  # jobs in flight; with WINDOW_BYTES bounds the memory of reads in progress
+WINDOW_BYTES = 48 << 20
+COMMIT_EVERY_S = 30.0  # also commit directory/metadata-only changes at least this often
+
+
+@dataclass
+class Stats:
+    """What a backup did, for its summary and the snapshot row."""
+
+    snapshot_id: int = 0
+    entries: int = 0  # entries in the backup set (unchanged included)
+    files_new: int = 0
+    files_changed: int = 0
+    files_deleted: int = 0
+    bytes_read: int = 0
+    bytes_added: int = 0
+    errors: int = 0
+    warnings: list[str] = field(default_factory=list)
+    started_ns: int = 0
+    finished_ns: int = 0
+    state: str = "running"
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["seconds"] = round((self.finished_ns - self.started_ns) / 1e9, 3)
+        return d
+
+
+@dataclass
+class _FileJob:
+    """A file being read: its result is complete when every window item for it is taken."""
+
+    node_id: int
+    path: bytes
+    prev: Version | None
+    scan_st: os.stat_result
+    pieces: list[tuple[bytes, int]] = field(default_factory=list)
+    need_seq: int = STORED  # newest pack its chunks are in
+    open_items: int = 0
+    reading_done: bool = False
+    abandoned: bool = False  # a re-read replaced this attempt
+    st: os.stat_result | None = None
+    sha256: bytes | None = None
+    failed: bool = False
+
+
+class Backup:
+    def __init__(self, catalog: Catalog, store: ChunkStore, config: Config, *,
+                 progress: Callable[[Stats, bytes], None] | None = None):
+        self.catalog = catalog
+        self.store = store
+        self.config = config
+        self.progress = progress
+        self.stats = Stats()
+        threads = config.threads or os.cpu_count() or 2
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="btfs-hash")
+        self.cdc = FastCDC(config.chunk_avg, min_size=config.chunk_min,
+                           max_size=config.chunk_max)
+        self.level = config.compression_level
+        self._window: deque[tuple[_FileJob, Future, int]] = deque()
+        self._window_bytes = 0
+        self._ready: list[_FileJob] = []  # read, waiting for their packs to be durable
+        self._staged = {v.node_id: v for v in catalog.all_staged()}
+        self._last_commit = time.monotonic()
+        self._last_progress = 0.0
+
+    # ---- the run ------------------------------------------------------------------------
+
+    def run(self, host_id: str, tracked: tuple[TrackedDir, ...]) -> Stats:
+        s = self.stats
+        s.started_ns = time.time_ns()
+        with self.catalog.transaction():
+            s.snapshot_id = self.catalog.begin_snapshot(host_id, s.started_ns)
+        self.catalog.db.execute("BEGIN IMMEDIATE")
+        try:
+            self._forget_untracked(tracked)
+            for t in tracked:
+                self._backup_root(t)
+            self._commit_staged_leftovers()
+            self._drain(all_items=True)
+            self.store.finish()
+            self._flush_ready(final=True)
+            s.bytes_added = self.store.bytes_added
+            s.finished_ns = time.time_ns()
+            s.state = "partial" if s.errors else "complete"
+            self.catalog.update_snapshot(
+                s.snapshot_id, finished_ns=s.finished_ns, state=s.state,
+                files_new=s.files_new, files_changed=s.files_changed,
+                files_deleted=s.files_deleted, entries=s.entries, bytes_read=s.bytes_read,
+                bytes_added=s.bytes_added, errors=s.errors)
+            self.catalog.set_meta("roots", json.dumps(sorted(t.path for t in tracked)))
+            self.catalog.db.execute("COMMIT")
+        except BaseException:
+            self.catalog.db.execute("ROLLBACK")
+            self._abandon()
+            raise
+        finally:
+            self.pool.shutdown(wait=True)
+        return s
+
+    def _abandon(self) -> None:
+        """After an error or Ctrl-C: keep what is durable, mark the snapshot interrupted."""
+        try:
+            with self.catalog.transaction():
+                self.catalog.update_snapshot(self.stats.snapshot_id, state="interrupted")
+        except Exception:  # the next writer marks it interrupted anyway
+            log.debug("could not mark snapshot interrupted", exc_info=True)
+
+    def _commit(self) -> None:
+        self.catalog.db.execute("COMMIT")
+        self.store.forget_recorded()
+        self.catalog.db.execute("BEGIN IMMEDIATE")
+        self._last_commit = time.monotonic()
+
+    # ---- scanning -----------------------------------------------------------------------
+
+    def _backup_root(self, tracked: TrackedDir) -> None:
+        root = os.fsencode(tracked.path)
+        try:
+            root_st = os.lstat(root)
+        except OSError as e:
+            self._warn(f"tracked directory {tracked.path}: {e.strerror}; keeping its last backup")
+            return
+        if not stat.S_ISDIR(root_st.st_mode):
+            self._warn(f"tracked directory {tracked.path} is not a directory; skipped")
+            return
+        node = ROOT
+        parts = [p for p in root.split(b"/") if p]
+        for depth, name in enumerate(parts):
+            path = b"/" + b"/".join(parts[:depth + 1])
+            node = self.catalog.child_node(node, name) or self.catalog.add_node(node, name)
+            st = root_st if depth == len(parts) - 1 else os.lstat(path)
+            head = self.catalog.head(node)
+            if head is None or head.type == DELETED or not head.meta.same_stat(
+                    meta_from_stat(st, DIR)):
+                # Directories above the tracked one are recorded so the mount can show
+                # them as they were, but they are not part of the backup's counts.
+                self._record(node, path, st, DIR, head, counted=depth == len(parts) - 1)
+        self.stats.entries += 1
+        matcher = Matcher(self.config.excludes + tracked.excludes, tracked.includes)
+        stack = [(root, node, b"")]
+        while stack:
+            path, node, rel = stack.pop()
+            subdirs = self._scan_dir(path, node, rel, matcher, root_st.st_dev)
+            stack.extend(reversed(subdirs))
+
+    def _scan_dir(self, path: bytes, node: int, rel: bytes, matcher: Matcher,
+                  root_dev: int) -> list[tuple[bytes, int, bytes]]:
+        try:
+            with os.scandir(path) as it:
+                names = sorted(e.name for e in it)
+        except OSError as e:
+            self._warn(f"cannot list {os.fsdecode(path)}: {e.strerror}")
+            return []  # its children keep their last versions: not "deleted"
+        live = self.catalog.live_children(node)
+        seen = set()
+        subdirs = []
+        for name in names:
+            child_path = path + b"/" + name
+            child_rel = rel + b"/" + name if rel else name
+            try:
+                st = os.lstat(child_path)
+            except FileNotFoundError:
+                continue  # vanished since the listing
+            except OSError as e:
+                self._warn(f"cannot stat {os.fsdecode(child_path)}: {e.strerror}")
+                if name in live:
+                    seen.add(name)
+                continue
+            kind = file_type(st.st_mode)
+            if kind is None:
+                log.debug("skipping special file %r", child_path)
+                continue
+            if matcher.excluded(child_rel, kind == DIR):
+                continue
+            if kind == DIR and self.config.exclude_caches and is_cache_dir(child_path):
+                log.info("skipping cache directory %s", os.fsdecode(child_path))
+                continue
+            if kind == FILE and self.config.max_file_size and st.st_size > self.config.max_file_size:
+                log.info("skipping %s: larger than max_file_size", os.fsdecode(child_path))
+                continue
+            seen.add(name)
+            self.stats.entries += 1
+            entry = live.get(name)
+            child = entry.node_id if entry else (
+                self.catalog.child_node(node, name) or self.catalog.add_node(node, name))
+            if kind == DIR and not (self.config.one_file_system and st.st_dev != root_dev):
+                subdirs.append((child_path, child, child_rel))
+            staged = self._staged.pop(child, None)
+            if staged is not None:
+                self._commit_one_staged(staged, entry)
+                continue
+            if entry is not None and entry.version.meta.same_stat(meta_from_stat(st, kind)):
+                continue
+            self._record(child, child_path, st, kind, entry.version if entry else None)
+        for name, entry in live.items():
+            if name not in seen:
+                self._mark_deleted(entry)
+        self._tick(path)
+        return subdirs
+
+    def _record(self, node: int, path: bytes, st: os.stat_result, kind: str, prev,
+                *, counted: bool = True) -> None:
+        """A new or changed entry: store its content if any, then record its version."""
+        if kind == FILE and st.st_size > 0:
+            self._read_file(node, path, st, prev)
+            return
+        try:
+            xattrs = read_xattrs(path)
+            target = os.readlink(path) if kind == SYMLINK else None
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            self._warn(f"cannot read {os.fsdecode(path)}: {e.strerror}")
+            return
+        content_id = None
+        if kind == FILE:
+            content_id = self.catalog.add_content(EMPTY_SHA256, 0, ())
+        self._add_version(node, meta_from_stat(st, kind, target=target, xattrs=xattrs,
+                                               content_id=content_id), prev, counted=counted)
+
+    def _add_version(self, node: int, meta: Meta, prev, *, counted: bool = True) -> None:
+        self.catalog.add_version(node, self.stats.snapshot_id, meta)
+        if not counted:
+            return
+        if prev is None or prev.type == DELETED:
+            self.stats.files_new += 1
+        else:
+            self.stats.files_changed += 1
+
+    def _mark_deleted(self, entry: Entry) -> None:
+        """Record a vanished path as deleted, and everything that was live under it."""
+        stack = [entry]
+        while stack:
+            e = stack.pop()
+            self.catalog.add_version(e.node_id, self.stats.snapshot_id, DELETED_META)
+            self.stats.files_deleted += 1
+            if e.version.type == DIR:
+                stack.extend(self.catalog.live_children(e.node_id).values())
+
+    def _forget_untracked(self, tracked: tuple[TrackedDir, ...]) -> None:
+        """Directories tracked by the last backup but not by this one end here."""
+        before = set(json.loads(self.catalog.get_meta("roots") or "[]"))
+        for path in sorted(before - {t.path for t in tracked}):
+            node = self.catalog.node_for_path(os.fsencode(path))
+            head = self.catalog.head(node) if node else None
+            if head is not None and head.type != DELETED:
+                self._mark_deleted(Entry(node, b"", head))
+
+    # ---- staged files ('btfs add') -------------------------------------------------------
+
+    def _commit_one_staged(self, staged, entry: Entry | None) -> None:
+        self.catalog.commit_staged(staged.id, self.stats.snapshot_id)
+        prev = entry.version if entry else None
+        if prev is None or prev.type == DELETED:
+            self.stats.files_new += 1
+        else:
+            self.stats.files_changed += 1
+
+    def _commit_staged_leftovers(self) -> None:
+        """Staged paths the scan did not reach (excluded since, or unreadable now)."""
+        for staged in self._staged.values():
+            head = self.catalog.head(staged.node_id)
+            self._commit_one_staged(staged, Entry(staged.node_id, b"", head) if head else None)
+        self._staged.clear()
+
+    # ---- reading files through the worker window ----------------------------------------
+
+    def _read_file(self, node: int, path: bytes, st: os.stat_result, prev) -> None:
+        job = _FileJob(node, path, prev, st)
+        if st.st_size < self.config.chunk_min:
+            self._submit(job, st.st_size, read_whole, path, self.level, self.store.known)
+            job.reading_done = True
+            return
+        self._read_large(job)
+
+    def _read_large(self, job: _FileJob) -> None:
+        """Cut a large file on this thread (the chunker runs without the GIL) and hash and
+        compress its chunks in workers; re-read it if it changes under us."""
+        for attempt in range(RETRIES):
+            try:
+                fd = open_for_backup(job.path)
+            except OSError as e:
+                self._file_error(job, e)
+                return
+            whole = hashlib.sha256()
+            try:
+                before = os.fstat(fd)
+                with open(fd, "rb", buffering=0, closefd=False) as f:
+                    for chunk in self.cdc.cut_stream(f):
+                        data = bytes(chunk.data)  # the chunker reuses its buffer
+                        whole.update(data)
+                        self._submit(job, len(data), make_piece, data, self.level,
+                                     self.store.known)
+                after = os.fstat(fd)
+            except OSError as e:
+                job.abandoned = True
+                self._file_error(job, e)
+                return
+            finally:
+                os.close(fd)
+            if same_content_stat(before, after) or attempt == RETRIES - 1:
+                if not same_content_stat(before, after):
+                    self._warn(f"{os.fsdecode(job.path)} changed while being read; "
+                               "stored as last read", error=False)
+                job.st, job.sha256, job.reading_done = after, whole.digest(), True
+                if job.open_items == 0:
+                    self._file_read(job)
+                return
+            log.info("%s changed while being read, reading it again", os.fsdecode(job.path))
+            job.abandoned = True
+            job = _FileJob(job.node_id, job.path, job.prev, job.scan_st)
+
+    def _submit(self, job: _FileJob, nbytes: int, fn, *args) -> None:
+        while self._window and (len(self._window) >= WINDOW_JOBS
+                                or self._window_bytes + nbytes > WINDOW_BYTES):
+            self._drain()
+        self._window.append((job, self.pool.submit(fn, *args), nbytes))
+        self._window_bytes += nbytes
+        job.open_items += 1
+
+    def _drain(self, *, all_items: bool = False) -> None:
+        """Take the oldest finished job (or all of them) into the store, in order."""
+        while self._window:
+            job, future, nbytes = self._window.popleft()
+            self._window_bytes -= nbytes
+            job.open_items -= 1
+            try:
+                result = future.result()
+            except OSError as e:
+                self._file_error(job, e)
+                result = None
+            if result is not None and not job.failed:
+                pieces = result.pieces if isinstance(result, WholeFile) else [result]
+                for piece in pieces:
+                    self._accept(job, piece)
+                if isinstance(result, WholeFile):
+                    job.st, job.sha256 = result.st, result.sha256
+                    if result.unstable:
+                        self._warn(f"{os.fsdecode(job.path)} changed while being read; "
+                                   "stored as last read", error=False)
+            if job.open_items == 0 and job.reading_done and not job.failed:
+                self._file_read(job)
+            if not all_items:
+                break
+        self._flush_ready()
+
+    def _accept(self, job: _FileJob, piece: Piece) -> None:
+        seq = self.store.add(piece.hash, piece.size, piece.stored)
+        if job.abandoned:
+            return
+        job.pieces.append((piece.hash, piece.size))
+        job.need_seq = max(job.need_seq, seq)
+        self.stats.bytes_read += piece.size
+
+    def _file_read(self, job: _FileJob) -> None:
+        if not job.abandoned:
+            self._ready.append(job)
+
+    def _file_error(self, job: _FileJob, error: OSError) -> None:
+        job.failed = True
+        if isinstance(error, FileNotFoundError):
+            return  # deleted since the scan: the next backup records the deletion
+        self._warn(f"cannot read {os.fsdecode(job.path)}: {error.strerror or error}")
+
+    def _flush_ready(self, *, final: bool = False) -> None:
+        """Insert versions of files whose packs are durable; commit when a pack landed."""
+        landed = self.store.collect_durable(wait=final)
+        if not self._ready:
+            if landed or time.monotonic() - self._last_commit > COMMIT_EVERY_S:
+                self._commit()
+            return
+        durable = self.store.durable_seq
+        waiting = []
+        for job in self._ready:
+            if job.need_seq > durable:
+                waiting.append(job)
+                continue
+            chunk_ids = [self.catalog.chunk_id(h) for h, _ in job.pieces]
+            size = sum(size for _, size in job.pieces)
+            content_id = self.catalog.add_content(job.sha256, size, chunk_ids)
+            try:
+                xattrs = read_xattrs(job.path)
+            except OSError:
+                xattrs = None
+            meta = meta_from_stat(job.st, FILE, xattrs=xattrs, content_id=content_id)
+            # Keep the atime the file had before we read it (O_NOATIME may not apply).
+            meta = dataclasses.replace(meta, atime_ns=job.scan_st.st_atime_ns)
+            self._add_version(job.node_id, meta, job.prev)
+        self._ready = waiting
+        if landed or time.monotonic() - self._last_commit > COMMIT_EVERY_S:
+            self._commit()
+
+    # ---- reporting ----------------------------------------------------------------------
+
+    def _warn(self, message: str, *, error: bool = True) -> None:
+        """A warning for the user; with `error`, an entry was skipped: the snapshot is partial."""
+        log.warning("%s", message)
+        if error:
+            self.stats.errors += 1
+        if len(self.stats.warnings) < 100:
+            self.stats.warnings.append(message)
+
+    def _tick(self, path: bytes) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if now - self._last_progress >= 0.2:
+            self._last_progress = now
+            self.stats.bytes_added = self.store.bytes_added
+            self.progress(self.stats, path)
+
+
+def run_backup(catalog: Catalog, store: ChunkStore, config: Config, *, progress=None) -> Stats:
+    if not config.tracked:
+        raise BtfsError("nothing to back up: add a directory with 'btfs track DIR'")
+    backup = Backup(catalog, store, config, progress=progress)
+    return backup.run(config.host_id, config.tracked)

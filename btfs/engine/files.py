@@ -1,0 +1,83 @@
+"""Reading a file's content for a backup: the work done in worker threads.
+
+Small files are read, hashed and compressed whole in one job; large files are cut by the
+main thread and each chunk hashed and compressed in its own job. Both check that the file
+did not change while it was read (size, mtime, ctime before and after) and read it again a
+few times if it did. hashlib and zstd release the GIL, so the jobs use every core.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import codec
+
+RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One chunk of a file as read: its id, raw size and stored form (None: already stored)."""
+
+    hash: bytes
+    size: int
+    stored: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class WholeFile:
+    st: os.stat_result
+    sha256: bytes
+    pieces: list[Piece]
+    unstable: bool  # still changing after RETRIES reads: recorded as read, with a warning
+
+
+def open_for_backup(path: bytes) -> int:
+    """Open without following a symlink swapped in since the scan, and without touching
+    the atime when the kernel lets us (O_NOATIME needs ownership or CAP_FOWNER)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | os.O_NOATIME)
+    except PermissionError as e:
+        if e.errno != errno.EPERM:
+            raise
+        return os.open(path, flags)
+
+
+def same_content_stat(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
+            and a.st_ctime_ns == b.st_ctime_ns)
+
+
+def make_piece(data: bytes, level: int, known: Callable[[bytes], bool]) -> Piece:
+    h = codec.chunk_hash(data)
+    return Piece(h, len(data), None if known(h) else codec.encode(data, level))
+
+
+def read_whole(path: bytes, level: int, known: Callable[[bytes], bool]) -> WholeFile:
+    """A small file in one piece (smaller than the chunker's minimum, so one chunk)."""
+    for attempt in range(RETRIES):
+        fd = open_for_backup(path)
+        try:
+            before = os.fstat(fd)
+            parts = []
+            want = before.st_size + 1  # one byte more tells us it grew
+            while want > 0:
+                block = os.read(fd, want)
+                if not block:
+                    break
+                parts.append(block)
+                want -= len(block)
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        stable = same_content_stat(before, after) and len(data) == after.st_size
+        if stable or attempt == RETRIES - 1:
+            break
+    piece = make_piece(data, level, known)
+    return WholeFile(after, piece.hash, [piece] if data else [], not stable)

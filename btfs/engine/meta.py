@@ -1,0 +1,105 @@
+"""File metadata: from the filesystem into `Meta`, and back onto a restored file.
+
+Xattrs are stored as one blob: for each attribute, sorted by name, a u16 name length, the
+name, a u32 value length and the value. Ownership is restored only when running as root
+(as tar does); a failure to set metadata is a warning, never a lost file.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import struct
+
+from ..catalog.model import DIR, FILE, SYMLINK, Meta
+
+log = logging.getLogger(__name__)
+
+_NAME = struct.Struct("<H")
+_VALUE = struct.Struct("<I")
+
+
+def file_type(mode: int) -> str | None:
+    """btfs's type for a mode, None for what btfs does not store (fifos, sockets, devices)."""
+    if stat.S_ISREG(mode):
+        return FILE
+    if stat.S_ISDIR(mode):
+        return DIR
+    if stat.S_ISLNK(mode):
+        return SYMLINK
+    return None
+
+
+def meta_from_stat(st: os.stat_result, kind: str, *, target: bytes | None = None,
+                   xattrs: bytes | None = None, content_id: int | None = None) -> Meta:
+    return Meta(type=kind, size=st.st_size, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid,
+                atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns,
+                btime_ns=None, ino=st.st_ino, nlink=st.st_nlink, target=target,
+                xattrs=xattrs, content_id=content_id)
+
+
+def encode_xattrs(pairs: list[tuple[bytes, bytes]]) -> bytes | None:
+    if not pairs:
+        return None
+    out = bytearray()
+    for name, value in sorted(pairs):
+        out += _NAME.pack(len(name)) + name + _VALUE.pack(len(value)) + value
+    return bytes(out)
+
+
+def decode_xattrs(blob: bytes | None) -> list[tuple[bytes, bytes]]:
+    pairs = []
+    pos = 0
+    while blob and pos < len(blob):
+        (n,) = _NAME.unpack_from(blob, pos)
+        pos += _NAME.size
+        name = blob[pos:pos + n]
+        pos += n
+        (v,) = _VALUE.unpack_from(blob, pos)
+        pos += _VALUE.size
+        pairs.append((name, blob[pos:pos + v]))
+        pos += v
+    return pairs
+
+
+def read_xattrs(path: bytes) -> bytes | None:
+    """The xattrs of `path` (not following symlinks), encoded; None when there are none."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.ENODATA, errno.EPERM):
+            return None
+        raise
+    pairs = []
+    for name in names:
+        try:
+            pairs.append((name.encode("utf-8", "surrogateescape"),
+                          os.getxattr(path, name, follow_symlinks=False)))
+        except OSError as e:
+            if e.errno not in (errno.ENODATA, errno.ENOTSUP):
+                raise
+    return encode_xattrs(pairs)
+
+
+def apply_meta(path: bytes, meta: Meta) -> list[str]:
+    """Set owner, mode, xattrs and times of a restored entry; returns warnings."""
+    warnings = []
+    is_link = meta.type == SYMLINK
+    if os.geteuid() == 0:
+        try:
+            os.chown(path, meta.uid, meta.gid, follow_symlinks=False)
+        except OSError as e:
+            warnings.append(f"cannot set owner of {os.fsdecode(path)}: {e.strerror}")
+    for name, value in decode_xattrs(meta.xattrs):
+        try:
+            os.setxattr(path, name.decode("utf-8", "surrogateescape"), value,
+                        follow_symlinks=False)
+        except OSError as e:
+            warnings.append(f"cannot set xattr {name!r} on {os.fsdecode(path)}: {e.strerror}")
+    if not is_link:
+        # After chown, which may clear setuid bits.
+        os.chmod(path, stat.S_IMODE(meta.mode))
+    os.utime(path, ns=(meta.atime_ns, meta.mtime_ns), follow_symlinks=False)
+    return warnings

@@ -1,0 +1,117 @@
+"""Where new chunks go during a backup: the open pack, packs being uploaded, durability.
+
+Owned by the backup's main thread, except `known`, which worker threads call to skip
+compressing chunks that are already stored. A chunk enters the catalog only in
+`collect_durable`, after the vault has confirmed its pack; until then it is "pending" and
+identified by the sequence number of the pack that will hold it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from ..catalog import Catalog
+from ..vault import Vault, pack_key
+from .pack import PackBuilder, SealedPack
+
+log = logging.getLogger(__name__)
+
+STORED = -1  # "pack sequence" of a chunk that is already in the catalog
+
+
+class ChunkStore:
+    def __init__(self, catalog: Catalog, vault: Vault, pack_size: int, max_uploads: int = 2):
+        self.catalog = catalog
+        self.vault = vault
+        self.pack_size = pack_size
+        self.max_uploads = max_uploads
+        self._builder = PackBuilder()
+        self._seq = 0  # sequence number of the open pack
+        self._uploads: deque[tuple[int, SealedPack, Future]] = deque()
+        self._uploader = ThreadPoolExecutor(1, thread_name_prefix="btfs-upload")
+        # hash -> pack sequence, for chunks accepted but not yet in the catalog. Worker
+        # threads read it without a lock: a stale answer only costs a wasted compression.
+        self._pending: dict[bytes, int] = {}
+        self.durable_seq = STORED  # every pack with a sequence <= this is in the catalog
+        self.bytes_added = 0
+        self.packs_written = 0
+        self._readers = threading.local()
+        self._reader_catalogs: list[Catalog] = []
+        self._readers_lock = threading.Lock()
+
+    def known(self, chunk_hash: bytes) -> bool:
+        """Is this chunk stored or on its way? Safe from any thread."""
+        if chunk_hash in self._pending:
+            return True
+        reader = getattr(self._readers, "catalog", None)
+        if reader is None:
+            reader = self._readers.catalog = Catalog(self.catalog.path, readonly=True)
+            with self._readers_lock:
+                self._reader_catalogs.append(reader)
+        return reader.chunk_id(chunk_hash) is not None
+
+    def add(self, chunk_hash: bytes, size: int, stored: bytes | None) -> int:
+        """Accept a chunk; returns the sequence of the pack it will be durable in."""
+        seq = self._pending.get(chunk_hash)
+        if seq is not None:
+            return seq
+        if stored is None:
+            # The worker saw it stored; trust the catalog (the main connection sees the
+            # open transaction, so this also covers chunks recorded a moment ago).
+            if self.catalog.chunk_id(chunk_hash) is not None:
+                return STORED
+            raise AssertionError("chunk reported stored but unknown to the catalog")
+        seq = self._seq
+        self._builder.add(chunk_hash, size, stored)
+        self._pending[chunk_hash] = seq
+        if self._builder.nbytes >= self.pack_size:
+            self.seal()
+        return seq
+
+    def seal(self) -> None:
+        """Close the open pack and start writing it to the vault."""
+        if not len(self._builder):
+            return
+        if len(self._uploads) >= self.max_uploads:
+            self._uploads[0][2].result()  # bound memory: at most max_uploads packs in RAM
+        sealed = self._builder.seal()
+        future = self._uploader.submit(self.vault.put, pack_key(sealed.name), sealed.data)
+        self._uploads.append((self._seq, sealed, future))
+        self._builder = PackBuilder()
+        self._seq += 1
+
+    def collect_durable(self, *, wait: bool = False) -> bool:
+        """Record every finished upload in the catalog, in order; True if any was."""
+        advanced = False
+        while self._uploads and (wait or self._uploads[0][2].done()):
+            seq, sealed, future = self._uploads.popleft()
+            future.result()  # a failed upload raises here, before anything refers to it
+            self.catalog.add_pack(sealed.name, len(sealed.data), sealed.chunks, time.time_ns())
+            self.bytes_added += len(sealed.data)
+            self.packs_written += 1
+            self.durable_seq = seq
+            advanced = True
+            log.debug("pack %s durable: %d chunks, %d bytes", sealed.name[:12],
+                      len(sealed.chunks), len(sealed.data))
+        return advanced
+
+    def forget_recorded(self) -> None:
+        """Drop pending entries whose packs are now committed (call after COMMIT)."""
+        durable = self.durable_seq
+        if self._pending:
+            self._pending = {h: s for h, s in self._pending.items() if s > durable}
+
+    def finish(self) -> None:
+        self.seal()
+        self.collect_durable(wait=True)
+
+    def close(self) -> None:
+        self._uploader.shutdown(wait=True)
+        with self._readers_lock:
+            for reader in self._reader_catalogs:
+                reader.close()
+            self._reader_catalogs.clear()
