@@ -133,7 +133,8 @@ def from_dict(doc: dict, where: str = "config") -> Config:
         if key in doc:
             kwargs[key] = want(key, bool, doc[key])
     if "excludes" in doc:
-        kwargs["excludes"] = tuple(want("excludes", str, p) for p in want("excludes", list, doc["excludes"]))
+        patterns = want("excludes", list, doc["excludes"])
+        kwargs["excludes"] = tuple(want("excludes", str, p) for p in patterns)
     tracked = []
     for entry in want("track", list, doc.get("track", [])):
         entry = want("track", dict, entry)

@@ -303,8 +303,8 @@ class Catalog:
         ids = {}
         for c in chunks:
             self.db.execute(
-                "INSERT INTO chunk (hash, size, pack_id, offset, stored_len) VALUES (?, ?, ?, ?, ?)",
-                (c.hash, c.size, pack_id, c.offset, c.stored_len))
+                "INSERT INTO chunk (hash, size, pack_id, offset, stored_len) "
+                "VALUES (?, ?, ?, ?, ?)", (c.hash, c.size, pack_id, c.offset, c.stored_len))
             ids[c.hash] = self.db.last_rowid()
         return ids
 

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import stat
 import time
 from collections import deque
 from collections.abc import Callable
@@ -26,10 +25,9 @@ from dataclasses import dataclass, field
 
 from pyfastcdc.cy import FastCDC
 
-from ..catalog import DELETED, DIR, FILE, ROOT, SYMLINK, Catalog, Entry, Meta, Version
+from ..catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Entry, Meta, Version
 from ..config import Config, TrackedDir
 from ..errors import BtfsError
-from .excludes import Matcher, is_cache_dir
 from .files import (
     RETRIES,
     Piece,
@@ -39,7 +37,8 @@ from .files import (
     read_whole,
     same_content_stat,
 )
-from .meta import file_type, meta_from_stat, read_xattrs
+from .meta import meta_from_stat, read_xattrs
+from .scanner import Changed, Deleted, Scanner
 from .store import STORED, ChunkStore
 
 log = logging.getLogger(__name__)
@@ -162,90 +161,29 @@ class Backup:
 
     # ---- scanning -----------------------------------------------------------------------
 
-    def _backup_root(self, tracked: TrackedDir) -> None:
-        root = os.fsencode(tracked.path)
-        try:
-            root_st = os.lstat(root)
-        except OSError as e:
-            self._warn(f"tracked directory {tracked.path}: {e.strerror}; keeping its last backup")
-            return
-        if not stat.S_ISDIR(root_st.st_mode):
-            self._warn(f"tracked directory {tracked.path} is not a directory; skipped")
-            return
-        node = ROOT
-        parts = [p for p in root.split(b"/") if p]
-        for depth, name in enumerate(parts):
-            path = b"/" + b"/".join(parts[:depth + 1])
-            node = self.catalog.child_node(node, name) or self.catalog.add_node(node, name)
-            st = root_st if depth == len(parts) - 1 else os.lstat(path)
-            head = self.catalog.head(node)
-            if head is None or head.type == DELETED or not head.meta.same_stat(
-                    meta_from_stat(st, DIR)):
-                # Directories above the tracked one are recorded so the mount can show
-                # them as they were, but they are not part of the backup's counts.
-                self._record(node, path, st, DIR, head, counted=depth == len(parts) - 1)
-        self.stats.entries += 1
-        matcher = Matcher(self.config.excludes + tracked.excludes, tracked.includes)
-        stack = [(root, node, b"")]
-        while stack:
-            path, node, rel = stack.pop()
-            subdirs = self._scan_dir(path, node, rel, matcher, root_st.st_dev)
-            stack.extend(reversed(subdirs))
+    def _resolve(self, parent: int, name: bytes) -> int:
+        return self.catalog.child_node(parent, name) or self.catalog.add_node(parent, name)
 
-    def _scan_dir(self, path: bytes, node: int, rel: bytes, matcher: Matcher,
-                  root_dev: int) -> list[tuple[bytes, int, bytes]]:
-        try:
-            with os.scandir(path) as it:
-                names = sorted(e.name for e in it)
-        except OSError as e:
-            self._warn(f"cannot list {os.fsdecode(path)}: {e.strerror}")
-            return []  # its children keep their last versions: not "deleted"
-        live = self.catalog.live_children(node)
-        seen = set()
-        subdirs = []
-        for name in names:
-            child_path = path + b"/" + name
-            child_rel = rel + b"/" + name if rel else name
-            try:
-                st = os.lstat(child_path)
-            except FileNotFoundError:
-                continue  # vanished since the listing
-            except OSError as e:
-                self._warn(f"cannot stat {os.fsdecode(child_path)}: {e.strerror}")
-                if name in live:
-                    seen.add(name)
+    def _backup_root(self, tracked: TrackedDir) -> None:
+        scanner = Scanner(self.catalog, self.config, self._resolve, self._warn)
+        for n, event in enumerate(scanner.scan(tracked)):
+            if n % 256 == 0:
+                self._tick(event.path)
+            if isinstance(event, Deleted):
+                self._mark_deleted(event.entry)
                 continue
-            kind = file_type(st.st_mode)
-            if kind is None:
-                log.debug("skipping special file %r", child_path)
+            if not event.counted:
+                if isinstance(event, Changed):
+                    self._record(event.node_id, event.path, event.st, event.kind, event.prev,
+                                  counted=False)
                 continue
-            if matcher.excluded(child_rel, kind == DIR):
-                continue
-            if kind == DIR and self.config.exclude_caches and is_cache_dir(child_path):
-                log.info("skipping cache directory %s", os.fsdecode(child_path))
-                continue
-            if kind == FILE and self.config.max_file_size and st.st_size > self.config.max_file_size:
-                log.info("skipping %s: larger than max_file_size", os.fsdecode(child_path))
-                continue
-            seen.add(name)
             self.stats.entries += 1
-            entry = live.get(name)
-            child = entry.node_id if entry else (
-                self.catalog.child_node(node, name) or self.catalog.add_node(node, name))
-            if kind == DIR and not (self.config.one_file_system and st.st_dev != root_dev):
-                subdirs.append((child_path, child, child_rel))
-            staged = self._staged.pop(child, None)
+            staged = self._staged.pop(event.node_id, None)
             if staged is not None:
-                self._commit_one_staged(staged, entry)
-                continue
-            if entry is not None and entry.version.meta.same_stat(meta_from_stat(st, kind)):
-                continue
-            self._record(child, child_path, st, kind, entry.version if entry else None)
-        for name, entry in live.items():
-            if name not in seen:
-                self._mark_deleted(entry)
-        self._tick(path)
-        return subdirs
+                self._commit_one_staged(staged, is_new=isinstance(event, Changed)
+                                        and event.prev is None)
+            elif isinstance(event, Changed):
+                self._record(event.node_id, event.path, event.st, event.kind, event.prev)
 
     def _record(self, node: int, path: bytes, st: os.stat_result, kind: str, prev,
                 *, counted: bool = True) -> None:
@@ -297,10 +235,9 @@ class Backup:
 
     # ---- staged files ('btfs add') -------------------------------------------------------
 
-    def _commit_one_staged(self, staged, entry: Entry | None) -> None:
+    def _commit_one_staged(self, staged: Version, *, is_new: bool) -> None:
         self.catalog.commit_staged(staged.id, self.stats.snapshot_id)
-        prev = entry.version if entry else None
-        if prev is None or prev.type == DELETED:
+        if is_new:
             self.stats.files_new += 1
         else:
             self.stats.files_changed += 1
@@ -309,7 +246,7 @@ class Backup:
         """Staged paths the scan did not reach (excluded since, or unreadable now)."""
         for staged in self._staged.values():
             head = self.catalog.head(staged.node_id)
-            self._commit_one_staged(staged, Entry(staged.node_id, b"", head) if head else None)
+            self._commit_one_staged(staged, is_new=head is None or head.type == DELETED)
         self._staged.clear()
 
     # ---- reading files through the worker window ----------------------------------------
@@ -450,9 +387,11 @@ class Backup:
             self.stats.warnings.append(message)
 
     def _tick(self, path: bytes) -> None:
+        now = time.monotonic()
+        if now - self._last_commit > COMMIT_EVERY_S:
+            self._flush_ready()
         if self.progress is None:
             return
-        now = time.monotonic()
         if now - self._last_progress >= 0.2:
             self._last_progress = now
             self.stats.bytes_added = self.store.bytes_added

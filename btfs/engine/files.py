@@ -9,7 +9,6 @@ few times if it did. hashlib and zstd release the GIL, so the jobs use every cor
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -1,0 +1,149 @@
+"""Walking a tracked directory and comparing it with the catalog: what is new, changed, gone.
+
+Shared by `backup` (which records what it finds) and `status` (which only reports it), so
+both agree on what counts as a change. Runs on the caller's thread; holds one directory
+listing at a time plus a stack of directories still to visit.
+
+Change detection is by lstat alone (size, mtime_ns, ctime_ns, inode, type; never st_dev):
+an unchanged file is not opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from ..catalog import DELETED, DIR, FILE, ROOT, Catalog, Entry, Version
+from ..config import Config, TrackedDir
+from .excludes import Matcher, is_cache_dir
+from .meta import file_type, meta_from_stat
+
+log = logging.getLogger(__name__)
+
+# (parent node, name) -> node id; the backup creates missing nodes, status does not (None).
+NodeResolver = Callable[[int | None, bytes], int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """A path whose current state differs from its newest version (or that is new)."""
+
+    node_id: int | None  # None only when the resolver does not create nodes
+    path: bytes
+    st: os.stat_result
+    kind: str
+    prev: Version | None  # newest version, None for a path never seen (or deleted)
+    counted: bool = True  # False for directories above a tracked directory
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    node_id: int
+    path: bytes
+    counted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """A path the catalog has as live that is gone (or now excluded)."""
+
+    entry: Entry
+    path: bytes
+
+
+class Scanner:
+    def __init__(self, catalog: Catalog, config: Config, resolve: NodeResolver,
+                 warn: Callable[[str], None]):
+        self.catalog = catalog
+        self.config = config
+        self.resolve = resolve
+        self.warn = warn
+
+    def scan(self, tracked: TrackedDir) -> Iterator[Changed | Unchanged | Deleted]:
+        root = os.fsencode(tracked.path)
+        try:
+            root_st = os.lstat(root)
+        except OSError as e:
+            self.warn(f"tracked directory {tracked.path}: {e.strerror}; keeping its last backup")
+            return
+        if not stat.S_ISDIR(root_st.st_mode):
+            self.warn(f"tracked directory {tracked.path} is not a directory; skipped")
+            return
+        node: int | None = ROOT
+        parts = [p for p in root.split(b"/") if p]
+        for depth, name in enumerate(parts):
+            path = b"/" + b"/".join(parts[:depth + 1])
+            node = self.resolve(node, name)
+            is_root = depth == len(parts) - 1
+            st = root_st if is_root else os.lstat(path)
+            # Directories above the tracked one are recorded so the mount can show them
+            # as they were, but they are not part of the backup's counts.
+            yield from self._compare(node, path, st, DIR, counted=is_root)
+        matcher = Matcher(self.config.excludes + tracked.excludes, tracked.includes)
+        stack: list[tuple[bytes, int | None, bytes]] = [(root, node, b"")]
+        while stack:
+            path, node, rel = stack.pop()
+            subdirs: list[tuple[bytes, int | None, bytes]] = []
+            yield from self._scan_dir(path, node, rel, matcher, root_st.st_dev, subdirs)
+            stack.extend(reversed(subdirs))
+
+    def _compare(self, node: int | None, path: bytes, st: os.stat_result, kind: str,
+                 entry_version: Version | None = None, *, counted: bool = True,
+                 known: bool = False):
+        prev = entry_version if known else (self.catalog.head(node) if node else None)
+        if prev is not None and prev.type == DELETED:
+            prev = None
+        if prev is not None and prev.meta.same_stat(meta_from_stat(st, kind)):
+            yield Unchanged(node, path, counted)
+        else:
+            yield Changed(node, path, st, kind, prev, counted)
+
+    def _scan_dir(self, path: bytes, node: int | None, rel: bytes, matcher: Matcher,
+                  root_dev: int, subdirs: list):
+        try:
+            with os.scandir(path) as it:
+                names = sorted(e.name for e in it)
+        except OSError as e:
+            self.warn(f"cannot list {os.fsdecode(path)}: {e.strerror}")
+            return  # its children keep their last versions: not "deleted"
+        live = self.catalog.live_children(node) if node is not None else {}
+        seen = set()
+        for name in names:
+            child_path = path + b"/" + name
+            child_rel = rel + b"/" + name if rel else name
+            try:
+                st = os.lstat(child_path)
+            except FileNotFoundError:
+                continue  # vanished since the listing
+            except OSError as e:
+                self.warn(f"cannot stat {os.fsdecode(child_path)}: {e.strerror}")
+                seen.add(name)  # unknown state: keep its last version
+                continue
+            kind = file_type(st.st_mode)
+            if kind is None or not self._wanted(child_path, child_rel, kind, st, matcher):
+                continue
+            seen.add(name)
+            entry = live.get(name)
+            child = entry.node_id if entry else self.resolve(node, name)
+            if kind == DIR and not (self.config.one_file_system and st.st_dev != root_dev):
+                subdirs.append((child_path, child, child_rel))
+            yield from self._compare(child, child_path, st, kind,
+                                     entry.version if entry else None, known=True)
+        for name, entry in live.items():
+            if name not in seen:
+                yield Deleted(entry, path + b"/" + name)
+
+    def _wanted(self, path: bytes, rel: bytes, kind: str, st: os.stat_result,
+                matcher: Matcher) -> bool:
+        if matcher.excluded(rel, kind == DIR):
+            return False
+        if kind == DIR and self.config.exclude_caches and is_cache_dir(path):
+            log.info("skipping cache directory %s", os.fsdecode(path))
+            return False
+        if kind == FILE and self.config.max_file_size and st.st_size > self.config.max_file_size:
+            log.info("skipping %s: larger than max_file_size", os.fsdecode(path))
+            return False
+        return True
