@@ -9,6 +9,7 @@ few times if it did. hashlib and zstd release the GIL, so the jobs use every cor
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,3 +81,26 @@ def read_whole(path: bytes, level: int, known: Callable[[bytes], bool]) -> Whole
             break
     piece = make_piece(data, level, known)
     return WholeFile(after, piece.hash, [piece] if data else [], not stable)
+
+
+def read_chunked(path: bytes, cdc, level: int, known: Callable[[bytes], bool]) -> WholeFile:
+    """Any file, chunked on this thread (for `btfs add`, where one file at a time is fine;
+    the backup fans large files out to workers instead)."""
+    for attempt in range(RETRIES):
+        fd = open_for_backup(path)
+        whole = hashlib.sha256()
+        pieces = []
+        try:
+            before = os.fstat(fd)
+            with open(fd, "rb", buffering=0, closefd=False) as f:
+                for chunk in cdc.cut_stream(f):
+                    data = bytes(chunk.data)  # the chunker reuses its buffer
+                    whole.update(data)
+                    pieces.append(make_piece(data, level, known))
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        stable = same_content_stat(before, after)
+        if stable or attempt == RETRIES - 1:
+            return WholeFile(after, whole.digest(), pieces, not stable)
+    raise AssertionError("unreachable")

@@ -52,6 +52,7 @@ class Deleted:
 
     entry: Entry
     path: bytes
+    counted: bool = True
 
 
 class Scanner:

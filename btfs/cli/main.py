@@ -1,0 +1,92 @@
+"""The `btfs` command: one click group; each command module parses, calls the service
+layer and prints. Errors are turned into one stderr line and an exit code here, once."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+
+import click
+
+from .. import __version__
+from ..config import Paths, xdg_paths
+from ..errors import EXIT_ERROR, BtfsError
+from .output import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    paths: Paths
+    verbose: int
+    quiet: bool
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="BTFS_CONFIG",
+              help="Configuration file [default: $XDG_CONFIG_HOME/btfs/config.toml; "
+                   "env BTFS_CONFIG].")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress.")
+@click.version_option(__version__, prog_name="btfs")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None, verbose: int, quiet: bool) -> None:
+    """btfs: personal backups you can browse.
+
+    \b
+    Quick start:
+      btfs init --vault ~/btfs-vault
+      btfs track ~/notes ~/photos
+      btfs backup
+      btfs mount ~/backups          # then: ls ~/backups/by-time/latest
+
+    Exit codes: 0 ok, 1 error, 2 bad usage, 3 backup partial (some files unreadable),
+    4 another backup is running, 5 check found problems.
+    """
+    setup_logging(verbose, quiet)
+    ctx.obj = Context(xdg_paths(config_file), verbose, quiet)
+
+
+def _register() -> None:
+    from . import backup, history, maintenance, setup
+
+    for module in (setup, backup, history, maintenance):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+    try:
+        from .mount import mount_cmd, umount_cmd
+    except ImportError:  # the mount needs pyfuse3; everything else works without it
+        return
+    cli.add_command(mount_cmd, "mount")
+    cli.add_command(umount_cmd, "umount")
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = cli.main(args=argv, prog_name="btfs", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.ClickException as e:
+        e.show()
+        code = e.exit_code
+    except click.exceptions.Abort:
+        click.echo("btfs: aborted", err=True)
+        code = 130
+    except KeyboardInterrupt:
+        click.echo("btfs: interrupted", err=True)
+        code = 130
+    except BtfsError as e:
+        click.echo(f"btfs: error: {e}", err=True)
+        code = e.exit_code
+    except OSError as e:
+        # An OS error that reached here names a path the user gave us (or our own files):
+        # one line, not a traceback.
+        where = f": {e.filename}" if e.filename else ""
+        click.echo(f"btfs: error: {e.strerror or e}{where}", err=True)
+        code = EXIT_ERROR
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,120 @@
+"""Commands that set btfs up: init, track, untrack, config show."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import config as config_mod
+from ..errors import UsageError
+from ..repo import init_repo, track_dirs, untrack_dirs
+from .output import emit_json, json_option
+
+
+@click.command()
+@click.option("--vault", help="Where backups are stored: a directory (created if missing).")
+@click.option("--track", "track", multiple=True, type=click.Path(),
+              help="Also start tracking this directory (repeatable).")
+@click.option("--no-input", is_flag=True, help="Never prompt; fail if something is missing.")
+@click.pass_obj
+def init(obj, vault: str | None, track: tuple[str, ...], no_input: bool) -> None:
+    """Create the configuration, the catalog and the vault.
+
+    Running it again with the same vault changes nothing; with another vault it refuses.
+
+    \b
+    Examples:
+      btfs init                                  # asks on a terminal
+      btfs init --vault ~/btfs-vault --track ~/notes --no-input
+    """
+    interactive = not no_input and sys.stdin.isatty()
+    if vault is None:
+        if not interactive:
+            raise UsageError("--vault is required with --no-input or without a terminal")
+        vault = click.prompt("Vault directory (where backups are stored)",
+                             default="~/btfs-vault")
+        if not track:
+            first = click.prompt("First directory to back up (empty for none)", default="",
+                                 show_default=False)
+            track = (first,) if first.strip() else ()
+    cfg, created = init_repo(obj.paths, vault)
+    if track:
+        cfg = track_dirs(obj.paths, list(track))
+    if created:
+        click.echo(f"initialized btfs: vault {cfg.vault}, config {obj.paths.config_file}")
+    else:
+        click.echo(f"already initialized with vault {cfg.vault}; nothing changed")
+    for t in cfg.tracked:
+        click.echo(f"tracking {t.path}")
+
+
+@click.command()
+@click.argument("dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--exclude", "excludes", multiple=True, metavar="PATTERN",
+              help="gitignore-style pattern to skip in these directories (repeatable).")
+@click.option("--include", "includes", multiple=True, metavar="PATTERN",
+              help="Store only files matching one of these patterns (repeatable).")
+@click.pass_obj
+def track(obj, dirs, excludes, includes) -> None:
+    """Add directories to the backup set, or replace their patterns.
+
+    Global excludes (config key `excludes`) apply too; by default they skip
+    __pycache__/, *.pyc, *.tmp, *.swp and .cache/.
+
+    \b
+    Examples:
+      btfs track ~/notes ~/photos --exclude '*.tmp' --exclude 'build/'
+      btfs track ~/downloads --include '*.tgz' --include '*.zip'
+    """
+    cfg = track_dirs(obj.paths, list(dirs), excludes, includes)
+    for t in cfg.tracked:
+        extra = "".join(f" --exclude {p}" for p in t.excludes) + "".join(
+            f" --include {p}" for p in t.includes)
+        click.echo(f"tracking {t.path}{extra}")
+
+
+@click.command()
+@click.argument("dirs", nargs=-1, required=True, type=click.Path())
+@click.pass_obj
+def untrack(obj, dirs) -> None:
+    """Stop backing up directories. Their history stays; the next backup records them as
+    gone from that point on.
+
+    \b
+    Example:
+      btfs untrack ~/photos
+    """
+    cfg = untrack_dirs(obj.paths, list(dirs))
+    click.echo(f"{len(cfg.tracked)} directories tracked")
+
+
+@click.group("config")
+def config_group() -> None:
+    """Show the configuration."""
+
+
+@config_group.command("show")
+@json_option
+@click.pass_obj
+def config_show(obj, as_json: bool) -> None:
+    """Print the configuration with every default filled in.
+
+    \b
+    Example:
+      btfs config show
+    """
+    cfg = config_mod.load(obj.paths)
+    doc = config_mod.to_dict(cfg, full=True)
+    if as_json:
+        emit_json({"config_file": str(obj.paths.config_file),
+                   "catalog": str(obj.paths.catalog), "cache_dir": str(obj.paths.cache_dir),
+                   **doc})
+        return
+    click.echo(f"# {obj.paths.config_file}")
+    click.echo(f"# catalog: {obj.paths.catalog}")
+    click.echo(f"# cache:   {obj.paths.cache_dir}")
+    click.echo(config_mod.dumps(doc), nl=False)
+
+
+COMMANDS = [init, track, untrack, config_group]

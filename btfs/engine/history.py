@@ -1,0 +1,78 @@
+"""Choosing what to restore: parse a user's time and pick a path's version by time, number
+or snapshot name. Pure catalog reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from ..catalog import DELETED, Catalog, Snapshot, Version
+from ..errors import UsageError
+from ..names import snapshot_names
+
+_FORMATS = ("%Y-%m-%d_%H%M%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M",
+            "%Y-%m-%dT%H:%M")
+
+
+def parse_time(text: str) -> int:
+    """A local time as ns since the epoch. A bare date means the end of that day, so
+    `--at 2026-11-20` is "as it was on the 20th"."""
+    text = text.strip()
+    try:
+        day = dt.datetime.strptime(text, "%Y-%m-%d")
+        end = day + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
+        return int(end.timestamp() * 1e9)
+    except ValueError:
+        pass
+    for fmt in _FORMATS:
+        try:
+            return int(dt.datetime.strptime(text, fmt).timestamp() * 1e9)
+        except ValueError:
+            continue
+    raise UsageError(f"cannot read time '{text}': use YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]' "
+                     "or a snapshot name like 2026-11-20_093000")
+
+
+def committed_versions(catalog: Catalog, node_id: int) -> list[Version]:
+    """The versions a user can restore (numbered from 1 in `btfs log`): no deletions."""
+    return [v for v in catalog.versions_of(node_id) if v.type != DELETED]
+
+
+def find_snapshot(catalog: Catalog, name_or_id: str) -> Snapshot:
+    snaps = catalog.snapshots()
+    names = snapshot_names(snaps)
+    for snap in snaps:
+        if names[snap.id] == name_or_id or str(snap.id) == name_or_id:
+            return snap
+    raise UsageError(f"no snapshot named '{name_or_id}' (see 'btfs snapshots')")
+
+
+def pick_version(catalog: Catalog, node_id: int, *, at: str | None = None,
+                 number: int | None = None, snapshot: str | None = None
+                 ) -> tuple[Version, int]:
+    """(version, snapshot id to read the tree at). Default: the newest version."""
+    if number is not None:
+        versions = committed_versions(catalog, node_id)
+        if not 1 <= number <= len(versions):
+            raise UsageError(f"no version {number}: this path has {len(versions)} "
+                             "(see 'btfs log')")
+        version = versions[number - 1]
+        return version, version.snapshot_id
+    if at is not None:
+        snap = catalog.snapshot_at(parse_time(at))
+        if snap is None:
+            raise UsageError(f"no backup at or before {at}")
+        snapshot_id = snap.id
+    elif snapshot is not None:
+        snapshot_id = find_snapshot(catalog, snapshot).id
+    else:
+        versions = committed_versions(catalog, node_id)
+        if not versions:
+            raise UsageError("this path was never backed up")
+        head = catalog.head(node_id)
+        if head is not None and head.type != DELETED:
+            return head, catalog.latest_snapshot_id()
+        return versions[-1], versions[-1].snapshot_id
+    version = catalog.version_at(node_id, snapshot_id)
+    if version is None:
+        raise UsageError("this path did not exist at that backup")
+    return version, snapshot_id

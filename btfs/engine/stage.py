@@ -1,0 +1,75 @@
+"""`btfs add`: capture files now; the next backup commits exactly that state.
+
+The content goes to the vault immediately (so it is safe even if the file changes or is
+deleted before the backup), and a staged version (snapshot_id NULL) is recorded once its
+packs are durable, in one transaction. Staging a path again replaces its staged state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pyfastcdc.cy import FastCDC
+
+from ..catalog import FILE, SYMLINK, Catalog
+from ..config import Config
+from ..errors import UsageError
+from .files import read_chunked
+from .meta import file_type, meta_from_stat, read_xattrs
+from .store import ChunkStore
+
+log = logging.getLogger(__name__)
+
+
+def tracked_root(config: Config, path: str) -> str | None:
+    for t in config.tracked:
+        if path == t.path or path.startswith(t.path.rstrip("/") + "/"):
+            return t.path
+    return None
+
+
+def stage_paths(catalog: Catalog, store: ChunkStore, config: Config, paths: list[str]
+                ) -> list[str]:
+    """Stage regular files and symlinks; returns the absolute paths staged."""
+    targets = []
+    for p in paths:
+        path = os.path.abspath(os.path.expanduser(p))
+        if tracked_root(config, path) is None:
+            raise UsageError(f"{p} is not inside a tracked directory")
+        try:
+            st = os.lstat(path)
+        except OSError as e:
+            raise UsageError(f"cannot stage {p}: {e.strerror}") from None
+        if file_type(st.st_mode) not in (FILE, SYMLINK):
+            raise UsageError(f"cannot stage {p}: only files and symlinks can be staged")
+        targets.append(path)
+    cdc = FastCDC(config.chunk_avg, min_size=config.chunk_min, max_size=config.chunk_max)
+    with catalog.transaction():
+        staged = []
+        for path in targets:
+            raw = os.fsencode(path)
+            st = os.lstat(raw)
+            kind = file_type(st.st_mode)
+            if kind == FILE:
+                read = read_chunked(raw, cdc, config.compression_level, store.known)
+                for piece in read.pieces:
+                    store.add(piece.hash, piece.size, piece.stored)
+                st = read.st
+                staged.append((path, raw, st, kind, read))
+            else:
+                staged.append((path, raw, st, kind, os.readlink(raw)))
+        store.finish()  # every chunk is now durable and recorded
+        for path, raw, st, kind, extra in staged:
+            node = catalog.node_for_path(raw, create=True)
+            if kind == FILE:
+                chunk_ids = [catalog.chunk_id(p.hash) for p in extra.pieces]
+                content_id = catalog.add_content(extra.sha256, st.st_size, chunk_ids)
+                target = None
+            else:
+                content_id, target = None, extra
+            catalog.stage(node, meta_from_stat(st, kind, target=target,
+                                               xattrs=read_xattrs(raw), content_id=content_id))
+            log.info("staged %s", path)
+    return [t[0] for t in staged]
+

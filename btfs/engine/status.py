@@ -1,0 +1,51 @@
+"""`btfs status`: what the next backup would record, without reading any file content."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..catalog import Catalog
+from ..config import Config
+from .scanner import Changed, Deleted, Scanner
+
+
+@dataclass
+class Status:
+    new: list[bytes] = field(default_factory=list)
+    modified: list[bytes] = field(default_factory=list)
+    deleted: list[bytes] = field(default_factory=list)
+    staged: list[bytes] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def status(catalog: Catalog, config: Config, under: bytes | None = None) -> Status:
+    """Changes since the last backup, for every tracked directory or only below `under`."""
+    result = Status()
+
+    def lookup(parent: int | None, name: bytes) -> int | None:
+        return catalog.child_node(parent, name) if parent is not None else None
+
+    def inside(path: bytes) -> bool:
+        return under is None or path == under or path.startswith(under.rstrip(b"/") + b"/")
+
+    scanner = Scanner(catalog, config, lookup, result.warnings.append)
+    for tracked in config.tracked:
+        root = os.fsencode(tracked.path)
+        if under is not None and not (inside(root) or under.startswith(root + b"/")):
+            continue
+        for event in scanner.scan(tracked):
+            if not event.counted or not inside(event.path):
+                continue
+            if isinstance(event, Deleted):
+                result.deleted.append(event.path)
+            elif isinstance(event, Changed):
+                (result.new if event.prev is None else result.modified).append(event.path)
+    for version in catalog.all_staged():
+        path = catalog.node_path(version.node_id)
+        if inside(path):
+            result.staged.append(path)
+    return result
+
+
+
