@@ -38,8 +38,10 @@ class Database:
         # Referential integrity is part of "never serve wrong bytes": a version must never
         # point at a chunk the vault does not hold.
         self.execute("PRAGMA foreign_keys=ON")
-        # 32 MiB page cache: enough for the hot indexes, well inside the 100 MB RSS budget.
-        self.execute("PRAGMA cache_size=-32768")
+        # Page cache: the writer's holds the hot indexes of a large backup; readers (the
+        # mount, the backup's worker threads) each get a small one. Both stay well inside
+        # the 100 MB RSS budget together.
+        self.execute(f"PRAGMA cache_size={-4096 if readonly else -16384}")
         self.execute("PRAGMA temp_store=MEMORY")
 
     def close(self) -> None:

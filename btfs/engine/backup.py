@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 DELETED_META = Meta(DELETED, 0, 0, 0, 0, 0, 0, 0, None, 0, 0)
 EMPTY_SHA256 = hashlib.sha256(b"").digest()
 WINDOW_JOBS = 24  # jobs in flight; with WINDOW_BYTES bounds the memory of reads in progress
-WINDOW_BYTES = 48 << 20
-COMMIT_EVERY_S = 30.0  # also commit directory/metadata-only changes at least this often
+WINDOW_BYTES = 24 << 20
+COMMIT_EVERY_S = 30.0
+_UNREAD = object()  # also commit directory/metadata-only changes at least this often
 
 
 @dataclass
@@ -88,6 +89,7 @@ class _FileJob:
     abandoned: bool = False  # a re-read replaced this attempt
     st: os.stat_result | None = None
     sha256: bytes | None = None
+    xattrs: object = None  # bytes | None once read; _UNREAD until then
     failed: bool = False
 
 
@@ -99,7 +101,9 @@ class Backup:
         self.config = config
         self.progress = progress
         self.stats = Stats()
-        threads = config.threads or os.cpu_count() or 2
+        # Small files are I/O-bound on a cold cache: twice as many workers as cores keeps
+        # the disk busy while hashing and compression (which release the GIL) use the CPUs.
+        threads = config.threads or max(4, 2 * (os.cpu_count() or 2))
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="btfs-hash")
         self.cdc = FastCDC(config.chunk_avg, min_size=config.chunk_min,
                            max_size=config.chunk_max)
@@ -108,6 +112,7 @@ class Backup:
         self._window_bytes = 0
         self._ready: list[_FileJob] = []  # read, waiting for their packs to be durable
         self._staged = {v.node_id: v for v in catalog.all_staged()}
+        self._new_nodes: set[int] = set()
         self._last_commit = time.monotonic()
         self._last_progress = 0.0
 
@@ -162,7 +167,19 @@ class Backup:
     # ---- scanning -----------------------------------------------------------------------
 
     def _resolve(self, parent: int, name: bytes) -> int:
-        return self.catalog.child_node(parent, name) or self.catalog.add_node(parent, name)
+        # Under a directory created in this run there is nothing to look up first; an
+        # initial backup creates every node this way.
+        if parent in self._new_nodes:
+            node = self.catalog.add_node(parent, name)
+        else:
+            node = self.catalog.child_node(parent, name)
+            if node is None:
+                node = self.catalog.add_node(parent, name)
+            else:
+                return node
+        if len(self._new_nodes) < 1_000_000:  # bounded: past that, lookups are only slower
+            self._new_nodes.add(node)
+        return node
 
     def _backup_root(self, tracked: TrackedDir) -> None:
         scanner = Scanner(self.catalog, self.config, self._resolve, self._warn)
@@ -252,7 +269,7 @@ class Backup:
     # ---- reading files through the worker window ----------------------------------------
 
     def _read_file(self, node: int, path: bytes, st: os.stat_result, prev) -> None:
-        job = _FileJob(node, path, prev, st)
+        job = _FileJob(node, path, prev, st, xattrs=_UNREAD)
         if st.st_size < self.config.chunk_min:
             self._submit(job, st.st_size, read_whole, path, self.level, self.store.known)
             job.reading_done = True
@@ -294,7 +311,7 @@ class Backup:
                 return
             log.info("%s changed while being read, reading it again", os.fsdecode(job.path))
             job.abandoned = True
-            job = _FileJob(job.node_id, job.path, job.prev, job.scan_st)
+            job = _FileJob(job.node_id, job.path, job.prev, job.scan_st, xattrs=_UNREAD)
 
     def _submit(self, job: _FileJob, nbytes: int, fn, *args) -> None:
         while self._window and (len(self._window) >= WINDOW_JOBS
@@ -320,7 +337,7 @@ class Backup:
                 for piece in pieces:
                     self._accept(job, piece)
                 if isinstance(result, WholeFile):
-                    job.st, job.sha256 = result.st, result.sha256
+                    job.st, job.sha256, job.xattrs = result.st, result.sha256, result.xattrs
                     if result.unstable:
                         self._warn(f"{os.fsdecode(job.path)} changed while being read; "
                                    "stored as last read", error=False)
@@ -349,32 +366,39 @@ class Backup:
         self._warn(f"cannot read {os.fsdecode(job.path)}: {error.strerror or error}")
 
     def _flush_ready(self, *, final: bool = False) -> None:
-        """Insert versions of files whose packs are durable; commit when a pack landed."""
+        """Insert versions of files whose packs are durable; commit when a pack landed.
+
+        Runs after every drained job, so it must be cheap when nothing landed: files
+        wait in `_ready` in read order and are only looked at again once a pack is
+        durable (or at the end, or when the periodic commit is due)."""
         landed = self.store.collect_durable(wait=final)
-        if not self._ready:
-            if landed or time.monotonic() - self._last_commit > COMMIT_EVERY_S:
-                self._commit()
+        due = time.monotonic() - self._last_commit > COMMIT_EVERY_S
+        if not (landed or due or final):
             return
         durable = self.store.durable_seq
         waiting = []
         for job in self._ready:
             if job.need_seq > durable:
                 waiting.append(job)
-                continue
-            chunk_ids = [self.catalog.chunk_id(h) for h, _ in job.pieces]
-            size = sum(size for _, size in job.pieces)
-            content_id = self.catalog.add_content(job.sha256, size, chunk_ids)
-            try:
-                xattrs = read_xattrs(job.path)
-            except OSError:
-                xattrs = None
-            meta = meta_from_stat(job.st, FILE, xattrs=xattrs, content_id=content_id)
-            # Keep the atime the file had before we read it (O_NOATIME may not apply).
-            meta = dataclasses.replace(meta, atime_ns=job.scan_st.st_atime_ns)
-            self._add_version(job.node_id, meta, job.prev)
+            else:
+                self._insert_file_version(job)
         self._ready = waiting
-        if landed or time.monotonic() - self._last_commit > COMMIT_EVERY_S:
-            self._commit()
+        self._commit()
+
+    def _insert_file_version(self, job: _FileJob) -> None:
+        recent = self.store.recorded_ids
+        chunk_ids = [recent.get(h) or self.catalog.chunk_id(h) for h, _ in job.pieces]
+        size = sum(size for _, size in job.pieces)
+        content_id = self.catalog.add_content(job.sha256, size, chunk_ids)
+        if job.xattrs is _UNREAD:
+            try:
+                job.xattrs = read_xattrs(job.path)
+            except OSError:
+                job.xattrs = None
+        meta = meta_from_stat(job.st, FILE, xattrs=job.xattrs, content_id=content_id)
+        # Keep the atime the file had before we read it (O_NOATIME may not apply).
+        meta = dataclasses.replace(meta, atime_ns=job.scan_st.st_atime_ns)
+        self._add_version(job.node_id, meta, job.prev)
 
     # ---- reporting ----------------------------------------------------------------------
 

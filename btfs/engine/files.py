@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import codec
+from .meta import read_xattrs
 
 RETRIES = 3
 
@@ -34,6 +35,7 @@ class WholeFile:
     sha256: bytes
     pieces: list[Piece]
     unstable: bool  # still changing after RETRIES reads: recorded as read, with a warning
+    xattrs: object = None  # encoded xattrs (bytes | None), read through the open fd
 
 
 def open_for_backup(path: bytes) -> int:
@@ -73,6 +75,7 @@ def read_whole(path: bytes, level: int, known: Callable[[bytes], bool]) -> Whole
                 parts.append(block)
                 want -= len(block)
             after = os.fstat(fd)
+            xattrs = read_xattrs(fd)
         finally:
             os.close(fd)
         data = parts[0] if len(parts) == 1 else b"".join(parts)
@@ -80,7 +83,7 @@ def read_whole(path: bytes, level: int, known: Callable[[bytes], bool]) -> Whole
         if stable or attempt == RETRIES - 1:
             break
     piece = make_piece(data, level, known)
-    return WholeFile(after, piece.hash, [piece] if data else [], not stable)
+    return WholeFile(after, piece.hash, [piece] if data else [], not stable, xattrs)
 
 
 def read_chunked(path: bytes, cdc, level: int, known: Callable[[bytes], bool]) -> WholeFile:

@@ -64,10 +64,12 @@ def decode_xattrs(blob: bytes | None) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
-def read_xattrs(path: bytes) -> bytes | None:
-    """The xattrs of `path` (not following symlinks), encoded; None when there are none."""
+def read_xattrs(path: bytes | int) -> bytes | None:
+    """The xattrs of `path` (not following symlinks) or of an open fd, encoded; None when
+    there are none."""
+    follow = isinstance(path, int)  # an fd: "following" is meaningless but required
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path, follow_symlinks=follow)
     except OSError as e:
         if e.errno in (errno.ENOTSUP, errno.ENODATA, errno.EPERM):
             return None
@@ -76,7 +78,7 @@ def read_xattrs(path: bytes) -> bytes | None:
     for name in names:
         try:
             pairs.append((name.encode("utf-8", "surrogateescape"),
-                          os.getxattr(path, name, follow_symlinks=False)))
+                          os.getxattr(path, name, follow_symlinks=follow)))
         except OSError as e:
             if e.errno not in (errno.ENODATA, errno.ENOTSUP):
                 raise

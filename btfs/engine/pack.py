@@ -34,7 +34,7 @@ TRAILER_SIZE = _TRAILER.size
 @dataclass(frozen=True)
 class SealedPack:
     name: str
-    data: bytes
+    data: bytes | bytearray  # the builder's buffer, handed over without a copy
     chunks: list[NewChunk]
 
 
@@ -68,7 +68,7 @@ class PackBuilder:
         index_offset = len(self._buf)
         self._buf += index
         self._buf += _TRAILER.pack(index_offset, len(self._chunks), zlib.crc32(index), INDEX_MAGIC)
-        data = bytes(self._buf)
+        data, self._buf = self._buf, bytearray()  # the builder is spent after seal
         return SealedPack(hashlib.sha256(data).hexdigest(), data, self._chunks)
 
 

@@ -110,6 +110,11 @@ class Scanner:
         except OSError as e:
             self.warn(f"cannot list {os.fsdecode(path)}: {e.strerror}")
             return  # its children keep their last versions: not "deleted"
+        if (self.config.exclude_caches and b"CACHEDIR.TAG" in names
+                and is_cache_dir(path)):
+            # The directory itself is kept (as tar and borg do); its contents are not.
+            log.info("skipping contents of cache directory %s", os.fsdecode(path))
+            names = []
         live = self.catalog.live_children(node) if node is not None else {}
         seen = set()
         for name in names:
@@ -140,9 +145,6 @@ class Scanner:
     def _wanted(self, path: bytes, rel: bytes, kind: str, st: os.stat_result,
                 matcher: Matcher) -> bool:
         if matcher.excluded(rel, kind == DIR):
-            return False
-        if kind == DIR and self.config.exclude_caches and is_cache_dir(path):
-            log.info("skipping cache directory %s", os.fsdecode(path))
             return False
         if kind == FILE and self.config.max_file_size and st.st_size > self.config.max_file_size:
             log.info("skipping %s: larger than max_file_size", os.fsdecode(path))

@@ -24,7 +24,7 @@ STORED = -1  # "pack sequence" of a chunk that is already in the catalog
 
 
 class ChunkStore:
-    def __init__(self, catalog: Catalog, vault: Vault, pack_size: int, max_uploads: int = 2):
+    def __init__(self, catalog: Catalog, vault: Vault, pack_size: int, max_uploads: int = 1):
         self.catalog = catalog
         self.vault = vault
         self.pack_size = pack_size
@@ -37,6 +37,7 @@ class ChunkStore:
         # threads read it without a lock: a stale answer only costs a wasted compression.
         self._pending: dict[bytes, int] = {}
         self.durable_seq = STORED  # every pack with a sequence <= this is in the catalog
+        self.recorded_ids: dict[bytes, int] = {}  # hash -> chunk id, recorded since commit
         self.bytes_added = 0
         self.packs_written = 0
         self._readers = threading.local()
@@ -90,7 +91,8 @@ class ChunkStore:
         while self._uploads and (wait or self._uploads[0][2].done()):
             seq, sealed, future = self._uploads.popleft()
             future.result()  # a failed upload raises here, before anything refers to it
-            self.catalog.add_pack(sealed.name, len(sealed.data), sealed.chunks, time.time_ns())
+            self.recorded_ids.update(self.catalog.add_pack(
+                sealed.name, len(sealed.data), sealed.chunks, time.time_ns()))
             self.bytes_added += len(sealed.data)
             self.packs_written += 1
             self.durable_seq = seq
@@ -102,6 +104,7 @@ class ChunkStore:
     def forget_recorded(self) -> None:
         """Drop pending entries whose packs are now committed (call after COMMIT)."""
         durable = self.durable_seq
+        self.recorded_ids = {}
         if self._pending:
             self._pending = {h: s for h, s in self._pending.items() if s > durable}
 
