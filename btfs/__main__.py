@@ -1,0 +1,5 @@
+"""`python -m btfs` is the `btfs` command."""
+
+from .cli.main import main
+
+main()

@@ -1,0 +1,237 @@
+"""The `btfs` command as a user runs it: real subprocesses, exit codes, exact messages.
+
+Every failure must be one line on stderr starting with 'btfs: error:' (or click's usage
+text), no traceback, and leave nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = dict(os.environ)
+    e.update(BTFS_CONFIG=str(tmp_path / "cfg" / "config.toml"),
+             XDG_DATA_HOME=str(tmp_path / "data"), XDG_CACHE_HOME=str(tmp_path / "cache"),
+             HOME=str(tmp_path / "home"))
+    return e
+
+
+def btfs(env, *args, check=None, stdin=subprocess.DEVNULL):
+    proc = subprocess.run([sys.executable, "-m", "btfs", *args], env=env, capture_output=True,
+                          text=True, stdin=stdin, timeout=120)
+    if check is not None:
+        assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def one_error_line(proc) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def src(tmp_path):
+    d = tmp_path / "src"
+    (d / "sub").mkdir(parents=True)
+    (d / "plan.md").write_text("v1\n")
+    (d / "sub" / "data.bin").write_bytes(os.urandom(300_000))
+    return d
+
+
+@pytest.fixture
+def ready(env, tmp_path, src):
+    btfs(env, "init", "--vault", str(tmp_path / "vault"), "--no-input", check=0)
+    btfs(env, "track", str(src), check=0)
+    return env
+
+
+def test_init_is_idempotent_and_refuses_another_vault(env, tmp_path):
+    out = btfs(env, "init", "--vault", str(tmp_path / "vault"), "--no-input", check=0)
+    assert out.stdout.startswith("initialized btfs: vault ")
+    config = Path(env["BTFS_CONFIG"]).read_text()
+    again = btfs(env, "init", "--vault", str(tmp_path / "vault"), "--no-input", check=0)
+    assert "nothing changed" in again.stdout
+    other = btfs(env, "init", "--vault", str(tmp_path / "other"), "--no-input", check=1)
+    assert one_error_line(other).startswith("btfs: error: already initialized with vault ")
+    assert Path(env["BTFS_CONFIG"]).read_text() == config
+    assert not (tmp_path / "other").exists()
+
+
+def test_init_without_vault_and_no_terminal_is_a_usage_error(env):
+    proc = btfs(env, "init", "--no-input", check=2)
+    assert one_error_line(proc) == (
+        "btfs: error: --vault is required with --no-input or without a terminal")
+    assert not Path(env["BTFS_CONFIG"]).exists()
+
+
+def test_commands_before_init_say_so(env):
+    for args in (["backup"], ["snapshots"], ["status"], ["config", "show"]):
+        proc = btfs(env, *args, check=1)
+        assert one_error_line(proc).endswith("run 'btfs init' first"), args
+
+
+def test_nothing_tracked(env, tmp_path):
+    btfs(env, "init", "--vault", str(tmp_path / "vault"), "--no-input", check=0)
+    proc = btfs(env, "backup", check=1)
+    assert one_error_line(proc) == (
+        "btfs: error: nothing to back up: add a directory with 'btfs track DIR'")
+
+
+def test_track_rejects_missing_and_nested_directories(ready, src, tmp_path):
+    config = Path(ready["BTFS_CONFIG"]).read_text()
+    missing = btfs(ready, "track", str(tmp_path / "nope"), check=2)
+    assert one_error_line(missing) == f"btfs: error: not a directory: {tmp_path / 'nope'}"
+    nested = btfs(ready, "track", str(src / "sub"), check=2)
+    assert "overlaps tracked directory" in one_error_line(nested)
+    assert Path(ready["BTFS_CONFIG"]).read_text() == config
+
+
+def test_backup_status_log_snapshots_json(ready, src):
+    first = json.loads(btfs(ready, "backup", "--json", check=0).stdout)
+    assert first["state"] == "complete" and first["errors"] == 0
+    assert first["files_new"] == 4  # src, plan.md, sub, sub/data.bin
+    (src / "plan.md").write_text("v2 longer\n")
+    (src / "new.txt").write_text("n")
+    status = json.loads(btfs(ready, "status", "--json", check=0).stdout)
+    assert status["new"] == [str(src / "new.txt")]
+    assert str(src / "plan.md") in status["modified"]
+    time.sleep(1.1)  # a distinct by-time name
+    second = json.loads(btfs(ready, "backup", "--json", check=0).stdout)
+    assert second["files_new"] == 1 and second["bytes_read"] == len("v2 longer\n") + 1
+    nothing = btfs(ready, "status", check=0)
+    assert nothing.stdout == "nothing changed since the last backup\n"
+    snaps = json.loads(btfs(ready, "snapshots", "--json", check=0).stdout)
+    assert [s["id"] for s in snaps] == [1, 2]
+    assert all(s["state"] == "complete" for s in snaps)
+    assert snaps[0]["name"] != snaps[1]["name"]
+    log = json.loads(btfs(ready, "log", str(src / "plan.md"), "--json", check=0).stdout)
+    assert [v["version"] for v in log] == [1, 2]
+    assert [v["size"] for v in log] == [3, 10]
+    import hashlib
+    assert log[1]["sha256"] == hashlib.sha256(b"v2 longer\n").hexdigest()
+
+
+def test_restore_beside_never_overwrites(ready, src):
+    btfs(ready, "backup", check=0)
+    (src / "plan.md").write_text("changed\n")
+    out = btfs(ready, "restore", str(src / "plan.md"), check=0)
+    import hashlib
+    tag = hashlib.sha256(b"v1\n").hexdigest()[:8]
+    restored = src / f"plan.md.{tag}"
+    assert restored.read_text() == "v1\n"
+    assert out.stdout.startswith(f"restored {restored}: 1 files")
+    again = btfs(ready, "restore", str(src / "plan.md"), check=1)
+    assert one_error_line(again) == f"btfs: error: {restored} exists; btfs restore never overwrites"
+    assert (src / "plan.md").read_text() == "changed\n"
+
+
+def test_restore_directory_with_metadata(ready, src, tmp_path):
+    os.chmod(src / "plan.md", 0o640)
+    os.utime(src / "plan.md", ns=(1_600_000_000_123_456_789, 1_600_000_000_987_654_321))
+    btfs(ready, "backup", check=0)
+    dest = tmp_path / "out"
+    btfs(ready, "restore", str(src), "--to", str(dest), check=0)
+    st = os.lstat(dest / "plan.md")
+    assert st.st_mode & 0o777 == 0o640
+    assert st.st_mtime_ns == 1_600_000_000_987_654_321
+    assert (dest / "sub" / "data.bin").read_bytes() == (src / "sub" / "data.bin").read_bytes()
+
+
+def test_restore_bad_arguments(ready, src):
+    btfs(ready, "backup", check=0)
+    never = btfs(ready, "restore", str(src / "nothing"), check=2)
+    assert one_error_line(never) == f"btfs: error: {src / 'nothing'} was never backed up"
+    bad_time = btfs(ready, "restore", str(src / "plan.md"), "--at", "yesterday-ish", check=2)
+    assert one_error_line(bad_time).startswith("btfs: error: cannot read time 'yesterday-ish'")
+    too_early = btfs(ready, "restore", str(src / "plan.md"), "--at", "2001-01-01", check=2)
+    assert one_error_line(too_early) == "btfs: error: no backup at or before 2001-01-01"
+    no_version = btfs(ready, "restore", str(src / "plan.md"), "--version", "9", check=2)
+    assert one_error_line(no_version) == (
+        "btfs: error: no version 9: this path has 1 (see 'btfs log')")
+    both = btfs(ready, "restore", str(src / "plan.md"), "--version", "1", "--at", "2030-01-01",
+                check=2)
+    assert one_error_line(both) == "btfs: error: give only one of --at, --version, --snapshot"
+    assert sorted(os.listdir(src)) == ["plan.md", "sub"]
+
+
+def test_second_writer_is_refused_with_the_holders_pid(ready):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from btfs.config import xdg_paths\n"
+         "from btfs.lock import WriterLock\n"
+         "lock = WriterLock(xdg_paths().lock); lock.acquire()\n"
+         "print('locked', flush=True); time.sleep(60)\n"],
+        env=ready, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        proc = btfs(ready, "backup", check=4)
+        assert one_error_line(proc) == (f"btfs: error: backup already running (pid {holder.pid}); "
+                                        "use --wait to wait for it")
+    finally:
+        holder.kill()
+        holder.wait()
+    btfs(ready, "backup", check=0)  # the dead holder's lock is gone
+
+
+def test_check_finds_a_damaged_pack_and_names_the_file(ready, src, tmp_path):
+    btfs(ready, "backup", check=0)
+    assert btfs(ready, "check", "--read-data", check=0).stdout.startswith("ok: 1 packs")
+    pack = next((tmp_path / "vault" / "packs").rglob("*"))
+    while pack.is_dir():
+        pack = next(pack.iterdir())
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside the random file's chunk
+    pack.write_bytes(bytes(data))
+    proc = btfs(ready, "check", "--read-data", check=5)
+    assert "does not match" in proc.stdout
+    assert f"affected: {src / 'sub' / 'data.bin'}" in proc.stdout
+    assert one_error_line(proc) == "btfs: error: 2 problems found"
+    report = json.loads(btfs(ready, "check", "--read-data", "--json", check=5).stdout)
+    assert report["ok"] is False
+    assert [a["path"] for a in report["affected"]] == [str(src / "sub" / "data.bin")]
+    restore = btfs(ready, "restore", str(src / "sub" / "data.bin"), "--to",
+                   str(tmp_path / "x"), check=1)
+    assert "does not match its hash" in one_error_line(restore)
+
+
+def test_add_stages_the_state_at_add_time(ready, src):
+    btfs(ready, "backup", check=0)
+    (src / "plan.md").write_text("staged state\n")
+    assert btfs(ready, "add", str(src / "plan.md"), check=0).stdout == (
+        f"staged {src / 'plan.md'}\n")
+    status = json.loads(btfs(ready, "status", "--json", check=0).stdout)
+    assert status["staged"] == [str(src / "plan.md")]
+    (src / "plan.md").write_text("later edit\n")
+    btfs(ready, "backup", check=0)
+    log = json.loads(btfs(ready, "log", str(src / "plan.md"), "--json", check=0).stdout)
+    assert [v["size"] for v in log] == [3, len("staged state\n")]
+    outside = btfs(ready, "add", "/etc/hostname", check=2)
+    assert one_error_line(outside) == (
+        "btfs: error: /etc/hostname is not inside a tracked directory")
+
+
+def test_every_command_has_help_with_an_example(env):
+    top = btfs(env, "--help", check=0).stdout
+    commands = ["init", "track", "untrack", "backup", "add", "status", "snapshots", "log",
+                "restore", "check"]
+    for name in commands:
+        assert name in top
+        text = btfs(env, name, "--help", check=0).stdout
+        assert "Example" in text, name
+
+
+def test_unknown_option_is_exit_2(env):
+    proc = btfs(env, "backup", "--bogus", check=2)
+    assert "No such option '--bogus'" in proc.stderr
