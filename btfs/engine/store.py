@@ -60,11 +60,12 @@ class ChunkStore:
         seq = self._pending.get(chunk_hash)
         if seq is not None:
             return seq
+        # Ask the catalog even when a worker found the chunk new: two equal chunks can be
+        # in flight at once, and the first may have been recorded (and left `_pending`)
+        # since the worker looked. The main connection sees everything recorded so far.
+        if self.catalog.chunk_id(chunk_hash) is not None:
+            return STORED
         if stored is None:
-            # The worker saw it stored; trust the catalog (the main connection sees the
-            # open transaction, so this also covers chunks recorded a moment ago).
-            if self.catalog.chunk_id(chunk_hash) is not None:
-                return STORED
             raise AssertionError("chunk reported stored but unknown to the catalog")
         seq = self._seq
         self._builder.add(chunk_hash, size, stored)
