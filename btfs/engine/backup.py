@@ -34,7 +34,7 @@ from .files import (
     WholeFile,
     make_piece,
     open_for_backup,
-    read_whole,
+    read_batch,
     same_content_stat,
 )
 from .meta import meta_from_stat, read_xattrs
@@ -47,6 +47,8 @@ DELETED_META = Meta(DELETED, 0, 0, 0, 0, 0, 0, 0, None, 0, 0)
 EMPTY_SHA256 = hashlib.sha256(b"").digest()
 WINDOW_JOBS = 24  # jobs in flight; with WINDOW_BYTES bounds the memory of reads in progress
 WINDOW_BYTES = 24 << 20
+BATCH_FILES = 64  # small files per worker job
+BATCH_BYTES = 2 << 20
 COMMIT_EVERY_S = 30.0
 _UNREAD = object()  # also commit directory/metadata-only changes at least this often
 
@@ -108,7 +110,9 @@ class Backup:
         self.cdc = FastCDC(config.chunk_avg, min_size=config.chunk_min,
                            max_size=config.chunk_max)
         self.level = config.compression_level
-        self._window: deque[tuple[_FileJob, Future, int]] = deque()
+        self._window: deque[tuple[list[_FileJob], Future, int]] = deque()
+        self._batch: list[_FileJob] = []  # small files not yet handed to a worker
+        self._batch_bytes = 0
         self._window_bytes = 0
         self._ready: list[_FileJob] = []  # read, waiting for their packs to be durable
         self._staged = {v.node_id: v for v in catalog.all_staged()}
@@ -270,15 +274,30 @@ class Backup:
 
     def _read_file(self, node: int, path: bytes, st: os.stat_result, prev) -> None:
         job = _FileJob(node, path, prev, st, xattrs=_UNREAD)
-        if st.st_size < self.config.chunk_min:
-            self._submit(job, st.st_size, read_whole, path, self.level, self.store.known)
-            job.reading_done = True
+        if st.st_size >= self.config.chunk_min:
+            self._read_large(job)
             return
-        self._read_large(job)
+        # Small files travel to the workers in batches: one job per file would spend more
+        # on futures and thread hand-offs than on reading and hashing a 16 KiB file.
+        self._batch.append(job)
+        self._batch_bytes += st.st_size
+        if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+            self._submit_batch()
+
+    def _submit_batch(self) -> None:
+        if not self._batch:
+            return
+        batch, nbytes = self._batch, self._batch_bytes
+        self._batch, self._batch_bytes = [], 0
+        for job in batch:
+            job.reading_done = True
+        self._submit(batch, nbytes, read_batch, [j.path for j in batch], self.level,
+                     self.store.known)
 
     def _read_large(self, job: _FileJob) -> None:
         """Cut a large file on this thread (the chunker runs without the GIL) and hash and
         compress its chunks in workers; re-read it if it changes under us."""
+        self._submit_batch()  # keep read order: earlier small files first
         for attempt in range(RETRIES):
             try:
                 fd = open_for_backup(job.path)
@@ -292,7 +311,7 @@ class Backup:
                     for chunk in self.cdc.cut_stream(f):
                         data = bytes(chunk.data)  # the chunker reuses its buffer
                         whole.update(data)
-                        self._submit(job, len(data), make_piece, data, self.level,
+                        self._submit([job], len(data), make_piece, data, self.level,
                                      self.store.known)
                 after = os.fstat(fd)
             except OSError as e:
@@ -313,39 +332,47 @@ class Backup:
             job.abandoned = True
             job = _FileJob(job.node_id, job.path, job.prev, job.scan_st, xattrs=_UNREAD)
 
-    def _submit(self, job: _FileJob, nbytes: int, fn, *args) -> None:
+    def _submit(self, jobs: list[_FileJob], nbytes: int, fn, *args) -> None:
         while self._window and (len(self._window) >= WINDOW_JOBS
                                 or self._window_bytes + nbytes > WINDOW_BYTES):
             self._drain()
-        self._window.append((job, self.pool.submit(fn, *args), nbytes))
+        self._window.append((jobs, self.pool.submit(fn, *args), nbytes))
         self._window_bytes += nbytes
-        job.open_items += 1
+        for job in jobs:
+            job.open_items += 1
 
     def _drain(self, *, all_items: bool = False) -> None:
         """Take the oldest finished job (or all of them) into the store, in order."""
+        if all_items:
+            self._submit_batch()
         while self._window:
-            job, future, nbytes = self._window.popleft()
+            jobs, future, nbytes = self._window.popleft()
             self._window_bytes -= nbytes
-            job.open_items -= 1
-            try:
-                result = future.result()
-            except OSError as e:
-                self._file_error(job, e)
-                result = None
-            if result is not None and not job.failed:
-                pieces = result.pieces if isinstance(result, WholeFile) else [result]
-                for piece in pieces:
-                    self._accept(job, piece)
-                if isinstance(result, WholeFile):
-                    job.st, job.sha256, job.xattrs = result.st, result.sha256, result.xattrs
-                    if result.unstable:
-                        self._warn(f"{os.fsdecode(job.path)} changed while being read; "
-                                   "stored as last read", error=False)
-            if job.open_items == 0 and job.reading_done and not job.failed:
-                self._file_read(job)
+            result = future.result()
+            # A batch yields one WholeFile or OSError per file; a chunk job one Piece.
+            results = result if isinstance(result, list) else [result]
+            for job, outcome in zip(jobs, results, strict=True):
+                job.open_items -= 1
+                if isinstance(outcome, OSError):
+                    self._file_error(job, outcome)
+                elif not job.failed:
+                    self._take(job, outcome)
+                if job.open_items == 0 and job.reading_done and not job.failed:
+                    self._file_read(job)
             if not all_items:
                 break
         self._flush_ready()
+
+    def _take(self, job: _FileJob, outcome: WholeFile | Piece) -> None:
+        if isinstance(outcome, Piece):
+            self._accept(job, outcome)
+            return
+        for piece in outcome.pieces:
+            self._accept(job, piece)
+        job.st, job.sha256, job.xattrs = outcome.st, outcome.sha256, outcome.xattrs
+        if outcome.unstable:
+            self._warn(f"{os.fsdecode(job.path)} changed while being read; "
+                       "stored as last read", error=False)
 
     def _accept(self, job: _FileJob, piece: Piece) -> None:
         seq = self.store.add(piece.hash, piece.size, piece.stored)

@@ -86,6 +86,18 @@ def read_whole(path: bytes, level: int, known: Callable[[bytes], bool]) -> Whole
     return WholeFile(after, piece.hash, [piece] if data else [], not stable, xattrs)
 
 
+def read_batch(paths: list[bytes], level: int, known: Callable[[bytes], bool]
+               ) -> list[WholeFile | OSError]:
+    """Several small files in one worker job; an error is returned in its file's place."""
+    results: list[WholeFile | OSError] = []
+    for path in paths:
+        try:
+            results.append(read_whole(path, level, known))
+        except OSError as e:
+            results.append(e)
+    return results
+
+
 def read_chunked(path: bytes, cdc, level: int, known: Callable[[bytes], bool]) -> WholeFile:
     """Any file, chunked on this thread (for `btfs add`, where one file at a time is fine;
     the backup fans large files out to workers instead)."""
