@@ -186,6 +186,7 @@ class Backup:
         return node
 
     def _backup_root(self, tracked: TrackedDir) -> None:
+        self._new_nodes.clear()  # roots share ancestors: a new one may have children now
         scanner = Scanner(self.catalog, self.config, self._resolve, self._warn)
         for n, event in enumerate(scanner.scan(tracked)):
             if n % 256 == 0:
