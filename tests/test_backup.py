@@ -1,0 +1,444 @@
+"""Backups of real trees into a real catalog and vault, read back through the engine's reader.
+
+Every test backs up files in tmp_path with `repo.backup()` under the writer lock, then
+reads the snapshot back (metadata from the catalog, content through ChunkSource and
+FileLayout, so every chunk is verified) and compares it with the source.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from btfs.catalog import DELETED, DIR, FILE
+from btfs.errors import LockedError
+from btfs.repo import untrack_dirs
+
+from helpers import (
+    MiB,
+    NS_MTIME,
+    StoredReader,
+    assert_same_tree,
+    backup,
+    count,
+    make_awkward_tree,
+    rand_bytes,
+    recorded,
+    source_tree,
+    stored_tree,
+)
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+@pytest.fixture
+def src(tmp_path):
+    d = tmp_path / "src"
+    d.mkdir()
+    return d
+
+
+def test_awkward_tree_round_trip(repo_factory, src):
+    t = make_awkward_tree(src)
+    repo = repo_factory(src)
+    stats = backup(repo)
+    assert stats.state == "complete" and stats.errors == 0
+    assert repo.catalog.snapshot(stats.snapshot_id).state == "complete"
+
+    stored = stored_tree(repo.catalog, repo.vault, src, stats.snapshot_id)
+    source = source_tree(src)
+    assert_same_tree(stored, source)
+    # Spot checks of what the comparison relies on, so that a lenient reader cannot hide
+    # a lost entry.
+    assert stored[t.notes["non_utf8"]].type == FILE
+    assert stored[t.notes["newline"]].size == len(b"newline in name\n")
+    assert len(t.notes["long_name"]) == 255 and t.notes["long_name"] in stored
+    assert stored[t.notes["dangling"]].target == b"/nonexistent/nowhere"
+    assert stored[b"link-non-utf8"].target == b"caf\xe9-latin1.txt"
+    assert stored[t.notes["empty_file"]].size == 0 and stored[b"empty"].mtime_ns == 1
+    assert stored[t.notes["empty_dir"]].type == DIR
+    assert stored[b"a/text.txt"].mtime_ns == NS_MTIME
+    assert stored[t.notes["sparse"]].size == 6 * MiB
+    assert stored[t.notes["mode000"]].mode & 0o7777 == 0
+    assert stored[b"modes/sticky"].mode & 0o7777 == 0o1777
+    assert b"a-fifo" not in stored
+    if t.owners:
+        assert (stored[t.notes["owned"]].uid, stored[t.notes["owned"]].gid) == (1234, 5678)
+        assert stored[b"owned/link"].uid == 4321
+        assert stored[b"modes/setuid"].mode & 0o7777 == 0o4755
+    if t.xattrs:
+        assert dict(stored[t.notes["xattr_file"]].xattrs)[b"user.binary"] == bytes(range(256))
+        assert stored[b"xattr-dir"].xattrs == ((b"user.tag", b""),)
+
+
+def test_hard_links_share_inode_and_content(repo_factory, src):
+    t = make_awkward_tree(src, xattrs=False)
+    repo = repo_factory(src)
+    stats = backup(repo)
+    cat = repo.catalog
+    a = cat.version_at(cat.node_for_path(os.fsencode(src) + b"/" + t.notes["hard_a"]),
+                       stats.snapshot_id)
+    b = cat.version_at(cat.node_for_path(os.fsencode(src) + b"/" + t.notes["hard_b"]),
+                       stats.snapshot_id)
+    assert a.meta.ino == b.meta.ino == os.lstat(src / "hard-a").st_ino
+    assert a.meta.nlink == b.meta.nlink == 2
+    assert a.meta.content_id == b.meta.content_id
+
+
+def test_sparse_file_reads_back_with_its_holes(repo_factory, src):
+    with open(src / "disk.img", "wb") as f:
+        f.truncate(9 * MiB)
+        f.seek(4 * MiB + 123)
+        f.write(b"x" * 777)
+    repo = repo_factory(src)
+    stats = backup(repo)
+    version = repo.catalog.version_at(repo.catalog.node_for_path(os.fsencode(src / "disk.img")),
+                                      stats.snapshot_id)
+    data = StoredReader(repo.catalog, repo.vault).content(version.meta.content_id)
+    assert data == (src / "disk.img").read_bytes()
+    # Zeros compress and deduplicate: far less than the apparent size is stored.
+    assert stats.bytes_added < MiB
+
+
+def test_large_file_is_chunked_and_an_insertion_adds_few_chunks(repo_factory, src):
+    data = rand_bytes(20 * MiB, seed=7)
+    (src / "big.bin").write_bytes(data)
+    repo = repo_factory(src)
+    first = backup(repo)
+    chunks_before = count(repo.catalog, "chunk")
+    assert chunks_before >= 5  # 20 MiB at a 1 MiB average (4 MiB max) is many chunks
+    assert first.bytes_added >= 20 * MiB  # random data does not compress
+
+    middle = len(data) // 2
+    changed = data[:middle] + b"!" + data[middle:]
+    (src / "big.bin").write_bytes(changed)
+    second = backup(repo)
+    new_chunks = count(repo.catalog, "chunk") - chunks_before
+    assert 1 <= new_chunks <= 3, new_chunks
+    assert second.bytes_added <= new_chunks * repo.config.chunk_max + 4096
+    assert second.bytes_added < 20 * MiB / 4, second.bytes_added
+    assert second.bytes_read == len(changed)
+
+    node = repo.catalog.node_for_path(os.fsencode(src / "big.bin"))
+    reader = StoredReader(repo.catalog, repo.vault)
+    v1, v2 = repo.catalog.versions_of(node)
+    assert reader.content(v1.meta.content_id) == data
+    assert reader.content(v2.meta.content_id) == changed
+
+
+def test_unchanged_tree_adds_nothing(repo_factory, src):
+    make_awkward_tree(src, xattrs=False)
+    repo = repo_factory(src)
+    first = backup(repo)
+    versions = count(repo.catalog, "version")
+    second = backup(repo)
+    assert recorded(repo.catalog, second.snapshot_id, src) == {}
+    assert (second.files_new, second.files_changed, second.files_deleted) == (0, 0, 0)
+    assert second.bytes_read == 0 and second.bytes_added == 0
+    assert second.entries == first.entries > 20
+    # Only the directories above the tracked one may have changed (/tmp is busy).
+    above = count(repo.catalog, "version") - versions
+    assert above <= len(src.parts)
+    assert_same_tree(stored_tree(repo.catalog, repo.vault, src, second.snapshot_id),
+                     source_tree(src))
+
+
+def test_touch_records_exactly_that_path(repo_factory, src):
+    (src / "d").mkdir()
+    (src / "d" / "one").write_text("one")
+    (src / "d" / "two").write_text("two")
+    repo = repo_factory(src)
+    backup(repo)
+
+    os.utime(src / "d" / "one", ns=(NS_MTIME, NS_MTIME))
+    stats = backup(repo)
+    assert recorded(repo.catalog, stats.snapshot_id, src) == {
+        os.fsencode(src / "d" / "one"): FILE}
+    assert stats.files_changed == 1 and stats.files_new == 0
+    assert stats.bytes_read == 3
+
+    (src / "d" / "three").write_text("three")  # a new name changes its directory
+    stats = backup(repo)
+    assert recorded(repo.catalog, stats.snapshot_id, src) == {
+        os.fsencode(src / "d" / "three"): FILE, os.fsencode(src / "d"): DIR}
+    assert (stats.files_new, stats.files_changed) == (1, 1)
+
+
+def test_deleting_a_directory_marks_every_descendant_deleted(repo_factory, src):
+    for rel in ("keep/k", "gone/x", "gone/sub/y", "gone/sub/deeper/z"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    os.symlink("x", src / "gone" / "link")
+    repo = repo_factory(src)
+    first = backup(repo)
+
+    shutil.rmtree(src / "gone")
+    second = backup(repo)
+    s = os.fsencode(src)
+    gone = [b"/gone", b"/gone/x", b"/gone/link", b"/gone/sub", b"/gone/sub/y",
+            b"/gone/sub/deeper", b"/gone/sub/deeper/z"]
+    assert recorded(repo.catalog, second.snapshot_id, src) == {
+        **{s + g: DELETED for g in gone}, s: DIR}
+    assert second.files_deleted == len(gone)
+    assert [e.name for e in repo.catalog.children_at(
+        repo.catalog.node_for_path(s), second.snapshot_id)] == [b"keep"]
+    # The old snapshot still has all of it.
+    old = stored_tree(repo.catalog, repo.vault, src, first.snapshot_id)
+    assert {b"gone/sub/deeper/z", b"keep/k"} <= old.keys()
+
+    # Re-created later: a new version after the deletion, and the old history stays.
+    (src / "gone").mkdir()
+    (src / "gone" / "x").write_text("back")
+    third = backup(repo)
+    node = repo.catalog.node_for_path(s + b"/gone/x")
+    assert [v.type for v in repo.catalog.versions_of(node)] == [FILE, DELETED, FILE]
+    assert third.files_new == 2
+    assert_same_tree(stored_tree(repo.catalog, repo.vault, src, third.snapshot_id),
+                     source_tree(src))
+
+
+def test_default_excludes_skip_junk(repo_factory, src):
+    junk = ["__pycache__/mod.cpython-311.pyc", "pkg/__pycache__/x.pyc", "stray.pyc",
+            "notes.tmp", ".notes.swp", ".cache/thumb.png", "pkg/.cache/deep/file"]
+    kept = ["mod.py", "pkg/x.py", "cache/not-hidden", "tmp.txt", "pkg/.cachex"]
+    for rel in junk + kept:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    repo = repo_factory(src)
+    stats = backup(repo)
+    stored = stored_tree(repo.catalog, repo.vault, src, stats.snapshot_id)
+    files = {k.decode() for k, v in stored.items() if v.type == FILE}
+    assert files == set(kept)
+    assert b"__pycache__" not in stored and b".cache" not in stored
+    # Excluded entries do not even get a node.
+    assert repo.catalog.node_for_path(os.fsencode(src / "stray.pyc")) is None
+
+
+def test_cachedir_tag_keeps_the_directory_but_not_its_contents(repo_factory, src):
+    signature = b"Signature: 8a477f597d28d172789f06886806bc55"
+    (src / "build").mkdir()
+    (src / "build" / "CACHEDIR.TAG").write_bytes(signature + b"\n# made by a tool\n")
+    (src / "build" / "object.o").write_bytes(b"\0" * 100)
+    (src / "fake").mkdir()
+    (src / "fake" / "CACHEDIR.TAG").write_bytes(b"Signature: not the right one")
+    (src / "fake" / "data").write_text("kept")
+    repo = repo_factory(src)
+    stats = backup(repo)
+    stored = stored_tree(repo.catalog, repo.vault, src, stats.snapshot_id)
+    assert stored[b"build"].type == DIR
+    assert not [k for k in stored if k.startswith(b"build/")]
+    assert {b"fake/CACHEDIR.TAG", b"fake/data"} <= stored.keys()
+
+
+def test_include_only_patterns_store_only_matching_files(repo_factory, src):
+    for rel in ("README.md", "docs/guide.md", "docs/img.png", "src/main.py", "src/x/y.md"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    repo = repo_factory(src, includes=("*.md",), excludes=("/docs/private/",))
+    stats = backup(repo)
+    stored = stored_tree(repo.catalog, repo.vault, src, stats.snapshot_id)
+    assert {k for k, v in stored.items() if v.type == FILE} == {
+        b"README.md", b"docs/guide.md", b"src/x/y.md"}
+    assert {k for k, v in stored.items() if v.type == DIR} >= {b"docs", b"src", b"src/x"}
+
+
+def test_tracked_excludes_and_negation(repo_factory, src):
+    for rel in ("app.log", "keep.log", "sub/app.log", "build/out", "sub/build/out", "top"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    repo = repo_factory(src, excludes=("*.log", "!keep.log", "/build/", "/top"))
+    stats = backup(repo)
+    stored = stored_tree(repo.catalog, repo.vault, src, stats.snapshot_id)
+    assert {k for k, v in stored.items() if v.type == FILE} == {
+        b"keep.log", b"sub/build/out"}
+
+
+def test_max_file_size_skips_larger_files(repo_factory, src):
+    (src / "small").write_bytes(b"s" * 1000)
+    (src / "exact").write_bytes(b"e" * 4096)
+    (src / "large").write_bytes(b"l" * 4097)
+    repo = repo_factory(src, max_file_size=4096)
+    stats = backup(repo)
+    stored = stored_tree(repo.catalog, repo.vault, src, stats.snapshot_id)
+    assert {b"small", b"exact"} <= stored.keys() and b"large" not in stored
+    assert stats.state == "complete" and stats.errors == 0
+
+
+@pytest.fixture
+def mounted_tmpfs(src):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = src / "mnt"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "btfs-test", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {proc.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("one_fs", [True, False])
+def test_one_file_system(repo_factory, src, mounted_tmpfs, one_fs):
+    (src / "here").write_text("same fs")
+    (mounted_tmpfs / "there").write_text("other fs")
+    repo = repo_factory(src, one_file_system=one_fs)
+    stats = backup(repo)
+    stored = stored_tree(repo.catalog, repo.vault, src, stats.snapshot_id)
+    assert b"here" in stored
+    assert stored[b"mnt"].type == DIR  # the mount point itself is kept, like tar and borg
+    assert (b"mnt/there" in stored) is not one_fs
+
+
+def test_untracking_marks_the_directory_deleted(repo_factory, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "sub").mkdir(parents=True)
+    (a / "sub" / "f").write_text("f")
+    b.mkdir()
+    (b / "g").write_text("g")
+    repo = repo_factory(a, b)
+    first = backup(repo)
+    untrack_dirs(repo.paths, [str(a)])
+    repo = repo_factory()  # reopen with the new config
+    second = backup(repo)
+    assert recorded(repo.catalog, second.snapshot_id, a) == {
+        os.fsencode(a): DELETED, os.fsencode(a / "sub"): DELETED,
+        os.fsencode(a / "sub" / "f"): DELETED}
+    assert recorded(repo.catalog, second.snapshot_id, b) == {}
+    assert stored_tree(repo.catalog, repo.vault, a, first.snapshot_id)[b"sub/f"].size == 1
+    assert repo.catalog.version_at(repo.catalog.node_for_path(os.fsencode(a)),
+                                   second.snapshot_id) is None
+
+
+def test_deduplication_across_files_and_backups(repo_factory, src):
+    blob = rand_bytes(3 * MiB, seed=3)
+    (src / "one").write_bytes(blob)
+    (src / "two").write_bytes(blob)
+    (src / "small-1").write_bytes(b"tiny")
+    (src / "small-2").write_bytes(b"tiny")
+    repo = repo_factory(src)
+    first = backup(repo)
+    chunks, contents = count(repo.catalog, "chunk"), count(repo.catalog, "content")
+    assert contents == 2
+    assert first.bytes_added < 3 * MiB + 64 * 1024  # one copy of the blob, not two
+    stored_bytes = sum(size for _, size in repo.vault.list("packs/"))
+    assert stored_bytes == first.bytes_added
+
+    (src / "three").write_bytes(blob)
+    (src / "sub").mkdir()
+    (src / "sub" / "four").write_bytes(b"tiny")
+    second = backup(repo)
+    assert second.files_new == 3
+    assert second.bytes_added == 0
+    assert (count(repo.catalog, "chunk"), count(repo.catalog, "content")) == (chunks, contents)
+    assert sum(size for _, size in repo.vault.list("packs/")) == stored_bytes
+    assert_same_tree(stored_tree(repo.catalog, repo.vault, src, second.snapshot_id),
+                     source_tree(src))
+
+
+@pytest.mark.expect_warnings(r"cannot (read|list)")
+def test_unreadable_entries_make_a_partial_snapshot(repo_factory, src, paths):
+    """Root reads any file, so the backup runs in a child without CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH (setpriv drops them from the bounding set before exec): then mode
+    000 means what it says, reliably, on any filesystem."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to drop the DAC capabilities")
+    (src / "good").write_text("readable")
+    (src / "secret").write_text("unreadable")
+    os.chmod(src / "secret", 0o000)
+    (src / "big-secret").write_bytes(rand_bytes(MiB))  # read through the chunked path
+    os.chmod(src / "big-secret", 0o000)
+    (src / "closed").mkdir()
+    (src / "closed" / "inside").write_text("unlisted")
+    os.chmod(src / "closed", 0o000)
+    (src / "fifo-is-fine").parent.mkdir(exist_ok=True)
+    os.mkfifo(src / "fifo-is-fine")
+    repo = repo_factory(src)
+    script = textwrap.dedent("""
+        import json
+        from btfs.config import xdg_paths
+        from btfs.repo import Repo
+        with Repo.open(xdg_paths()) as repo, repo.writer():
+            s = repo.backup()
+        print(json.dumps({"id": s.snapshot_id, "state": s.state, "errors": s.errors,
+                          "warnings": s.warnings}))
+    """)
+    proc = subprocess.run(
+        ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-c",
+         script], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0, proc.stderr
+    import json
+    result = json.loads(proc.stdout)
+    assert result["state"] == "partial"
+    assert result["errors"] == 3, result["warnings"]
+    assert repo.catalog.snapshot(result["id"]).state == "partial"
+    stored = stored_tree(repo.catalog, repo.vault, src, result["id"])
+    assert stored[b"good"].size == len("readable")
+    assert b"secret" not in stored and b"big-secret" not in stored
+    assert stored[b"closed"].type == DIR and b"closed/inside" not in stored
+    assert b"fifo-is-fine" not in stored
+
+
+_HOLD_LOCK = textwrap.dedent("""
+    import sys, time
+    from btfs.config import xdg_paths
+    from btfs.repo import Repo
+    with Repo.open(xdg_paths()) as repo, repo.writer():
+        print("locked", flush=True)
+        time.sleep(60)
+""")
+
+
+def test_writer_lock_names_the_holder_and_dies_with_it(repo_factory, src):
+    repo = repo_factory(src)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK], stdout=subprocess.PIPE,
+                              text=True, env={**os.environ,
+                                              "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockedError, match=rf"\(pid {holder.pid}\)"):
+            with repo.writer():
+                pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        holder.stdout.close()
+    deadline = time.monotonic() + 5
+    while True:  # the kernel drops the flock as the process is reaped; no waiting needed
+        try:
+            with repo.writer():
+                break
+        except LockedError:
+            assert time.monotonic() < deadline, "lock not released after kill -9"
+            time.sleep(0.05)
+    stats = backup(repo)
+    assert stats.state == "complete"
+
+
+def test_first_backup_of_two_dirs_with_shared_new_ancestors(repo_factory, tmp_path):
+    """Regression: the second root's ancestors were created by the first root's scan in the
+    same run, and were wrongly taken to have no children (UNIQUE constraint failed)."""
+    a, b = tmp_path / "home" / "me" / "docs", tmp_path / "home" / "me" / "pics"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    (a / "cv.txt").write_text("cv")
+    (b / "cat.jpg").write_bytes(b"meow")
+    repo = repo_factory(a, b)
+    stats = backup(repo)
+    assert stats.state == "complete"
+    assert stored_tree(repo.catalog, repo.vault, a, stats.snapshot_id)[b"cv.txt"].size == 2
+    assert stored_tree(repo.catalog, repo.vault, b, stats.snapshot_id)[b"cat.jpg"].size == 4
+    assert repo.catalog.integrity_problems() == []
