@@ -86,6 +86,7 @@ def parse_index(data: bytes) -> list[NewChunk]:
         raise IntegrityError("not a btfs pack")
     index_offset, count, crc = parse_trailer(data[-TRAILER_SIZE:])
     index = data[index_offset:index_offset + count * _ENTRY.size]
-    if len(index) != count * _ENTRY.size or zlib.crc32(index) != crc:
+    if (index_offset + len(index) != len(data) - TRAILER_SIZE or len(index) != count * _ENTRY.size
+            or zlib.crc32(index) != crc):
         raise IntegrityError("pack index is damaged")
     return [NewChunk(h, size, off, stored) for h, size, off, stored in _ENTRY.iter_unpack(index)]
