@@ -1,0 +1,238 @@
+"""Property tests of the storage format: chunk codec, pack format, chunker, range reads.
+
+These are the layers where a silent error returns wrong bytes, so each property is one a
+user's data depends on: what goes in comes out, damage is detected and never returned,
+and content-defined chunking keeps an edit local.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from pyfastcdc.cy import FastCDC
+
+from btfs.catalog.model import ChunkRef
+from btfs.config import Config
+from btfs.engine import codec
+from btfs.engine.pack import MAGIC, TRAILER_SIZE, PackBuilder, parse_index
+from btfs.engine.reader import ChunkSource, FileLayout, read_range
+from btfs.errors import IntegrityError
+from btfs.vault import LocalVault, pack_key
+
+DEFAULTS = Config(host_id="test", vault="/nonexistent")
+
+# Data that compresses (repeats) and data that does not, both in one strategy.
+chunk_data = st.one_of(
+    st.binary(max_size=5000),
+    st.builds(lambda piece, n: piece * n, st.binary(min_size=1, max_size=40),
+              st.integers(1, 500)),
+)
+levels = st.integers(0, 22)
+
+
+@given(data=chunk_data, level=levels)
+def test_codec_round_trip(data, level):
+    stored = codec.encode(data, level)
+    assert stored[0] in (codec.RAW, codec.ZSTD)
+    assert len(stored) <= len(data) + 1  # incompressible data costs exactly one byte
+    assert codec.decode(stored, codec.chunk_hash(data), len(data)) == data
+
+
+def test_codec_compresses_when_it_pays_and_not_at_level_zero():
+    data = b"abc" * 10_000
+    assert codec.encode(data, 3)[0] == codec.ZSTD
+    assert len(codec.encode(data, 3)) < len(data) // 10
+    assert codec.encode(data, 0) == bytes((codec.RAW,)) + data
+    noise = random.Random(1).randbytes(10_000)
+    assert codec.encode(noise, 19)[0] == codec.RAW
+
+
+@given(data=chunk_data, level=levels, where=st.integers(min_value=0), bit=st.integers(0, 7))
+def test_a_flipped_bit_never_returns_wrong_bytes(data, level, where, bit):
+    """IntegrityError (never another exception), or the original bytes: a few bits of a
+    zstd frame header are unused and decoders ignore them (found by hypothesis)."""
+    stored = bytearray(codec.encode(data, level))
+    stored[where % len(stored)] ^= 1 << bit
+    try:
+        result = codec.decode(bytes(stored), codec.chunk_hash(data), len(data))
+    except IntegrityError:
+        return
+    assert stored[0] == codec.ZSTD and result == data
+
+
+@given(data=chunk_data, where=st.integers(min_value=0), bit=st.integers(0, 7))
+def test_a_flipped_bit_in_a_raw_chunk_always_raises(data, where, bit):
+    stored = bytearray(codec.encode(data, 0))
+    stored[where % len(stored)] ^= 1 << bit
+    with pytest.raises(IntegrityError):
+        codec.decode(bytes(stored), codec.chunk_hash(data), len(data))
+
+
+@given(data=st.binary(min_size=1, max_size=2000), level=levels)
+def test_wrong_size_or_hash_or_truncation_is_an_integrity_error(data, level):
+    stored = codec.encode(data, level)
+    h = codec.chunk_hash(data)
+    for bad in [(stored, h, len(data) + 1), (stored, h, len(data) - 1),
+                (stored, hashlib.sha256(b"other").digest(), len(data)),
+                (stored[:-1], h, len(data)), (b"", h, len(data))]:
+        with pytest.raises(IntegrityError):
+            codec.decode(*bad)
+
+
+def _stored_chunks(chunks: list[bytes], level: int):
+    return [(codec.chunk_hash(c), len(c), codec.encode(c, level)) for c in chunks]
+
+
+@given(chunks=st.lists(chunk_data, max_size=20), level=st.integers(0, 5))
+def test_pack_round_trip(chunks, level):
+    builder = PackBuilder()
+    for h, size, stored in _stored_chunks(chunks, level):
+        builder.add(h, size, stored)
+        builder.add(h, size, stored)  # a chunk is stored once per pack
+    unique = {codec.chunk_hash(c): c for c in chunks}
+    assert len(builder) == len(unique)
+    sealed = builder.seal()
+    data = bytes(sealed.data)
+    assert sealed.name == hashlib.sha256(data).hexdigest()
+    assert data.startswith(MAGIC)
+    assert parse_index(data) == sealed.chunks
+    assert [c.hash for c in sealed.chunks] == list(unique)  # order of first addition
+    for c in sealed.chunks:
+        stored = data[c.offset:c.offset + c.stored_len]
+        assert codec.decode(stored, c.hash, c.size) == unique[c.hash]
+
+
+@given(chunks=st.lists(chunk_data, max_size=8), where=st.integers(min_value=0),
+       bit=st.integers(0, 7))
+def test_damaged_pack_index_or_trailer_is_detected(chunks, where, bit):
+    builder = PackBuilder()
+    for h, size, stored in _stored_chunks(chunks, 3):
+        builder.add(h, size, stored)
+    sealed = builder.seal()
+    data = bytearray(sealed.data)
+    index_start = len(data) - TRAILER_SIZE - 48 * len(sealed.chunks)
+    # Anywhere in the magic, the index or the trailer (chunk payloads are covered by the
+    # codec's hash and the pack name).
+    region = list(range(0, len(MAGIC))) + list(range(index_start, len(data)))
+    data[region[where % len(region)]] ^= 1 << bit
+    with pytest.raises(IntegrityError):
+        parse_index(bytes(data))
+
+
+def test_truncated_pack_is_not_a_pack():
+    sealed = PackBuilder().seal()
+    assert parse_index(bytes(sealed.data)) == []
+    with pytest.raises(IntegrityError):
+        parse_index(bytes(sealed.data)[:-1])
+    with pytest.raises(IntegrityError):
+        parse_index(b"")
+
+
+def _cdc(config: Config = DEFAULTS) -> FastCDC:
+    return FastCDC(config.chunk_avg, min_size=config.chunk_min, max_size=config.chunk_max)
+
+
+chunker_settings = settings(max_examples=8, deadline=None)
+
+
+@chunker_settings
+@given(seed=st.integers(0, 2**32), size=st.integers(0, 12 << 20),
+       repetitive=st.booleans())
+def test_chunker_reassembles_and_respects_bounds(seed, size, repetitive):
+    rng = random.Random(seed)
+    if repetitive:  # long runs stress the max-size cut
+        data = (rng.randbytes(1000) + bytes(rng.randrange(1, 3 << 20))) * 4
+        data = data[:size]
+    else:
+        data = rng.randbytes(size)
+    chunks = list(_cdc().cut_buf(data))
+    assert b"".join(bytes(c.data) for c in chunks) == data
+    offsets = [c.offset for c in chunks]
+    assert offsets == sorted(offsets) and (not chunks or offsets[0] == 0)
+    for c in chunks[:-1]:
+        assert DEFAULTS.chunk_min <= c.length <= DEFAULTS.chunk_max
+    if chunks:
+        assert 0 < chunks[-1].length <= DEFAULTS.chunk_max
+
+
+@chunker_settings
+@given(seed=st.integers(0, 2**32), where=st.floats(0.2, 0.8),
+       insert=st.binary(min_size=1, max_size=100))
+def test_chunker_keeps_an_insertion_local(seed, where, insert):
+    data = random.Random(seed).randbytes(24 << 20)
+    at = int(len(data) * where)
+    edited = data[:at] + insert + data[at:]
+    before = {codec.chunk_hash(bytes(c.data)) for c in _cdc().cut_buf(data)}
+    after = [codec.chunk_hash(bytes(c.data)) for c in _cdc().cut_buf(edited)]
+    new = [h for h in after if h not in before]
+    assert len(before) >= 10
+    assert 1 <= len(new) <= 3, f"{len(new)} of {len(after)} chunks changed"
+
+
+@pytest.fixture(scope="module")
+def vault(tmp_path_factory):
+    v = LocalVault(tmp_path_factory.mktemp("codec") / "vault")
+    v.create()
+    return v
+
+
+def _store_file(vault: LocalVault, data: bytes, cuts: list[int], level: int = 1) -> FileLayout:
+    """Cut `data` at `cuts`, store the pieces in one pack, return the file's layout."""
+    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]
+    pieces = [data[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    builder = PackBuilder()
+    for piece in pieces:
+        builder.add(codec.chunk_hash(piece), len(piece), codec.encode(piece, level))
+    sealed = builder.seal()
+    vault.put(pack_key(sealed.name), bytes(sealed.data))
+    where = {c.hash: c for c in sealed.chunks}
+    refs = []
+    for piece in pieces:  # a repeated piece is stored once and referenced twice
+        c = where[codec.chunk_hash(piece)]
+        refs.append(ChunkRef(c.hash, c.size, sealed.name, c.offset, c.stored_len))
+    return FileLayout(refs)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None,
+          max_examples=60)
+@given(data=st.binary(max_size=3000), cuts=st.lists(st.integers(0, 3000), max_size=12),
+       ranges=st.lists(st.tuples(st.integers(0, 3100), st.integers(0, 3100)), max_size=10))
+def test_read_range_returns_exactly_the_slice(vault, data, cuts, ranges):
+    layout = _store_file(vault, data, cuts)
+    assert layout.size == len(data)
+    source = ChunkSource(vault, cache_bytes=4096)  # small: evictions happen too
+    for offset, length in ranges + [(0, len(data))]:
+        expected = data[offset:offset + length]
+        pieces = list(layout.pieces(offset, length))
+        assert sum(b - a for _, a, b in pieces) == len(expected)
+        assert all(0 <= a < b <= layout.refs[i].size for i, a, b in pieces)
+        got = read_range(source, layout, offset, length) if pieces else b""
+        assert got == expected
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None,
+          max_examples=30)
+@given(data=st.binary(min_size=1, max_size=2000), where=st.integers(min_value=0),
+       bit=st.integers(0, 7))
+def test_damage_in_the_vault_raises_and_is_not_cached(vault, data, where, bit):
+    layout = _store_file(vault, data, [len(data) // 2], level=0)  # raw: every bit counts
+    ref = layout.refs[where % len(layout.refs)]
+    path = vault._path(pack_key(ref.pack))
+    original = path.read_bytes()
+    damaged = bytearray(original)
+    damaged[ref.offset + (where // 7) % ref.stored_len] ^= 1 << bit
+    assume(damaged != original)
+    path.chmod(0o600)
+    path.write_bytes(damaged)
+    try:
+        source = ChunkSource(vault)
+        with pytest.raises(IntegrityError):
+            source.chunk(ref)
+        with pytest.raises(IntegrityError):  # nothing wrong was remembered
+            read_range(source, layout, 0, layout.size)
+    finally:
+        path.write_bytes(original)
