@@ -1,0 +1,273 @@
+"""The catalog's data model: migrations, the path tree, history queries, staging, integrity.
+
+A real SQLite catalog in tmp_path; history is written with the catalog's own methods (as
+the backup does), and only the integrity tests break it on purpose with raw SQL.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from btfs.catalog import DELETED, DIR, FILE, ROOT, SYMLINK, Catalog, Meta, NewChunk
+from btfs.catalog.schema import MIGRATIONS
+from btfs.errors import BtfsError
+
+
+@pytest.fixture
+def cat(tmp_path):
+    with Catalog(tmp_path / "catalog.db") as c:
+        yield c
+
+
+def meta(kind: str, mtime: int = 1, *, content_id: int | None = None, size: int = 0,
+         target: bytes | None = None) -> Meta:
+    mode = {FILE: 0o100644, DIR: 0o40755, SYMLINK: 0o120777, DELETED: 0}[kind]
+    return Meta(kind, size, mode, 0, 0, mtime, mtime, mtime, None, 1, 1, target, None,
+                content_id)
+
+
+@pytest.fixture
+def content(cat):
+    """A real content row: one chunk in one (catalog-only) pack."""
+    with cat.transaction():
+        ids = cat.add_pack("ab" * 32, 100, [NewChunk(b"h" * 32, 5, 8, 6)], 0)
+        return cat.add_content(b"s" * 32, 5, [ids[b"h" * 32]])
+
+
+def test_new_catalog_is_at_the_latest_format(tmp_path):
+    path = tmp_path / "catalog.db"
+    with Catalog(path) as c:
+        assert c.db.get_val("PRAGMA user_version") == len(MIGRATIONS)
+        assert c.node_path(ROOT) == b"/"
+        assert c.db.get_val("PRAGMA journal_mode") == "wal"
+        assert c.db.get_val("PRAGMA foreign_keys") == 1
+    # Reopening migrates nothing (a second root insert would fail) and keeps the data.
+    with Catalog(path) as c:
+        assert c.db.get_val("SELECT count(*) FROM node") == 1
+    with Catalog(path, readonly=True) as c:
+        assert c.readonly and c.node_for_path(b"/") == ROOT
+
+
+def test_catalog_from_a_newer_btfs_is_refused(tmp_path):
+    path = tmp_path / "catalog.db"
+    with Catalog(path) as c:
+        c.db.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    with pytest.raises(BtfsError, match="newer btfs"):
+        Catalog(path)
+    with pytest.raises(BtfsError, match="unknown format"):
+        Catalog(path, readonly=True)
+
+
+def test_readonly_open_of_a_missing_catalog_does_not_create_it(tmp_path):
+    with pytest.raises(BtfsError, match="btfs init"):
+        Catalog(tmp_path / "none.db", readonly=True)
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_node_for_path_with_non_utf8_names(cat):
+    with cat.transaction():
+        latin = cat.node_for_path(b"/home/caf\xe9/x", create=True)
+        utf8 = cat.node_for_path("/home/café/x".encode(), create=True)
+        newline = cat.node_for_path(b"/home/a\nb", create=True)
+    assert len({latin, utf8, newline}) == 3
+    assert cat.node_for_path(b"/home/caf\xe9/x") == latin
+    assert cat.node_for_path(b"//home//caf\xe9/x/") == latin  # empty components ignored
+    assert cat.node_path(latin) == b"/home/caf\xe9/x"
+    assert cat.node_path(newline) == b"/home/a\nb"
+    assert cat.node_for_path(b"/home/caf\xe9/y") is None
+    assert cat.node_for_path(b"/") == ROOT
+    home = cat.node_for_path(b"/home")
+    assert [name for _, name in cat.node_children(home)] == sorted(
+        [b"caf\xe9", "café".encode(), b"a\nb"])
+
+
+def _names(entries) -> list[bytes]:
+    return [e.name for e in entries]
+
+
+def test_history_across_snapshots_with_deletion_and_recreation(cat, content):
+    """s1: /d/{x,y}; s2: y deleted, x changed; s3: y re-created as a directory; s4: d gone."""
+    with cat.transaction():
+        d = cat.node_for_path(b"/d", create=True)
+        x = cat.node_for_path(b"/d/x", create=True)
+        y = cat.node_for_path(b"/d/y", create=True)
+        s1 = cat.begin_snapshot("host", 10)
+        cat.add_version(d, s1, meta(DIR))
+        cat.add_version(x, s1, meta(FILE, 1, content_id=content, size=5))
+        cat.add_version(y, s1, meta(FILE, 1, content_id=content, size=5))
+        s2 = cat.begin_snapshot("host", 20)
+        cat.add_version(x, s2, meta(FILE, 2, content_id=content, size=5))
+        cat.add_version(y, s2, meta(DELETED, 0))
+        s3 = cat.begin_snapshot("host", 30)
+        cat.add_version(y, s3, meta(DIR, 3))
+        s4 = cat.begin_snapshot("host", 40)
+        for node in (d, x, y):
+            cat.add_version(node, s4, meta(DELETED, 0))
+
+    assert _names(cat.children_at(d, s1)) == [b"x", b"y"]
+    assert _names(cat.children_at(d, s2)) == [b"x"]
+    assert [(e.name, e.version.type) for e in cat.children_at(d, s3)] == [
+        (b"x", FILE), (b"y", DIR)]
+    assert cat.children_at(d, s4) == []
+    assert _names(cat.children_at(ROOT, s3)) == [b"d"]
+    assert cat.children_at(ROOT, s4) == []
+    # Before the first snapshot nothing existed.
+    assert cat.children_at(d, s1 - 1) == [] and cat.version_at(x, s1 - 1) is None
+
+    assert [v.type for v in cat.versions_of(y)] == [FILE, DELETED, DIR, DELETED]
+    assert [v.snapshot_id for v in cat.versions_of(y)] == [s1, s2, s3, s4]
+    assert [v.meta.mtime_ns for v in cat.versions_of(x)] == [1, 2, 0]
+    assert cat.version_at(y, s2) is None
+    assert cat.version_at(x, s3).meta.mtime_ns == 2  # unchanged in s3: s2's version
+    assert cat.version_at(y, s3).type == DIR
+    assert cat.head(y).type == DELETED and cat.head(y).snapshot_id == s4
+    assert cat.live_children(d) == {}
+    # node_children keeps every name ever seen, for the by-file view.
+    assert [n for _, n in cat.node_children(d)] == [b"x", b"y"]
+    assert cat.child_at(d, b"x", s2).version.meta.mtime_ns == 2
+    assert cat.child_at(d, b"y", s2) is None and cat.child_at(d, b"nope", s2) is None
+    assert cat.count_entries(s1) == 3 and cat.count_entries(s2) == 2
+    assert cat.integrity_problems() == []
+
+
+def test_children_at_pages_by_name(cat):
+    names = [bytes([c]) * 3 for c in b"edcba"] + [b"\xff", b"\x01"]
+    with cat.transaction():
+        s = cat.begin_snapshot("host", 1)
+        parent = cat.node_for_path(b"/p", create=True)
+        cat.add_version(parent, s, meta(DIR))
+        for name in names:
+            cat.add_version(cat.add_node(parent, name), s, meta(SYMLINK, target=b"t"))
+    every = _names(cat.children_at(parent, s))
+    assert every == sorted(names)
+    pages, after = [], None
+    while page := cat.children_at(parent, s, after=after, limit=3):
+        pages.append(_names(page))
+        after = page[-1].name
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert sum(pages, []) == every
+
+
+def test_staged_versions_are_invisible_until_committed(cat, content):
+    with cat.transaction():
+        s1 = cat.begin_snapshot("host", 10)
+        d = cat.node_for_path(b"/d", create=True)
+        old = cat.node_for_path(b"/d/old", create=True)
+        cat.add_version(d, s1, meta(DIR))
+        cat.add_version(old, s1, meta(FILE, 1, content_id=content, size=5))
+        new = cat.node_for_path(b"/d/new", create=True)
+        cat.stage(new, meta(FILE, 5, content_id=content, size=5))
+        cat.stage(old, meta(FILE, 6, content_id=content, size=5))
+        cat.stage(old, meta(FILE, 7, content_id=content, size=5))  # replaces the first
+        s2 = cat.begin_snapshot("host", 20)
+
+    for s in (s1, s2):
+        assert [(e.name, e.version.meta.mtime_ns) for e in cat.children_at(d, s)] == [
+            (b"old", 1)]
+    assert cat.versions_of(new) == [] and cat.head(new) is None
+    assert [v.meta.mtime_ns for v in cat.versions_of(old)] == [1]
+    assert cat.head(old).meta.mtime_ns == 1
+    assert sorted(v.meta.mtime_ns for v in cat.all_staged()) == [5, 7]
+    assert cat.staged(old).meta.mtime_ns == 7
+    assert cat.integrity_problems() == []
+
+    with cat.transaction():
+        for version in cat.all_staged():
+            cat.commit_staged(version.id, s2)
+    assert cat.all_staged() == [] and cat.staged(old) is None
+    assert [(e.name, e.version.meta.mtime_ns) for e in cat.children_at(d, s2)] == [
+        (b"new", 5), (b"old", 7)]
+    assert _names(cat.children_at(d, s1)) == [b"old"]
+    assert [v.meta.mtime_ns for v in cat.versions_of(old)] == [1, 7]
+    assert cat.head(new).snapshot_id == s2
+    assert cat.integrity_problems() == []
+
+
+def test_snapshots_states_and_lookup_by_time(cat):
+    with cat.transaction():
+        a = cat.begin_snapshot("host", 100)
+        b = cat.begin_snapshot("host", 200)
+        cat.update_snapshot(a, state="complete", finished_ns=150, entries=3)
+    assert [s.state for s in cat.snapshots()] == ["complete", "running"]
+    assert cat.snapshot(a).entries == 3 and cat.snapshot(a).finished_ns == 150
+    with cat.transaction():
+        assert cat.mark_interrupted() == [b]
+        assert cat.mark_interrupted() == []
+    assert cat.snapshot(b).state == "interrupted"
+    assert cat.snapshot_at(99) is None
+    assert cat.snapshot_at(100).id == a and cat.snapshot_at(10**12).id == b
+    assert cat.latest_snapshot_id() == b
+    with pytest.raises(BtfsError, match="no snapshot"):
+        cat.snapshot(b + 1)
+    with pytest.raises(ValueError):
+        cat.update_snapshot(a, host_id="other")
+
+
+def test_a_failed_transaction_leaves_nothing(cat):
+    with pytest.raises(RuntimeError), cat.transaction():
+        cat.node_for_path(b"/a/b/c", create=True)
+        cat.begin_snapshot("host", 1)
+        raise RuntimeError("boom")
+    assert cat.node_for_path(b"/a") is None and cat.snapshots() == []
+
+
+def test_content_is_deduplicated_by_sha256(cat, content):
+    with cat.transaction():
+        again = cat.add_content(b"s" * 32, 5, [])
+        empty = cat.add_content(b"e" * 32, 0, [])
+    assert again == content
+    assert cat.content(empty).chunk_ids == ()
+    refs = cat.chunk_refs(cat.content(content).chunk_ids * 2)  # a chunk may repeat
+    assert [(r.pack, r.offset, r.stored_len, r.size) for r in refs] == [
+        ("ab" * 32, 8, 6, 5)] * 2
+
+
+@pytest.fixture
+def good(cat, content):
+    with cat.transaction():
+        s = cat.begin_snapshot("host", 1)
+        f = cat.node_for_path(b"/f", create=True)
+        cat.add_version(cat.node_for_path(b"/", create=True), s, meta(DIR))
+        cat.add_version(f, s, meta(FILE, content_id=content, size=5))
+    assert cat.integrity_problems() == []
+    return cat
+
+
+def _raw(cat: Catalog, *statements) -> None:
+    """Break the catalog as a bug or a bad edit would: foreign keys off, no checks."""
+    cat.db.execute("PRAGMA foreign_keys=OFF")
+    for sql in statements:
+        cat.db.execute(sql)
+    cat.db.execute("PRAGMA foreign_keys=ON")
+
+
+def test_integrity_problems_finds_a_missing_chunk(good):
+    _raw(good, "DELETE FROM chunk")
+    problems = good.integrity_problems()
+    assert any("refers to missing chunk" in p for p in problems), problems
+
+
+def test_integrity_problems_finds_a_missing_pack(good):
+    _raw(good, "DELETE FROM pack")
+    problems = good.integrity_problems()
+    assert any("dangling reference in chunk" in p for p in problems), problems
+
+
+def test_integrity_problems_finds_a_missing_content(good):
+    _raw(good, "DELETE FROM content")
+    assert any("dangling reference in version" in p for p in good.integrity_problems())
+
+
+def test_integrity_problems_finds_a_file_without_content(good):
+    _raw(good, "UPDATE version SET content_id=NULL WHERE type='file'")
+    assert good.integrity_problems() == ["1 versions of type 'file' without content"]
+
+
+def test_integrity_problems_finds_a_wrong_head(good):
+    _raw(good, "UPDATE node SET head=NULL WHERE id != 1")
+    assert good.integrity_problems() == ["1 nodes whose head is not their newest version"]
+
+
+def test_integrity_problems_finds_a_wrong_content_size(good):
+    _raw(good, "UPDATE content SET size=size+1")
+    assert any("but its chunks hold 5" in p for p in good.integrity_problems())
