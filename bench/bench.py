@@ -42,6 +42,9 @@ BENCH_SCALE_BACKUPS backups (default 100) at 1% churn plus one file changed ever
 then catalog size, a no-change backup, mount ready time, ``ls`` of ``by-time/`` and of the
 ``by-file/`` directory of the file with one version per backup, RSS of backup and mount.
 
+Env: BENCH_REPS (repetitions), BENCH_BTFS (btfs executable, default .venv/bin/btfs),
+BENCH_SCALE_FILES, BENCH_SCALE_BACKUPS.
+
 Units: s = seconds, MB = 10^6 bytes. Everything runs as root (drop_caches, apt-get).
 """
 
@@ -68,7 +71,8 @@ DATA = BENCH / "data"
 WORK = BENCH / "work"
 LOGS = WORK / "logs"
 RESULTS = BENCH / "results"
-BTFS = ROOT / ".venv" / "bin" / "btfs"
+# BENCH_BTFS: another btfs executable to measure (default: the project venv's).
+BTFS = Path(os.environ.get("BENCH_BTFS") or ROOT / ".venv" / "bin" / "btfs")
 LINUX_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 LINUX_TREE = DATA / "linux-source-6.1"
 
@@ -252,7 +256,8 @@ def peak_rss_of_mount(mnt: Path, pid: int | None) -> float:
                 argv = (d / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if str(mnt).encode() in argv and any(b"mount" in a for a in argv):
+            cmdline = b" ".join(argv)
+            if str(mnt).encode() in cmdline and (b"mount" in cmdline or b"fuse" in cmdline):
                 pids.append(int(d.name))
     best = 0
     for p in pids:
@@ -415,7 +420,7 @@ class Btfs(Tool):
 
     def version(self) -> str:
         return tool_version([str(BTFS), "--version"]) if BTFS.exists() \
-            else "not installed (.venv/bin/btfs missing)"
+            else f"not installed ({BTFS} missing)"
 
     def env(self, ds: Dataset) -> dict:
         d = self.dir(ds)
@@ -425,7 +430,7 @@ class Btfs(Tool):
 
     def cmd(self, *args: str) -> list[str]:
         if not BTFS.exists():
-            raise StepFailed(".venv/bin/btfs missing (make install)")
+            raise StepFailed(f"{BTFS} missing (make install)")
         return [str(BTFS), *args]
 
     def init(self, ds: Dataset) -> None:
@@ -449,6 +454,7 @@ class Btfs(Tool):
         return du_bytes(self.dir(ds) / "data")
 
     def mount(self, ds: Dataset, mnt: Path) -> Mount:
+        mnt.mkdir(parents=True, exist_ok=True)
         m = Mount(self, mnt, mnt / "by-time" / "latest", env=self.env(ds))
         ACTIVE_MOUNTS.append(m)
         t0 = time.perf_counter()
@@ -474,6 +480,14 @@ class Btfs(Tool):
             return secs
         finally:
             unmount(m)
+
+    def restore_cli(self, ds: Dataset, dest: Path) -> float:
+        """`btfs restore PATH --to NEW`: the CLI's own restore, for comparison."""
+        target = self.restored_path(ds, dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        secs, _ = timed(self.cmd("restore", str(ds.path), "--to", str(target)),
+                        name="btfs-restore-cli", env=self.env(ds), timeout=self.timeout)
+        return secs
 
 
 class Restic(Tool):
@@ -759,6 +773,7 @@ class Step:
     label: str
     unit: str
     goal: Goal | None = None
+    ref_step: str | None = None  # compare btfs with restic/borg on another step
 
 
 def main_steps(mode: Mode) -> list[Step]:
@@ -788,6 +803,8 @@ def main_steps(mode: Mode) -> list[Step]:
         Step("rss_mount", "peak RSS of the mount (after find, tar)", "MB"),
         Step("restore", "restore source tree (btfs: cp -a from mount)", "s",
              Goal("restic", "<=", 1.0)),
+        Step("restore_cli", "restore source tree with btfs restore (vs restore above)", "s",
+             ref_step="restore"),
     ]
 
 
@@ -820,7 +837,7 @@ class Recorder:
         self.put(step, tool, {"failed": reason})
 
     def measure(self, step: str | None, tool: str, dataset: str, fn: Callable[[], object],
-                critical: bool = False) -> object | None:
+                critical: bool = False, what: str = "init") -> object | None:
         """Run fn; record its value under `step` (if any) or its failure. A failed critical
         step (init, initial backup) makes the later steps of that repository fail with it."""
         key = (tool, dataset)
@@ -834,11 +851,11 @@ class Recorder:
         except (StepFailed, OSError, subprocess.SubprocessError) as e:
             reason = str(e) or type(e).__name__
             self.last_failure[tool] = reason
-            log(f"  {tool:6} {step or 'setup'}: failed: {reason}")
+            log(f"  {tool:6} {step or what + ' ' + dataset}: failed: {reason}")
             if step:
                 self.fail(step, tool, reason)
             if critical:
-                self.broken[key] = f"{step or 'init'} failed"
+                self.broken[key] = f"{step or 'init'}: {reason}"
             return None
         if step is not None and value is not None:
             self.put(step, tool, value)
@@ -932,13 +949,15 @@ class MainBench:
             self.mounted_large(t)
         for t in tools:
             self.restore(t)
+        btfs = next(t for t in tools if isinstance(t, Btfs))
+        self.restore(btfs, "restore_cli", btfs.restore_cli)
 
     def mounted_src(self, t: Tool) -> None:
         r, ds = self.rec, self.src
         steps = ("mount_ready", "find_mount", "tar_mount", "rss_mount")
         mnt = WORK / "mnt" / t.name
         mnt.mkdir(parents=True, exist_ok=True)
-        m = r.measure(None, t.name, ds.name, lambda: t.mount(ds, mnt))
+        m = r.measure(None, t.name, ds.name, lambda: t.mount(ds, mnt), what="mount")
         if m is None:
             for s in steps:
                 r.fail(s, t.name, r.last_failure.get(t.name, "mount failed"))
@@ -966,7 +985,7 @@ class MainBench:
         r, ds = self.rec, self.large
         mnt = WORK / "mnt" / t.name
         mnt.mkdir(parents=True, exist_ok=True)
-        m = r.measure(None, t.name, ds.name, lambda: t.mount(ds, mnt))
+        m = r.measure(None, t.name, ds.name, lambda: t.mount(ds, mnt), what="mount")
         if m is None:
             r.fail("cat_mount", t.name, r.last_failure.get(t.name, "mount failed"))
             unmount_all()
@@ -977,20 +996,21 @@ class MainBench:
         finally:
             unmount(m)
 
-    def restore(self, t: Tool) -> None:
+    def restore(self, t: Tool, step_key: str = "restore",
+                how: Callable[[Dataset, Path], float] | None = None) -> None:
         dest = WORK / "restore" / t.name
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
 
         def step():
-            secs = t.restore(self.src, dest)
+            secs = (how or t.restore)(self.src, dest)
             got = describe_tree(t.restored_path(self.src, dest))
             want = describe_tree(self.src.path)
             if (got["files"], got["bytes"]) != (want["files"], want["bytes"]):
-                NOTES.append(f"{t.name}: restore has {got['files']} files / {got['bytes']} "
+                NOTES.append(f"{t.name} {step_key}: {got['files']} files / {got['bytes']} "
                              f"bytes, the source {want['files']} / {want['bytes']}")
             return secs
-        self.rec.measure("restore", t.name, self.src.name, step)
+        self.rec.measure(step_key, t.name, self.src.name, step)
         shutil.rmtree(dest, ignore_errors=True)
 
 
@@ -1019,7 +1039,9 @@ def cold_cat_mbps(path: Path) -> float:
 def fmt(v: object) -> str:
     if isinstance(v, dict):
         return "failed: " + str(v.get("failed"))
-    if not isinstance(v, (int, float)):
+    if isinstance(v, int):
+        return f"{v:,}"
+    if not isinstance(v, float):
         return str(v)
     a = abs(v)
     if a >= 100:
@@ -1069,13 +1091,14 @@ def main_table(steps: list[Step], reps: list[dict]) -> tuple[str, dict]:
         s = {t: summarize(reps, st.key, t) for t in ("btfs", "restic", "borg")}
         medians[st.key] = {t: v.get("median", {"failed": v.get("failed")}) for t, v in s.items()}
         b = s["btfs"].get("median")
+        refs = {t: summarize(reps, st.ref_step or st.key, t) for t in ("restic", "borg")}
 
         def ratio(ref: str) -> str:
-            o = s[ref].get("median")
+            o = refs[ref].get("median")
             return f"{b / o:.2f}×" if b is not None and o else "-"
         goal = ""
         if st.goal:
-            ref = s[st.goal.ref].get("median") if st.goal.ref else None
+            ref = refs[st.goal.ref].get("median") if st.goal.ref else None
             ok = st.goal.met(b, ref) if b is not None else None
             goal = st.goal.text() + {True: " ✓", False: " ✗", None: ""}[ok]
         rows.append([f"{st.label} ({st.unit})", cell(s["btfs"], n), cell(s["restic"], n),
@@ -1229,7 +1252,7 @@ def run_scale() -> None:
             fails[key] = str(e)
             log(f"  {key}: failed: {e}")
             return None
-        if v is not None:
+        if isinstance(v, (int, float)):
             res[key] = v
             log(f"  {key}: {fmt(v)}")
         return v
