@@ -90,7 +90,7 @@ def make_awkward_tree(root: Path, *, xattrs: bool | None = None) -> AwkwardTree:
     t.notes["non_utf8"] = put(b"caf\xe9-latin1.txt", b"latin-1 name\n")
     t.notes["newline"] = put(b"line\nbreak", b"newline in name\n")
     t.notes["long_name"] = put(b"n" * 255, b"255-byte name\n")
-    t.notes["utf8"] = put("ünïcödé-日本.md".encode(), "utf-8 name\n".encode())
+    t.notes["utf8"] = put("ünïcödé-日本.md".encode(), b"utf-8 name\n")
     t.notes["empty_file"] = put(b"empty")
     os.mkdir(rootb + b"/empty-dir")
     t.notes["empty_dir"] = b"empty-dir"

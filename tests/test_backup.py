@@ -7,6 +7,7 @@ FileLayout, so every chunk is verified) and compares it with the source.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,14 +17,9 @@ import textwrap
 import time
 
 import pytest
-
-from btfs.catalog import DELETED, DIR, FILE
-from btfs.errors import LockedError
-from btfs.repo import untrack_dirs
-
 from helpers import (
-    MiB,
     NS_MTIME,
+    MiB,
     StoredReader,
     assert_same_tree,
     backup,
@@ -34,6 +30,10 @@ from helpers import (
     source_tree,
     stored_tree,
 )
+
+from btfs.catalog import DELETED, DIR, FILE
+from btfs.errors import LockedError
+from btfs.repo import untrack_dirs
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -377,7 +377,6 @@ def test_unreadable_entries_make_a_partial_snapshot(repo_factory, src, paths):
          script], capture_output=True, text=True, timeout=60,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == 0, proc.stderr
-    import json
     result = json.loads(proc.stdout)
     assert result["state"] == "partial"
     assert result["errors"] == 3, result["warnings"]
@@ -406,9 +405,8 @@ def test_writer_lock_names_the_holder_and_dies_with_it(repo_factory, src):
                                               "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(LockedError, match=rf"\(pid {holder.pid}\)"):
-            with repo.writer():
-                pass
+        with pytest.raises(LockedError, match=rf"\(pid {holder.pid}\)"), repo.writer():
+            pass
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
     finally:

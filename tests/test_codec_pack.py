@@ -8,6 +8,7 @@ and content-defined chunking keeps an edit local.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 
 import pytest
@@ -183,7 +184,7 @@ def vault(tmp_path_factory):
 def _store_file(vault: LocalVault, data: bytes, cuts: list[int], level: int = 1) -> FileLayout:
     """Cut `data` at `cuts`, store the pieces in one pack, return the file's layout."""
     bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]
-    pieces = [data[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    pieces = [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
     builder = PackBuilder()
     for piece in pieces:
         builder.add(codec.chunk_hash(piece), len(piece), codec.encode(piece, level))

@@ -20,12 +20,19 @@ import textwrap
 import time
 
 import pytest
+from helpers import (
+    MiB,
+    StoredReader,
+    assert_same_tree,
+    backup,
+    rand_bytes,
+    source_tree,
+    stored_tree,
+)
 
 from btfs.engine import codec
 from btfs.repo import Repo
 from btfs.vault import pack_key
-from helpers import MiB, StoredReader, assert_same_tree, backup, rand_bytes, source_tree, \
-    stored_tree
 
 N_FILES = 3000
 BIG_FILES = 4
