@@ -19,6 +19,8 @@ from btfs import config as config_mod
 from btfs.config import Paths, xdg_paths
 from btfs.repo import Repo, init_repo, track_dirs
 
+pytest_plugins = ["pytester"]
+
 
 def pytest_configure(config):
     config.addinivalue_line(
