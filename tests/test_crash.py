@@ -125,7 +125,7 @@ def assert_consistent(repo: Repo) -> None:
         reader.content(content_id)
 
 
-def recover_and_finish(paths, crash_src) -> None:
+def recover_and_finish(paths, crash_src):
     with Repo.open(paths) as repo:
         assert_consistent(repo)
         states = {s.id: s.state for s in repo.catalog.snapshots()}
@@ -147,6 +147,7 @@ def recover_and_finish(paths, crash_src) -> None:
                           capture_output=True, text=True, env=_env(), timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("ok:"), proc.stdout
+    return stats
 
 
 @pytest.mark.timeout(120)
@@ -169,8 +170,10 @@ def test_kill_when_packs_exist_then_again_and_again(crash_repo, crash_src, paths
     with Repo.open(paths) as repo:
         snapshots = repo.catalog.snapshots()
         assert [s.state for s in snapshots] == ["interrupted", "interrupted", "running"]
-        # Work committed by the killed runs is not redone: the final run reads less.
-        committed = repo.catalog.db.get_val(
-            "SELECT count(*) FROM version WHERE type='file'")
-    recover_and_finish(paths, crash_src)
+        committed = repo.catalog.db.get_val("SELECT count(*) FROM version WHERE type='file'")
     assert committed > 0
+    final = recover_and_finish(paths, crash_src)
+    # What the killed runs committed is not read again.
+    total = sum(f.stat().st_size for f in crash_src.rglob("*") if f.is_file())
+    assert final.bytes_read < total
+    assert final.files_new + committed >= N_FILES + BIG_FILES
