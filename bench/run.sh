@@ -35,4 +35,4 @@ if [ ! -x "$py" ]; then
     echo "bench: $py missing (run make install); using python3, btfs steps will fail" >&2
     py=python3
 fi
-exec "$py" bench/bench.py "$mode"
+exec "$py" -m bench.bench "$mode"

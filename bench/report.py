@@ -1,0 +1,203 @@
+"""Steps and goals, medians, the markdown tables, machine info and the result files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .common import BENCH, RESULTS, MiB, tool_version
+from .data import Mode
+from .tools import Tool
+
+
+@dataclass(frozen=True)
+class Goal:
+    ref: str | None  # "restic"/"borg", or None for an absolute limit
+    op: str  # "<=" or ">="
+    value: float
+    unit: str = ""
+
+    def text(self) -> str:
+        sym = "≤" if self.op == "<=" else "≥"
+        return (f"{sym}{self.value:g}× {self.ref}" if self.ref
+                else f"{sym}{self.value:g} {self.unit}")
+
+    def met(self, btfs: float, ref: float | None) -> bool | None:
+        if self.ref:
+            if ref is None or ref == 0:
+                return None
+            x = btfs / ref
+        else:
+            x = btfs
+        return x <= self.value if self.op == "<=" else x >= self.value
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str
+    label: str
+    unit: str
+    goal: Goal | None = None
+    ref_step: str | None = None  # compare btfs with restic/borg on another step
+
+
+def main_steps(mode: Mode) -> list[Step]:
+    large = f"{len(mode.large)} x {mode.large_size // MiB} MiB"
+    return [
+        Step("backup_initial_src", "initial backup, source tree", "s", Goal("restic", "<=", 0.5)),
+        Step("backup_nochange_src", "no-change backup, source tree", "s",
+             Goal("restic", "<=", 0.25)),
+        Step("backup_change_src", "after-change backup, source tree", "s",
+             Goal("restic", "<=", 0.3)),
+        Step("backup_initial_large", f"initial backup, large files ({large})", "s",
+             Goal("restic", "<=", 0.5)),
+        Step("backup_nochange_large", "no-change backup, large files", "s"),
+        Step("backup_change_large", "after-change backup, large files", "s"),
+        Step("repo_src", "repository size, source tree", "MB", Goal("restic", "<=", 1.0)),
+        Step("repo_large", "repository size, large files", "MB", Goal("restic", "<=", 1.0)),
+        Step("rss_backup_src", "peak RSS of a backup, source tree (max of 3)", "MB",
+             Goal(None, "<=", 100, "MB")),
+        Step("rss_backup_large", "peak RSS of a backup, large files (max of 3)", "MB",
+             Goal(None, "<=", 100, "MB")),
+        Step("mount_ready", "mount ready (launch to ls of snapshot root)", "s",
+             Goal(None, "<=", 0.5, "s")),
+        Step("find_mount", "find over mounted snapshot", "s", Goal("restic", "<=", 0.4)),
+        Step("tar_mount", "tar of mounted snapshot", "s", Goal("borg", "<=", 0.33)),
+        Step("cat_mount", f"cold cat of a {mode.large_size // MiB} MiB file through mount",
+             "MB/s", Goal("borg", ">=", 1.4)),
+        Step("rss_mount", "peak RSS of the mount (after find, tar)", "MB"),
+        Step("restore", "restore source tree (btfs: cp -a from mount)", "s",
+             Goal("restic", "<=", 1.0)),
+        Step("restore_cli", "restore source tree with btfs restore (vs restore above)", "s",
+             ref_step="restore"),
+    ]
+
+
+NATIVE_STEPS = [
+    Step("native_cp", "cp -a of the source tree", "s"),
+    Step("native_find", "find over the source tree", "s"),
+    Step("native_tar", "tar of the source tree", "s"),
+    Step("native_cat", "cold cat of the large file", "MB/s"),
+]
+
+
+def fmt(v: object) -> str:
+    if isinstance(v, dict):
+        return "failed: " + str(v.get("failed"))
+    if isinstance(v, int):
+        return f"{v:,}"
+    if not isinstance(v, float):
+        return str(v)
+    a = abs(v)
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 0.1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+def summarize(reps: list[dict], step: str, tool: str) -> dict:
+    vals = [rep.get(step, {}).get(tool) for rep in reps]
+    nums = [v for v in vals if isinstance(v, (int, float))]
+    fails = [v["failed"] for v in vals if isinstance(v, dict)]
+    out: dict = {"values": vals}
+    if nums:
+        out["median"] = statistics.median(nums)
+        out["n"] = len(nums)
+    elif fails:
+        out["failed"] = fails[0]
+    return out
+
+
+def cell(s: dict, reps: int) -> str:
+    if "median" in s:
+        extra = f" ({s['n']}/{reps} ok)" if s["n"] < reps else ""
+        return fmt(s["median"]) + extra
+    if "failed" in s:
+        reason = s["failed"]
+        return "failed: " + (reason if len(reason) <= 70 else reason[:67] + "...")
+    return "-"
+
+
+def md_table(headers: list[str], rows: list[list[str]]) -> str:
+    rows = [[c.replace("|", "\\|") for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+
+
+def main_table(steps: list[Step], reps: list[dict]) -> tuple[str, dict]:
+    n = len(reps)
+    rows, medians = [], {}
+    for st in steps:
+        s = {t: summarize(reps, st.key, t) for t in ("btfs", "restic", "borg")}
+        medians[st.key] = {t: v.get("median", {"failed": v.get("failed")}) for t, v in s.items()}
+        b = s["btfs"].get("median")
+        refs = {t: summarize(reps, st.ref_step or st.key, t).get("median")
+                for t in ("restic", "borg")}
+        ratio = {t: f"{b / o:.2f}×" if b is not None and o else "-" for t, o in refs.items()}
+        goal = ""
+        if st.goal:
+            ref = refs[st.goal.ref] if st.goal.ref else None
+            ok = st.goal.met(b, ref) if b is not None else None
+            goal = st.goal.text() + {True: " ✓", False: " ✗", None: ""}[ok]
+        rows.append([f"{st.label} ({st.unit})", cell(s["btfs"], n), cell(s["restic"], n),
+                     cell(s["borg"], n), ratio["restic"], ratio["borg"], goal])
+    table = md_table(["step", "btfs", "restic", "borg", "btfs/restic", "btfs/borg", "goal"],
+                     rows)
+    return table, medians
+
+
+def native_table(reps: list[dict]) -> tuple[str, dict]:
+    rows, medians = [], {}
+    for st in NATIVE_STEPS:
+        s = summarize(reps, st.key, "native")
+        medians[st.key] = s.get("median")
+        rows.append([f"{st.label} ({st.unit})", cell(s, len(reps))])
+    return md_table(["native limit", "value"], rows), medians
+
+
+def machine_info() -> dict:
+    mem = next((ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines()
+                if ln.startswith("MemTotal:")), "0")
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
+                .splitlines() if ln.startswith("model name")), platform.processor())
+    fs = subprocess.run(["df", "-T", str(BENCH)], capture_output=True, text=True).stdout
+    fstype = fs.splitlines()[-1].split()[1] if fs.strip() else "?"
+    return {"nproc": os.cpu_count(), "memory_gib": round(int(mem) / 1024 / 1024, 1),
+            "kernel": platform.release(), "cpu": cpu, "filesystem": fstype,
+            "python": platform.python_version()}
+
+
+def versions(tools: list[Tool]) -> dict:
+    v = {t.name: t.version() for t in tools}
+    v["tar"] = tool_version(["tar", "--version"])
+    return v
+
+
+def header_lines(title: str, info: dict, vers: dict) -> list[str]:
+    return [
+        f"# {title}", "",
+        f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory_gib']} GiB RAM, "
+        f"kernel {info['kernel']}, {info['filesystem']} under bench/, Python {info['python']}",
+        "- versions: " + "; ".join(f"{k}: {v}" for k, v in vers.items()),
+    ]
+
+
+def write_results(mode_name: str, md: str, doc: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / f"{dt.date.today().isoformat()}-{mode_name}"
+    stem.with_suffix(".md").write_text(md)
+    stem.with_suffix(".json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    return stem.with_suffix(".md")
