@@ -17,6 +17,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import helpers
 import pytest
 from helpers import (
     NS_MTIME,
@@ -569,3 +570,55 @@ def test_tracking_a_non_utf8_directory(repo_factory, tmp_path, paths):
         return
     stats = backup(repo)
     assert stored_tree(repo.catalog, repo.vault, d, stats.snapshot_id)[b"f"].size == 1
+
+
+def test_content_change_hidden_behind_a_restored_mtime_is_seen(repo_factory, src):
+    """Same size, same inode, mtime put back (as `cp -p` or an editor may): ctime tells."""
+    f = src / "doc"
+    f.write_bytes(b"version one")
+    os.utime(f, ns=(NS_MTIME, NS_MTIME))
+    repo = repo_factory(src)
+    backup(repo)
+    with open(f, "r+b") as fh:
+        fh.write(b"VERSION")
+    os.utime(f, ns=(NS_MTIME, NS_MTIME))
+    stats = backup(repo)
+    assert recorded(repo.catalog, stats.snapshot_id, src) == {os.fsencode(f): FILE}
+    stored = stored_tree(repo.catalog, repo.vault, src, stats.snapshot_id)
+    assert_same_tree(stored, source_tree(src))
+    assert stored[b"doc"].mtime_ns == NS_MTIME
+
+
+def test_metadata_only_changes_make_versions_without_new_data(repo_factory, src):
+    (src / "f").write_bytes(rand_bytes(300_000, 5))
+    (src / "g").write_text("g")
+    repo = repo_factory(src)
+    first = backup(repo)
+    os.chmod(src / "f", 0o600)
+    if os.geteuid() == 0:
+        os.chown(src / "g", 1234, 1234)
+    xattrs = helpers.xattrs_supported(src)
+    if xattrs:
+        os.setxattr(src / "g", "user.note", b"added")
+    second = backup(repo)
+    assert second.bytes_added == 0
+    cat = repo.catalog
+    changed = recorded(cat, second.snapshot_id, src)
+    assert os.fsencode(src / "f") in changed
+    f1, f2 = cat.versions_of(cat.node_for_path(os.fsencode(src / "f")))
+    assert f1.meta.content_id == f2.meta.content_id
+    assert f2.meta.mode & 0o777 == 0o600
+    assert_same_tree(stored_tree(cat, repo.vault, src, second.snapshot_id), source_tree(src))
+    assert stored_tree(cat, repo.vault, src, first.snapshot_id)[b"f"].mode & 0o777 == 0o644
+
+
+def test_entries_counts_the_backup_set(repo_factory, src):
+    make_awkward_tree(src, xattrs=False)
+    repo = repo_factory(src)
+    stats = backup(repo)
+    source = source_tree(src)
+    assert stats.entries == len(source)
+    assert stats.files_new == len(source)
+    ancestors = len(src.parts) - 2  # above src, below '/' (which has no version)
+    assert repo.catalog.count_entries(stats.snapshot_id) == len(source) + ancestors
+    assert repo.catalog.snapshot(stats.snapshot_id).entries == len(source)
