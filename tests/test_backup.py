@@ -17,6 +17,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import apsw
 import helpers
 import pytest
 from helpers import (
@@ -622,3 +623,50 @@ def test_entries_counts_the_backup_set(repo_factory, src):
     ancestors = len(src.parts) - 2  # above src, below '/' (which has no version)
     assert repo.catalog.count_entries(stats.snapshot_id) == len(source) + ancestors
     assert repo.catalog.snapshot(stats.snapshot_id).entries == len(source)
+
+
+_UNTRACK_BUG = pytest.mark.xfail(strict=True, raises=apsw.ConstraintError, reason=(
+    "bug: Backup._forget_untracked (btfs/engine/backup.py) records 'deleted' versions in "
+    "the running snapshot for the whole untracked root, even where a still-tracked "
+    "directory covers it (its parent or child); the scan then inserts a second version "
+    "of the same node in the same snapshot: UNIQUE constraint failed: version.node_id, "
+    "version.snapshot_id, and every later backup fails the same way"))
+
+
+@_UNTRACK_BUG
+def test_tracking_the_parent_of_an_untracked_directory(repo_factory, tmp_path, paths):
+    """Untrack a/b and track a instead: b stays live, recorded once in the new snapshot."""
+    a = tmp_path / "a"
+    (a / "b").mkdir(parents=True)
+    (a / "b" / "f").write_text("f")
+    (a / "top").write_text("t")
+    repo = repo_factory(a / "b")
+    backup(repo)
+    untrack_dirs(paths, [str(a / "b")])
+    repo = repo_factory(a)
+    stats = backup(repo)
+    assert stats.state == "complete"
+    assert_same_tree(stored_tree(repo.catalog, repo.vault, a, stats.snapshot_id),
+                     source_tree(a))
+    assert repo.catalog.integrity_problems() == []
+
+
+@_UNTRACK_BUG
+def test_tracking_a_child_of_an_untracked_directory(repo_factory, tmp_path, paths):
+    """Untrack a and track a/b instead: a's other contents end, b stays live."""
+    a = tmp_path / "a"
+    (a / "b").mkdir(parents=True)
+    (a / "b" / "f").write_text("f")
+    (a / "top").write_text("t")
+    repo = repo_factory(a)
+    first = backup(repo)
+    untrack_dirs(paths, [str(a)])
+    repo = repo_factory(a / "b")
+    stats = backup(repo)
+    assert stats.state == "complete"
+    assert_same_tree(stored_tree(repo.catalog, repo.vault, a / "b", stats.snapshot_id),
+                     source_tree(a / "b"))
+    top = repo.catalog.node_for_path(os.fsencode(a / "top"))
+    assert repo.catalog.version_at(top, first.snapshot_id) is not None
+    assert repo.catalog.version_at(top, stats.snapshot_id) is None
+    assert repo.catalog.integrity_problems() == []
