@@ -191,12 +191,12 @@ class MainBench:
         run(["cp", "-a", str(self.large_pristine), str(self.large.path)], name="copy-large")
 
     def native(self) -> None:
-        r = self.rec
-        secs, self.src_entries = find_seconds(self.src.path)
+        r, limit = self.rec, self.mode.timeout
+        secs, self.src_entries = find_seconds(self.src.path, limit)
         r.put("native_find", "native", secs)
-        r.measure("native_tar", "native", "-", lambda: tar_seconds(self.src.path))
+        r.measure("native_tar", "native", "-", lambda: tar_seconds(self.src.path, limit))
         r.measure("native_cat", "native", "-",
-                  lambda: cold_cat_mbps(self.large.path / self.cat_file))
+                  lambda: cold_cat_mbps(self.large.path / self.cat_file, limit))
 
     def repetition(self, tools: list[Tool]) -> None:
         r = self.rec
@@ -210,7 +210,7 @@ class MainBench:
         for label in ("initial", "nochange", "change"):
             if label == "change":
                 self.change = apply_change(self.src.path, self.large.path, self.mode.large)
-                self.src_entries = find_seconds(self.src.path)[1]
+                self.src_entries = find_seconds(self.src.path, self.mode.timeout)[1]
                 log(f"  change step: {self.change}")
             for ds in datasets:
                 for t in tools:
@@ -254,13 +254,13 @@ class MainBench:
             expected = self.src_entries
 
             def find_step():
-                secs, n = find_seconds(where)
+                secs, n = find_seconds(where, self.mode.timeout)
                 if n != expected:
                     NOTES.append(f"{t.name}: find over the mount saw {n} entries, "
                                  f"the source has {expected}")
                 return secs
             r.measure("find_mount", t.name, ds.name, find_step)
-            r.measure("tar_mount", t.name, ds.name, lambda: tar_seconds(where))
+            r.measure("tar_mount", t.name, ds.name, lambda: tar_seconds(where, self.mode.timeout))
             r.measure("rss_mount", t.name, ds.name,
                       lambda: peak_rss_of_mount(mnt, m.proc.pid if m.proc else None))
         finally:
@@ -277,7 +277,8 @@ class MainBench:
             return
         try:
             r.measure("cat_mount", t.name, ds.name,
-                      lambda: cold_cat_mbps(m.path_of(ds.path) / self.cat_file))
+                      lambda: cold_cat_mbps(m.path_of(ds.path) / self.cat_file,
+                                            self.mode.timeout))
         finally:
             unmount(m)
 
@@ -299,22 +300,22 @@ class MainBench:
         shutil.rmtree(dest, ignore_errors=True)
 
 
-def find_seconds(top: Path) -> tuple[float, int]:
-    secs, res = timed(["find", str(top)], name="find", timeout=3600)
+def find_seconds(top: Path, timeout: float) -> tuple[float, int]:
+    secs, res = timed(["find", str(top)], name="find", timeout=timeout)
     return secs, count_lines(res.out)
 
 
-def tar_seconds(top: Path) -> float:
+def tar_seconds(top: Path, timeout: float) -> float:
     # Through a pipe: GNU tar does not read file contents when its archive is /dev/null.
     secs, _ = shell(f"tar -cf - -C '{top.parent}' '{top.name}' | wc -c", name="tar",
-                    timeout=3600)
+                    timeout=timeout)
     return secs
 
 
-def cold_cat_mbps(path: Path) -> float:
+def cold_cat_mbps(path: Path, timeout: float) -> float:
     size = path.stat().st_size
     drop_caches()
-    secs, _ = shell(f"cat '{path}' > /dev/null", name="cat", timeout=3600)
+    secs, _ = shell(f"cat '{path}' > /dev/null", name="cat", timeout=timeout)
     return size / MB / secs
 
 

@@ -117,13 +117,17 @@ def summarize(reps: list[dict], step: str, tool: str) -> dict:
     return out
 
 
+def failed(reason: str, width: int = 70) -> str:
+    """A table cell for a failure; the full reason is in the .json and bench/work/logs/."""
+    return "failed: " + (reason if len(reason) <= width else reason[:width - 3] + "...")
+
+
 def cell(s: dict, reps: int) -> str:
     if "median" in s:
         extra = f" ({s['n']}/{reps} ok)" if s["n"] < reps else ""
         return fmt(s["median"]) + extra
     if "failed" in s:
-        reason = s["failed"]
-        return "failed: " + (reason if len(reason) <= 70 else reason[:67] + "...")
+        return failed(s["failed"])
     return "-"
 
 

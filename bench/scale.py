@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .common import MB, ROOT, WORK, MiB, StepFailed, count_lines, log, timed
 from .mounts import peak_rss_of_mount, unmount, unmount_all
-from .report import Goal, fmt, header_lines, machine_info, md_table, versions, write_results
+from .report import Goal, failed, fmt, header_lines, machine_info, md_table, versions, write_results
 from .tools import Btfs, Dataset
 
 
@@ -147,7 +147,7 @@ def write_scale_report(n: int, backups: int, done: int, res: dict, fails: dict,
     rows = []
     for key, label, goal in rows_spec:
         v = res.get(key)
-        val = fmt(v) if v is not None else ("failed: " + fails[key] if key in fails else "-")
+        val = fmt(v) if v is not None else (failed(fails[key]) if key in fails else "-")
         g = ""
         if goal:
             ok = goal.met(v, None) if v is not None else None
