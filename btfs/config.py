@@ -63,7 +63,7 @@ class Config:
     chunk_avg: int = 1 * MiB
     chunk_max: int = 4 * MiB
     compression_level: int = 3  # zstd level 1..22; 0 stores chunks uncompressed
-    pack_size: int = 32 * MiB  # target size of a pack object in the vault
+    pack_size: int = 16 * MiB  # target size of a pack object in the vault
     threads: int = 0  # hashing/compression threads; 0 means one per core
 
     def tracked_dir(self, path: str) -> TrackedDir | None:

@@ -37,6 +37,7 @@ from .files import (
     read_batch,
     same_content_stat,
 )
+from .memory import tune_allocator
 from .meta import meta_from_stat, read_xattrs
 from .scanner import Changed, Deleted, Scanner
 from .store import STORED, ChunkStore
@@ -49,8 +50,7 @@ WINDOW_JOBS = 24  # jobs in flight; with WINDOW_BYTES bounds the memory of reads
 WINDOW_BYTES = 24 << 20
 BATCH_FILES = 64  # small files per worker job
 BATCH_BYTES = 2 << 20
-COMMIT_EVERY_S = 30.0
-_UNREAD = object()  # also commit directory/metadata-only changes at least this often
+COMMIT_EVERY_S = 30.0  # also commit directory/metadata-only changes at least this often
 
 
 @dataclass
@@ -80,19 +80,25 @@ class Stats:
 class _FileJob:
     """A file being read: its result is complete when every window item for it is taken."""
 
+    # Thousands of these wait for their pack to be durable: keep them small (no
+    # stat_result or Version objects, which cost far more than the ints we need).
     node_id: int
     path: bytes
-    prev: Version | None
-    scan_st: os.stat_result
+    is_new: bool
+    atime_ns: int  # before we read it: O_NOATIME may not apply
     pieces: list[tuple[bytes, int]] = field(default_factory=list)
     need_seq: int = STORED  # newest pack its chunks are in
     open_items: int = 0
     reading_done: bool = False
     abandoned: bool = False  # a re-read replaced this attempt
-    st: os.stat_result | None = None
+    meta: Meta | None = None  # as read, without content_id
     sha256: bytes | None = None
-    xattrs: object = None  # bytes | None once read; _UNREAD until then
     failed: bool = False
+
+    def set_read(self, st: os.stat_result, sha256: bytes, xattrs: bytes | None) -> None:
+        self.meta = dataclasses.replace(meta_from_stat(st, FILE, xattrs=xattrs),
+                                        atime_ns=self.atime_ns)
+        self.sha256 = sha256
 
 
 class Backup:
@@ -103,6 +109,7 @@ class Backup:
         self.config = config
         self.progress = progress
         self.stats = Stats()
+        tune_allocator()
         # Small files are I/O-bound on a cold cache: twice as many workers as cores keeps
         # the disk busy while hashing and compression (which release the GIL) use the CPUs.
         threads = config.threads or max(4, 2 * (os.cpu_count() or 2))
@@ -196,8 +203,8 @@ class Backup:
                 continue
             if not event.counted:
                 if isinstance(event, Changed):
-                    self._record(event.node_id, event.path, event.st, event.kind, event.prev,
-                                  counted=False)
+                    self._record(event.node_id, event.path, event.st, event.kind,
+                                 event.prev is None, counted=False)
                 continue
             self.stats.entries += 1
             staged = self._staged.pop(event.node_id, None)
@@ -205,13 +212,14 @@ class Backup:
                 self._commit_one_staged(staged, is_new=isinstance(event, Changed)
                                         and event.prev is None)
             elif isinstance(event, Changed):
-                self._record(event.node_id, event.path, event.st, event.kind, event.prev)
+                self._record(event.node_id, event.path, event.st, event.kind,
+                             event.prev is None)
 
-    def _record(self, node: int, path: bytes, st: os.stat_result, kind: str, prev,
+    def _record(self, node: int, path: bytes, st: os.stat_result, kind: str, is_new: bool,
                 *, counted: bool = True) -> None:
         """A new or changed entry: store its content if any, then record its version."""
         if kind == FILE and st.st_size > 0:
-            self._read_file(node, path, st, prev)
+            self._read_file(node, path, st, is_new)
             return
         try:
             xattrs = read_xattrs(path)
@@ -225,13 +233,14 @@ class Backup:
         if kind == FILE:
             content_id = self.catalog.add_content(EMPTY_SHA256, 0, ())
         self._add_version(node, meta_from_stat(st, kind, target=target, xattrs=xattrs,
-                                               content_id=content_id), prev, counted=counted)
+                                               content_id=content_id), is_new, counted=counted)
 
-    def _add_version(self, node: int, meta: Meta, prev, *, counted: bool = True) -> None:
+    def _add_version(self, node: int, meta: Meta, is_new: bool, *, counted: bool = True
+                     ) -> None:
         self.catalog.add_version(node, self.stats.snapshot_id, meta)
         if not counted:
             return
-        if prev is None or prev.type == DELETED:
+        if is_new:
             self.stats.files_new += 1
         else:
             self.stats.files_changed += 1
@@ -273,8 +282,8 @@ class Backup:
 
     # ---- reading files through the worker window ----------------------------------------
 
-    def _read_file(self, node: int, path: bytes, st: os.stat_result, prev) -> None:
-        job = _FileJob(node, path, prev, st, xattrs=_UNREAD)
+    def _read_file(self, node: int, path: bytes, st: os.stat_result, is_new: bool) -> None:
+        job = _FileJob(node, path, is_new, st.st_atime_ns)
         if st.st_size >= self.config.chunk_min:
             self._read_large(job)
             return
@@ -315,6 +324,7 @@ class Backup:
                         self._submit([job], len(data), make_piece, data, self.level,
                                      self.store.known)
                 after = os.fstat(fd)
+                xattrs = read_xattrs(fd)
             except OSError as e:
                 job.abandoned = True
                 self._file_error(job, e)
@@ -325,13 +335,14 @@ class Backup:
                 if not same_content_stat(before, after):
                     self._warn(f"{os.fsdecode(job.path)} changed while being read; "
                                "stored as last read", error=False)
-                job.st, job.sha256, job.reading_done = after, whole.digest(), True
+                job.set_read(after, whole.digest(), xattrs)
+                job.reading_done = True
                 if job.open_items == 0:
                     self._file_read(job)
                 return
             log.info("%s changed while being read, reading it again", os.fsdecode(job.path))
             job.abandoned = True
-            job = _FileJob(job.node_id, job.path, job.prev, job.scan_st, xattrs=_UNREAD)
+            job = _FileJob(job.node_id, job.path, job.is_new, job.atime_ns)
 
     def _submit(self, jobs: list[_FileJob], nbytes: int, fn, *args) -> None:
         while self._window and (len(self._window) >= WINDOW_JOBS
@@ -370,7 +381,7 @@ class Backup:
             return
         for piece in outcome.pieces:
             self._accept(job, piece)
-        job.st, job.sha256, job.xattrs = outcome.st, outcome.sha256, outcome.xattrs
+        job.set_read(outcome.st, outcome.sha256, outcome.xattrs)
         if outcome.unstable:
             self._warn(f"{os.fsdecode(job.path)} changed while being read; "
                        "stored as last read", error=False)
@@ -418,15 +429,8 @@ class Backup:
         chunk_ids = [recent.get(h) or self.catalog.chunk_id(h) for h, _ in job.pieces]
         size = sum(size for _, size in job.pieces)
         content_id = self.catalog.add_content(job.sha256, size, chunk_ids)
-        if job.xattrs is _UNREAD:
-            try:
-                job.xattrs = read_xattrs(job.path)
-            except OSError:
-                job.xattrs = None
-        meta = meta_from_stat(job.st, FILE, xattrs=job.xattrs, content_id=content_id)
-        # Keep the atime the file had before we read it (O_NOATIME may not apply).
-        meta = dataclasses.replace(meta, atime_ns=job.scan_st.st_atime_ns)
-        self._add_version(job.node_id, meta, job.prev)
+        meta = dataclasses.replace(job.meta, content_id=content_id)
+        self._add_version(job.node_id, meta, job.is_new)
 
     # ---- reporting ----------------------------------------------------------------------
 

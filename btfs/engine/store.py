@@ -40,20 +40,19 @@ class ChunkStore:
         self.recorded_ids: dict[bytes, int] = {}  # hash -> chunk id, recorded since commit
         self.bytes_added = 0
         self.packs_written = 0
-        self._readers = threading.local()
-        self._reader_catalogs: list[Catalog] = []
-        self._readers_lock = threading.Lock()
+        self._reader: Catalog | None = None
+        self._reader_lock = threading.Lock()
 
     def known(self, chunk_hash: bytes) -> bool:
         """Is this chunk stored or on its way? Safe from any thread."""
         if chunk_hash in self._pending:
             return True
-        reader = getattr(self._readers, "catalog", None)
-        if reader is None:
-            reader = self._readers.catalog = Catalog(self.catalog.path, readonly=True)
-            with self._readers_lock:
-                self._reader_catalogs.append(reader)
-        return reader.chunk_id(chunk_hash) is not None
+        # One read-only connection shared by the workers (SQLite serializes it; a lookup
+        # takes microseconds), instead of one page cache per thread.
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = Catalog(self.catalog.path, readonly=True)
+            return self._reader.chunk_id(chunk_hash) is not None
 
     def add(self, chunk_hash: bytes, size: int, stored: bytes | None) -> int:
         """Accept a chunk; returns the sequence of the pack it will be durable in."""
@@ -115,7 +114,7 @@ class ChunkStore:
 
     def close(self) -> None:
         self._uploader.shutdown(wait=True)
-        with self._readers_lock:
-            for reader in self._reader_catalogs:
-                reader.close()
-            self._reader_catalogs.clear()
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
