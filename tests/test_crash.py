@@ -31,6 +31,7 @@ from helpers import (
 )
 
 from btfs.engine import codec
+from btfs.errors import VaultError
 from btfs.repo import Repo
 from btfs.vault import pack_key
 
@@ -177,3 +178,44 @@ def test_kill_when_packs_exist_then_again_and_again(crash_repo, crash_src, paths
     total = sum(f.stat().st_size for f in crash_src.rglob("*") if f.is_file())
     assert final.bytes_read < total
     assert final.files_new + committed >= N_FILES + BIG_FILES
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """chattr +i on a directory (root only; ext4, xfs, btrfs...), undone at teardown."""
+    marked = []
+
+    def mark(path):
+        proc = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"chattr +i unavailable here: {proc.stderr.strip()}")
+        marked.append(path)
+
+    yield mark
+    for path in marked:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_a_failing_vault_write_aborts_cleanly(repo_factory, tmp_path, paths, vault_dir,
+                                              immutable):
+    """Pack uploads fail half way (new pack directories cannot be created): the backup
+    raises, nothing refers to a pack that is not there, and the next backup recovers."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        (src / f"first{i}").write_bytes(rand_bytes(400_000, seed=i))
+    repo = repo_factory(src, pack_size=MiB)
+    backup(repo)
+    for i in range(40):
+        (src / f"second{i}").write_bytes(rand_bytes(300_000, seed=1000 + i))
+    immutable(vault_dir / "packs")
+    with pytest.raises(VaultError, match="cannot write"):
+        backup(repo)
+    assert [s.state for s in repo.catalog.snapshots()] == ["complete", "interrupted"]
+    assert_consistent(repo)
+    subprocess.run(["chattr", "-i", str(vault_dir / "packs")], check=True)
+    stats = backup(repo)
+    assert stats.state == "complete"
+    assert_consistent(repo)
+    assert_same_tree(stored_tree(repo.catalog, repo.vault, src, stats.snapshot_id),
+                     source_tree(src))
