@@ -32,7 +32,8 @@ fi
 
 py=.venv/bin/python
 if [ ! -x "$py" ]; then
-    echo "bench: $py missing (run make install); using python3, btfs steps will fail" >&2
+    echo "bench: $py missing (make install); using python3; btfs steps need .venv/bin/btfs" \
+         "or BENCH_BTFS" >&2
     py=python3
 fi
 exec "$py" -m bench.bench "$mode"
