@@ -33,10 +33,13 @@ from helpers import (
     source_tree,
     stored_tree,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from btfs.catalog import DELETED, DIR, FILE
+from btfs.config import Paths
 from btfs.errors import BtfsError, LockedError
-from btfs.repo import untrack_dirs
+from btfs.repo import Repo, init_repo, track_dirs, untrack_dirs
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -701,3 +704,88 @@ def test_a_shared_ancestor_changing_during_the_backup(repo_factory, tmp_path):
     assert len(calls) >= 2
     assert stats.state == "complete"
     assert stored_tree(repo.catalog, repo.vault, b, stats.snapshot_id)[b"g"].size == 1
+
+
+# ---- random histories ------------------------------------------------------------------
+
+_NAMES = ["a", "b", "c\udce9"]  # one name that is not UTF-8 on disk
+_CONTENTS = [b"", b"x", b"y" * 100, rand_bytes(300_000, 9)]  # the last one is chunked
+_op = st.one_of(
+    st.tuples(st.just("write"), st.sampled_from(_NAMES), st.sampled_from(_NAMES),
+              st.integers(0, len(_CONTENTS) - 1)),
+    st.tuples(st.just("mkdir"), st.sampled_from(_NAMES), st.sampled_from(_NAMES)),
+    st.tuples(st.just("symlink"), st.sampled_from(_NAMES), st.sampled_from(_NAMES)),
+    st.tuples(st.just("remove"), st.sampled_from(_NAMES), st.sampled_from(_NAMES)),
+    st.tuples(st.just("chmod"), st.sampled_from(_NAMES), st.sampled_from(_NAMES)),
+    st.tuples(st.just("rename"), st.sampled_from(_NAMES), st.sampled_from(_NAMES)),
+    st.tuples(st.just("link"), st.sampled_from(_NAMES), st.sampled_from(_NAMES)),
+)
+
+
+def _apply(root: Path, op) -> None:
+    """Apply one operation to `root/top[/sub]`, making parents and replacing what is in
+    the way, as users do (a file where a directory was, and so on)."""
+    kind, top, sub = op[:3]
+    path = root / top / sub if top != sub else root / top
+
+    def clear(p: Path) -> None:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+    if path.parent != root and not (path.parent.is_dir() and not path.parent.is_symlink()):
+        clear(path.parent)
+        path.parent.mkdir()
+    if kind == "write":
+        if path.is_dir() and not path.is_symlink():
+            clear(path)
+        if path.is_symlink():
+            path.unlink()
+        path.write_bytes(_CONTENTS[op[3]])
+    elif kind == "mkdir":
+        if not (path.is_dir() and not path.is_symlink()):
+            clear(path)
+            path.mkdir()
+    elif kind == "symlink":
+        clear(path)
+        os.symlink(f"../{sub}", path)
+    elif kind == "remove":
+        clear(path)
+    elif kind in ("rename", "link"):  # top-level entry `top` to, or linked as, `sub`
+        source, target = root / top, root / sub
+        if top != sub and (source.exists() or source.is_symlink()):
+            if kind == "link" and not (source.is_file() and not source.is_symlink()):
+                return
+            clear(target)
+            (os.rename if kind == "rename" else os.link)(source, target)
+    elif kind == "chmod" and (path.exists() and not path.is_symlink()):
+        path.chmod(0o700 if path.is_dir() else 0o600 ^ (path.stat().st_mode & 0o077))
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(steps=st.lists(st.lists(_op, min_size=1, max_size=4), min_size=1, max_size=4))
+def test_random_histories_read_back_at_every_snapshot(tmp_path_factory, steps):
+    """Any sequence of edits, backed up after each step: every snapshot holds exactly the
+    tree as it was then, and a backup with nothing changed records nothing."""
+    base = tmp_path_factory.mktemp("history")
+    src = base / "src"
+    src.mkdir()
+    paths = Paths(base / "cfg" / "config.toml", base / "data", base / "cache")
+    init_repo(paths, str(base / "vault"))
+    track_dirs(paths, [str(src)])
+    expected = []
+    with Repo.open(paths) as repo:
+        for step in steps:
+            for op in step:
+                _apply(src, op)
+            stats = backup(repo)
+            assert stats.state == "complete"
+            expected.append((stats.snapshot_id, source_tree(src)))
+        idle = backup(repo)
+        assert recorded(repo.catalog, idle.snapshot_id, src) == {}
+        assert repo.catalog.integrity_problems() == []
+        for snapshot_id, source in expected:
+            assert_same_tree(stored_tree(repo.catalog, repo.vault, src, snapshot_id), source)
+    shutil.rmtree(base)
