@@ -3,8 +3,9 @@
 A tree (source or stored) is a dict: path relative to its root (bytes, b'' for the root)
 -> `Item`, the facts a backup must preserve. `source_tree` reads one from the filesystem,
 `stored_tree` from the catalog and vault (content read through btfs.engine.reader, so every
-chunk is verified), and `assert_same_tree` names every difference. The mount tests can
-build a third reader over a mounted snapshot and compare it the same way.
+chunk is verified), and `assert_same_tree` names every difference. `source_tree` reads any
+directory, so a mounted snapshot or a restored tree compares the same way:
+`assert_same_tree(source_tree(mnt / "by-time" / name / ...), source_tree(src))`.
 """
 
 from __future__ import annotations
