@@ -235,3 +235,13 @@ def test_every_command_has_help_with_an_example(env):
 def test_unknown_option_is_exit_2(env):
     proc = btfs(env, "backup", "--bogus", check=2)
     assert "No such option '--bogus'" in proc.stderr
+
+
+def test_restore_keeps_hard_links_together(ready, src, tmp_path):
+    os.link(src / "plan.md", src / "sub" / "plan-link.md")
+    btfs(ready, "backup", check=0)
+    dest = tmp_path / "out"
+    btfs(ready, "restore", str(src), "--to", str(dest), check=0)
+    a, b = os.lstat(dest / "plan.md"), os.lstat(dest / "sub" / "plan-link.md")
+    assert a.st_ino == b.st_ino and a.st_nlink == 2
+    assert (dest / "sub" / "plan-link.md").read_text() == "v1\n"

@@ -55,6 +55,9 @@ class Restorer:
         self.catalog = catalog
         self.source = source
         self.content_only = content_only
+        # Hard links: files that shared an inode at backup time (same st_ino, nlink > 1,
+        # same content) are linked again within one restore, as tar and rsync -H do.
+        self._links: dict[tuple[int, int], bytes] = {}
 
     def restore(self, node_id: int, version: Version, snapshot_id: int, dest: bytes
                 ) -> RestoreResult:
@@ -66,6 +69,8 @@ class Restorer:
         stack = [(node_id, version, dest)]
         while stack:
             node, ver, path = stack.pop()
+            if self._link_existing(ver, path, result):
+                continue  # shares the inode (and metadata) of a file already restored
             self._create(ver, path, result)
             if ver.type == DIR:
                 dirs.append((path, ver))
@@ -79,6 +84,18 @@ class Restorer:
         for warning in result.warnings:
             log.warning("%s", warning)
         return result
+
+    def _link_existing(self, ver: Version, path: bytes, result: RestoreResult) -> bool:
+        if ver.type != FILE or ver.meta.nlink < 2:
+            return False
+        key = (ver.meta.ino, ver.meta.content_id)
+        first = self._links.get(key)
+        if first is None:
+            self._links[key] = path
+            return False
+        os.link(first, path)
+        result.files += 1
+        return True
 
     def _create(self, ver: Version, path: bytes, result: RestoreResult) -> None:
         # Private until apply_meta sets the real mode; with --content-only the umask rules.
