@@ -212,12 +212,17 @@ def _toml_value(value) -> str:
 
 
 def save(paths: Paths, config: Config) -> None:
+    # Encode first: a value TOML cannot hold fails here, before anything is written.
+    try:
+        data = dumps(to_dict(config)).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError("a path or pattern is not valid UTF-8; the TOML config cannot "
+                          "hold it (rename it, or track a parent directory)") from None
     paths.ensure()
-    text = dumps(to_dict(config))
     tmp = paths.config_file.with_name(paths.config_file.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, paths.config_file)

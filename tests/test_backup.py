@@ -17,7 +17,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import apsw
 import helpers
 import pytest
 from helpers import (
@@ -503,11 +502,6 @@ def test_unexpected_btfs_warnings_fail_a_test(pytester):
                                  "*btfs.engine.backup: WARNING: cannot read /x*"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: when a directory becomes a file or symlink of the same name, scanner._scan_dir "
-    "yields only Changed for it (Deleted is yielded only for names missing from the "
-    "listing) and Backup._record never ends the old directory's live children, so "
-    "version_at(child, new snapshot) still returns their old versions"))
 @pytest.mark.parametrize("replacement", ["file", "symlink"])
 def test_a_directory_replaced_by_a_file_ends_its_children(repo_factory, src, replacement):
     (src / "d" / "sub").mkdir(parents=True)
@@ -557,11 +551,6 @@ def test_a_newly_excluded_path_is_recorded_deleted(repo_factory, src, paths):
     assert b"later.log" in stored_tree(repo.catalog, repo.vault, src, first.snapshot_id)
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError, reason=(
-    "bug: track_dirs of a path that is not valid UTF-8 crashes in config.save "
-    "(btfs/config.py save/_toml_value: json.dumps keeps the surrogate escape and "
-    "f.write('utf-8') raises UnicodeEncodeError) and leaves config.toml.tmp behind; "
-    "it should either work or raise a one-line BtfsError"))
 def test_tracking_a_non_utf8_directory(repo_factory, tmp_path, paths):
     d = os.fsencode(tmp_path) + b"/caf\xe9"
     os.mkdir(d)
@@ -628,15 +617,6 @@ def test_entries_counts_the_backup_set(repo_factory, src):
     assert repo.catalog.snapshot(stats.snapshot_id).entries == len(source)
 
 
-_UNTRACK_BUG = pytest.mark.xfail(strict=True, raises=apsw.ConstraintError, reason=(
-    "bug: Backup._forget_untracked (btfs/engine/backup.py) records 'deleted' versions in "
-    "the running snapshot for the whole untracked root, even where a still-tracked "
-    "directory covers it (its parent or child); the scan then inserts a second version "
-    "of the same node in the same snapshot: UNIQUE constraint failed: version.node_id, "
-    "version.snapshot_id, and every later backup fails the same way"))
-
-
-@_UNTRACK_BUG
 def test_tracking_the_parent_of_an_untracked_directory(repo_factory, tmp_path, paths):
     """Untrack a/b and track a instead: b stays live, recorded once in the new snapshot."""
     a = tmp_path / "a"
@@ -654,7 +634,6 @@ def test_tracking_the_parent_of_an_untracked_directory(repo_factory, tmp_path, p
     assert repo.catalog.integrity_problems() == []
 
 
-@_UNTRACK_BUG
 def test_tracking_a_child_of_an_untracked_directory(repo_factory, tmp_path, paths):
     """Untrack a and track a/b instead: a's other contents end, b stays live."""
     a = tmp_path / "a"
@@ -675,12 +654,6 @@ def test_tracking_a_child_of_an_untracked_directory(repo_factory, tmp_path, path
     assert repo.catalog.integrity_problems() == []
 
 
-@pytest.mark.xfail(strict=True, raises=apsw.ConstraintError, reason=(
-    "bug: the directories above each tracked root are compared again for every root "
-    "(Scanner.scan, btfs/engine/scanner.py); if a shared ancestor changed since the "
-    "previous root was scanned (a new file in $HOME during the backup), "
-    "Backup._record inserts a second version of it in the same snapshot: UNIQUE "
-    "constraint failed: version.node_id, version.snapshot_id; the backup aborts"))
 def test_a_shared_ancestor_changing_during_the_backup(repo_factory, tmp_path):
     home = tmp_path / "home-dir"
     a, b = home / "docs", home / "pics"

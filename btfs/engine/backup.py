@@ -124,6 +124,7 @@ class Backup:
         self._ready: list[_FileJob] = []  # read, waiting for their packs to be durable
         self._staged = {v.node_id: v for v in catalog.all_staged()}
         self._new_nodes: set[int] = set()
+        self._ancestors_seen: set[int] = set()
         self._last_commit = time.monotonic()
         self._last_progress = 0.0
 
@@ -202,9 +203,12 @@ class Backup:
                 self._mark_deleted(event.entry)
                 continue
             if not event.counted:
-                if isinstance(event, Changed):
+                # A directory above the tracked one; roots can share ancestors, each of
+                # which gets at most one version per snapshot, from its first sighting.
+                if isinstance(event, Changed) and event.node_id not in self._ancestors_seen:
                     self._record(event.node_id, event.path, event.st, event.kind,
                                  event.prev is None, counted=False)
+                self._ancestors_seen.add(event.node_id)
                 continue
             self.stats.entries += 1
             staged = self._staged.pop(event.node_id, None)
@@ -256,13 +260,31 @@ class Backup:
                 stack.extend(self.catalog.live_children(e.node_id).values())
 
     def _forget_untracked(self, tracked: tuple[TrackedDir, ...]) -> None:
-        """Directories tracked by the last backup but not by this one end here."""
-        before = set(json.loads(self.catalog.get_meta("roots") or "[]"))
-        for path in sorted(before - {t.path for t in tracked}):
-            node = self.catalog.node_for_path(os.fsencode(path))
+        """Directories tracked by the last backup but not by this one end here, except
+        where a directory that is still tracked covers them (a parent or a child)."""
+        roots = {os.fsencode(t.path) for t in tracked}
+        before = {os.fsencode(p) for p in json.loads(self.catalog.get_meta("roots") or "[]")}
+
+        def under(path: bytes, top: bytes) -> bool:
+            return path == top or path.startswith(top.rstrip(b"/") + b"/")
+
+        for path in sorted(before - roots):
+            if any(under(path, root) for root in roots):
+                continue  # still backed up as part of a tracked parent
+            node = self.catalog.node_for_path(path)
             head = self.catalog.head(node) if node else None
-            if head is not None and head.type != DELETED:
-                self._mark_deleted(Entry(node, b"", head))
+            if head is None or head.type == DELETED:
+                continue
+            stack = [(Entry(node, b"", head), path)]
+            while stack:
+                entry, entry_path = stack.pop()
+                if any(under(root, entry_path) for root in roots):
+                    # Holds a tracked directory: end its other contents, keep it.
+                    if entry.version.type == DIR and entry_path not in roots:
+                        for child in self.catalog.live_children(entry.node_id).values():
+                            stack.append((child, entry_path + b"/" + child.name))
+                    continue
+                self._mark_deleted(entry)
 
     # ---- staged files ('btfs add') -------------------------------------------------------
 

@@ -133,6 +133,10 @@ class Scanner:
                 continue
             seen.add(name)
             entry = live.get(name)
+            if entry is not None and entry.version.type == DIR and kind != DIR:
+                # A directory replaced by a file or symlink: its old contents end here.
+                for gone in self.catalog.live_children(entry.node_id).values():
+                    yield Deleted(gone, child_path + b"/" + gone.name)
             child = entry.node_id if entry else self.resolve(node, name)
             if kind == DIR and not (self.config.one_file_system and st.st_dev != root_dev):
                 subdirs.append((child_path, child, child_rel))
