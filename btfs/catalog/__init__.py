@@ -9,6 +9,7 @@ from .model import (
            ChunkRef,
            Content,
            Entry,
+           LiveChild,
            Meta,
            NewChunk,
            Snapshot,
@@ -16,4 +17,4 @@ from .model import (
 )
 
 __all__ = ["Catalog", "ROOT", "Meta", "Version", "Entry", "Snapshot", "ChunkRef", "Content",
-           "NewChunk", "FILE", "DIR", "SYMLINK", "DELETED"]
+           "LiveChild", "NewChunk", "FILE", "DIR", "SYMLINK", "DELETED"]

@@ -19,6 +19,7 @@ from .model import (
     ChunkRef,
     Content,
     Entry,
+    LiveChild,
     Meta,
     NewChunk,
     Snapshot,
@@ -154,12 +155,13 @@ class Catalog:
             (node_id,))
         return _version(row) if row else None
 
-    def live_children(self, parent: int) -> dict[bytes, Entry]:
+    def live_children(self, parent: int) -> dict[bytes, LiveChild]:
         """Children whose newest version is not 'deleted': what the last backup saw."""
         rows = self.db.query(
-            f"SELECT n.id, n.name, {_VSEL} FROM node n JOIN version v ON v.id = n.head "
+            "SELECT n.name, n.id, v.type, v.size, v.mtime_ns, v.ctime_ns, v.ino "
+            "FROM node n JOIN version v ON v.id = n.head "
             "WHERE n.parent=? AND v.type != 'deleted'", (parent,))
-        return {r[1]: Entry(r[0], r[1], _version(r[2:])) for r in rows}
+        return {r[0]: LiveChild(*r[1:]) for r in rows}
 
     def add_version(self, node_id: int, snapshot_id: int | None, meta: Meta) -> int:
         """Record `meta` as the state of `node_id` in `snapshot_id` (None: staged)."""

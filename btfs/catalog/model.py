@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 FILE, DIR, SYMLINK, DELETED = "file", "dir", "symlink", "deleted"
 
@@ -44,6 +45,19 @@ class Version:
     @property
     def type(self) -> str:
         return self.meta.type
+
+
+class LiveChild(NamedTuple):
+    """What change detection needs of a path's newest version: the scanner compares
+    (type, size, mtime_ns, ctime_ns, ino) with lstat for every entry, so this stays a
+    plain tuple rather than a full Version."""
+
+    node_id: int
+    type: str
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from pyfastcdc.cy import FastCDC
 
-from ..catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Entry, Meta, Version
+from ..catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Meta, Version
 from ..config import Config, TrackedDir
 from ..errors import BtfsError
 from .files import (
@@ -200,24 +200,24 @@ class Backup:
             if n % 256 == 0:
                 self._tick(event.path)
             if isinstance(event, Deleted):
-                self._mark_deleted(event.entry)
+                self._mark_deleted(event.entry.node_id, event.entry.type)
                 continue
             if not event.counted:
                 # A directory above the tracked one; roots can share ancestors, each of
                 # which gets at most one version per snapshot, from its first sighting.
                 if isinstance(event, Changed) and event.node_id not in self._ancestors_seen:
                     self._record(event.node_id, event.path, event.st, event.kind,
-                                 event.prev is None, counted=False)
+                                 event.is_new, counted=False)
                 self._ancestors_seen.add(event.node_id)
                 continue
             self.stats.entries += 1
             staged = self._staged.pop(event.node_id, None)
             if staged is not None:
                 self._commit_one_staged(staged, is_new=isinstance(event, Changed)
-                                        and event.prev is None)
+                                        and event.is_new)
             elif isinstance(event, Changed):
                 self._record(event.node_id, event.path, event.st, event.kind,
-                             event.prev is None)
+                             event.is_new)
 
     def _record(self, node: int, path: bytes, st: os.stat_result, kind: str, is_new: bool,
                 *, counted: bool = True) -> None:
@@ -249,15 +249,16 @@ class Backup:
         else:
             self.stats.files_changed += 1
 
-    def _mark_deleted(self, entry: Entry) -> None:
+    def _mark_deleted(self, node_id: int, kind: str) -> None:
         """Record a vanished path as deleted, and everything that was live under it."""
-        stack = [entry]
+        stack = [(node_id, kind)]
         while stack:
-            e = stack.pop()
-            self.catalog.add_version(e.node_id, self.stats.snapshot_id, DELETED_META)
+            node_id, kind = stack.pop()
+            self.catalog.add_version(node_id, self.stats.snapshot_id, DELETED_META)
             self.stats.files_deleted += 1
-            if e.version.type == DIR:
-                stack.extend(self.catalog.live_children(e.node_id).values())
+            if kind == DIR:
+                stack.extend((c.node_id, c.type)
+                             for c in self.catalog.live_children(node_id).values())
 
     def _forget_untracked(self, tracked: tuple[TrackedDir, ...]) -> None:
         """Directories tracked by the last backup but not by this one end here, except
@@ -275,16 +276,16 @@ class Backup:
             head = self.catalog.head(node) if node else None
             if head is None or head.type == DELETED:
                 continue
-            stack = [(Entry(node, b"", head), path)]
+            stack = [(node, head.type, path)]
             while stack:
-                entry, entry_path = stack.pop()
+                node_id, kind, entry_path = stack.pop()
                 if any(under(root, entry_path) for root in roots):
                     # Holds a tracked directory: end its other contents, keep it.
-                    if entry.version.type == DIR and entry_path not in roots:
-                        for child in self.catalog.live_children(entry.node_id).values():
-                            stack.append((child, entry_path + b"/" + child.name))
+                    if kind == DIR and entry_path not in roots:
+                        for name, child in self.catalog.live_children(node_id).items():
+                            stack.append((child.node_id, child.type, entry_path + b"/" + name))
                     continue
-                self._mark_deleted(entry)
+                self._mark_deleted(node_id, kind)
 
     # ---- staged files ('btfs add') -------------------------------------------------------
 

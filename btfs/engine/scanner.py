@@ -16,7 +16,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..catalog import DELETED, DIR, FILE, ROOT, Catalog, Entry, Version
+from ..catalog import DELETED, DIR, FILE, ROOT, Catalog, LiveChild
 from ..config import Config, TrackedDir
 from .excludes import Matcher, is_cache_dir
 from .meta import file_type, meta_from_stat
@@ -35,7 +35,7 @@ class Changed:
     path: bytes
     st: os.stat_result
     kind: str
-    prev: Version | None  # newest version, None for a path never seen (or deleted)
+    is_new: bool  # never seen, or deleted since
     counted: bool = True  # False for directories above a tracked directory
 
 
@@ -50,7 +50,7 @@ class Unchanged:
 class Deleted:
     """A path the catalog has as live that is gone (or now excluded)."""
 
-    entry: Entry
+    entry: LiveChild
     path: bytes
     counted: bool = True
 
@@ -82,7 +82,7 @@ class Scanner:
             st = root_st if is_root else os.lstat(path)
             # Directories above the tracked one are recorded so the mount can show them
             # as they were, but they are not part of the backup's counts.
-            yield from self._compare(node, path, st, DIR, counted=is_root)
+            yield self._compare_ancestor(node, path, st, counted=is_root)
         matcher = Matcher(self.config.excludes + tracked.excludes, tracked.includes)
         stack: list[tuple[bytes, int | None, bytes]] = [(root, node, b"")]
         while stack:
@@ -91,16 +91,13 @@ class Scanner:
             yield from self._scan_dir(path, node, rel, matcher, root_st.st_dev, subdirs)
             stack.extend(reversed(subdirs))
 
-    def _compare(self, node: int | None, path: bytes, st: os.stat_result, kind: str,
-                 entry_version: Version | None = None, *, counted: bool = True,
-                 known: bool = False):
-        prev = entry_version if known else (self.catalog.head(node) if node else None)
-        if prev is not None and prev.type == DELETED:
-            prev = None
-        if prev is not None and prev.meta.same_stat(meta_from_stat(st, kind)):
-            yield Unchanged(node, path, counted)
-        else:
-            yield Changed(node, path, st, kind, prev, counted)
+    def _compare_ancestor(self, node: int | None, path: bytes, st: os.stat_result, *,
+                          counted: bool) -> Changed | Unchanged:
+        head = self.catalog.head(node) if node else None
+        live = head is not None and head.type != DELETED
+        if live and head.meta.same_stat(meta_from_stat(st, DIR)):
+            return Unchanged(node, path, counted)
+        return Changed(node, path, st, DIR, not live, counted)
 
     def _scan_dir(self, path: bytes, node: int | None, rel: bytes, matcher: Matcher,
                   root_dev: int, subdirs: list):
@@ -133,15 +130,20 @@ class Scanner:
                 continue
             seen.add(name)
             entry = live.get(name)
-            if entry is not None and entry.version.type == DIR and kind != DIR:
+            if entry is not None and entry.type == DIR and kind != DIR:
                 # A directory replaced by a file or symlink: its old contents end here.
-                for gone in self.catalog.live_children(entry.node_id).values():
-                    yield Deleted(gone, child_path + b"/" + gone.name)
+                for gone_name, gone in self.catalog.live_children(entry.node_id).items():
+                    yield Deleted(gone, child_path + b"/" + gone_name)
             child = entry.node_id if entry else self.resolve(node, name)
             if kind == DIR and not (self.config.one_file_system and st.st_dev != root_dev):
                 subdirs.append((child_path, child, child_rel))
-            yield from self._compare(child, child_path, st, kind,
-                                     entry.version if entry else None, known=True)
+            # Change detection: lstat against the newest version, st_dev deliberately not
+            # compared (a btrfs/ZFS snapshot as source would look all new).
+            if entry is not None and entry[1:] == (kind, st.st_size, st.st_mtime_ns,
+                                                   st.st_ctime_ns, st.st_ino):
+                yield Unchanged(child, child_path)
+            else:
+                yield Changed(child, child_path, st, kind, entry is None)
         for name, entry in live.items():
             if name not in seen:
                 yield Deleted(entry, path + b"/" + name)

@@ -40,7 +40,7 @@ def status(catalog: Catalog, config: Config, under: bytes | None = None) -> Stat
             if isinstance(event, Deleted):
                 result.deleted.append(event.path)
             elif isinstance(event, Changed):
-                (result.new if event.prev is None else result.modified).append(event.path)
+                (result.new if event.is_new else result.modified).append(event.path)
     for version in catalog.all_staged():
         path = catalog.node_path(version.node_id)
         if inside(path):
