@@ -6,7 +6,7 @@ BTFS     := $(VENV)/bin/btfs
 STAMP    := $(VENV)/.installed
 DEMO     := $(CURDIR)/demo
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := fuse3 libfuse3-dev pkg-config attr rsync
+APT_PKGS := fuse3 libfuse3-dev pkg-config attr rsync e2fsprogs util-linux
 
 .PHONY: install run test lint bench bench-quick clean demo-clean
 

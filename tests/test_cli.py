@@ -245,3 +245,22 @@ def test_restore_keeps_hard_links_together(ready, src, tmp_path):
     a, b = os.lstat(dest / "plan.md"), os.lstat(dest / "sub" / "plan-link.md")
     assert a.st_ino == b.st_ino and a.st_nlink == 2
     assert (dest / "sub" / "plan-link.md").read_text() == "v1\n"
+
+
+def test_sigterm_during_backup_leaves_an_interrupted_snapshot(ready, src):
+    for i in range(400):
+        (src / f"f{i}").write_bytes(os.urandom(150_000))
+    proc = subprocess.Popen([sys.executable, "-m", "btfs", "backup"], env=ready,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.4)
+    proc.terminate()
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the backup finished before SIGTERM arrived")
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "btfs: interrupted"
+    assert "Traceback" not in err
+    snaps = json.loads(btfs(ready, "snapshots", "--json", check=0).stdout)
+    assert snaps[-1]["state"] == "interrupted"
+    btfs(ready, "check", "--read-data", check=0)
+    btfs(ready, "backup", check=0)

@@ -4,6 +4,7 @@ layer and prints. Errors are turned into one stderr line and an exit code here, 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -66,7 +67,14 @@ def _register() -> None:
 _register()
 
 
+def _terminate(signum, frame) -> None:
+    # systemd stops a unit with SIGTERM: unwind like Ctrl-C, so a backup rolls back its
+    # open transaction and marks its snapshot interrupted instead of just vanishing.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         code = cli.main(args=argv, prog_name="btfs", standalone_mode=False)
     except click.exceptions.Exit as e:
@@ -74,10 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as e:
         e.show()
         code = e.exit_code
-    except click.exceptions.Abort:
-        click.echo("btfs: aborted", err=True)
-        code = 130
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C (and our SIGTERM) into Abort.
         click.echo("btfs: interrupted", err=True)
         code = 130
     except BtfsError as e:
