@@ -52,6 +52,7 @@ class Repo:
 
     def close(self) -> None:
         self.catalog.close()
+        self.vault.close()
 
     def __enter__(self) -> Repo:
         return self

@@ -248,11 +248,11 @@ def test_restore_keeps_hard_links_together(ready, src, tmp_path):
 
 
 def test_sigterm_during_backup_leaves_an_interrupted_snapshot(ready, src):
-    for i in range(400):
-        (src / f"f{i}").write_bytes(os.urandom(150_000))
+    for i in range(300):
+        (src / f"f{i}").write_bytes(os.urandom(1_000_000))
     proc = subprocess.Popen([sys.executable, "-m", "btfs", "backup"], env=ready,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.4)
+    time.sleep(0.6)
     proc.terminate()
     out, err = proc.communicate(timeout=60)
     if proc.returncode == 0:

@@ -154,7 +154,8 @@ def restore(obj, path, at, number, snapshot, dest, content_only) -> None:
             target = os.fsencode(os.path.abspath(os.path.expanduser(dest)))
             if os.path.isdir(target) and not os.path.islink(target):
                 target = os.path.join(target, name)
-        restorer = Restorer(repo.catalog, ChunkSource(repo.vault), content_only=content_only)
+        restorer = Restorer(repo.catalog, ChunkSource(repo.vault, cache_bytes=16 << 20),
+                            content_only=content_only)
         result = restorer.restore(node, version, snapshot_id, target)
     click.echo(f"restored {display_path(result.target)}: {result.files} files, "
                f"{result.dirs} directories, {result.symlinks} symlinks, "

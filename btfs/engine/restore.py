@@ -1,18 +1,22 @@
 """Restoring a path as it was at a snapshot: a file, a symlink or a whole directory.
 
 Never overwrites: every entry is created with O_EXCL (or mkdir/symlink, which fail if the
-name exists), and the top-level destination must not exist. Content is streamed chunk by
-chunk, every chunk verified; runs of zeros become holes, so sparse files stay sparse.
-Directory metadata is applied after their contents, so their mtimes stick.
+name exists), and the top-level destination must not exist. The main thread walks the
+catalog (its connection is single-threaded) and creates every entry; worker threads fetch,
+verify and write file contents and set file metadata, so vault reads, decompression and
+disk writes overlap. Runs of zeros become holes, so sparse files stay sparse. Directory
+metadata is applied last, deepest first, so their mtimes stick.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..catalog import DIR, FILE, SYMLINK, Catalog, Version
+from ..catalog import DIR, FILE, SYMLINK, Catalog, ChunkRef, Version
 from ..errors import BtfsError
 from .meta import apply_meta
 from .reader import ChunkSource
@@ -20,6 +24,7 @@ from .reader import ChunkSource
 log = logging.getLogger(__name__)
 
 HOLE_BLOCK = 64 * 1024
+IN_FLIGHT = 64  # files being written at once (each holds an open descriptor)
 
 
 @dataclass
@@ -32,9 +37,8 @@ class RestoreResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _write_content(fd: int, source: ChunkSource, catalog: Catalog, content_id: int) -> int:
-    content = catalog.content(content_id)
-    refs = catalog.chunk_refs(content.chunk_ids)
+def write_content(fd: int, source: ChunkSource, refs: list[ChunkRef]) -> int:
+    """Write verified chunks to `fd`, leaving holes for zero blocks; returns the size."""
     zero = bytes(HOLE_BLOCK)
     pos = 0
     for ref in refs:
@@ -51,10 +55,12 @@ def _write_content(fd: int, source: ChunkSource, catalog: Catalog, content_id: i
 
 
 class Restorer:
-    def __init__(self, catalog: Catalog, source: ChunkSource, *, content_only: bool = False):
+    def __init__(self, catalog: Catalog, source: ChunkSource, *, content_only: bool = False,
+                 threads: int = 4):
         self.catalog = catalog
         self.source = source
         self.content_only = content_only
+        self.threads = threads
         # Hard links: files that shared an inode at backup time (same st_ino, nlink > 1,
         # same content) are linked again within one restore, as tar and rsync -H do.
         self._links: dict[tuple[int, int], bytes] = {}
@@ -64,26 +70,60 @@ class Restorer:
         if os.path.lexists(dest):
             raise BtfsError(f"{os.fsdecode(dest)} exists; btfs restore never overwrites")
         result = RestoreResult(dest)
-        # Post-order metadata: (path, version) of directories, applied deepest first.
-        dirs: list[tuple[bytes, Version]] = []
-        stack = [(node_id, version, dest)]
-        while stack:
-            node, ver, path = stack.pop()
-            if self._link_existing(ver, path, result):
-                continue  # shares the inode (and metadata) of a file already restored
-            self._create(ver, path, result)
-            if ver.type == DIR:
-                dirs.append((path, ver))
-                for entry in self.catalog.children_at(node, snapshot_id):
-                    stack.append((entry.node_id, entry.version, os.path.join(path, entry.name)))
-            elif not self.content_only:
-                result.warnings += apply_meta(path, ver.meta)
-        if not self.content_only:
-            for path, ver in reversed(dirs):
-                result.warnings += apply_meta(path, ver.meta)
+        dirs: list[tuple[bytes, Version]] = []  # pre-order; metadata applied in reverse
+        writes: deque[Future] = deque()
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="btfs-restore") as pool:
+            stack = [(node_id, version, dest)]
+            while stack:
+                node, ver, path = stack.pop()
+                if self._link_existing(ver, path, result):
+                    continue  # shares the inode (and metadata) of a file already restored
+                if ver.type == DIR:
+                    os.mkdir(path, 0o777 if self.content_only else 0o700)
+                    result.dirs += 1
+                    dirs.append((path, ver))
+                    for entry in self.catalog.children_at(node, snapshot_id):
+                        stack.append((entry.node_id, entry.version,
+                                      os.path.join(path, entry.name)))
+                elif ver.type == SYMLINK:
+                    os.symlink(ver.meta.target, path)
+                    result.symlinks += 1
+                    self._finish_meta(path, ver, result)
+                elif ver.type == FILE:
+                    refs = self.catalog.chunk_refs(
+                        self.catalog.content(ver.meta.content_id).chunk_ids)
+                    # Created here, so a hard link to it can follow at once.
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                                 0o666 if self.content_only else 0o600)
+                    writes.append(pool.submit(self._fill, fd, path, ver, refs))
+                    result.files += 1
+                    while len(writes) >= IN_FLIGHT:
+                        self._collect(writes.popleft(), result)
+            while writes:
+                self._collect(writes.popleft(), result)
+        for path, ver in reversed(dirs):
+            self._finish_meta(path, ver, result)
         for warning in result.warnings:
             log.warning("%s", warning)
         return result
+
+    def _fill(self, fd: int, path: bytes, ver: Version, refs: list[ChunkRef]
+              ) -> tuple[int, list[str]]:
+        try:
+            size = write_content(fd, self.source, refs)
+        finally:
+            os.close(fd)
+        return size, [] if self.content_only else apply_meta(path, ver.meta)
+
+    @staticmethod
+    def _collect(future: Future, result: RestoreResult) -> None:
+        size, warnings = future.result()
+        result.bytes += size
+        result.warnings += warnings
+
+    def _finish_meta(self, path: bytes, ver: Version, result: RestoreResult) -> None:
+        if not self.content_only:
+            result.warnings += apply_meta(path, ver.meta)
 
     def _link_existing(self, ver: Version, path: bytes, result: RestoreResult) -> bool:
         if ver.type != FILE or ver.meta.nlink < 2:
@@ -96,22 +136,3 @@ class Restorer:
         os.link(first, path)
         result.files += 1
         return True
-
-    def _create(self, ver: Version, path: bytes, result: RestoreResult) -> None:
-        # Private until apply_meta sets the real mode; with --content-only the umask rules.
-        private = not self.content_only
-        if ver.type == DIR:
-            os.mkdir(path, 0o700 if private else 0o777)
-            result.dirs += 1
-        elif ver.type == SYMLINK:
-            os.symlink(ver.meta.target, path)
-            result.symlinks += 1
-        elif ver.type == FILE:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                         0o600 if private else 0o666)
-            try:
-                result.bytes += _write_content(fd, self.source, self.catalog,
-                                               ver.meta.content_id)
-            finally:
-                os.close(fd)
-            result.files += 1

@@ -49,6 +49,9 @@ class Vault(ABC):
     def delete(self, key: str) -> None:
         """Remove an object (prune only); no error if it is already gone."""
 
+    def close(self) -> None:  # noqa: B027 (optional hook: most vaults hold nothing)
+        """Release cached resources (open files, connections)."""
+
     # ---- identity: which vault is this? ----------------------------------------------
 
     def identity(self) -> VaultIdentity | None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,9 +33,13 @@ def _fsync_dir(path: Path) -> None:
 
 
 class LocalVault(Vault):
+    MAX_OPEN = 32
+
     def __init__(self, root: Path | str):
         self.root = Path(root)
         self.url = str(self.root)
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._fds_lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
         if key.startswith("packs/"):
@@ -81,14 +87,35 @@ class LocalVault(Vault):
             except FileNotFoundError:
                 pass
 
+    def _fd(self, key: str) -> int:
+        """An open descriptor for a pack, from a small LRU: restore and the mount read many
+        chunks from the same few packs, and open+close per chunk costs more than pread."""
+        with self._fds_lock:
+            fd = self._fds.get(key)
+            if fd is not None:
+                self._fds.move_to_end(key)
+                return fd
+        fd = os.open(self._path(key), os.O_RDONLY | os.O_CLOEXEC)
+        with self._fds_lock:
+            if key in self._fds:  # another thread opened it meanwhile
+                os.close(fd)
+                return self._fds[key]
+            self._fds[key] = fd
+            while len(self._fds) > self.MAX_OPEN:
+                _, old = self._fds.popitem(last=False)
+                os.close(old)
+        return fd
+
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(key)
         try:
-            with open(path, "rb", buffering=0) as f:
-                if length is None:
+            if length is None:
+                with open(path, "rb", buffering=0) as f:
                     f.seek(offset)
                     return f.read()
-                data = os.pread(f.fileno(), length, offset)
+            # Packs are immutable, so a cached descriptor never goes stale (prune, which
+            # deletes packs, runs in a process of its own).
+            data = os.pread(self._fd(key), length, offset)
         except FileNotFoundError:
             raise VaultError(f"vault object missing: {key}") from None
         except OSError as e:
@@ -96,6 +123,12 @@ class LocalVault(Vault):
         if len(data) != length:
             raise VaultError(f"vault object {key} is shorter than expected")
         return data
+
+    def close(self) -> None:
+        with self._fds_lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
 
     def size(self, key: str) -> int | None:
         try:
