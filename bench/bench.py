@@ -334,7 +334,8 @@ def run_main(mode: Mode) -> None:
     ntable, nmedians = native_table(reps)
     elapsed = (dt.datetime.now() - started).total_seconds()
     data_lines = [
-        f"- source tree: {bench.src_pristine.relative_to(ROOT)}: {src_desc['files']:,} files, "
+        f"- source tree: {bench.src_pristine.relative_to(ROOT)}: "
+        f"{src_desc['files']:,} files and symlinks, "
         f"{src_desc['dirs']:,} directories, {src_desc['bytes'] / MB:,.0f} MB",
         f"- large files: {', '.join(mode.large)}, {mode.large_size // MiB} MiB each "
         f"(random-N: random.Random({RANDOM_SEEDS['random-0']}+N); tar-N: slices of a "

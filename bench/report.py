@@ -187,6 +187,9 @@ def machine_info() -> dict:
 def versions(tools: list[Tool]) -> dict:
     v = {t.name: t.version() for t in tools}
     v["tar"] = tool_version(["tar", "--version"])
+    git = subprocess.run(["git", "-C", str(BENCH), "describe", "--always", "--dirty"],
+                         capture_output=True, text=True)
+    v["working tree"] = git.stdout.strip() or "?"
     return v
 
 

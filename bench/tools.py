@@ -95,8 +95,9 @@ class Btfs(Tool):
     name = "btfs"
 
     def version(self) -> str:
-        return tool_version([str(BTFS), "--version"]) if BTFS.exists() \
-            else f"not installed ({BTFS} missing)"
+        if not BTFS.exists():
+            return f"not installed ({BTFS} missing)"
+        return f"{tool_version([str(BTFS), '--version'])} ({BTFS})"
 
     def env(self, ds: Dataset) -> dict:
         d = self.dir(ds)
