@@ -127,6 +127,10 @@ def scale_mount(btfs: Btfs, ds: Dataset, tree: Path, measure) -> None:
         unmount(m)
 
 
+MOUNT_KEYS = {"mount_ready_s", "ls_by_time_s", "ls_by_time_entries", "ls_by_file_s",
+              "ls_by_file_entries", "rss_mount_mb"}
+
+
 def write_scale_report(n: int, backups: int, done: int, res: dict, fails: dict,
                        started: dt.datetime, btfs: Btfs) -> None:
     rows_spec = [
@@ -147,7 +151,8 @@ def write_scale_report(n: int, backups: int, done: int, res: dict, fails: dict,
     rows = []
     for key, label, goal in rows_spec:
         v = res.get(key)
-        val = fmt(v) if v is not None else (failed(fails[key]) if key in fails else "-")
+        why = fails.get(key) or (fails.get("mount") if key in MOUNT_KEYS else None)
+        val = fmt(v) if v is not None else (failed(why) if why else "-")
         g = ""
         if goal:
             ok = goal.met(v, None) if v is not None else None
