@@ -129,6 +129,9 @@ class Catalog:
             node_id = parent
         return b"/" + b"/".join(reversed(names))
 
+    def node_name(self, node_id: int) -> bytes:
+        return self.db.get_val("SELECT name FROM node WHERE id=?", (node_id,))
+
     def node_parent(self, node_id: int) -> int | None:
         return self.db.get_val("SELECT parent FROM node WHERE id=?", (node_id,))
 
@@ -180,6 +183,11 @@ class Catalog:
         return _version(self.db.get_row(f"SELECT {_VSEL} FROM version v WHERE v.id=?",
                                         (version_id,)))
 
+    def version_or_none(self, version_id: int) -> Version | None:
+        row = self.db.get_row_or_none(f"SELECT {_VSEL} FROM version v WHERE v.id=?",
+                                      (version_id,))
+        return _version(row) if row else None
+
     def version_at(self, node_id: int, snapshot_id: int) -> Version | None:
         """The state of a path at a snapshot (None if it did not exist yet)."""
         row = self.db.get_row_or_none(
@@ -203,6 +211,29 @@ class Catalog:
             "  ORDER BY snapshot_id DESC LIMIT 1) "
             f"WHERE n.parent = ? {cond}AND v.type != 'deleted' ORDER BY n.name LIMIT ?", args)
         return [Entry(r[0], r[1], _version(r[2:])) for r in rows]
+
+    def children_at_page(self, parent: int, snapshot_id: int, after_id: int, limit: int
+                         ) -> list[Entry]:
+        """Like children_at, in node id order from `after_id` on: the mount's readdir pages."""
+        rows = self.db.query(
+            f"SELECT n.id, n.name, {_VSEL} FROM node n INDEXED BY node_by_parent_id "
+            "JOIN version v ON v.id = ("
+            "  SELECT id FROM version WHERE node_id = n.id AND snapshot_id <= ? "
+            "  ORDER BY snapshot_id DESC LIMIT 1) "
+            "WHERE n.parent = ? AND n.id > ? AND v.type != 'deleted' ORDER BY n.id LIMIT ?",
+            (snapshot_id, parent, after_id, limit))
+        return [Entry(r[0], r[1], _version(r[2:])) for r in rows]
+
+    def node_children_page(self, parent: int, after_id: int, limit: int
+                           ) -> list[tuple[int, bytes]]:
+        """Every child path ever seen, in node id order from `after_id` on (by-file)."""
+        return [(r[0], r[1]) for r in self.db.query(
+            "SELECT id, name FROM node INDEXED BY node_by_parent_id "
+            "WHERE parent=? AND id>? ORDER BY id LIMIT ?", (parent, after_id, limit))]
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: a cheap "did anything change?"."""
+        return self.db.get_val("PRAGMA data_version")
 
     def child_at(self, parent: int, name: bytes, snapshot_id: int) -> Entry | None:
         node_id = self.child_node(parent, name)

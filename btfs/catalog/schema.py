@@ -109,4 +109,10 @@ CREATE INDEX version_by_snapshot ON version(snapshot_id);
 CREATE INDEX version_by_content ON version(content_id);
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1]
+# v2: children in id order (an index entry carries the rowid). The mount pages directory
+# listings by node id, which is stable and puts paths added later at the end.
+SCHEMA_V2 = """
+CREATE INDEX node_by_parent_id ON node(parent);
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]

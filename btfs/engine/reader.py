@@ -30,6 +30,11 @@ class ChunkSource:
         self._cached = 0
         self._lock = threading.Lock()
 
+    def peek(self, chunk_hash: bytes) -> bytes | None:
+        """A cached chunk without any I/O, or None."""
+        with self._lock:
+            return self._cache.get(chunk_hash)
+
     def chunk(self, ref: ChunkRef) -> bytes:
         with self._lock:
             data = self._cache.get(ref.hash)

@@ -1,0 +1,106 @@
+"""Commands that mount the history: mount, umount."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import click
+
+from ..errors import BtfsError, UsageError
+from ..repo import Repo
+
+READY_TIMEOUT = 30.0
+
+
+@click.command("mount")
+@click.argument("mountpoint", type=click.Path())
+@click.option("--foreground", "-f", is_flag=True,
+              help="Stay attached and log to stderr; Ctrl-C unmounts.")
+@click.option("--allow-other", is_flag=True,
+              help="Let other users in (original permissions are enforced); needs "
+                   "user_allow_other in /etc/fuse.conf for non-root users.")
+@click.pass_obj
+def mount_cmd(obj, mountpoint: str, foreground: bool, allow_other: bool) -> None:
+    """Mount every backup as a read-only filesystem.
+
+    \b
+      MOUNTPOINT/by-time/<backup>/<absolute path>   the tree at that backup
+      MOUNTPOINT/by-time/latest                     the newest backup
+      MOUNTPOINT/by-file/<absolute path>/           each version of a file:
+                                                    <stem>.<backup><suffix>
+
+    Returns once the mount answers and keeps serving in the background (log in the cache
+    directory); new backups appear without a remount. Restore with cp.
+
+    \b
+    Examples:
+      btfs mount ~/backups && ls ~/backups/by-time/latest
+      cp -a ~/backups/by-time/2026-11-20_093000/home/me/notes /tmp/notes-then
+      btfs umount ~/backups
+    """
+    from ..fuse.mount import check_mountpoint, serve
+
+    target = check_mountpoint(mountpoint)
+    with Repo.open(obj.paths, readonly=True) as repo:
+        if foreground:
+            serve(repo, target, allow_other=allow_other)
+            return
+    _start_background(obj, target, allow_other)
+
+
+def _start_background(obj, target: str, allow_other: bool) -> None:
+    """Run `mount --foreground` detached, logging to the cache directory, and return once
+    the mount answers (so a script can use it at once)."""
+    obj.paths.ensure()
+    log_path = obj.paths.cache_dir / f"mount-{target.strip('/').replace('/', '_')}.log"
+    args = [sys.executable, "-m", "btfs", "--config", str(obj.paths.config_file)]
+    args += ["-v"] * max(obj.verbose, 1)
+    args += ["mount", "--foreground", target] + (["--allow-other"] if allow_other else [])
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log_file,
+                                stderr=log_file, start_new_session=True)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BtfsError(f"mount failed: {_last_line(log_path)} (log: {log_path})")
+        if os.path.ismount(target):
+            try:
+                os.stat(os.path.join(target, "by-time"))
+            except OSError:
+                pass
+            else:
+                click.echo(f"mounted at {target} (pid {proc.pid}; log {log_path})")
+                return
+        time.sleep(0.02)
+    proc.terminate()
+    raise BtfsError(f"mount did not answer within {READY_TIMEOUT:.0f}s (log: {log_path})")
+
+
+def _last_line(path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line]
+    except OSError:
+        return "no log"
+    text = lines[-1] if lines else "no output"
+    return text.removeprefix("btfs: error: ")
+
+
+@click.command("umount")
+@click.argument("mountpoint", type=click.Path())
+def umount_cmd(mountpoint: str) -> None:
+    """Unmount a btfs mount (the background process then exits).
+
+    \b
+    Example:
+      btfs umount ~/backups
+    """
+    target = os.path.abspath(os.path.expanduser(mountpoint))
+    if not os.path.ismount(target):
+        raise UsageError(f"{mountpoint} is not mounted")
+    proc = subprocess.run(["fusermount3", "-u", target], capture_output=True, text=True)
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or ["fusermount3 failed"])[-1]
+        raise BtfsError(f"cannot unmount {mountpoint}: {reason}")

@@ -1,0 +1,92 @@
+"""The mount's lifetime: the trio main that serves the tree until unmounted or signalled.
+
+One process per mount. `serve` mounts, then runs three things in one nursery: pyfuse3's
+request loop, a watcher that invalidates by-time/ and latest when a backup lands, and a
+signal handler that turns SIGINT/SIGTERM into a clean unmount. `pyfuse3.close` always
+runs, so the mountpoint is never left dangling by an error in here.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+
+import pyfuse3
+import trio
+
+from ..engine.reader import ChunkSource
+from ..repo import Repo
+from .ops import Operations
+from .tree import BY_TIME_INO, LATEST, Tree
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5  # a backup shows up within this (plus the kernel's 1 s timeouts)
+
+
+def fuse_options(allow_other: bool) -> set[str]:
+    options = set(pyfuse3.default_options)  # default_permissions: modes enforced
+    options |= {"fsname=btfs", "subtype=btfs", "ro"}
+    if allow_other:
+        options.add("allow_other")
+    return options
+
+
+async def _watch_catalog(tree: Tree) -> None:
+    while True:
+        await trio.sleep(POLL_SECONDS)
+        if tree.refresh():
+            log.info("backups changed; newest is now %s", tree.latest_name)
+            for invalidate in (lambda: pyfuse3.invalidate_inode(BY_TIME_INO),
+                               lambda: pyfuse3.invalidate_entry_async(BY_TIME_INO, LATEST)):
+                try:
+                    invalidate()
+                except OSError as e:
+                    if e.errno != errno.ENOENT:  # the kernel had nothing cached
+                        raise
+
+
+async def _watch_signals() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("signal %d: unmounting", signum)
+            pyfuse3.terminate()
+            return
+
+
+async def _serve(ops: Operations, tree: Tree) -> None:
+    async with trio.open_nursery() as nursery:
+        ops.nursery = nursery
+        nursery.start_soon(_watch_catalog, tree)
+        nursery.start_soon(_watch_signals)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+def serve(repo: Repo, mountpoint: str, *, allow_other: bool = False) -> None:
+    """Mount and serve until unmounted (fusermount3 -u) or SIGINT/SIGTERM."""
+    tree = Tree(repo.catalog)
+    ops = Operations(tree, ChunkSource(repo.vault, cache_bytes=64 << 20))
+    pyfuse3.init(ops, mountpoint, fuse_options(allow_other))
+    log.info("mounted %s at %s", repo.vault.url, mountpoint)
+    try:
+        trio.run(_serve, ops, tree)
+    finally:
+        pyfuse3.close(unmount=True)
+        log.info("unmounted %s", mountpoint)
+
+
+def check_mountpoint(path: str) -> str:
+    """The absolute mountpoint, or a one-line reason it cannot be used."""
+    from ..errors import UsageError
+
+    full = os.path.abspath(os.path.expanduser(path))
+    if not os.path.lexists(full):
+        raise UsageError(f"mountpoint {path} does not exist")
+    if not os.path.isdir(full):
+        raise UsageError(f"mountpoint {path} is not a directory")
+    if os.path.ismount(full):
+        raise UsageError(f"{path} is already mounted")
+    return full

@@ -1,0 +1,221 @@
+"""The thin pyfuse3 adapter over the tree model.
+
+Turns `tree.Attr` into EntryAttributes and domain errors into FUSEError; nothing about
+what the history looks like lives here. Runs on the trio thread: catalog queries (fast,
+indexed) run inline; fetching, decompressing and verifying chunks run in worker threads
+under a CapacityLimiter, so one slow read never stalls the others. Sequential reads fetch
+the next chunks ahead. A chunk that fails its hash check (or a missing pack) fails that
+read with EIO and one log line naming the file; nothing else is affected.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from dataclasses import dataclass
+
+import pyfuse3
+import trio
+
+from ..catalog import ChunkRef
+from ..engine.reader import ChunkSource, FileLayout
+from ..errors import BtfsError
+from .tree import NotFound, Tree, split_ino
+
+log = logging.getLogger(__name__)
+
+STABLE_TIMEOUT = 3600.0  # snapshot contents never change
+LIVE_TIMEOUT = 1.0  # by-time/, latest and by-file directories change when backups land
+READ_AHEAD = 2  # chunks fetched ahead of a sequential reader
+
+
+@dataclass
+class OpenFile:
+    ino: int
+    layout: FileLayout
+    next_offset: int = 0  # where a sequential reader will read next
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, tree: Tree, source: ChunkSource, *, threads: int = 8):
+        super().__init__()
+        self.tree = tree
+        self.source = source
+        self.limiter = trio.CapacityLimiter(threads)
+        self.nursery: trio.Nursery | None = None  # set by mount.py for read-ahead tasks
+        self._files: dict[int, OpenFile] = {}
+        self._next_fh = 1
+        self._inflight: dict[bytes, trio.Event] = {}
+
+    # ---- attributes --------------------------------------------------------------------
+
+    @staticmethod
+    def _entry(attr) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = attr.ino
+        e.generation = 0
+        timeout = STABLE_TIMEOUT if attr.stable else LIVE_TIMEOUT
+        e.entry_timeout = timeout
+        e.attr_timeout = timeout
+        e.st_mode = attr.mode
+        e.st_nlink = attr.nlink
+        e.st_uid = attr.uid
+        e.st_gid = attr.gid
+        e.st_rdev = 0
+        e.st_size = attr.size
+        e.st_blksize = 128 * 1024
+        e.st_blocks = attr.blocks
+        e.st_atime_ns = attr.atime_ns
+        e.st_mtime_ns = attr.mtime_ns
+        e.st_ctime_ns = attr.ctime_ns
+        return e
+
+    async def lookup(self, parent_inode, name, ctx):
+        try:
+            return self._entry(self.tree.lookup(parent_inode, name))
+        except NotFound:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+
+    async def getattr(self, inode, ctx):
+        try:
+            return self._entry(self.tree.getattr(inode))
+        except NotFound:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+
+    async def readlink(self, inode, ctx):
+        try:
+            return self.tree.readlink(inode)
+        except NotFound:
+            raise pyfuse3.FUSEError(errno.EINVAL) from None
+
+    async def forget(self, inode_list):
+        """Inodes are derived from catalog rows, not allocated: nothing to release."""
+
+    # ---- directories -------------------------------------------------------------------
+
+    async def opendir(self, inode, ctx):
+        try:
+            if not self.tree.getattr(inode).is_dir:
+                raise pyfuse3.FUSEError(errno.ENOTDIR)
+        except NotFound:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        return inode
+
+    async def readdir(self, fh, start_id, token):
+        after = start_id
+        while True:
+            try:
+                page = self.tree.readdir(fh, after)
+            except NotFound:
+                raise pyfuse3.FUSEError(errno.ENOENT) from None
+            for name, attr, cookie in page:
+                if not pyfuse3.readdir_reply(token, name, self._entry(attr), cookie):
+                    return  # the kernel's buffer is full; it resumes from `cookie`
+                after = cookie
+            if not page:
+                return
+
+    async def releasedir(self, fh):
+        pass
+
+    # ---- files -------------------------------------------------------------------------
+
+    async def open(self, inode, flags, ctx):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+            raise pyfuse3.FUSEError(errno.EROFS)
+        try:
+            refs = self.tree.file_refs(inode)
+        except NotFound:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        fh = self._next_fh
+        self._next_fh += 1
+        self._files[fh] = OpenFile(inode, FileLayout(refs))
+        # A version never changes: let the kernel keep its pages across opens.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    async def read(self, fh, off, size):
+        f = self._files[fh]
+        layout = f.layout
+        try:
+            parts = []
+            last = None
+            for index, start, end in layout.pieces(off, size):
+                data = await self._chunk(layout.refs[index])
+                parts.append(data[start:end])
+                last = index
+        except BtfsError as e:
+            self._report(f.ino, e)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        if last is not None and off == f.next_offset and self.nursery is not None:
+            for ahead in layout.refs[last + 1:last + 1 + READ_AHEAD]:
+                if ahead.hash not in self._inflight and self.source.peek(ahead.hash) is None:
+                    self.nursery.start_soon(self._prefetch, ahead)
+        f.next_offset = off + size
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _chunk(self, ref: ChunkRef) -> bytes:
+        data = self.source.peek(ref.hash)
+        if data is not None:
+            return data
+        event = self._inflight.get(ref.hash)
+        if event is not None:  # already being fetched (read-ahead or another reader)
+            await event.wait()
+            data = self.source.peek(ref.hash)
+            if data is not None:
+                return data
+        event = self._inflight[ref.hash] = trio.Event()
+        try:
+            return await trio.to_thread.run_sync(self.source.chunk, ref, limiter=self.limiter)
+        finally:
+            del self._inflight[ref.hash]
+            event.set()
+
+    async def _prefetch(self, ref: ChunkRef) -> None:
+        try:
+            await self._chunk(ref)
+        except BtfsError:
+            pass  # the read that needs it reports the error
+
+    def _report(self, ino: int, error: Exception) -> None:
+        kind, ident = split_ino(ino)
+        try:
+            version = self.tree.catalog.version_or_none(ident)
+            where = os.fsdecode(self.tree.catalog.node_path(version.node_id))
+            snapshot = self.tree.names.get(version.snapshot_id, version.snapshot_id)
+            log.error("read of %s (backup %s) failed: %s", where, snapshot, error)
+        except Exception:  # naming the file must never hide the error itself
+            log.error("read of inode %d failed: %s", ino, error)
+
+    async def release(self, fh):
+        self._files.pop(fh, None)
+
+    async def flush(self, fh):
+        pass
+
+    # ---- extended attributes and the filesystem ----------------------------------------
+
+    async def getxattr(self, inode, name, ctx):
+        for key, value in self.tree.xattrs(inode):
+            if key == name:
+                return value
+        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+
+    async def listxattr(self, inode, ctx):
+        return [key for key, _ in self.tree.xattrs(inode)]
+
+    async def statfs(self, ctx):
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_blocks = s.f_bfree = s.f_bavail = 0
+        s.f_files = s.f_ffree = s.f_favail = 0
+        s.f_namemax = 255
+        return s
+
+    async def access(self, inode, mode, ctx):
+        if mode & os.W_OK:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        return True

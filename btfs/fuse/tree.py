@@ -1,0 +1,321 @@
+"""The pure model of the mount: what /by-time and /by-file look like, from the catalog.
+
+No pyfuse3 here (ops.py adapts this to FUSE), so every rule is testable without a kernel.
+Nothing of the history is loaded at mount time: each lookup, getattr and readdir page is an
+indexed catalog query. Only the list of snapshots is held (one small row per backup, needed
+for the by-time names), and reloaded when the catalog changes.
+
+    /by-time/<YYYY-MM-DD_HHMMSS[-N]>/<absolute path>   the tree at that backup
+    /by-time/latest -> <newest name>
+    /by-file/<absolute path>/                          a directory: its children ever seen;
+                                                      a file or symlink: one entry per
+                                                      version, <stem>.<backup><suffix>
+
+Inode numbers come from catalog row ids, never hashes (which collide):
+  - a file or symlink version: its version id. The same unchanged file in 100 snapshots,
+    and its entry in by-file, is one inode, so the kernel caches its pages once;
+  - a directory inside a snapshot: (snapshot id, node id), since its listing depends on
+    the snapshot;
+  - a by-file directory: its node id.
+A path that was a directory at some time and a file at another shows in by-file as a
+directory (its children); its file versions are in by-time.
+
+Snapshots still being written ('running') are hidden; interrupted ones are shown (what
+they committed is valid). Not thread-safe: called from the trio thread only.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass
+
+from ..catalog import DELETED, DIR, FILE, ROOT, SYMLINK, Catalog, ChunkRef, Meta, Snapshot
+from ..engine.meta import decode_xattrs
+from ..names import snapshot_names, version_name
+
+ROOT_INO = 1  # pyfuse3.ROOT_INODE
+BY_TIME_INO = 2
+LATEST_INO = 3
+
+_KIND_SHIFT = 60
+_VERSION = 1  # id: version id
+_TREE_DIR = 2  # id: snapshot id << 32 | node id
+_FILE_DIR = 3  # id: node id
+_NODE_BITS = 32
+_SNAP_LIMIT = 1 << (_KIND_SHIFT - _NODE_BITS)
+
+BY_TIME = b"by-time"
+BY_FILE = b"by-file"
+LATEST = b"latest"
+
+
+class NotFound(LookupError):
+    """No such inode or name (ENOENT)."""
+
+
+def version_ino(version_id: int) -> int:
+    return (_VERSION << _KIND_SHIFT) | version_id
+
+
+def tree_dir_ino(snapshot_id: int, node_id: int) -> int:
+    if snapshot_id >= _SNAP_LIMIT or node_id >= 1 << _NODE_BITS:
+        raise OverflowError("snapshot or node id too large for a directory inode")
+    return (_TREE_DIR << _KIND_SHIFT) | (snapshot_id << _NODE_BITS) | node_id
+
+
+def file_dir_ino(node_id: int) -> int:
+    return (_FILE_DIR << _KIND_SHIFT) | node_id
+
+
+BY_FILE_INO = file_dir_ino(ROOT)
+
+
+def split_ino(ino: int) -> tuple[int, int]:
+    return ino >> _KIND_SHIFT, ino & ((1 << _KIND_SHIFT) - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    """What `stat` shows for one entry."""
+
+    ino: int
+    mode: int  # with the type bits
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    stable: bool  # never changes (snapshot contents): the kernel may cache it for long
+
+    @property
+    def blocks(self) -> int:
+        """512-byte blocks, as a 4 KiB-block filesystem would allocate (not recorded)."""
+        return (self.size + 4095) // 4096 * 8
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+
+def _attr_from_meta(ino: int, meta: Meta, *, stable: bool = True) -> Attr:
+    return Attr(ino, meta.mode, meta.nlink, meta.uid, meta.gid, meta.size, meta.atime_ns,
+                meta.mtime_ns, meta.ctime_ns, stable)
+
+
+class Tree:
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        self.uid, self.gid = os.getuid(), os.getgid()
+        self._data_version: int | None = None
+        self.snapshots: list[Snapshot] = []
+        self.names: dict[int, str] = {}
+        self.by_name: dict[str, int] = {}
+        self.refresh()
+
+    # ---- the snapshot list -----------------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Reload the snapshot list if the catalog changed; True if what by-time shows did."""
+        version = self.catalog.data_version()
+        if version == self._data_version:
+            return False
+        self._data_version = version
+        snaps = [s for s in self.catalog.snapshots() if s.state != "running"]
+        if [(s.id, s.state) for s in snaps] == [(s.id, s.state) for s in self.snapshots]:
+            return False
+        self.snapshots = snaps
+        self.names = snapshot_names(snaps)
+        self.by_name = {name: sid for sid, name in self.names.items()}
+        return True
+
+    @property
+    def latest_name(self) -> str | None:
+        return self.names[self.snapshots[-1].id] if self.snapshots else None
+
+    def _visible(self, snapshot_id: int | None) -> bool:
+        return snapshot_id in self.names
+
+    # ---- attributes ------------------------------------------------------------------
+
+    def _synthetic_dir(self, ino: int, ns: int | None = None) -> Attr:
+        ns = ns if ns is not None else (self.snapshots[-1].started_ns if self.snapshots
+                                        else time.time_ns())
+        return Attr(ino, stat.S_IFDIR | 0o555, 2, self.uid, self.gid, 0, ns, ns, ns, False)
+
+    def getattr(self, ino: int) -> Attr:
+        if ino in (ROOT_INO, BY_TIME_INO):
+            return self._synthetic_dir(ino)
+        if ino == LATEST_INO:
+            target = self.latest_name
+            if target is None:
+                raise NotFound(ino)
+            ns = self.snapshots[-1].started_ns
+            return Attr(ino, stat.S_IFLNK | 0o777, 1, self.uid, self.gid, len(target), ns,
+                        ns, ns, False)
+        kind, ident = split_ino(ino)
+        if kind == _VERSION:
+            version = self.catalog.version_or_none(ident)
+            if version is None or version.type == DELETED:
+                raise NotFound(ino)
+            return _attr_from_meta(ino, version.meta)
+        if kind == _TREE_DIR:
+            snapshot_id, node_id = ident >> _NODE_BITS, ident & ((1 << _NODE_BITS) - 1)
+            if not self._visible(snapshot_id):
+                raise NotFound(ino)
+            if node_id == ROOT:
+                return self._synthetic_dir(ino, self._snapshot(snapshot_id).started_ns)
+            version = self.catalog.version_at(node_id, snapshot_id)
+            if version is None or version.type != DIR:
+                raise NotFound(ino)
+            return _attr_from_meta(ino, version.meta)
+        if kind == _FILE_DIR:
+            return self._file_dir_attr(ident)
+        raise NotFound(ino)
+
+    def _snapshot(self, snapshot_id: int) -> Snapshot:
+        for snap in reversed(self.snapshots):
+            if snap.id == snapshot_id:
+                return snap
+        raise NotFound(snapshot_id)
+
+    def _file_dir_attr(self, node_id: int) -> Attr:
+        """A by-file directory: the path's own metadata when it is a directory, else a
+        read-only directory dated by its newest version. Changes when backups land."""
+        ino = file_dir_ino(node_id)
+        if node_id == ROOT:
+            return self._synthetic_dir(ino)
+        versions = [v for v in self.catalog.versions_of(node_id)
+                    if v.type != DELETED and self._visible(v.snapshot_id)]
+        if not versions:
+            raise NotFound(ino)
+        newest = versions[-1].meta
+        if versions[-1].type == DIR:
+            return _attr_from_meta(ino, newest, stable=False)
+        ns = newest.mtime_ns
+        return Attr(ino, stat.S_IFDIR | 0o555, 2, newest.uid, newest.gid, 0, ns, ns, ns, False)
+
+    # ---- lookup ----------------------------------------------------------------------
+
+    def lookup(self, parent: int, name: bytes) -> Attr:
+        if parent == ROOT_INO:
+            if name == BY_TIME:
+                return self.getattr(BY_TIME_INO)
+            if name == BY_FILE:
+                return self.getattr(BY_FILE_INO)
+            raise NotFound(name)
+        if parent == BY_TIME_INO:
+            if name == LATEST and self.snapshots:
+                return self.getattr(LATEST_INO)
+            snapshot_id = self.by_name.get(name.decode(errors="replace"))
+            if snapshot_id is None:
+                raise NotFound(name)
+            return self.getattr(tree_dir_ino(snapshot_id, ROOT))
+        kind, ident = split_ino(parent)
+        if kind == _TREE_DIR:
+            snapshot_id, node_id = ident >> _NODE_BITS, ident & ((1 << _NODE_BITS) - 1)
+            entry = self.catalog.child_at(node_id, name, snapshot_id)
+            if entry is None:
+                raise NotFound(name)
+            return self._entry_attr(snapshot_id, entry.node_id, entry.version)
+        if kind == _FILE_DIR:
+            return self._lookup_by_file(ident, name)
+        raise NotFound(name)
+
+    def _entry_attr(self, snapshot_id: int, node_id: int, version) -> Attr:
+        if version.type == DIR:
+            return _attr_from_meta(tree_dir_ino(snapshot_id, node_id), version.meta)
+        return _attr_from_meta(version_ino(version.id), version.meta)
+
+    def _lookup_by_file(self, node_id: int, name: bytes) -> Attr:
+        if self._is_dir_path(node_id):
+            child = self.catalog.child_node(node_id, name)
+            if child is None:
+                raise NotFound(name)
+            return self._file_dir_attr(child)
+        for entry_name, version in self._version_entries(node_id):
+            if entry_name == name:
+                return _attr_from_meta(version_ino(version.id), version.meta)
+        raise NotFound(name)
+
+    def _is_dir_path(self, node_id: int) -> bool:
+        """In by-file, a path with children (ever) lists them; otherwise its versions."""
+        return node_id == ROOT or self.catalog.node_has_children(node_id)
+
+    def _version_entries(self, node_id: int):
+        """(name, version) of each visible file or symlink version of a path, oldest first."""
+        name = self.catalog.node_name(node_id)
+        for version in self.catalog.versions_of(node_id):
+            if version.type in (FILE, SYMLINK) and self._visible(version.snapshot_id):
+                yield version_name(name, self.names[version.snapshot_id]), version
+
+    # ---- readdir ---------------------------------------------------------------------
+
+    def readdir(self, ino: int, after: int, limit: int = 256
+                ) -> list[tuple[bytes, Attr, int]]:
+        """Up to `limit` entries following the one whose cookie is `after` (0: from the
+        start), each with the cookie to resume after it. Cookies come from the data
+        (node ids, positions in the append-only snapshot list), so they stay valid while
+        backups land."""
+        if ino == ROOT_INO:
+            entries = [(BY_TIME, self.getattr(BY_TIME_INO)),
+                       (BY_FILE, self.getattr(BY_FILE_INO))]
+            return [(n, a, i + 1) for i, (n, a) in enumerate(entries)][after:after + limit]
+        if ino == BY_TIME_INO:
+            rows = [(self.names[s.id].encode(), self.getattr(tree_dir_ino(s.id, ROOT)))
+                    for s in self.snapshots]
+            if self.snapshots:
+                rows.append((LATEST, self.getattr(LATEST_INO)))
+            return [(n, a, i + 1) for i, (n, a) in enumerate(rows)][after:after + limit]
+        kind, ident = split_ino(ino)
+        if kind == _TREE_DIR:
+            snapshot_id, node_id = ident >> _NODE_BITS, ident & ((1 << _NODE_BITS) - 1)
+            return [(e.name, self._entry_attr(snapshot_id, e.node_id, e.version), e.node_id)
+                    for e in self.catalog.children_at_page(node_id, snapshot_id, after, limit)]
+        if kind == _FILE_DIR:
+            if self._is_dir_path(ident):
+                out = []
+                for child, name in self.catalog.node_children_page(ident, after, limit):
+                    try:
+                        out.append((name, self._file_dir_attr(child), child))
+                    except NotFound:  # only versions in snapshots not shown yet
+                        continue
+                return out
+            return [(n, _attr_from_meta(version_ino(v.id), v.meta), v.id)
+                    for n, v in self._version_entries(ident) if v.id > after][:limit]
+        raise NotFound(ino)
+
+    # ---- content ---------------------------------------------------------------------
+
+    def readlink(self, ino: int) -> bytes:
+        if ino == LATEST_INO:
+            if self.latest_name is None:
+                raise NotFound(ino)
+            return self.latest_name.encode()
+        kind, ident = split_ino(ino)
+        version = self.catalog.version_or_none(ident) if kind == _VERSION else None
+        if version is None or version.type != SYMLINK:
+            raise NotFound(ino)
+        return version.meta.target
+
+    def file_refs(self, ino: int) -> list[ChunkRef]:
+        """Where the content of a file version lives, in order."""
+        kind, ident = split_ino(ino)
+        version = self.catalog.version_or_none(ident) if kind == _VERSION else None
+        if version is None or version.type != FILE:
+            raise NotFound(ino)
+        return self.catalog.chunk_refs(self.catalog.content(version.meta.content_id).chunk_ids)
+
+    def xattrs(self, ino: int) -> list[tuple[bytes, bytes]]:
+        kind, ident = split_ino(ino)
+        if kind == _VERSION:
+            version = self.catalog.version_or_none(ident)
+        elif kind == _TREE_DIR and ident & ((1 << _NODE_BITS) - 1) != ROOT:
+            version = self.catalog.version_at(ident & ((1 << _NODE_BITS) - 1),
+                                              ident >> _NODE_BITS)
+        else:
+            return []
+        return decode_xattrs(version.meta.xattrs) if version else []
