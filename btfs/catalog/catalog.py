@@ -188,6 +188,13 @@ class Catalog:
                                       (version_id,))
         return _version(row) if row else None
 
+    def hardlink_leader(self, snapshot_id: int, ino: int) -> int:
+        """The lowest version id among files recorded in `snapshot_id` with inode `ino` and
+        more than one link: one identity for a hard-link group."""
+        return self.db.get_val(
+            "SELECT min(id) FROM version INDEXED BY version_hardlinks "
+            "WHERE snapshot_id=? AND ino=? AND type='file' AND nlink > 1", (snapshot_id, ino))
+
     def version_at(self, node_id: int, snapshot_id: int) -> Version | None:
         """The state of a path at a snapshot (None if it did not exist yet)."""
         row = self.db.get_row_or_none(

@@ -115,4 +115,11 @@ SCHEMA_V2 = """
 CREATE INDEX node_by_parent_id ON node(parent);
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
+# v3: hard-link groups. Files that shared an inode at a backup (same snapshot, same st_ino,
+# nlink > 1) are shown as one inode by the mount. Partial, so it costs nothing for the
+# vast majority of files that have a single link.
+SCHEMA_V3 = """
+CREATE INDEX version_hardlinks ON version(snapshot_id, ino) WHERE type = 'file' AND nlink > 1;
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import pyfuse3
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 STABLE_TIMEOUT = 3600.0  # snapshot contents never change
 LIVE_TIMEOUT = 1.0  # by-time/, latest and by-file directories change when backups land
 READ_AHEAD = 2  # chunks fetched ahead of a sequential reader
+XATTR_CACHE = 8192  # inodes whose extended attributes are remembered
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Operations(pyfuse3.Operations):
         self._files: dict[int, OpenFile] = {}
         self._next_fh = 1
         self._inflight: dict[bytes, trio.Event] = {}
+        self._xattr_cache: dict[int, tuple[float | None, dict[bytes, bytes]]] = {}
 
     # ---- attributes --------------------------------------------------------------------
 
@@ -171,7 +174,10 @@ class Operations(pyfuse3.Operations):
         try:
             return await trio.to_thread.run_sync(self.source.chunk, ref, limiter=self.limiter)
         finally:
-            del self._inflight[ref.hash]
+            # After a failed fetch several waiters retry, each with its own event: remove
+            # only ours.
+            if self._inflight.get(ref.hash) is event:
+                del self._inflight[ref.hash]
             event.set()
 
     async def _prefetch(self, ref: ChunkRef) -> None:
@@ -198,14 +204,32 @@ class Operations(pyfuse3.Operations):
 
     # ---- extended attributes and the filesystem ----------------------------------------
 
+    def _xattrs(self, inode: int) -> dict[bytes, bytes]:
+        # `ls -l` asks for two or three xattrs of every file it lists (SELinux label,
+        # ACLs): remember the last few thousand inodes' answers (versions never change;
+        # live directories are refreshed after LIVE_TIMEOUT like their attributes).
+        cached = self._xattr_cache.get(inode)
+        if cached is not None and (cached[0] is None or cached[0] > time.monotonic()):
+            return cached[1]
+        try:
+            stable = self.tree.getattr(inode).stable
+            pairs = dict(self.tree.xattrs(inode))
+        except NotFound:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        if len(self._xattr_cache) >= XATTR_CACHE:
+            self._xattr_cache.pop(next(iter(self._xattr_cache)))
+        expiry = None if stable else time.monotonic() + LIVE_TIMEOUT
+        self._xattr_cache[inode] = (expiry, pairs)
+        return pairs
+
     async def getxattr(self, inode, name, ctx):
-        for key, value in self.tree.xattrs(inode):
-            if key == name:
-                return value
-        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        value = self._xattrs(inode).get(name)
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value
 
     async def listxattr(self, inode, ctx):
-        return [key for key, _ in self.tree.xattrs(inode)]
+        return list(self._xattrs(inode))
 
     async def statfs(self, ctx):
         s = pyfuse3.StatvfsData()

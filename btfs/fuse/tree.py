@@ -13,7 +13,9 @@ for the by-time names), and reloaded when the catalog changes.
 
 Inode numbers come from catalog row ids, never hashes (which collide):
   - a file or symlink version: its version id. The same unchanged file in 100 snapshots,
-    and its entry in by-file, is one inode, so the kernel caches its pages once;
+    and its entry in by-file, is one inode, so the kernel caches its pages once. Files
+    that were hard links of each other at a backup (same st_ino, nlink > 1, recorded in
+    the same snapshot) share the inode of the group's first version;
   - a directory inside a snapshot: (snapshot id, node id), since its listing depends on
     the snapshot;
   - a by-file directory: its node id.
@@ -228,7 +230,14 @@ class Tree:
     def _entry_attr(self, snapshot_id: int, node_id: int, version) -> Attr:
         if version.type == DIR:
             return _attr_from_meta(tree_dir_ino(snapshot_id, node_id), version.meta)
-        return _attr_from_meta(version_ino(version.id), version.meta)
+        return self._version_attr(version)
+
+    def _version_attr(self, version) -> Attr:
+        """A file or symlink version; hard-link groups share one inode."""
+        ident = version.id
+        if version.type == FILE and version.meta.nlink > 1:
+            ident = self.catalog.hardlink_leader(version.snapshot_id, version.meta.ino)
+        return _attr_from_meta(version_ino(ident), version.meta)
 
     def _lookup_by_file(self, node_id: int, name: bytes) -> Attr:
         if self._is_dir_path(node_id):
@@ -238,7 +247,7 @@ class Tree:
             return self._file_dir_attr(child)
         for entry_name, version in self._version_entries(node_id):
             if entry_name == name:
-                return _attr_from_meta(version_ino(version.id), version.meta)
+                return self._version_attr(version)
         raise NotFound(name)
 
     def _is_dir_path(self, node_id: int) -> bool:
@@ -284,7 +293,7 @@ class Tree:
                     except NotFound:  # only versions in snapshots not shown yet
                         continue
                 return out
-            return [(n, _attr_from_meta(version_ino(v.id), v.meta), v.id)
+            return [(n, self._version_attr(v), v.id)
                     for n, v in self._version_entries(ident) if v.id > after][:limit]
         raise NotFound(ino)
 
