@@ -92,6 +92,17 @@ def mounter(tmp_path):
 
 
 @pytest.fixture
+def repo_dirs(isolated_env, tmp_path) -> tuple[Path, Path]:
+    """`btfs init` and `btfs track` done with the real CLI: (tracked dir, mountpoint)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    btfs_cli("init", "--vault", str(tmp_path / "vault"), "--no-input")
+    btfs_cli("track", str(src))
+    (tmp_path / "mnt").mkdir()
+    return src, tmp_path / "mnt"
+
+
+@pytest.fixture
 def hand(tmp_path) -> History:
     """An empty catalog and vault to fill by hand (see builder.py)."""
     vault = LocalVault(tmp_path / "hand-vault")
