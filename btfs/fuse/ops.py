@@ -11,6 +11,7 @@ read with EIO and one log line naming the file; nothing else is affected.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import time
@@ -30,6 +31,24 @@ STABLE_TIMEOUT = 3600.0  # snapshot contents never change
 LIVE_TIMEOUT = 1.0  # by-time/, latest and by-file directories change when backups land
 READ_AHEAD = 2  # chunks fetched ahead of a sequential reader
 XATTR_CACHE = 8192  # inodes whose extended attributes are remembered
+
+
+def _guarded(handler):
+    """Turn an unexpected exception in a request handler into EIO plus its traceback in
+    the log: anything but FUSEError escaping a handler ends pyfuse3.main, which would leave
+    the mount dead ("transport endpoint is not connected") for every other reader."""
+
+    @functools.wraps(handler)
+    async def guarded(self, *args):
+        try:
+            return await handler(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception:
+            log.exception("%s%r failed", handler.__name__, args[:2])
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return guarded
 
 
 @dataclass
@@ -77,18 +96,21 @@ class Operations(pyfuse3.Operations):
         e.st_ctime_ns = attr.ctime_ns
         return e
 
+    @_guarded
     async def lookup(self, parent_inode, name, ctx):
         try:
             return self._entry(self.tree.lookup(parent_inode, name))
         except NotFound:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
 
+    @_guarded
     async def getattr(self, inode, ctx):
         try:
             return self._entry(self.tree.getattr(inode))
         except NotFound:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
 
+    @_guarded
     async def readlink(self, inode, ctx):
         try:
             return self.tree.readlink(inode)
@@ -100,6 +122,7 @@ class Operations(pyfuse3.Operations):
 
     # ---- directories -------------------------------------------------------------------
 
+    @_guarded
     async def opendir(self, inode, ctx):
         try:
             if not self.tree.getattr(inode).is_dir:
@@ -108,6 +131,7 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         return inode
 
+    @_guarded
     async def readdir(self, fh, start_id, token):
         after = start_id
         while True:
@@ -127,6 +151,7 @@ class Operations(pyfuse3.Operations):
 
     # ---- files -------------------------------------------------------------------------
 
+    @_guarded
     async def open(self, inode, flags, ctx):
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise pyfuse3.FUSEError(errno.EROFS)
@@ -140,6 +165,7 @@ class Operations(pyfuse3.Operations):
         # A version never changes: let the kernel keep its pages across opens.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
+    @_guarded
     async def read(self, fh, off, size):
         f = self._files[fh]
         layout = f.layout
@@ -222,15 +248,18 @@ class Operations(pyfuse3.Operations):
         self._xattr_cache[inode] = (expiry, pairs)
         return pairs
 
+    @_guarded
     async def getxattr(self, inode, name, ctx):
         value = self._xattrs(inode).get(name)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value
 
+    @_guarded
     async def listxattr(self, inode, ctx):
         return list(self._xattrs(inode))
 
+    @_guarded
     async def statfs(self, ctx):
         s = pyfuse3.StatvfsData()
         s.f_bsize = s.f_frsize = 4096

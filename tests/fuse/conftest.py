@@ -9,54 +9,36 @@ subprocesses see the same configuration as the test.
 
 from __future__ import annotations
 
+import glob
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from builder import History
+from fusekit import btfs_cli, btfs_fuse_mounts, force_unmount
 from helpers import backup
 
 from btfs.catalog import Catalog
 from btfs.vault import LocalVault
 
 
-def btfs_fuse_mounts() -> list[str]:
-    """Mountpoints of every btfs FUSE mount on this machine."""
-    points = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[fields.index("-") + 1] == "fuse.btfs":
-                points.append(fields[4].replace("\\040", " "))
-    return points
-
-
-def force_unmount(mountpoint: str) -> None:
-    for cmd in (["fusermount3", "-u", mountpoint], ["fusermount3", "-u", "-z", mountpoint]):
-        if mountpoint not in btfs_fuse_mounts():
-            return
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def sweep_stale_mounts():
-    """Unmount btfs mounts that earlier (killed) test runs left in pytest's temp dirs."""
+    """Unmount btfs mounts that earlier, killed test runs left in pytest's temp dirs: dead
+    ones (their process is gone), and any in a base temp dir older than the three pytest
+    keeps. Mounts of a test session running at the same time are left alone."""
+    bases = sorted(glob.glob("/tmp/pytest-of-*/pytest-*"), key=os.path.getmtime)
+    old = set(bases[:-3])
     for mp in btfs_fuse_mounts():
-        if "/pytest-of-" in mp:
+        if "/pytest-of-" not in mp:
+            continue
+        try:
+            os.stat(mp)
+            dead = False
+        except OSError:
+            dead = True
+        if dead or any(mp.startswith(b + "/") for b in old):
             force_unmount(mp)
-
-
-def btfs_cli(*args: str, check: int | None = 0, timeout: float = 120
-             ) -> subprocess.CompletedProcess:
-    """The `btfs` command as a user runs it, in the test's environment."""
-    proc = subprocess.run([sys.executable, "-m", "btfs", *args], capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=timeout)
-    if check is not None:
-        assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
-    return proc
 
 
 @pytest.fixture
@@ -111,14 +93,3 @@ def hand(tmp_path) -> History:
     yield History(catalog, vault)
     catalog.close()
     vault.close()
-
-
-def wait_until(predicate, timeout: float = 5.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()) and time.monotonic() < deadline:
-        time.sleep(step)
-    return value
-
-
-def is_mounted(path: Path) -> bool:
-    return os.fspath(path) in btfs_fuse_mounts()

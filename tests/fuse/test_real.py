@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import btfs_cli, is_mounted, wait_until
+from fusekit import btfs_cli, is_mounted, wait_until
 from helpers import make_awkward_tree, rand_bytes
 
 from btfs.catalog import Catalog
