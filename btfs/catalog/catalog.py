@@ -55,12 +55,19 @@ class Catalog:
         self.path = Path(path)
         if readonly and not self.path.exists():
             raise BtfsError(f"no catalog at {self.path}: run 'btfs init' first")
-        self.db = Database(path, readonly=readonly)
         self.readonly = readonly
+        if readonly:
+            # A catalog from an older btfs is migrated once, even by a reader (mount, log):
+            # migrations only add indexes and tables, in their own short transaction.
+            with Database(path, readonly=True) as probe:
+                current = probe.get_val("PRAGMA user_version")
+            if current < len(MIGRATIONS):
+                Catalog(path).close()
+        self.db = Database(path, readonly=readonly)
         if not readonly:
             self._migrate()
-        elif self.db.get_val("PRAGMA user_version") != len(MIGRATIONS):
-            raise BtfsError(f"catalog {self.path} has an unknown format; upgrade btfs")
+        elif self.db.get_val("PRAGMA user_version") > len(MIGRATIONS):
+            raise BtfsError(f"catalog {self.path} is from a newer btfs; upgrade btfs")
 
     def close(self) -> None:
         self.db.close()

@@ -47,6 +47,12 @@ class Database:
     def close(self) -> None:
         self.conn.close()
 
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def execute(self, sql: str, args: tuple | dict = ()) -> apsw.Cursor:
         return self.conn.execute(sql, args)
 
