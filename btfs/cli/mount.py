@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import subprocess
 import sys
 import time
+import traceback
+from typing import NoReturn
 
 import click
 
@@ -52,19 +56,20 @@ def mount_cmd(obj, mountpoint: str, foreground: bool, allow_other: bool) -> None
 
 
 def _start_background(obj, target: str, allow_other: bool) -> None:
-    """Run `mount --foreground` detached, logging to the cache directory, and return once
-    the mount answers (so a script can use it at once)."""
+    """Fork a detached server (its own session, output to a log in the cache directory)
+    and return once the mount answers, so a script can use it at once. A fork rather than
+    a new `btfs mount --foreground` process: the interpreter and pyfuse3/trio are already
+    loaded, which halves the time to a ready mount."""
     obj.paths.ensure()
     log_path = obj.paths.cache_dir / f"mount-{target.strip('/').replace('/', '_')}.log"
-    args = [sys.executable, "-m", "btfs", "--config", str(obj.paths.config_file)]
-    args += ["-v"] * max(obj.verbose, 1)
-    args += ["mount", "--foreground", target] + (["--allow-other"] if allow_other else [])
-    with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log_file,
-                                stderr=log_file, start_new_session=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _serve_detached(obj.paths, target, allow_other, log_path)
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if os.waitpid(pid, os.WNOHANG) != (0, 0):
             raise BtfsError(f"mount failed: {_last_line(log_path)} (log: {log_path})")
         if os.path.ismount(target):
             try:
@@ -72,11 +77,40 @@ def _start_background(obj, target: str, allow_other: bool) -> None:
             except OSError:
                 pass
             else:
-                click.echo(f"mounted at {target} (pid {proc.pid}; log {log_path})")
+                click.echo(f"mounted at {target} (pid {pid}; log {log_path})")
                 return
-        time.sleep(0.02)
-    proc.terminate()
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGTERM)
     raise BtfsError(f"mount did not answer within {READY_TIMEOUT:.0f}s (log: {log_path})")
+
+
+def _serve_detached(paths, target: str, allow_other: bool, log_path) -> NoReturn:
+    """The forked child: never returns into click; its exit code is for the log only."""
+    from ..fuse.mount import serve
+
+    code = 1
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        out = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(null)
+        os.close(out)
+        root = logging.getLogger()
+        root.setLevel(min(root.level, logging.INFO))  # the log says what the mount did
+        with Repo.open(paths, readonly=True) as repo:
+            serve(repo, target, allow_other=allow_other)
+        code = 0
+    except BtfsError as e:
+        print(f"btfs: error: {e}", file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _last_line(path) -> str:
