@@ -94,6 +94,18 @@ class Catalog:
     def transaction(self):
         return self.db.transaction()
 
+    # A long writer (the backup) keeps one transaction open and commits at the points
+    # where everything it refers to is durable; these spell that out.
+
+    def begin(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.db.execute("ROLLBACK")
+
     # ---- meta -------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
@@ -248,6 +260,24 @@ class Catalog:
     def data_version(self) -> int:
         """Changes whenever another connection commits: a cheap "did anything change?"."""
         return self.db.get_val("PRAGMA data_version")
+
+    def newest_live_version(self, node_id: int, upto_snapshot: int) -> Version | None:
+        """A path's newest version that is not a deletion, in snapshots <= `upto_snapshot`
+        (the mount's by-file directories): one step back along version_by_node."""
+        row = self.db.get_row_or_none(
+            f"SELECT {_VSEL} FROM version v WHERE v.node_id=? AND v.snapshot_id<=? "
+            "AND v.type != 'deleted' ORDER BY v.snapshot_id DESC LIMIT 1",
+            (node_id, upto_snapshot))
+        return _version(row) if row else None
+
+    def versions_page(self, node_id: int, upto_snapshot: int, after_snapshot: int,
+                      limit: int) -> list[Version]:
+        """File and symlink versions of a path with after < snapshot id <= upto, oldest
+        first: a page of the mount's by-file listing, resumed by snapshot id."""
+        return [_version(r) for r in self.db.query(
+            f"SELECT {_VSEL} FROM version v WHERE v.node_id=? AND v.snapshot_id>? "
+            "AND v.snapshot_id<=? AND v.type IN ('file', 'symlink') "
+            "ORDER BY v.snapshot_id LIMIT ?", (node_id, after_snapshot, upto_snapshot, limit))]
 
     def child_at(self, parent: int, name: bytes, snapshot_id: int) -> Entry | None:
         node_id = self.child_node(parent, name)

@@ -116,6 +116,8 @@ class Tree:
         self.snapshots: list[Snapshot] = []
         self.names: dict[int, str] = {}
         self.by_name: dict[str, int] = {}
+        self._by_id: dict[int, Snapshot] = {}
+        self.horizon = 0  # the newest shown snapshot id: by-file queries stop there
         self.refresh()
 
     # ---- the snapshot list -----------------------------------------------------------
@@ -132,6 +134,8 @@ class Tree:
         self.snapshots = snaps
         self.names = snapshot_names(snaps)
         self.by_name = {name: sid for sid, name in self.names.items()}
+        self._by_id = {s.id: s for s in snaps}
+        self.horizon = max(self._by_id, default=0)
         return True
 
     @property
@@ -179,10 +183,10 @@ class Tree:
         raise NotFound(ino)
 
     def _snapshot(self, snapshot_id: int) -> Snapshot:
-        for snap in reversed(self.snapshots):
-            if snap.id == snapshot_id:
-                return snap
-        raise NotFound(snapshot_id)
+        snap = self._by_id.get(snapshot_id)
+        if snap is None:
+            raise NotFound(snapshot_id)
+        return snap
 
     def _file_dir_attr(self, node_id: int) -> Attr:
         """A by-file directory: the path's own metadata when it is a directory, else a
@@ -190,12 +194,17 @@ class Tree:
         ino = file_dir_ino(node_id)
         if node_id == ROOT:
             return self._synthetic_dir(ino)
-        versions = [v for v in self.catalog.versions_of(node_id)
-                    if v.type != DELETED and self._visible(v.snapshot_id)]
-        if not versions:
+        version = self.catalog.newest_live_version(node_id, self.horizon)
+        if version is not None and not self._visible(version.snapshot_id):
+            # Below the horizon but hidden: a backup left 'running' by a killed process,
+            # until the next backup marks it interrupted. Rare; take the long way.
+            shown = [v for v in self.catalog.versions_of(node_id)
+                     if v.type != DELETED and self._visible(v.snapshot_id)]
+            version = shown[-1] if shown else None
+        if version is None:
             raise NotFound(ino)
-        newest = versions[-1].meta
-        if versions[-1].type == DIR:
+        newest = version.meta
+        if version.type == DIR:
             return _attr_from_meta(ino, newest, stable=False)
         ns = newest.mtime_ns
         return Attr(ino, stat.S_IFDIR | 0o555, 2, newest.uid, newest.gid, 0, ns, ns, ns, False)
@@ -245,20 +254,30 @@ class Tree:
             if child is None:
                 raise NotFound(name)
             return self._file_dir_attr(child)
-        for entry_name, version in self._version_entries(node_id):
-            if entry_name == name:
-                return self._version_attr(version)
-        raise NotFound(name)
+        path_name = self.catalog.node_name(node_id)
+        dot = path_name.rfind(b".")
+        stem, suffix = (path_name, b"") if dot <= 0 else (path_name[:dot], path_name[dot:])
+        stamp = name[len(stem) + 1:len(name) - len(suffix)]
+        snapshot_id = self.by_name.get(stamp.decode(errors="replace"))
+        if snapshot_id is None or version_name(path_name, self.names[snapshot_id]) != name:
+            raise NotFound(name)
+        version = self.catalog.version_at(node_id, snapshot_id)
+        if version is None or version.snapshot_id != snapshot_id or version.type not in (
+                FILE, SYMLINK):
+            raise NotFound(name)
+        return self._version_attr(version)
 
     def _is_dir_path(self, node_id: int) -> bool:
         """In by-file, a path with children (ever) lists them; otherwise its versions."""
         return node_id == ROOT or self.catalog.node_has_children(node_id)
 
-    def _version_entries(self, node_id: int):
-        """(name, version) of each visible file or symlink version of a path, oldest first."""
+    def _version_entries(self, node_id: int, after_snapshot: int, limit: int):
+        """(name, version) of up to `limit` visible file or symlink versions of a path
+        after `after_snapshot`, oldest first."""
         name = self.catalog.node_name(node_id)
-        for version in self.catalog.versions_of(node_id):
-            if version.type in (FILE, SYMLINK) and self._visible(version.snapshot_id):
+        for version in self.catalog.versions_page(node_id, self.horizon, after_snapshot,
+                                                  limit):
+            if self._visible(version.snapshot_id):
                 yield version_name(name, self.names[version.snapshot_id]), version
 
     # ---- readdir ---------------------------------------------------------------------
@@ -274,11 +293,17 @@ class Tree:
                        (BY_FILE, self.getattr(BY_FILE_INO))]
             return [(n, a, i + 1) for i, (n, a) in enumerate(entries)][after:after + limit]
         if ino == BY_TIME_INO:
-            rows = [(self.names[s.id].encode(), self.getattr(tree_dir_ino(s.id, ROOT)))
-                    for s in self.snapshots]
-            if self.snapshots:
-                rows.append((LATEST, self.getattr(LATEST_INO)))
-            return [(n, a, i + 1) for i, (n, a) in enumerate(rows)][after:after + limit]
+            # Positions in the snapshot list, which only grows at the end; `latest` last.
+            rows = []
+            for i in range(after, min(after + limit, len(self.snapshots) + 1)):
+                if i < len(self.snapshots):
+                    snap = self.snapshots[i]
+                    rows.append((self.names[snap.id].encode(),
+                                 self._synthetic_dir(tree_dir_ino(snap.id, ROOT),
+                                                     snap.started_ns), i + 1))
+                elif self.snapshots:
+                    rows.append((LATEST, self.getattr(LATEST_INO), i + 1))
+            return rows
         kind, ident = split_ino(ino)
         if kind == _TREE_DIR:
             snapshot_id, node_id = ident >> _NODE_BITS, ident & ((1 << _NODE_BITS) - 1)
@@ -293,8 +318,9 @@ class Tree:
                     except NotFound:  # only versions in snapshots not shown yet
                         continue
                 return out
-            return [(n, self._version_attr(v), v.id)
-                    for n, v in self._version_entries(ident) if v.id > after][:limit]
+            # Cookie: the version's snapshot id, so each page is one indexed range.
+            return [(n, self._version_attr(v), v.snapshot_id)
+                    for n, v in self._version_entries(ident, after, limit)]
         raise NotFound(ino)
 
     # ---- content ---------------------------------------------------------------------

@@ -299,3 +299,41 @@ def test_unknown_names_and_inodes_are_not_found(hand):
             tree.lookup(parent, name)
     with pytest.raises(NotFound):
         tree.lookup(walk(tree, BY_FILE_INO, b"/u/f"), b"f.1999-01-01_000000")
+
+
+def test_listings_do_not_slow_down_with_history(hand):
+    """3000 hourly backups of a directory whose 50 files change every time: each listing
+    is one indexed range per page, not a pass over every version or snapshot per page."""
+    from btfs.catalog import DIR, FILE
+    cat = hand.catalog
+    hand.begin(MON)
+    hand.dirs(b"/d")
+    content = hand.content(b"x")
+    with cat.transaction():
+        files = [cat.node_for_path(b"/d/f%02d" % i, create=True) for i in range(50)]
+        d = cat.node_for_path(b"/d")
+        for hour in range(1, 3000):
+            sid = cat.begin_snapshot("h", MON + hour * 3600 * NS)
+            cat.update_snapshot(sid, state="complete", finished_ns=MON + hour * 3600 * NS)
+            cat.add_version(d, sid, hand.meta(DIR, stat.S_IFDIR | 0o755, mtime_ns=hour))
+            for node in files:
+                cat.add_version(node, sid, hand.meta(FILE, stat.S_IFREG | 0o644,
+                                                     content_id=content, mtime_ns=hour))
+    tree = Tree(Catalog(cat.path, readonly=True))
+    timings = {}
+
+    def timed(label, fn):
+        started = time.perf_counter()
+        result = fn()
+        timings[label] = time.perf_counter() - started
+        return result
+
+    assert len(timed("by-time", lambda: entries(tree, BY_TIME_INO, page=25))) == 3001
+    d_ino = walk(tree, BY_FILE_INO, b"/d")
+    assert len(timed("by-file dir", lambda: entries(tree, d_ino, page=25))) == 50
+    f_ino = tree.lookup(d_ino, b"f00").ino
+    versions = timed("versions", lambda: entries(tree, f_ino, page=25))
+    assert len(versions) == 2999  # from the second backup on
+    name = sorted(versions)[1234]
+    assert timed("lookup", lambda: tree.lookup(f_ino, name)).ino == versions[name].ino
+    assert all(t < 0.5 for t in timings.values()), timings
