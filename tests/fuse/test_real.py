@@ -474,3 +474,36 @@ def test_signals_unmount_cleanly_in_the_foreground(repo_dirs, mounts_cleanup, si
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_the_mount_answers_while_a_backup_runs(repo_dirs, mounts_cleanup):
+    """A backup writing for seconds (its snapshot 'running') never stalls the mount: the
+    catalog is read through WAL, and the running snapshot is hidden until it finishes."""
+    src, mnt = repo_dirs
+    (src / "old.txt").write_text("from the first backup")
+    backup()
+    mounts_cleanup(mnt)
+    btfs_cli("mount", str(mnt))
+    for i in range(8):
+        (src / f"big{i}.bin").write_bytes(rand_bytes(48 << 20, 100 + i))
+    running = subprocess.Popen([sys.executable, "-m", "btfs", "-q", "backup"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        slowest, checks = 0.0, 0
+        while running.poll() is None:
+            started = time.perf_counter()
+            assert len(snapshot_dirs(mnt)) == 1
+            assert (inside(mnt, "latest", src) / "old.txt").read_text() == \
+                "from the first backup"
+            os.listdir(mnt / "by-file" / str(src).lstrip("/"))
+            slowest = max(slowest, time.perf_counter() - started)
+            checks += 1
+            time.sleep(0.05)
+        assert running.returncode == 0, running.stderr.read()
+    finally:
+        if running.poll() is None:
+            running.kill()
+    print(f"{checks} checks during the backup, slowest {slowest * 1000:.0f} ms")
+    assert checks >= 3 and slowest < 1.0
+    assert wait_until(lambda: len(snapshot_dirs(mnt)) == 2, timeout=2.0)
+    assert len(os.listdir(inside(mnt, "latest", src))) == 9
