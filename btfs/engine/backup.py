@@ -135,7 +135,7 @@ class Backup:
         s.started_ns = time.time_ns()
         with self.catalog.transaction():
             s.snapshot_id = self.catalog.begin_snapshot(host_id, s.started_ns)
-        self.catalog.db.execute("BEGIN IMMEDIATE")
+        self.catalog.begin()
         try:
             self._forget_untracked(tracked)
             for t in tracked:
@@ -153,9 +153,9 @@ class Backup:
                 files_deleted=s.files_deleted, entries=s.entries, bytes_read=s.bytes_read,
                 bytes_added=s.bytes_added, errors=s.errors)
             self.catalog.set_meta("roots", json.dumps(sorted(t.path for t in tracked)))
-            self.catalog.db.execute("COMMIT")
+            self.catalog.commit()
         except BaseException:
-            self.catalog.db.execute("ROLLBACK")
+            self.catalog.rollback()
             self._abandon()
             raise
         finally:
@@ -171,9 +171,9 @@ class Backup:
             log.debug("could not mark snapshot interrupted", exc_info=True)
 
     def _commit(self) -> None:
-        self.catalog.db.execute("COMMIT")
+        self.catalog.commit()
         self.store.forget_recorded()
-        self.catalog.db.execute("BEGIN IMMEDIATE")
+        self.catalog.begin()
         self._last_commit = time.monotonic()
 
     # ---- scanning -----------------------------------------------------------------------
