@@ -151,19 +151,10 @@ class Catalog:
     def node_name(self, node_id: int) -> bytes:
         return self.db.get_val("SELECT name FROM node WHERE id=?", (node_id,))
 
-    def node_parent(self, node_id: int) -> int | None:
-        return self.db.get_val("SELECT parent FROM node WHERE id=?", (node_id,))
-
-    def node_children(self, parent: int, *, after: bytes | None = None,
-                      limit: int = -1) -> list[tuple[int, bytes]]:
-        """Every child path ever seen under `parent` (for the by-file view), by name."""
-        if after is None:
-            sql, args = ("SELECT id, name FROM node WHERE parent=? ORDER BY name LIMIT ?",
-                         (parent, limit))
-        else:
-            sql, args = ("SELECT id, name FROM node WHERE parent=? AND name>? ORDER BY name "
-                         "LIMIT ?", (parent, after, limit))
-        return [(r[0], r[1]) for r in self.db.query(sql, args)]
+    def node_children(self, parent: int) -> list[tuple[int, bytes]]:
+        """Every child path ever seen under `parent`, by name."""
+        return [(r[0], r[1]) for r in self.db.query(
+            "SELECT id, name FROM node WHERE parent=? ORDER BY name", (parent,))]
 
     def node_has_children(self, node_id: int) -> bool:
         return self.db.get_row_or_none("SELECT 1 FROM node WHERE parent=? LIMIT 1",
@@ -198,10 +189,6 @@ class Catalog:
             self.db.execute("UPDATE node SET head=? WHERE id=?", (version_id, node_id))
         return version_id
 
-    def version(self, version_id: int) -> Version:
-        return _version(self.db.get_row(f"SELECT {_VSEL} FROM version v WHERE v.id=?",
-                                        (version_id,)))
-
     def version_or_none(self, version_id: int) -> Version | None:
         row = self.db.get_row_or_none(f"SELECT {_VSEL} FROM version v WHERE v.id=?",
                                       (version_id,))
@@ -224,18 +211,13 @@ class Catalog:
         version = _version(row)
         return None if version.type == DELETED else version
 
-    def children_at(self, parent: int, snapshot_id: int, *, after: bytes | None = None,
-                    limit: int = -1) -> list[Entry]:
-        """The directory listing of `parent` as of `snapshot_id`, by name, paged by `after`."""
-        if after is None:
-            cond, args = "", (snapshot_id, parent, limit)
-        else:
-            cond, args = "AND n.name > ? ", (snapshot_id, parent, after, limit)
+    def children_at(self, parent: int, snapshot_id: int) -> list[Entry]:
+        """The directory listing of `parent` as of `snapshot_id`, by name."""
         rows = self.db.query(
             f"SELECT n.id, n.name, {_VSEL} FROM node n JOIN version v ON v.id = ("
             "  SELECT id FROM version WHERE node_id = n.id AND snapshot_id <= ? "
             "  ORDER BY snapshot_id DESC LIMIT 1) "
-            f"WHERE n.parent = ? {cond}AND v.type != 'deleted' ORDER BY n.name LIMIT ?", args)
+            "WHERE n.parent = ? AND v.type != 'deleted' ORDER BY n.name", (snapshot_id, parent))
         return [Entry(r[0], r[1], _version(r[2:])) for r in rows]
 
     def children_at_page(self, parent: int, snapshot_id: int, after_id: int, limit: int

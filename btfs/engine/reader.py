@@ -86,8 +86,3 @@ class FileLayout:
 def read_range(source: ChunkSource, layout: FileLayout, offset: int, length: int) -> bytes:
     parts = [source.chunk(layout.refs[i])[a:b] for i, a, b in layout.pieces(offset, length)]
     return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def iter_content(source: ChunkSource, refs: list[ChunkRef]) -> Iterator[bytes]:
-    for ref in refs:
-        yield source.chunk(ref)
