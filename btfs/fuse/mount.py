@@ -35,9 +35,20 @@ def fuse_options(allow_other: bool) -> set[str]:
 
 
 async def _watch_catalog(tree: Tree) -> None:
+    failing = False
     while True:
         await trio.sleep(POLL_SECONDS)
-        if tree.refresh():
+        try:
+            changed = tree.refresh()
+        except Exception as e:  # noqa: BLE001 - keep serving what we have; retry next poll
+            if not failing:
+                log.warning("cannot read the catalog's list of backups: %s", e)
+            failing = True
+            continue
+        if failing:
+            log.warning("the catalog's list of backups is readable again")
+            failing = False
+        if changed:
             log.info("backups changed; newest is now %s", tree.latest_name)
             for invalidate in (lambda: pyfuse3.invalidate_inode(BY_TIME_INO),
                                lambda: pyfuse3.invalidate_entry_async(BY_TIME_INO, LATEST)):

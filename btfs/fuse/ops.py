@@ -209,8 +209,9 @@ class Operations(pyfuse3.Operations):
     async def _prefetch(self, ref: ChunkRef) -> None:
         try:
             await self._chunk(ref)
-        except BtfsError:
-            pass  # the read that needs it reports the error
+        except Exception as e:  # noqa: BLE001 - the read that needs the chunk reports it;
+            # a read-ahead task must never take the mount's nursery down with it
+            log.debug("read-ahead of chunk %s failed: %s", ref.hash.hex()[:16], e)
 
     def _report(self, ino: int, error: Exception) -> None:
         kind, ident = split_ino(ino)
