@@ -286,8 +286,8 @@ class Tree:
                 ) -> list[tuple[bytes, Attr, int]]:
         """Up to `limit` entries following the one whose cookie is `after` (0: from the
         start), each with the cookie to resume after it. Cookies come from the data
-        (node ids, positions in the append-only snapshot list), so they stay valid while
-        backups land."""
+        (node ids; a version's snapshot id; positions in the append-only snapshot list),
+        so they stay valid while backups land."""
         if ino == ROOT_INO:
             entries = [(BY_TIME, self.getattr(BY_TIME_INO)),
                        (BY_FILE, self.getattr(BY_FILE_INO))]
