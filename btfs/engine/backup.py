@@ -96,8 +96,7 @@ class _FileJob:
     failed: bool = False
 
     def set_read(self, st: os.stat_result, sha256: bytes, xattrs: bytes | None) -> None:
-        self.meta = dataclasses.replace(meta_from_stat(st, FILE, xattrs=xattrs),
-                                        atime_ns=self.atime_ns)
+        self.meta = meta_from_stat(st, FILE, xattrs=xattrs, atime_ns=self.atime_ns)
         self.sha256 = sha256
 
 
@@ -325,7 +324,7 @@ class Backup:
         for job in batch:
             job.reading_done = True
         self._submit(batch, nbytes, read_batch, [j.path for j in batch], self.level,
-                     self.store.known)
+                     self.store.lookup)
 
     def _read_large(self, job: _FileJob) -> None:
         """Cut a large file on this thread (the chunker runs without the GIL) and hash and
@@ -345,7 +344,7 @@ class Backup:
                         data = bytes(chunk.data)  # the chunker reuses its buffer
                         whole.update(data)
                         self._submit([job], len(data), make_piece, data, self.level,
-                                     self.store.known)
+                                     self.store.lookup)
                 after = os.fstat(fd)
                 xattrs = read_xattrs(fd)
             except OSError as e:
@@ -410,7 +409,7 @@ class Backup:
                        "stored as last read", error=False)
 
     def _accept(self, job: _FileJob, piece: Piece) -> None:
-        seq = self.store.add(piece.hash, piece.size, piece.stored)
+        seq = self.store.add(piece.hash, piece.size, piece.stored, piece.checked_at)
         if job.abandoned:
             return
         job.pieces.append((piece.hash, piece.size))

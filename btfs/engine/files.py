@@ -27,6 +27,7 @@ class Piece:
     hash: bytes
     size: int
     stored: bytes | None
+    checked_at: int = -1  # the store's commit generation when it was found new
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +56,16 @@ def same_content_stat(a: os.stat_result, b: os.stat_result) -> bool:
             and a.st_ctime_ns == b.st_ctime_ns)
 
 
-def make_piece(data: bytes, level: int, known: Callable[[bytes], bool]) -> Piece:
+def make_piece(data: bytes, level: int, lookup: Callable[[bytes], int | None]) -> Piece:
+    """Hash a chunk and compress it unless `lookup` (ChunkStore.lookup) knows it."""
     h = codec.chunk_hash(data)
-    return Piece(h, len(data), None if known(h) else codec.encode(data, level))
+    generation = lookup(h)
+    if generation is None:
+        return Piece(h, len(data), None)
+    return Piece(h, len(data), codec.encode(data, level), generation)
 
 
-def read_whole(path: bytes, level: int, known: Callable[[bytes], bool]) -> WholeFile:
+def read_whole(path: bytes, level: int, lookup: Callable[[bytes], int | None]) -> WholeFile:
     """A small file in one piece (smaller than the chunker's minimum, so one chunk)."""
     for attempt in range(RETRIES):
         fd = open_for_backup(path)
@@ -82,23 +87,23 @@ def read_whole(path: bytes, level: int, known: Callable[[bytes], bool]) -> Whole
         stable = same_content_stat(before, after) and len(data) == after.st_size
         if stable or attempt == RETRIES - 1:
             break
-    piece = make_piece(data, level, known)
+    piece = make_piece(data, level, lookup)
     return WholeFile(after, piece.hash, [piece] if data else [], not stable, xattrs)
 
 
-def read_batch(paths: list[bytes], level: int, known: Callable[[bytes], bool]
+def read_batch(paths: list[bytes], level: int, lookup: Callable[[bytes], int | None]
                ) -> list[WholeFile | OSError]:
     """Several small files in one worker job; an error is returned in its file's place."""
     results: list[WholeFile | OSError] = []
     for path in paths:
         try:
-            results.append(read_whole(path, level, known))
+            results.append(read_whole(path, level, lookup))
         except OSError as e:
             results.append(e)
     return results
 
 
-def read_chunked(path: bytes, cdc, level: int, known: Callable[[bytes], bool]) -> WholeFile:
+def read_chunked(path: bytes, cdc, level: int, lookup: Callable[[bytes], int | None]) -> WholeFile:
     """Any file, chunked on this thread (for `btfs add`, where one file at a time is fine;
     the backup fans large files out to workers instead)."""
     for attempt in range(RETRIES):
@@ -111,7 +116,7 @@ def read_chunked(path: bytes, cdc, level: int, known: Callable[[bytes], bool]) -
                 for chunk in cdc.cut_stream(f):
                     data = bytes(chunk.data)  # the chunker reuses its buffer
                     whole.update(data)
-                    pieces.append(make_piece(data, level, known))
+                    pieces.append(make_piece(data, level, lookup))
             after = os.fstat(fd)
         finally:
             os.close(fd)

@@ -33,9 +33,12 @@ def file_type(mode: int) -> str | None:
 
 
 def meta_from_stat(st: os.stat_result, kind: str, *, target: bytes | None = None,
-                   xattrs: bytes | None = None, content_id: int | None = None) -> Meta:
+                   xattrs: bytes | None = None, content_id: int | None = None,
+                   atime_ns: int | None = None) -> Meta:
+    """`atime_ns` overrides the stat's (a file's atime from before btfs read it)."""
     return Meta(type=kind, size=st.st_size, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid,
-                atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns,
+                atime_ns=st.st_atime_ns if atime_ns is None else atime_ns,
+                mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns,
                 btime_ns=None, ino=st.st_ino, nlink=st.st_nlink, target=target,
                 xattrs=xattrs, content_id=content_id)
 

@@ -52,9 +52,9 @@ def stage_paths(catalog: Catalog, store: ChunkStore, config: Config, paths: list
             st = os.lstat(raw)
             kind = file_type(st.st_mode)
             if kind == FILE:
-                read = read_chunked(raw, cdc, config.compression_level, store.known)
+                read = read_chunked(raw, cdc, config.compression_level, store.lookup)
                 for piece in read.pieces:
-                    store.add(piece.hash, piece.size, piece.stored)
+                    store.add(piece.hash, piece.size, piece.stored, piece.checked_at)
                 st = read.st
                 staged.append((path, raw, st, kind, read))
             else:

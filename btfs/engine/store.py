@@ -38,34 +38,41 @@ class ChunkStore:
         self._pending: dict[bytes, int] = {}
         self.durable_seq = STORED  # every pack with a sequence <= this is in the catalog
         self.recorded_ids: dict[bytes, int] = {}  # hash -> chunk id, recorded since commit
+        self.generation = 0  # commits so far (see add)
         self.bytes_added = 0
         self.packs_written = 0
         self._reader: Catalog | None = None
         self._reader_lock = threading.Lock()
 
-    def known(self, chunk_hash: bytes) -> bool:
-        """Is this chunk stored or on its way? Safe from any thread."""
+    def lookup(self, chunk_hash: bytes) -> int | None:
+        """None if this chunk is stored or on its way; else the commit generation at which
+        it was found new (see `add`). Safe from any thread."""
+        generation = self.generation  # read first: a commit after this is detected in add
         if chunk_hash in self._pending:
-            return True
+            return None
         # One read-only connection shared by the workers (SQLite serializes it; a lookup
         # takes microseconds), instead of one page cache per thread.
         with self._reader_lock:
             if self._reader is None:
                 self._reader = Catalog(self.catalog.path, readonly=True)
-            return self._reader.chunk_id(chunk_hash) is not None
+            return None if self._reader.chunk_id(chunk_hash) is not None else generation
 
-    def add(self, chunk_hash: bytes, size: int, stored: bytes | None) -> int:
-        """Accept a chunk; returns the sequence of the pack it will be durable in."""
+    def add(self, chunk_hash: bytes, size: int, stored: bytes | None,
+            checked_at: int = -1) -> int:
+        """Accept a chunk; returns the sequence of the pack it will be durable in.
+
+        `checked_at` is the generation `lookup` returned for a chunk it found new. Two equal
+        chunks can be in flight at once, and the first may have been committed (and so
+        left `_pending`) since a worker looked: then, and only then, ask the catalog
+        (the main connection sees everything recorded so far)."""
         seq = self._pending.get(chunk_hash)
         if seq is not None:
             return seq
-        # Ask the catalog even when a worker found the chunk new: two equal chunks can be
-        # in flight at once, and the first may have been recorded (and left `_pending`)
-        # since the worker looked. The main connection sees everything recorded so far.
-        if self.catalog.chunk_id(chunk_hash) is not None:
-            return STORED
-        if stored is None:
-            raise AssertionError("chunk reported stored but unknown to the catalog")
+        if stored is None or checked_at != self.generation:
+            if self.catalog.chunk_id(chunk_hash) is not None:
+                return STORED
+            if stored is None:
+                raise AssertionError("chunk reported stored but unknown to the catalog")
         seq = self._seq
         self._builder.add(chunk_hash, size, stored)
         self._pending[chunk_hash] = seq
@@ -105,6 +112,7 @@ class ChunkStore:
         """Drop pending entries whose packs are now committed (call after COMMIT)."""
         durable = self.durable_seq
         self.recorded_ids = {}
+        self.generation += 1
         if self._pending:
             self._pending = {h: s for h, s in self._pending.items() if s > durable}
 
