@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
 from ..catalog import Catalog
 from ..config import Config
 from .scanner import Changed, Deleted, Scanner
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,7 +32,11 @@ def status(catalog: Catalog, config: Config, under: bytes | None = None) -> Stat
     def inside(path: bytes) -> bool:
         return under is None or path == under or path.startswith(under.rstrip(b"/") + b"/")
 
-    scanner = Scanner(catalog, config, lookup, result.warnings.append)
+    def warn(message: str) -> None:
+        log.warning("%s", message)
+        result.warnings.append(message)
+
+    scanner = Scanner(catalog, config, lookup, warn)
     for tracked in config.tracked:
         root = os.fsencode(tracked.path)
         if under is not None and not (inside(root) or under.startswith(root + b"/")):
