@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 STABLE_TIMEOUT = 3600.0  # snapshot contents never change
 LIVE_TIMEOUT = 1.0  # by-time/, latest and by-file directories change when backups land
 READ_AHEAD = 2  # chunks fetched ahead of a sequential reader
+# Entries fetched per query while filling one readdir reply. The kernel's buffer takes
+# a few dozen entries with attributes; what does not fit is fetched again for the
+# next reply, so a larger page is wasted work (100k entries: 0.85 s at 256, 0.63 s).
+READDIR_PAGE = 48
 XATTR_CACHE = 8192  # inodes whose extended attributes are remembered
 
 
@@ -136,7 +140,7 @@ class Operations(pyfuse3.Operations):
         after = start_id
         while True:
             try:
-                page = self.tree.readdir(fh, after)
+                page = self.tree.readdir(fh, after, READDIR_PAGE)
             except NotFound:
                 raise pyfuse3.FUSEError(errno.ENOENT) from None
             for name, attr, cookie in page:
