@@ -21,9 +21,10 @@ import pyfuse3
 import trio
 
 from ..catalog import ChunkRef
+from ..engine.meta import decode_xattrs
 from ..engine.reader import ChunkSource, FileLayout
 from ..errors import BtfsError
-from .tree import NotFound, Tree, split_ino
+from .tree import NotFound, Tree, is_stable, split_ino
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ READ_AHEAD = 2  # chunks fetched ahead of a sequential reader
 # a few dozen entries with attributes; what does not fit is fetched again for the
 # next reply, so a larger page is wasted work (100k entries: 0.85 s at 256, 0.63 s).
 READDIR_PAGE = 48
-XATTR_CACHE = 8192  # inodes whose extended attributes are remembered
+XATTR_CACHE = 1 << 17  # inodes whose xattrs are remembered (~100 bytes each)
 
 
 def _guarded(handler):
@@ -103,14 +104,14 @@ class Operations(pyfuse3.Operations):
     @_guarded
     async def lookup(self, parent_inode, name, ctx):
         try:
-            return self._entry(self.tree.lookup(parent_inode, name))
+            return self._remember(self.tree.lookup(parent_inode, name))
         except NotFound:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
 
     @_guarded
     async def getattr(self, inode, ctx):
         try:
-            return self._entry(self.tree.getattr(inode))
+            return self._remember(self.tree.getattr(inode))
         except NotFound:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
 
@@ -144,7 +145,7 @@ class Operations(pyfuse3.Operations):
             except NotFound:
                 raise pyfuse3.FUSEError(errno.ENOENT) from None
             for name, attr, cookie in page:
-                if not pyfuse3.readdir_reply(token, name, self._entry(attr), cookie):
+                if not pyfuse3.readdir_reply(token, name, self._remember(attr), cookie):
                     return  # the kernel's buffer is full; it resumes from `cookie`
                 after = cookie
             if not page:
@@ -239,19 +240,27 @@ class Operations(pyfuse3.Operations):
         # `ls -l` asks for two or three xattrs of every file it lists (SELinux label,
         # ACLs): remember the last few thousand inodes' answers (versions never change;
         # live directories are refreshed after LIVE_TIMEOUT like their attributes).
+        # Lookups and readdir replies leave each entry's encoded xattrs here, so this is
+        # usually a dictionary hit with no catalog query.
         cached = self._xattr_cache.get(inode)
         if cached is not None and (cached[0] is None or cached[0] > time.monotonic()):
-            return cached[1]
-        try:
-            stable = self.tree.getattr(inode).stable
-            pairs = dict(self.tree.xattrs(inode))
-        except NotFound:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
+            return dict(decode_xattrs(cached[1])) if isinstance(cached[1], bytes) \
+                else cached[1] or {}
+        pairs = dict(self.tree.xattrs(inode))
+        expiry = None if is_stable(inode) else time.monotonic() + LIVE_TIMEOUT
+        self._cache_xattrs(inode, expiry, pairs)
+        return pairs
+
+    def _cache_xattrs(self, inode: int, expiry: float | None, value) -> None:
         if len(self._xattr_cache) >= XATTR_CACHE:
             self._xattr_cache.pop(next(iter(self._xattr_cache)))
-        expiry = None if stable else time.monotonic() + LIVE_TIMEOUT
-        self._xattr_cache[inode] = (expiry, pairs)
-        return pairs
+        self._xattr_cache[inode] = (expiry, value)
+
+    def _remember(self, attr) -> pyfuse3.EntryAttributes:
+        """The kernel's view of `attr`; a snapshot entry's xattrs are kept for getxattr."""
+        if attr.stable:
+            self._cache_xattrs(attr.ino, None, attr.xattrs)
+        return self._entry(attr)
 
     @_guarded
     async def getxattr(self, inode, name, ctx):

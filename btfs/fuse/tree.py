@@ -92,6 +92,7 @@ class Attr:
     mtime_ns: int
     ctime_ns: int
     stable: bool  # never changes (snapshot contents): the kernel may cache it for long
+    xattrs: bytes | None = None  # encoded (btfs.engine.meta), for snapshot contents only
 
     @property
     def blocks(self) -> int:
@@ -105,7 +106,12 @@ class Attr:
 
 def _attr_from_meta(ino: int, meta: Meta, *, stable: bool = True) -> Attr:
     return Attr(ino, meta.mode, meta.nlink, meta.uid, meta.gid, meta.size, meta.atime_ns,
-                meta.mtime_ns, meta.ctime_ns, stable)
+                meta.mtime_ns, meta.ctime_ns, stable, meta.xattrs if stable else None)
+
+
+def is_stable(ino: int) -> bool:
+    """Snapshot contents (a version, a directory inside a snapshot) never change."""
+    return split_ino(ino)[0] in (_VERSION, _TREE_DIR)
 
 
 class Tree:
