@@ -8,6 +8,7 @@ import time
 
 import click
 
+from .. import config as config_mod
 from ..engine.stage import stage_paths
 from ..engine.status import status as scan_status
 from ..engine.store import ChunkStore
@@ -47,11 +48,14 @@ class Progress:
 
 @click.command()
 @click.option("--wait", is_flag=True, help="If another backup is running, wait for it.")
+@click.option("--one-file-system", "-x", is_flag=True,
+              help="Do not descend into other mounted filesystems (config: one_file_system).")
 @click.option("--progress/--no-progress", default=None,
               help="Show progress [default: on when stderr is a terminal].")
 @json_option
 @click.pass_obj
-def backup(obj, wait: bool, progress: bool | None, as_json: bool) -> int:
+def backup(obj, wait: bool, one_file_system: bool, progress: bool | None,
+           as_json: bool) -> int:
     """Back up every tracked directory: store what changed since the last backup.
 
     Unchanged files (same size, mtime, ctime and inode) are not read. Exit code 3 means
@@ -63,6 +67,8 @@ def backup(obj, wait: bool, progress: bool | None, as_json: bool) -> int:
       btfs backup --json --wait          # from a script or timer
     """
     with Repo.open(obj.paths) as repo, repo.writer(wait=wait):
+        if one_file_system:
+            repo.config = config_mod.with_changes(repo.config, one_file_system=True)
         show = progress if progress is not None else (sys.stderr.isatty() and not obj.quiet)
         snaps = repo.catalog.snapshots()
         meter = Progress(snaps[-1].entries if snaps else 0) if show else None
