@@ -70,9 +70,7 @@ class Repo:
                 dead = self.catalog.mark_interrupted()
             if dead:
                 log.info("snapshots %s were interrupted; their committed files are kept", dead)
-            clean = getattr(self.vault, "clean_tmp", None)
-            if clean:
-                clean()
+            self.vault.clean_tmp()
             yield
         finally:
             lock.release()

@@ -52,6 +52,9 @@ class Vault(ABC):
     def close(self) -> None:  # noqa: B027 (optional hook: most vaults hold nothing)
         """Release cached resources (open files, connections)."""
 
+    def clean_tmp(self) -> None:  # noqa: B027 (optional hook)
+        """Remove what writers killed mid-put left behind; call holding the writer lock."""
+
     # ---- identity: which vault is this? ----------------------------------------------
 
     def identity(self) -> VaultIdentity | None:
