@@ -24,7 +24,7 @@ from ..catalog import ChunkRef
 from ..engine.meta import decode_xattrs
 from ..engine.reader import ChunkSource, FileLayout
 from ..errors import BtfsError
-from .tree import NotFound, Tree, is_stable, split_ino
+from .tree import NotFound, Tree, is_dir_ino, is_stable, split_ino
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +129,10 @@ class Operations(pyfuse3.Operations):
 
     @_guarded
     async def opendir(self, inode, ctx):
-        try:
-            if not self.tree.getattr(inode).is_dir:
-                raise pyfuse3.FUSEError(errno.ENOTDIR)
-        except NotFound:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        # The inode number says whether it is a directory; no query per directory opened
+        # (find opens every one). A directory that does not exist fails in readdir.
+        if not is_dir_ino(inode):
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
         return inode
 
     @_guarded

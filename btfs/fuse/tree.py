@@ -78,6 +78,11 @@ def split_ino(ino: int) -> tuple[int, int]:
     return ino >> _KIND_SHIFT, ino & ((1 << _KIND_SHIFT) - 1)
 
 
+def is_dir_ino(ino: int) -> bool:
+    """Whether an inode number names a directory, from the number alone (no query)."""
+    return ino in (ROOT_INO, BY_TIME_INO) or ino >> _KIND_SHIFT in (_TREE_DIR, _FILE_DIR)
+
+
 @dataclass(frozen=True, slots=True)
 class Attr:
     """What `stat` shows for one entry."""
