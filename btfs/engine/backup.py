@@ -28,15 +28,7 @@ from pyfastcdc.cy import FastCDC
 from ..catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Meta, Version
 from ..config import Config, TrackedDir
 from ..errors import BtfsError
-from .files import (
-    RETRIES,
-    Piece,
-    WholeFile,
-    make_piece,
-    open_for_backup,
-    read_batch,
-    same_content_stat,
-)
+from .files import Piece, WholeFile, cut_file, make_piece, read_batch
 from .memory import tune_allocator
 from .meta import meta_from_stat, read_xattrs
 from .scanner import Changed, Deleted, Scanner
@@ -125,6 +117,7 @@ class Backup:
         self._new_nodes: set[int] = set()
         self._ancestors_seen: set[int] = set()
         self._last_commit = time.monotonic()
+        self._flushed_seq = STORED  # durable_seq when ready files were last inserted
         self._last_progress = 0.0
 
     # ---- the run ------------------------------------------------------------------------
@@ -328,43 +321,30 @@ class Backup:
 
     def _read_large(self, job: _FileJob) -> None:
         """Cut a large file on this thread (the chunker runs without the GIL) and hash and
-        compress its chunks in workers; re-read it if it changes under us."""
+        compress its chunks in workers; a re-read replaces the job (see cut_file)."""
         self._submit_batch()  # keep read order: earlier small files first
-        for attempt in range(RETRIES):
-            try:
-                fd = open_for_backup(job.path)
-            except OSError as e:
-                self._file_error(job, e)
-                return
-            whole = hashlib.sha256()
-            try:
-                before = os.fstat(fd)
-                with open(fd, "rb", buffering=0, closefd=False) as f:
-                    for chunk in self.cdc.cut_stream(f):
-                        data = bytes(chunk.data)  # the chunker reuses its buffer
-                        whole.update(data)
-                        self._submit([job], len(data), make_piece, data, self.level,
-                                     self.store.lookup)
-                after = os.fstat(fd)
-                xattrs = read_xattrs(fd)
-            except OSError as e:
-                job.abandoned = True
-                self._file_error(job, e)
-                return
-            finally:
-                os.close(fd)
-            if same_content_stat(before, after) or attempt == RETRIES - 1:
-                if not same_content_stat(before, after):
-                    self._warn(f"{os.fsdecode(job.path)} changed while being read; "
-                               "stored as last read", error=False)
-                job.set_read(after, whole.digest(), xattrs)
-                job.reading_done = True
-                if job.open_items == 0:
-                    self._file_read(job)
-                return
-            log.info("%s changed while being read, reading it again", os.fsdecode(job.path))
-            job.abandoned = True
-            job = _FileJob(job.node_id, job.path, job.is_new, job.atime_ns)
+        current = job
+
+        def submit(data: bytes) -> None:
+            self._submit([current], len(data), make_piece, data, self.level,
+                         self.store.lookup)
+
+        def restart() -> None:
+            nonlocal current
+            current.abandoned = True  # chunks already submitted are not counted for it
+            current = _FileJob(current.node_id, current.path, current.is_new,
+                               current.atime_ns)
+
+        try:
+            read = cut_file(job.path, self.cdc, submit, restart)
+        except OSError as e:
+            current.abandoned = True
+            self._file_error(current, e)
+            return
+        self._take(current, read)
+        current.reading_done = True
+        if current.open_items == 0:
+            self._file_read(current)
 
     def _submit(self, jobs: list[_FileJob], nbytes: int, fn, *args) -> None:
         while self._window and (len(self._window) >= WINDOW_JOBS
@@ -430,13 +410,14 @@ class Backup:
         """Insert versions of files whose packs are durable; commit when a pack landed.
 
         Runs after every drained job, so it must be cheap when nothing landed: files
-        wait in `_ready` in read order and are only looked at again once a pack is
+        wait in `_ready` in read order and are only looked at again once another pack is
         durable (or at the end, or when the periodic commit is due)."""
-        landed = self.store.collect_durable(wait=final)
-        due = time.monotonic() - self._last_commit > COMMIT_EVERY_S
-        if not (landed or due or final):
-            return
+        self.store.collect_durable(wait=final)
         durable = self.store.durable_seq
+        due = time.monotonic() - self._last_commit > COMMIT_EVERY_S
+        if not (durable != self._flushed_seq or due or final):
+            return
+        self._flushed_seq = durable
         waiting = []
         for job in self._ready:
             if job.need_seq > durable:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import codec
 from .meta import read_xattrs
+
+log = logging.getLogger(__name__)
 
 RETRIES = 3
 
@@ -32,11 +35,14 @@ class Piece:
 
 @dataclass(frozen=True, slots=True)
 class WholeFile:
+    """A file as read: stat after reading, SHA-256 of the content, its pieces (empty when
+    `cut_file` handed them to a callback instead), xattrs read through the open fd."""
+
     st: os.stat_result
     sha256: bytes
     pieces: list[Piece]
     unstable: bool  # still changing after RETRIES reads: recorded as read, with a warning
-    xattrs: object = None  # encoded xattrs (bytes | None), read through the open fd
+    xattrs: bytes | None = None
 
 
 def open_for_backup(path: bytes) -> int:
@@ -103,24 +109,30 @@ def read_batch(paths: list[bytes], level: int, lookup: Callable[[bytes], int | N
     return results
 
 
-def read_chunked(path: bytes, cdc, level: int, lookup: Callable[[bytes], int | None]) -> WholeFile:
-    """Any file, chunked on this thread (for `btfs add`, where one file at a time is fine;
-    the backup fans large files out to workers instead)."""
+def cut_file(path: bytes, cdc, on_chunk: Callable[[bytes], None],
+             on_restart: Callable[[], None]) -> WholeFile:
+    """Stream a file through the content-defined chunker, passing each chunk to
+    `on_chunk` as it is cut (so no more than a chunk is held here). If the file changed
+    while being read it is read again, up to RETRIES times; `on_restart` is called first
+    so the caller can drop what the earlier attempt gave it. OSError propagates."""
     for attempt in range(RETRIES):
+        if attempt:
+            log.info("%s changed while being read, reading it again", os.fsdecode(path))
+            on_restart()
         fd = open_for_backup(path)
         whole = hashlib.sha256()
-        pieces = []
         try:
             before = os.fstat(fd)
             with open(fd, "rb", buffering=0, closefd=False) as f:
                 for chunk in cdc.cut_stream(f):
                     data = bytes(chunk.data)  # the chunker reuses its buffer
                     whole.update(data)
-                    pieces.append(make_piece(data, level, lookup))
+                    on_chunk(data)
             after = os.fstat(fd)
+            xattrs = read_xattrs(fd)
         finally:
             os.close(fd)
         stable = same_content_stat(before, after)
         if stable or attempt == RETRIES - 1:
-            return WholeFile(after, whole.digest(), pieces, not stable)
+            return WholeFile(after, whole.digest(), [], not stable, xattrs)
     raise AssertionError("unreachable")

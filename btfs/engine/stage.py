@@ -15,7 +15,7 @@ from pyfastcdc.cy import FastCDC
 from ..catalog import FILE, SYMLINK, Catalog
 from ..config import Config
 from ..errors import UsageError
-from .files import read_chunked
+from .files import cut_file, make_piece
 from .meta import file_type, meta_from_stat, read_xattrs
 from .store import ChunkStore
 
@@ -52,19 +52,25 @@ def stage_paths(catalog: Catalog, store: ChunkStore, config: Config, paths: list
             st = os.lstat(raw)
             kind = file_type(st.st_mode)
             if kind == FILE:
-                read = read_chunked(raw, cdc, config.compression_level, store.lookup)
-                for piece in read.pieces:
+                hashes: list[bytes] = []
+
+                def take(data: bytes, hashes=hashes) -> None:
+                    # Into the open pack at once: only the hashes stay in memory.
+                    piece = make_piece(data, config.compression_level, store.lookup)
                     store.add(piece.hash, piece.size, piece.stored, piece.checked_at)
-                st = read.st
-                staged.append((path, raw, st, kind, read))
+                    hashes.append(piece.hash)
+
+                read = cut_file(raw, cdc, take, hashes.clear)
+                staged.append((path, raw, read.st, kind, (read.sha256, hashes)))
             else:
                 staged.append((path, raw, st, kind, os.readlink(raw)))
         store.finish()  # every chunk is now durable and recorded
         for path, raw, st, kind, extra in staged:
             node = catalog.node_for_path(raw, create=True)
             if kind == FILE:
-                chunk_ids = [catalog.chunk_id(p.hash) for p in extra.pieces]
-                content_id = catalog.add_content(extra.sha256, st.st_size, chunk_ids)
+                sha256, hashes = extra
+                chunk_ids = [catalog.chunk_id(h) for h in hashes]
+                content_id = catalog.add_content(sha256, st.st_size, chunk_ids)
                 target = None
             else:
                 content_id, target = None, extra

@@ -85,28 +85,31 @@ class ChunkStore:
         if not len(self._builder):
             return
         if len(self._uploads) >= self.max_uploads:
-            self._uploads[0][2].result()  # bound memory: at most max_uploads packs in RAM
+            # Bound memory: record the oldest upload (waiting for it) so its bytes go; at
+            # most max_uploads sealed packs plus the open one are ever held.
+            self._record_oldest()
         sealed = self._builder.seal()
         future = self._uploader.submit(self.vault.put, pack_key(sealed.name), sealed.data)
         self._uploads.append((self._seq, sealed, future))
         self._builder = PackBuilder()
         self._seq += 1
 
-    def collect_durable(self, *, wait: bool = False) -> bool:
-        """Record every finished upload in the catalog, in order; True if any was."""
-        advanced = False
+    def collect_durable(self, *, wait: bool = False) -> None:
+        """Record every finished upload in the catalog, in order (all of them if `wait`);
+        `durable_seq` says how far that got."""
         while self._uploads and (wait or self._uploads[0][2].done()):
-            seq, sealed, future = self._uploads.popleft()
-            future.result()  # a failed upload raises here, before anything refers to it
-            self.recorded_ids.update(self.catalog.add_pack(
-                sealed.name, len(sealed.data), sealed.chunks, time.time_ns()))
-            self.bytes_added += len(sealed.data)
-            self.packs_written += 1
-            self.durable_seq = seq
-            advanced = True
-            log.debug("pack %s durable: %d chunks, %d bytes", sealed.name[:12],
-                      len(sealed.chunks), len(sealed.data))
-        return advanced
+            self._record_oldest()
+
+    def _record_oldest(self) -> None:
+        seq, sealed, future = self._uploads.popleft()
+        future.result()  # a failed upload raises here, before anything refers to it
+        self.recorded_ids.update(self.catalog.add_pack(
+            sealed.name, len(sealed.data), sealed.chunks, time.time_ns()))
+        self.bytes_added += len(sealed.data)
+        self.packs_written += 1
+        self.durable_seq = seq
+        log.debug("pack %s durable: %d chunks, %d bytes", sealed.name[:12],
+                  len(sealed.chunks), len(sealed.data))
 
     def forget_recorded(self) -> None:
         """Drop pending entries whose packs are now committed (call after COMMIT)."""

@@ -1,0 +1,103 @@
+"""Reading a file that changes while it is read: read again, a few times at most, then
+stored as last read with a warning (the backup stays complete)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+
+import pytest
+from helpers import rand_bytes
+from pyfastcdc.cy import FastCDC
+
+from btfs.engine.files import RETRIES, cut_file
+from btfs.engine.reader import ChunkSource, FileLayout, read_range
+
+
+def chunker():
+    return FastCDC(1 << 20, min_size=256 << 10, max_size=4 << 20)
+
+
+def test_a_file_changed_during_the_first_read_is_read_again(tmp_path):
+    f = tmp_path / "grows"
+    f.write_bytes(rand_bytes(3_000_000, 1))
+    got: list[bytes] = []
+    restarts = []
+
+    def on_chunk(data: bytes) -> None:
+        if not restarts and not got:  # first chunk of the first attempt: change the file
+            with open(f, "ab") as fh:
+                fh.write(b"more")
+        got.append(data)
+
+    def on_restart() -> None:
+        restarts.append(len(got))
+        got.clear()
+
+    read = cut_file(os.fsencode(f), chunker(), on_chunk, on_restart)
+    final = f.read_bytes()
+    assert len(restarts) == 1 and restarts[0] > 0
+    assert b"".join(got) == final
+    assert read.sha256 == hashlib.sha256(final).digest()
+    assert read.st.st_size == len(final) and not read.unstable
+
+
+def test_a_file_that_never_settles_is_stored_as_last_read(tmp_path):
+    f = tmp_path / "busy"
+    f.write_bytes(rand_bytes(1_000_000, 2))
+    got: list[bytes] = []
+    restarts = []
+
+    def on_chunk(data: bytes) -> None:
+        with open(f, "ab") as fh:  # every attempt sees a change
+            fh.write(b"x")
+        got.append(data)
+
+    def on_restart() -> None:
+        restarts.append(1)
+        got.clear()
+
+    read = cut_file(os.fsencode(f), chunker(), on_chunk, on_restart)
+    assert len(restarts) == RETRIES - 1
+    assert read.unstable
+    assert read.sha256 == hashlib.sha256(b"".join(got)).digest()
+
+
+@pytest.mark.expect_warnings(r"changed while being read; stored as last read")
+def test_backup_of_a_file_appended_to_during_the_backup(repo_factory, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    log = src / "app.log"
+    log.write_bytes(rand_bytes(16 << 20, 3))
+    repo = repo_factory(src)
+    stop = threading.Event()
+
+    def append() -> None:
+        with open(log, "ab", buffering=0) as fh:
+            while not stop.is_set():
+                fh.write(b"line\n")
+                time.sleep(0.001)
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    try:
+        with repo.writer():
+            stats = repo.backup()
+    finally:
+        stop.set()
+        writer.join()
+    # Still complete: a changing file is a warning, not an entry that could not be read.
+    assert stats.state == "complete" and stats.errors == 0
+    assert any("app.log changed while being read" in w for w in stats.warnings)
+    cat = repo.catalog
+    version = cat.head(cat.node_for_path(os.fsencode(log)))
+    content = cat.content(version.meta.content_id)
+    layout = FileLayout(cat.chunk_refs(content.chunk_ids))
+    stored = read_range(ChunkSource(repo.vault), layout, 0, layout.size)
+    final = log.read_bytes()
+    assert len(stored) >= 16 << 20
+    assert stored == final[:len(stored)]  # what was read, exactly: the file only grew
+    assert hashlib.sha256(stored).digest() == content.sha256
+    assert cat.integrity_problems() == []
