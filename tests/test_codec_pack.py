@@ -237,3 +237,14 @@ def test_damage_in_the_vault_raises_and_is_not_cached(vault, data, where, bit):
             read_range(source, layout, 0, layout.size)
     finally:
         path.write_bytes(original)
+
+
+def test_a_damaged_frame_header_claiming_a_huge_size_is_an_integrity_error():
+    """Found by hypothesis: the flipped bit made the header declare a content size so large
+    that decompress raised MemoryError instead of IntegrityError."""
+    data = b"\x00" * 300 + b"\x01" * 6 + b"\x00" * 6
+    stored = bytearray(codec.encode(data, 1))
+    assert stored[0] == codec.ZSTD
+    stored[672 % len(stored)] ^= 1 << 7
+    with pytest.raises(IntegrityError, match="damaged header"):
+        codec.decode(bytes(stored), codec.chunk_hash(data), len(data))

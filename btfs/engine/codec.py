@@ -60,7 +60,13 @@ def decode(stored: bytes, expected_hash: bytes, size: int) -> bytes:
         if codec == RAW:
             data = stored[1:]
         elif codec == ZSTD:
-            data = _decompressor().decompress(memoryview(stored)[1:], max_output_size=size)
+            payload = memoryview(stored)[1:]
+            # We always write the content size into the frame; a damaged header can claim
+            # any size, and decompress would try to allocate it (MemoryError), so check it
+            # against the size the catalog recorded first.
+            if zstandard.frame_content_size(payload) != size:
+                raise IntegrityError(f"chunk {expected_hash.hex()[:16]} has a damaged header")
+            data = _decompressor().decompress(payload, max_output_size=size)
         else:
             raise IntegrityError(f"unknown chunk codec {codec}")
     except zstandard.ZstdError as e:
