@@ -33,6 +33,10 @@ ROOT = 1  # node id of '/'
 _VCOLS = ("type, size, mode, uid, gid, atime_ns, mtime_ns, ctime_ns, btime_ns, ino, nlink, "
           "target, xattrs, content_id")
 _VSEL = "v.id, v.node_id, v.snapshot_id, " + ", ".join("v." + c for c in _VCOLS.split(", "))
+# The version of node n as of a snapshot (bound to the one ?): the tree-at-S rule, one
+# seek on version_by_node per node.
+_VERSION_AT = ("(SELECT id FROM version WHERE node_id = n.id AND snapshot_id <= ? "
+               "ORDER BY snapshot_id DESC LIMIT 1)")
 _SNAP_COLS = ("id, host_id, started_ns, finished_ns, state, files_new, files_changed, "
               "files_deleted, entries, bytes_read, bytes_added, errors")
 
@@ -214,9 +218,7 @@ class Catalog:
     def children_at(self, parent: int, snapshot_id: int) -> list[Entry]:
         """The directory listing of `parent` as of `snapshot_id`, by name."""
         rows = self.db.query(
-            f"SELECT n.id, n.name, {_VSEL} FROM node n JOIN version v ON v.id = ("
-            "  SELECT id FROM version WHERE node_id = n.id AND snapshot_id <= ? "
-            "  ORDER BY snapshot_id DESC LIMIT 1) "
+            f"SELECT n.id, n.name, {_VSEL} FROM node n JOIN version v ON v.id = {_VERSION_AT} "
             "WHERE n.parent = ? AND v.type != 'deleted' ORDER BY n.name", (snapshot_id, parent))
         return [Entry(r[0], r[1], _version(r[2:])) for r in rows]
 
@@ -225,9 +227,7 @@ class Catalog:
         """Like children_at, in node id order from `after_id` on: the mount's readdir pages."""
         rows = self.db.query(
             f"SELECT n.id, n.name, {_VSEL} FROM node n INDEXED BY node_by_parent_id "
-            "JOIN version v ON v.id = ("
-            "  SELECT id FROM version WHERE node_id = n.id AND snapshot_id <= ? "
-            "  ORDER BY snapshot_id DESC LIMIT 1) "
+            f"JOIN version v ON v.id = {_VERSION_AT} "
             "WHERE n.parent = ? AND n.id > ? AND v.type != 'deleted' ORDER BY n.id LIMIT ?",
             (snapshot_id, parent, after_id, limit))
         return [Entry(r[0], r[1], _version(r[2:])) for r in rows]
@@ -343,9 +343,8 @@ class Catalog:
     def count_entries(self, snapshot_id: int) -> int:
         """Paths live at a snapshot: a count over the whole history, for the summary only."""
         return self.db.get_val(
-            "SELECT count(*) FROM node n JOIN version v ON v.id = ("
-            "  SELECT id FROM version WHERE node_id = n.id AND snapshot_id <= ? "
-            "  ORDER BY snapshot_id DESC LIMIT 1) WHERE v.type != 'deleted'", (snapshot_id,))
+            f"SELECT count(*) FROM node n JOIN version v ON v.id = {_VERSION_AT} "
+            "WHERE v.type != 'deleted'", (snapshot_id,))
 
     # ---- chunks, packs and contents -----------------------------------------------------
 
@@ -384,6 +383,10 @@ class Catalog:
             "SELECT id, sha256, size, chunks FROM content WHERE id=?", (content_id,))
         return Content(cid, sha, size, unpack_ids(blob))
 
+    def content_refs(self, content_id: int) -> list[ChunkRef]:
+        """Where each chunk of a file's content lives, in file order."""
+        return self.chunk_refs(self.content(content_id).chunk_ids)
+
     def chunk_refs(self, chunk_ids: Iterable[int]) -> list[ChunkRef]:
         """Where each chunk lives, in the order given (a chunk may repeat in a file)."""
         refs = []
@@ -397,6 +400,9 @@ class Catalog:
 
     def packs(self) -> Iterator[tuple[str, int]]:
         return ((r[0], r[1]) for r in self.db.query("SELECT name, size FROM pack ORDER BY name"))
+
+    def pack_chunk_ids(self, pack_name: str) -> set[int]:
+        return {c[0] for c in self.pack_chunks(pack_name)}
 
     def pack_chunks(self, pack_name: str) -> list[tuple[int, bytes, int, int, int]]:
         """(chunk id, hash, size, offset, stored_len) of every chunk in a pack, by offset."""

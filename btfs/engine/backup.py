@@ -234,8 +234,10 @@ class Backup:
     def _add_version(self, node: int, meta: Meta, is_new: bool, *, counted: bool = True
                      ) -> None:
         self.catalog.add_version(node, self.stats.snapshot_id, meta)
-        if not counted:
-            return
+        if counted:
+            self._count(is_new)
+
+    def _count(self, is_new: bool) -> None:
         if is_new:
             self.stats.files_new += 1
         else:
@@ -283,10 +285,7 @@ class Backup:
 
     def _commit_one_staged(self, staged: Version, *, is_new: bool) -> None:
         self.catalog.commit_staged(staged.id, self.stats.snapshot_id)
-        if is_new:
-            self.stats.files_new += 1
-        else:
-            self.stats.files_changed += 1
+        self._count(is_new)
 
     def _commit_staged_leftovers(self) -> None:
         """Staged paths the scan did not reach (excluded since, or unreadable now)."""

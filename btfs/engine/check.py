@@ -49,10 +49,10 @@ def check(catalog: Catalog, vault: Vault, *, read_data: bool = False,
         actual = in_vault.pop(key, None)
         if actual is None:
             report.problems.append(f"pack {name} is missing from the vault")
-            bad_chunks.update(c[0] for c in catalog.pack_chunks(name))
+            bad_chunks |= catalog.pack_chunk_ids(name)
         elif actual != size:
             report.problems.append(f"pack {name} has {actual} bytes, the catalog says {size}")
-            bad_chunks.update(c[0] for c in catalog.pack_chunks(name))
+            bad_chunks |= catalog.pack_chunk_ids(name)
         elif read_data:
             bad_chunks.update(_verify_pack(catalog, vault, name, report))
         if progress:
@@ -68,7 +68,7 @@ def _verify_pack(catalog: Catalog, vault: Vault, name: str, report: CheckReport)
         data = vault.get(pack_key(name))
     except BtfsError as e:
         report.problems.append(f"pack {name}: {e}")
-        return {c[0] for c in catalog.pack_chunks(name)}
+        return catalog.pack_chunk_ids(name)
     report.bytes_read += len(data)
     bad = set()
     if hashlib.sha256(data).hexdigest() != name:

@@ -90,8 +90,7 @@ class Restorer:
                     result.symlinks += 1
                     self._finish_meta(path, ver, result)
                 elif ver.type == FILE:
-                    refs = self.catalog.chunk_refs(
-                        self.catalog.content(ver.meta.content_id).chunk_ids)
+                    refs = self.catalog.content_refs(ver.meta.content_id)
                     # Created here, so a hard link to it can follow at once.
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                                  0o666 if self.content_only else 0o600)

@@ -38,10 +38,14 @@ READDIR_PAGE = 48
 XATTR_CACHE = 1 << 17  # inodes whose xattrs are remembered (~100 bytes each)
 
 
-def _guarded(handler):
-    """Turn an unexpected exception in a request handler into EIO plus its traceback in
-    the log: anything but FUSEError escaping a handler ends pyfuse3.main, which would leave
-    the mount dead ("transport endpoint is not connected") for every other reader."""
+def _guarded(handler=None, *, not_found: int = errno.ENOENT):
+    """Translate a handler's errors for the kernel, in one place: NotFound from the tree
+    becomes `not_found` (ENOENT unless said otherwise), and an unexpected exception becomes
+    EIO plus its traceback in the log: anything but FUSEError escaping a handler ends
+    pyfuse3.main, which would leave the mount dead ("transport endpoint is not connected")
+    for every other reader."""
+    if handler is None:
+        return functools.partial(_guarded, not_found=not_found)
 
     @functools.wraps(handler)
     async def guarded(self, *args):
@@ -49,6 +53,8 @@ def _guarded(handler):
             return await handler(self, *args)
         except pyfuse3.FUSEError:
             raise
+        except NotFound:
+            raise pyfuse3.FUSEError(not_found) from None
         except Exception:
             log.exception("%s%r failed", handler.__name__, args[:2])
             raise pyfuse3.FUSEError(errno.EIO) from None
@@ -103,24 +109,15 @@ class Operations(pyfuse3.Operations):
 
     @_guarded
     async def lookup(self, parent_inode, name, ctx):
-        try:
-            return self._remember(self.tree.lookup(parent_inode, name))
-        except NotFound:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        return self._remember(self.tree.lookup(parent_inode, name))
 
     @_guarded
     async def getattr(self, inode, ctx):
-        try:
-            return self._remember(self.tree.getattr(inode))
-        except NotFound:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        return self._remember(self.tree.getattr(inode))
 
-    @_guarded
+    @_guarded(not_found=errno.EINVAL)  # readlink of something that is not a symlink
     async def readlink(self, inode, ctx):
-        try:
-            return self.tree.readlink(inode)
-        except NotFound:
-            raise pyfuse3.FUSEError(errno.EINVAL) from None
+        return self.tree.readlink(inode)
 
     async def forget(self, inode_list):
         """Inodes are derived from catalog rows, not allocated: nothing to release."""
@@ -139,10 +136,7 @@ class Operations(pyfuse3.Operations):
     async def readdir(self, fh, start_id, token):
         after = start_id
         while True:
-            try:
-                page = self.tree.readdir(fh, after, READDIR_PAGE)
-            except NotFound:
-                raise pyfuse3.FUSEError(errno.ENOENT) from None
+            page = self.tree.readdir(fh, after, READDIR_PAGE)
             for name, attr, cookie in page:
                 if not pyfuse3.readdir_reply(token, name, self._remember(attr), cookie):
                     return  # the kernel's buffer is full; it resumes from `cookie`
@@ -159,10 +153,7 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise pyfuse3.FUSEError(errno.EROFS)
-        try:
-            refs = self.tree.file_refs(inode)
-        except NotFound:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        refs = self.tree.file_refs(inode)
         fh = self._next_fh
         self._next_fh += 1
         self._files[fh] = OpenFile(inode, FileLayout(refs))

@@ -78,6 +78,11 @@ def split_ino(ino: int) -> tuple[int, int]:
     return ino >> _KIND_SHIFT, ino & ((1 << _KIND_SHIFT) - 1)
 
 
+def _tree_dir_parts(ident: int) -> tuple[int, int]:
+    """(snapshot id, node id) of a directory-in-a-snapshot inode's id part."""
+    return ident >> _NODE_BITS, ident & ((1 << _NODE_BITS) - 1)
+
+
 def is_dir_ino(ino: int) -> bool:
     """Whether an inode number names a directory, from the number alone (no query)."""
     return ino in (ROOT_INO, BY_TIME_INO) or ino >> _KIND_SHIFT in (_TREE_DIR, _FILE_DIR)
@@ -180,7 +185,7 @@ class Tree:
                 raise NotFound(ino)
             return _attr_from_meta(ino, version.meta)
         if kind == _TREE_DIR:
-            snapshot_id, node_id = ident >> _NODE_BITS, ident & ((1 << _NODE_BITS) - 1)
+            snapshot_id, node_id = _tree_dir_parts(ident)
             if not self._visible(snapshot_id):
                 raise NotFound(ino)
             if node_id == ROOT:
@@ -238,7 +243,7 @@ class Tree:
             return self.getattr(tree_dir_ino(snapshot_id, ROOT))
         kind, ident = split_ino(parent)
         if kind == _TREE_DIR:
-            snapshot_id, node_id = ident >> _NODE_BITS, ident & ((1 << _NODE_BITS) - 1)
+            snapshot_id, node_id = _tree_dir_parts(ident)
             entry = self.catalog.child_at(node_id, name, snapshot_id)
             if entry is None:
                 raise NotFound(name)
@@ -317,7 +322,7 @@ class Tree:
             return rows
         kind, ident = split_ino(ino)
         if kind == _TREE_DIR:
-            snapshot_id, node_id = ident >> _NODE_BITS, ident & ((1 << _NODE_BITS) - 1)
+            snapshot_id, node_id = _tree_dir_parts(ident)
             return [(e.name, self._entry_attr(snapshot_id, e.node_id, e.version), e.node_id)
                     for e in self.catalog.children_at_page(node_id, snapshot_id, after, limit)]
         if kind == _FILE_DIR:
@@ -336,32 +341,32 @@ class Tree:
 
     # ---- content ---------------------------------------------------------------------
 
+    def _version_of(self, ino: int, kind: str):
+        """The file or symlink version an inode names, if it is of `kind`."""
+        ino_kind, ident = split_ino(ino)
+        version = self.catalog.version_or_none(ident) if ino_kind == _VERSION else None
+        if version is None or version.type != kind:
+            raise NotFound(ino)
+        return version
+
     def readlink(self, ino: int) -> bytes:
         if ino == LATEST_INO:
             if self.latest_name is None:
                 raise NotFound(ino)
             return self.latest_name.encode()
-        kind, ident = split_ino(ino)
-        version = self.catalog.version_or_none(ident) if kind == _VERSION else None
-        if version is None or version.type != SYMLINK:
-            raise NotFound(ino)
-        return version.meta.target
+        return self._version_of(ino, SYMLINK).meta.target
 
     def file_refs(self, ino: int) -> list[ChunkRef]:
         """Where the content of a file version lives, in order."""
-        kind, ident = split_ino(ino)
-        version = self.catalog.version_or_none(ident) if kind == _VERSION else None
-        if version is None or version.type != FILE:
-            raise NotFound(ino)
-        return self.catalog.chunk_refs(self.catalog.content(version.meta.content_id).chunk_ids)
+        return self.catalog.content_refs(self._version_of(ino, FILE).meta.content_id)
 
     def xattrs(self, ino: int) -> list[tuple[bytes, bytes]]:
         kind, ident = split_ino(ino)
         if kind == _VERSION:
             version = self.catalog.version_or_none(ident)
-        elif kind == _TREE_DIR and ident & ((1 << _NODE_BITS) - 1) != ROOT:
-            version = self.catalog.version_at(ident & ((1 << _NODE_BITS) - 1),
-                                              ident >> _NODE_BITS)
+        elif kind == _TREE_DIR and _tree_dir_parts(ident)[1] != ROOT:
+            snapshot_id, node_id = _tree_dir_parts(ident)
+            version = self.catalog.version_at(node_id, snapshot_id)
         else:
             return []
         return decode_xattrs(version.meta.xattrs) if version else []
