@@ -83,32 +83,29 @@ def log(obj, path: str, as_json: bool) -> None:
     with Repo.open(obj.paths, readonly=True) as repo:
         node, _ = _node_for(repo, path)
         names = snapshot_names(repo.catalog.snapshots())
-        rows = []
+        rows = []  # what --json prints
+        shown = []  # the table's last column: the content hash, or a symlink's target
         number = 0
         for v in repo.catalog.versions_of(node):
             m = v.meta
-            sha = ""
-            if v.type == FILE:
-                sha = repo.catalog.content(m.content_id).sha256.hex()
-            elif v.type == SYMLINK:
-                sha = "-> " + display_path(m.target)
+            sha = repo.catalog.content(m.content_id).sha256.hex() if v.type == FILE else None
             if v.type != DELETED:
                 number += 1
             rows.append({"version": number if v.type != DELETED else None,
                          "snapshot": names[v.snapshot_id], "snapshot_id": v.snapshot_id,
-                         "type": v.type, "size": m.size, "sha256": sha if v.type == FILE else None,
+                         "type": v.type, "size": m.size, "sha256": sha,
                          "target": json_path(m.target) if m.target is not None else None,
                          "mode": stat.filemode(m.mode) if v.type != DELETED else None,
-                         "uid": m.uid, "gid": m.gid, "mtime_ns": m.mtime_ns,
-                         "_shown": sha})
+                         "uid": m.uid, "gid": m.gid, "mtime_ns": m.mtime_ns})
+            shown.append(sha or ("-> " + display_path(m.target) if v.type == SYMLINK else ""))
     if as_json:
-        emit_json([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+        emit_json(rows)
         return
     print_table(["#", "BACKUP", "TYPE", "SIZE", "MODE", "MTIME", "SHA256"],
                 [[str(r["version"] or "-"), r["snapshot"], r["type"],
                   f"{r['size']:,}" if r["type"] != DELETED else "-", r["mode"] or "-",
-                  local_time(r["mtime_ns"]) if r["type"] != DELETED else "-", r["_shown"]]
-                 for r in rows], right={0, 3})
+                  local_time(r["mtime_ns"]) if r["type"] != DELETED else "-", col]
+                 for r, col in zip(rows, shown, strict=True)], right={0, 3})
 
 
 @click.command()
