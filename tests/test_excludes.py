@@ -3,7 +3,10 @@ CACHEDIR.TAG detection. The backup-level effect of both is in test_backup.py."""
 
 from __future__ import annotations
 
+import pathspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from btfs.config import DEFAULT_EXCLUDES
 from btfs.engine.excludes import CACHEDIR_SIGNATURE, Matcher, is_cache_dir
@@ -127,3 +130,22 @@ def test_is_cache_dir_without_a_readable_tag(tmp_path):
     (tmp_path / "CACHEDIR.TAG").mkdir()
     assert not is_cache_dir(bytes(tmp_path))
     assert not is_cache_dir(bytes(tmp_path / "missing"))
+
+
+# Names and patterns from a small alphabet so that patterns often match.
+_part = st.text(alphabet="ab.*/?", min_size=1, max_size=4)
+_name = st.text(alphabet="ab.x_", min_size=1, max_size=4).filter(lambda n: n not in (".", ".."))
+
+
+@settings(max_examples=300, deadline=None)
+@given(patterns=st.lists(_part.filter(lambda p: p.strip("/")), min_size=1, max_size=4),
+       parts=st.lists(_name, min_size=1, max_size=4), is_dir=st.booleans())
+def test_split_regexes_agree_with_pathspec(patterns, parts, is_dir):
+    """Name-only and whole-path regexes together decide exactly as gitignore (pathspec)
+    does on the whole path, for the entry and every directory above it."""
+    rel = "/".join(parts)
+    spec = pathspec.GitIgnoreSpec.from_lines(patterns)
+    ancestors = ["/".join(parts[:i]) + "/" for i in range(1, len(parts))]
+    expected = any(spec.match_file(a) for a in ancestors) or \
+        spec.match_file(rel + ("/" if is_dir else ""))
+    assert Matcher(patterns).excluded(rel.encode(), is_dir) is expected

@@ -178,7 +178,8 @@ class Catalog:
             "SELECT n.name, n.id, v.type, v.size, v.mtime_ns, v.ctime_ns, v.ino "
             "FROM node n JOIN version v ON v.id = n.head "
             "WHERE n.parent=? AND v.type != 'deleted'", (parent,))
-        return {r[0]: LiveChild(*r[1:]) for r in rows}
+        new = tuple.__new__  # a third cheaper than LiveChild(*...), once per entry per backup
+        return {r[0]: new(LiveChild, r[1:]) for r in rows}
 
     def add_version(self, node_id: int, snapshot_id: int | None, meta: Meta) -> int:
         """Record `meta` as the state of `node_id` in `snapshot_id` (None: staged)."""

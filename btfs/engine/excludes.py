@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 
 import pathspec
 
@@ -20,37 +19,78 @@ CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 
 class Matcher:
     def __init__(self, excludes: tuple[str, ...] | list[str], includes=()):
-        self._excludes = _compile(excludes)
-        self._includes = _compile(includes)
+        self._excludes = _Patterns(excludes)
+        self._includes = _Patterns(includes)
 
     def excluded(self, rel: bytes, is_dir: bool) -> bool:
-        """True when the entry at `rel` (relative to the tracked dir) is not backed up."""
-        text = os.fsdecode(rel) + ("/" if is_dir else "")
-        if self._excludes is not None and self._excludes(text):
+        """True when the entry at `rel` (relative to the tracked dir) is not backed up,
+        itself or because a directory above it is excluded."""
+        parts = rel.split(b"/")
+        for depth in range(1, len(parts)):
+            if self._excludes.match(b"/".join(parts[:depth]), parts[depth - 1], True):
+                return True
+        return self.entry_excluded(rel, parts[-1], is_dir)
+
+    def entry_excluded(self, rel: bytes, name: bytes, is_dir: bool) -> bool:
+        """`excluded` for the scanner, which never descends into an excluded directory:
+        only the entry itself is checked. `name` is the last part of `rel`."""
+        if self._excludes.match(rel, name, is_dir):
             return True
-        if self._includes is not None and not is_dir:
-            return not self._includes(text)
+        if self._includes.active and not is_dir:
+            return not self._includes.match(rel, name, False)
         return False
 
 
-def _compile(patterns) -> Callable[[str], bool] | None:
-    """A predicate for gitignore-style `patterns`. This runs for every entry of every
-    backup, so without negations (the common case) all patterns become one regex: one
-    search per path instead of one per pattern. With a negation, order matters and
-    pathspec decides."""
-    if not patterns:
-        return None
-    spec = pathspec.GitIgnoreSpec.from_lines(patterns)
-    regexes = [p.regex for p in spec.patterns if p.include is not None]
-    if all(p.include for p in spec.patterns if p.include is not None) and all(
-            isinstance(r, re.Pattern) for r in regexes):
-        if not regexes:
-            return None
-        # pathspec names its groups; names may not repeat in one regex, so unname them.
-        combined = re.compile("|".join(
-            "(?:" + _NAMED_GROUP.sub("(?:", r.pattern) + ")" for r in regexes))
-        return lambda text: combined.search(text) is not None
-    return spec.match_file
+class _Patterns:
+    """Gitignore-style patterns as predicates that run for every entry of every backup.
+
+    Without negations (the common case) the patterns become two regexes: those that can
+    match at any depth (no '/' but a trailing one, e.g. `*.tmp`, `.cache/`) are matched
+    against the entry's name alone, which is several times faster than a search of the
+    whole path; the rest against the relative path. With a negation, order matters and
+    pathspec decides on the whole path."""
+
+    def __init__(self, patterns):
+        self.active = bool(patterns)
+        self._name = self._path = None
+        self._spec = None
+        if not patterns:
+            return
+        spec = pathspec.GitIgnoreSpec.from_lines(patterns)
+        regexes = [p.regex for p in spec.patterns if p.include is not None]
+        if not (all(p.include for p in spec.patterns if p.include is not None)
+                and all(isinstance(r, re.Pattern) for r in regexes)):
+            self._spec = spec
+            return
+        names, paths = [], []
+        for r in regexes:
+            # pathspec names its groups; names may not repeat in one regex, so unname them.
+            body = _NAMED_GROUP.sub("(?:", r.pattern)
+            tail = body[len(_ANY_DEPTH):] if body.startswith(_ANY_DEPTH) else None
+            if tail is not None and "/" not in _DIR_SUFFIX.sub("", tail).replace("[^/]", ""):
+                names.append(tail)
+            else:
+                paths.append(body)
+        if names:
+            self._name = re.compile("^(?:" + "|".join(names) + ")").match
+        if paths:
+            self._path = re.compile("|".join("(?:" + p + ")" for p in paths)).search
+
+    def match(self, rel: bytes, name: bytes, is_dir: bool) -> bool:
+        suffix = "/" if is_dir else ""
+        if self._name is not None and self._name(os.fsdecode(name) + suffix):
+            return True
+        if self._path is not None and self._path(os.fsdecode(rel) + suffix):
+            return True
+        if self._spec is not None:
+            return self._spec.match_file(os.fsdecode(rel) + suffix)
+        return False
+
+
+# A pattern without an inner '/' matches at any depth: pathspec starts its regex with this.
+_ANY_DEPTH = "^(?:.+/)?"
+# ... and ends it with "this entry, or a directory of that name" (unnamed groups here).
+_DIR_SUFFIX = re.compile(r"\(\?:\(\?:/\)\|\$\)$|\(\?:/\)$")
 
 
 def is_cache_dir(path: bytes) -> bool:
