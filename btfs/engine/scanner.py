@@ -104,10 +104,23 @@ class Scanner:
     def _scan_dir(self, path: bytes, node: int | None, rel: bytes, matcher: Matcher,
                   root_dev: int, subdirs: list):
         try:
-            names = sorted(os.listdir(path))  # no DirEntry objects: only names are needed
+            # lstat relative to the directory's fd: no walk of the whole path per entry.
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as e:
             self.warn(f"cannot list {os.fsdecode(path)}: {e.strerror}")
             return  # its children keep their last versions: not "deleted"
+        try:
+            yield from self._scan_listed(fd, path, node, rel, matcher, root_dev, subdirs)
+        finally:
+            os.close(fd)
+
+    def _scan_listed(self, fd: int, path: bytes, node: int | None, rel: bytes,
+                     matcher: Matcher, root_dev: int, subdirs: list):
+        try:
+            names = sorted(os.listdir(path))  # no DirEntry objects: only names are needed
+        except OSError as e:
+            self.warn(f"cannot list {os.fsdecode(path)}: {e.strerror}")
+            return
         if (self.config.exclude_caches and b"CACHEDIR.TAG" in names
                 and is_cache_dir(path)):
             # The directory itself is kept (as tar and borg do); its contents are not.
@@ -119,7 +132,7 @@ class Scanner:
             child_path = path + b"/" + name
             child_rel = rel + b"/" + name if rel else name
             try:
-                st = os.lstat(child_path)
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue  # vanished since the listing
             except OSError as e:
