@@ -34,42 +34,67 @@ TRAILER_SIZE = _TRAILER.size
 @dataclass(frozen=True)
 class SealedPack:
     name: str
-    data: bytes | bytearray  # the builder's buffer, handed over without a copy
+    size: int
     chunks: list[NewChunk]
+    data: bytes | bytearray | None = None  # the bytes, when the builder kept them in memory
+
+
+class _MemorySink:
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.buf += data
 
 
 class PackBuilder:
-    """Accumulates stored chunks in memory until `seal`. Not thread-safe (one owner)."""
+    """Writes stored chunks to `sink` (anything with `write`, e.g. a vault ObjectWriter)
+    as they come, so the pack is never held in memory; without a sink the bytes are kept
+    and handed over by `seal`. Not thread-safe (one owner)."""
 
-    def __init__(self) -> None:
-        self._buf = bytearray(MAGIC)
+    def __init__(self, sink=None) -> None:
+        self._memory = _MemorySink() if sink is None else None
+        self._sink = sink if sink is not None else self._memory
+        self._hash = hashlib.sha256()
+        self._size = 0
         self._chunks: list[NewChunk] = []
         self._hashes: set[bytes] = set()
+        self._write(MAGIC)
 
     def __len__(self) -> int:
         return len(self._chunks)
 
     @property
     def nbytes(self) -> int:
-        return len(self._buf)
+        return self._size
 
     def __contains__(self, chunk_hash: bytes) -> bool:
         return chunk_hash in self._hashes
 
+    def _write(self, data: bytes) -> None:
+        self._sink.write(data)
+        self._hash.update(data)
+        self._size += len(data)
+
     def add(self, chunk_hash: bytes, size: int, stored: bytes) -> None:
         if chunk_hash in self._hashes:
             return
-        self._chunks.append(NewChunk(chunk_hash, size, len(self._buf), len(stored)))
+        self._chunks.append(NewChunk(chunk_hash, size, self._size, len(stored)))
         self._hashes.add(chunk_hash)
-        self._buf += stored
+        self._write(stored)
 
     def seal(self) -> SealedPack:
+        """Write the index and trailer; the pack's name is the SHA-256 of all its bytes.
+        The builder is spent after this."""
         index = b"".join(_ENTRY.pack(c.hash, c.size, c.offset, c.stored_len) for c in self._chunks)
-        index_offset = len(self._buf)
-        self._buf += index
-        self._buf += _TRAILER.pack(index_offset, len(self._chunks), zlib.crc32(index), INDEX_MAGIC)
-        data, self._buf = self._buf, bytearray()  # the builder is spent after seal
-        return SealedPack(hashlib.sha256(data).hexdigest(), data, self._chunks)
+        index_offset = self._size
+        self._write(index)
+        self._write(_TRAILER.pack(index_offset, len(self._chunks), zlib.crc32(index),
+                                  INDEX_MAGIC))
+        data = None
+        if self._memory is not None:
+            data, self._memory.buf = self._memory.buf, bytearray()
+        return SealedPack(self._hash.hexdigest(), self._size, self._chunks, data)
 
 
 def parse_trailer(trailer: bytes) -> tuple[int, int, int]:

@@ -29,8 +29,10 @@ class ChunkStore:
         self.vault = vault
         self.pack_size = pack_size
         self.max_uploads = max_uploads
-        self._builder = PackBuilder()
+        self._writer = vault.writer()
+        self._builder = PackBuilder(self._writer)
         self._seq = 0  # sequence number of the open pack
+        # Sealed packs whose writers are committing (fsync, link) on the upload thread.
         self._uploads: deque[tuple[int, SealedPack, Future]] = deque()
         self._uploader = ThreadPoolExecutor(1, thread_name_prefix="btfs-upload")
         # hash -> pack sequence, for chunks accepted but not yet in the catalog. Worker
@@ -85,13 +87,14 @@ class ChunkStore:
         if not len(self._builder):
             return
         if len(self._uploads) >= self.max_uploads:
-            # Bound memory: record the oldest upload (waiting for it) so its bytes go; at
-            # most max_uploads sealed packs plus the open one are ever held.
+            # Bound what is in flight (memory, for a vault that uploads from memory):
+            # record the oldest upload, waiting for it.
             self._record_oldest()
         sealed = self._builder.seal()
-        future = self._uploader.submit(self.vault.put, pack_key(sealed.name), sealed.data)
+        future = self._uploader.submit(self._writer.commit, pack_key(sealed.name))
         self._uploads.append((self._seq, sealed, future))
-        self._builder = PackBuilder()
+        self._writer = self.vault.writer()
+        self._builder = PackBuilder(self._writer)
         self._seq += 1
 
     def collect_durable(self, *, wait: bool = False) -> None:
@@ -104,12 +107,12 @@ class ChunkStore:
         seq, sealed, future = self._uploads.popleft()
         future.result()  # a failed upload raises here, before anything refers to it
         self.recorded_ids.update(self.catalog.add_pack(
-            sealed.name, len(sealed.data), sealed.chunks, time.time_ns()))
-        self.bytes_added += len(sealed.data)
+            sealed.name, sealed.size, sealed.chunks, time.time_ns()))
+        self.bytes_added += sealed.size
         self.packs_written += 1
         self.durable_seq = seq
         log.debug("pack %s durable: %d chunks, %d bytes", sealed.name[:12],
-                  len(sealed.chunks), len(sealed.data))
+                  len(sealed.chunks), sealed.size)
 
     def forget_recorded(self) -> None:
         """Drop pending entries whose packs are now committed (call after COMMIT)."""
@@ -125,6 +128,7 @@ class ChunkStore:
 
     def close(self) -> None:
         self._uploader.shutdown(wait=True)
+        self._writer.abort()  # the open pack of an interrupted run (empty after finish)
         with self._reader_lock:
             if self._reader is not None:
                 self._reader.close()

@@ -20,6 +20,28 @@ IDENTITY_KEY = "btfs-vault.json"
 VAULT_FORMAT = 1
 
 
+class ObjectWriter:
+    """An object being written piece by piece, then committed under a key it only gets
+    at the end (a pack is named by the hash of its bytes). This default keeps the bytes in
+    memory and `put`s them; a vault that can spool to storage overrides `Vault.writer`.
+    Not thread-safe: one writer thread, though commit may run on another."""
+
+    def __init__(self, vault: Vault):
+        self._vault = vault
+        self._buf = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._buf += data
+
+    def commit(self, key: str) -> None:
+        """Make the object durable under `key` (as `put`); the writer is spent."""
+        data, self._buf = self._buf, bytearray()
+        self._vault.put(key, data)
+
+    def abort(self) -> None:
+        self._buf = bytearray()
+
+
 @dataclass(frozen=True)
 class VaultIdentity:
     vault_id: str
@@ -32,6 +54,10 @@ class Vault(ABC):
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:
         """Store `data` under `key` durably and atomically; no-op if `key` exists."""
+
+    def writer(self) -> ObjectWriter:
+        """A new object to write incrementally and commit under a key decided at the end."""
+        return ObjectWriter(self)
 
     @abstractmethod
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:

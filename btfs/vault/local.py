@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import VaultError
-from .base import Vault
+from .base import ObjectWriter, Vault
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,79 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class _TempFileWriter(ObjectWriter):
+    """Writes to `<root>/tmp/<pid>-<ns>.tmp`; commit fsyncs it, hard-links it to its final
+    name (which fails rather than replaces if the name exists, so an object is never
+    rewritten), fsyncs the directory and drops the temp name."""
+
+    def __init__(self, vault: LocalVault):
+        self._vault = vault
+        self._tmp = vault._tmp_path()
+        try:
+            self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                                           | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise VaultError(f"cannot write in {self._tmp.parent}: {e.strerror}") from None
+        self._buf = bytearray()
+
+    BUFFER = 1 << 20  # small chunks are gathered: one write per chunk costs a syscall each
+
+    def write(self, data: bytes) -> None:
+        if len(self._buf) + len(data) < self.BUFFER:
+            self._buf += data
+            return
+        self._flush()
+        if len(data) >= self.BUFFER:
+            self._write_all(data)  # big enough on its own: no copy into the buffer
+        else:
+            self._buf += data
+
+    def _flush(self) -> None:
+        if self._buf:
+            self._write_all(self._buf)
+            self._buf.clear()
+
+    def _write_all(self, data: bytes | bytearray) -> None:
+        done = 0
+        try:
+            with memoryview(data) as view:
+                while done < len(view):
+                    done += os.write(self._fd, view[done:])
+        except OSError as e:
+            self.abort()
+            raise VaultError(f"cannot write {self._tmp}: {e.strerror}") from None
+
+    def commit(self, key: str) -> None:
+        final = self._vault._path(key)
+        self._flush()
+        try:
+            os.fsync(self._fd)
+            self._close()
+            if not final.exists():
+                final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                try:
+                    os.link(self._tmp, final)
+                except FileExistsError:
+                    pass  # the same content-addressed object, written by an earlier run
+                _fsync_dir(final.parent)
+        except OSError as e:
+            raise VaultError(f"cannot write {final}: {e.strerror}") from None
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        self._close()
+        try:
+            os.unlink(self._tmp)
+        except FileNotFoundError:
+            pass
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class LocalVault(Vault):
@@ -59,33 +132,19 @@ class LocalVault(Vault):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def put(self, key: str, data: bytes) -> None:
-        final = self._path(key)
-        if final.exists():
+        if self._path(key).exists():
             return
-        tmp_dir = self.root / "tmp"
-        tmp = tmp_dir / f"{os.getpid()}-{time.monotonic_ns()}.tmp"
-        try:
-            final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                pass  # the same content-addressed object, written by an earlier run
-            _fsync_dir(final.parent)
-        except OSError as e:
-            raise VaultError(f"cannot write {final}: {e.strerror}") from None
-        finally:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+        writer = self.writer()
+        writer.write(data)
+        writer.commit(key)
+
+    def writer(self) -> _TempFileWriter:
+        """The object goes straight to a temp file in the vault: a 16 MiB pack is never
+        held in memory, and committing it is an fsync and a hard link, not a copy."""
+        return _TempFileWriter(self)
+
+    def _tmp_path(self) -> Path:
+        return self.root / "tmp" / f"{os.getpid()}-{time.monotonic_ns()}.tmp"
 
     def _fd(self, key: str) -> int:
         """An open descriptor for a pack, from a small LRU: restore and the mount read many
