@@ -41,7 +41,7 @@ class Database:
         # Page cache: the writer's holds the hot indexes of a large backup; readers (the
         # mount, the backup's worker threads) each get a small one. Both stay well inside
         # the 100 MB RSS budget together.
-        self.execute(f"PRAGMA cache_size={-4096 if readonly else -16384}")
+        self.execute(f"PRAGMA cache_size={-4096 if readonly else -8192}")
         self.execute("PRAGMA temp_store=MEMORY")
 
     def close(self) -> None:
