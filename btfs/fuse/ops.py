@@ -15,7 +15,7 @@ import functools
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyfuse3
 import trio
@@ -63,6 +63,17 @@ def _guarded(handler=None, *, not_found: int = errno.ENOENT):
 
 
 @dataclass
+class OpenDir:
+    """One opendir's listing state: the rest of the last page, and where it ends."""
+
+    ino: int
+    pending: list = field(default_factory=list)  # (name, attr, cookie) not sent yet
+    pending_after: int = -1  # the cookie that `pending` follows
+    pending_last: bool = False  # whether `pending` is the end of the listing
+    end: int = -1  # the cookie after which the listing is known to hold nothing more
+
+
+@dataclass
 class OpenFile:
     ino: int
     layout: FileLayout
@@ -80,6 +91,7 @@ class Operations(pyfuse3.Operations):
         self.limiter = trio.CapacityLimiter(threads)
         self.nursery: trio.Nursery | None = None  # set by mount.py for read-ahead tasks
         self._files: dict[int, OpenFile] = {}
+        self._dirs: dict[int, OpenDir] = {}
         self._next_fh = 1
         self._inflight: dict[bytes, trio.Event] = {}
         self._xattr_cache: dict[int, tuple[float | None, dict[bytes, bytes]]] = {}
@@ -130,22 +142,49 @@ class Operations(pyfuse3.Operations):
         # (find opens every one). A directory that does not exist fails in readdir.
         if not is_dir_ino(inode):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        return inode
+        fh = self._next_fh
+        self._next_fh += 1
+        self._dirs[fh] = OpenDir(inode)
+        return fh
 
     @_guarded
     async def readdir(self, fh, start_id, token):
+        # Every listing ends with a request that finds nothing (the kernel asks until a
+        # reply is empty): when a short page already showed the end, answer it without a
+        # query, and resume a full reply from the rest of its page instead of querying
+        # again. Both only for the same cookie; a seek (telldir/seekdir) queries afresh.
+        d = self._dirs[fh]
+        if start_id == d.end:
+            return
+        if start_id == d.pending_after and d.pending:
+            page, d.pending = d.pending, []
+            last_page = d.pending_last
+        else:
+            page = self.tree.readdir(d.ino, start_id, READDIR_PAGE)
+            last_page = self._is_last_page(d, page)
         after = start_id
-        while True:
-            page = self.tree.readdir(fh, after, READDIR_PAGE)
-            for name, attr, cookie in page:
+        while page:
+            for i, (name, attr, cookie) in enumerate(page):
                 if not pyfuse3.readdir_reply(token, name, self._remember(attr), cookie):
-                    return  # the kernel's buffer is full; it resumes from `cookie`
+                    # The kernel's buffer is full; it resumes from `after`.
+                    d.pending, d.pending_after, d.pending_last = page[i:], after, last_page
+                    return
                 after = cookie
-            if not page:
-                return
+            if last_page:
+                break
+            page = self.tree.readdir(d.ino, after, READDIR_PAGE)
+            last_page = self._is_last_page(d, page)
+        d.end = after
+
+    @staticmethod
+    def _is_last_page(d: OpenDir, page: list) -> bool:
+        """Whether nothing follows `page`. A snapshot's directory pages exactly, so a short
+        page is its end; by-file pages skip what is not shown yet, so only an empty page
+        is the end there."""
+        return not page or (len(page) < READDIR_PAGE and is_stable(d.ino))
 
     async def releasedir(self, fh):
-        pass
+        self._dirs.pop(fh, None)
 
     # ---- files -------------------------------------------------------------------------
 

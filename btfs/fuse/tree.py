@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..catalog import DELETED, DIR, FILE, ROOT, SYMLINK, Catalog, ChunkRef, Meta, Snapshot
 from ..engine.meta import decode_xattrs
@@ -88,9 +88,9 @@ def is_dir_ino(ino: int) -> bool:
     return ino in (ROOT_INO, BY_TIME_INO) or ino >> _KIND_SHIFT in (_TREE_DIR, _FILE_DIR)
 
 
-@dataclass(frozen=True, slots=True)
-class Attr:
-    """What `stat` shows for one entry."""
+class Attr(NamedTuple):
+    """What `stat` shows for one entry. A named tuple: readdir builds one per entry, and
+    a tuple is built several times faster than a frozen dataclass."""
 
     ino: int
     mode: int  # with the type bits
@@ -257,6 +257,19 @@ class Tree:
             return _attr_from_meta(tree_dir_ino(snapshot_id, node_id), version.meta)
         return self._version_attr(version)
 
+    def _row_attr(self, snapshot_id: int, row: tuple) -> Attr:
+        """_entry_attr of a catalog.children_rows_page row, without building records."""
+        (node_id, _, version_id, version_snapshot, kind, size, mode, uid, gid, atime_ns,
+         mtime_ns, ctime_ns, ino, nlink, xattrs) = row
+        if kind == DIR:
+            inode = tree_dir_ino(snapshot_id, node_id)
+        elif kind == FILE and nlink > 1:
+            inode = version_ino(self.catalog.hardlink_leader(version_snapshot, ino))
+        else:
+            inode = version_ino(version_id)
+        return Attr(inode, mode, nlink, uid, gid, size, atime_ns, mtime_ns, ctime_ns, True,
+                    xattrs)
+
     def _version_attr(self, version) -> Attr:
         """A file or symlink version; hard-link groups share one inode."""
         ident = version.id
@@ -323,8 +336,9 @@ class Tree:
         kind, ident = split_ino(ino)
         if kind == _TREE_DIR:
             snapshot_id, node_id = _tree_dir_parts(ident)
-            return [(e.name, self._entry_attr(snapshot_id, e.node_id, e.version), e.node_id)
-                    for e in self.catalog.children_at_page(node_id, snapshot_id, after, limit)]
+            return [(row[1], self._row_attr(snapshot_id, row), row[0])
+                    for row in self.catalog.children_rows_page(node_id, snapshot_id, after,
+                                                               limit)]
         if kind == _FILE_DIR:
             if self._is_dir_path(ident):
                 out = []

@@ -21,6 +21,7 @@ from builder import NS, local_ns
 from helpers import rand_bytes
 
 from btfs.engine.reader import ChunkSource
+from btfs.fuse import ops as ops_module
 from btfs.fuse.ops import Operations
 from btfs.fuse.tree import BY_FILE_INO, BY_TIME_INO, LATEST_INO, ROOT_INO, Tree
 from btfs.vault import pack_key
@@ -167,3 +168,64 @@ async def test_a_new_backup_is_seen_after_refresh(ops, hand):
     new = await ops.lookup(BY_TIME_INO, b"2026-11-23_093101", None)
     d = await ops.lookup(new.st_ino, b"d", None)
     assert (await ops.lookup(d.st_ino, b"other.txt", None)).st_size == len(b"changed")
+
+
+class FakeReplyBuffer:
+    """Stands in for pyfuse3's readdir token: takes `room` entries per request."""
+
+    def __init__(self):
+        self.replies: list[list[tuple[bytes, int]]] = []
+
+    def request(self, room: int) -> list[tuple[bytes, int]]:
+        self.room = room
+        self.replies.append([])
+        return self.replies[-1]
+
+    def reply(self, token, name, attr, cookie) -> bool:
+        if len(self.replies[-1]) == self.room:
+            return False
+        self.replies[-1].append((name, cookie))
+        return True
+
+
+async def list_dir(ops: Operations, ino: int, room: int, buf: FakeReplyBuffer):
+    """Read a directory as the kernel does: from the last cookie it took until an empty
+    reply; returns the names."""
+    fh = await ops.opendir(ino, None)
+    names, after = [], 0
+    while True:
+        reply = buf.request(room)
+        await ops.readdir(fh, after, None)
+        if not reply:
+            break
+        names += [n for n, _ in reply]
+        after = reply[-1][1]
+    await ops.releasedir(fh)
+    return names
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("room", [1, 2, 3, 5, 100])
+async def test_readdir_resumes_a_page_and_knows_its_end(ops, hand, monkeypatch, room):
+    """A full reply resumes from the rest of its page (no query), the empty reply that
+    ends every listing needs no query after a short page, and every entry comes once, in
+    the same order as one long page would give it."""
+    for i in range(7):
+        hand.file(b"/d/more-%d" % i, b"x")
+    buf = FakeReplyBuffer()
+    monkeypatch.setattr(pyfuse3, "readdir_reply", buf.reply)
+    monkeypatch.setattr(ops_module, "READDIR_PAGE", 4)
+    d = await resolve(ops, b"/d")
+    want = [n for n, _, _ in ops.tree.readdir(d.st_ino, 0, 1000)]
+    assert len(want) == 11
+    queries = []
+    real = ops.tree.readdir
+    monkeypatch.setattr(ops.tree, "readdir", lambda *a: queries.append(a) or real(*a))
+    assert await list_dir(ops, d.st_ino, room, buf) == want
+    assert len(queries) == 3  # 4 + 4 + 3 entries, whatever the size of each reply
+    # by-file pages skip versions not shown yet: there only an empty page is the end.
+    queries.clear()
+    by_file_d = await ops.lookup((await ops.lookup(ROOT_INO, b"by-file", None)).st_ino,
+                                 b"d", None)
+    assert await list_dir(ops, by_file_d.st_ino, room, buf) == want
+    assert len(queries) == 4
