@@ -44,3 +44,31 @@ def test_equal_chunks_in_flight_are_stored_once(tmp_path):
         assert stats.bytes_added < unique_bytes * 1.05
         assert report.unreferenced_packs == 0
     assert len(os.listdir(src)) == 1504
+
+
+def test_lookup_many_knows_pending_stored_and_new_chunks(tmp_path):
+    """One catalog query answers for a worker's whole batch, with the same answers as
+    one lookup per chunk: None for chunks on their way or stored, else the generation."""
+    from btfs.engine import codec
+    from btfs.engine.store import ChunkStore
+
+    paths = config_mod.Paths(tmp_path / "cfg" / "config.toml", tmp_path / "data",
+                             tmp_path / "cache")
+    init_repo(paths, str(tmp_path / "vault"))
+    with Repo.open(paths) as repo, repo.writer():
+        store = ChunkStore(repo.catalog, repo.vault, pack_size=1 << 20)
+        try:
+            stored, pending, new = b"stored" * 100, b"pending" * 100, b"new" * 100
+            h_stored, h_pending, h_new = map(codec.chunk_hash, (stored, pending, new))
+            with repo.catalog.transaction():
+                store.add(h_stored, len(stored), codec.encode(stored, 3))
+                store.finish()
+            store.forget_recorded()
+            store.add(h_pending, len(pending), codec.encode(pending, 3))
+            batch = [h_new, h_stored, h_pending, h_new]
+            want = [store.generation, None, None, store.generation]
+            assert store.lookup_many(batch) == want
+            assert [store.lookup(h) for h in batch] == want
+            assert store.lookup_many([]) == []
+        finally:
+            store.close()

@@ -353,6 +353,14 @@ class Catalog:
         row = self.db.get_row_or_none("SELECT id FROM chunk WHERE hash=?", (chunk_hash,))
         return row[0] if row else None
 
+    def stored_chunks(self, hashes: list[bytes]) -> set[bytes]:
+        """Which of `hashes` (a few dozen: one query's parameters) are in the catalog."""
+        if not hashes:
+            return set()
+        marks = ",".join("?" * len(hashes))
+        return {r[0] for r in self.db.query(
+            f"SELECT hash FROM chunk WHERE hash IN ({marks})", hashes)}
+
     def add_pack(self, name: str, size: int, chunks: list[NewChunk], created_ns: int
                  ) -> dict[bytes, int]:
         """Record a pack that is durable in the vault; returns chunk hash -> chunk id."""

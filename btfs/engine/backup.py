@@ -316,7 +316,7 @@ class Backup:
         for job in batch:
             job.reading_done = True
         self._submit(batch, nbytes, read_batch, [j.path for j in batch], self.level,
-                     self.store.lookup)
+                     self.store.lookup_many)
 
     def _read_large(self, job: _FileJob) -> None:
         """Cut a large file on this thread (the chunker runs without the GIL) and hash and

@@ -71,14 +71,16 @@ def make_piece(data: bytes, level: int, lookup: Callable[[bytes], int | None]) -
     return Piece(h, len(data), codec.encode(data, level), generation)
 
 
-def read_whole(path: bytes, level: int, lookup: Callable[[bytes], int | None]) -> WholeFile:
-    """A small file in one piece (smaller than the chunker's minimum, so one chunk)."""
+def _read_small(path: bytes) -> tuple[bytes, os.stat_result, bool, bytes | None]:
+    """(content, stat after reading, stable, xattrs) of a file read whole."""
     for attempt in range(RETRIES):
         fd = open_for_backup(path)
         try:
             before = os.fstat(fd)
             parts = []
-            want = before.st_size + 1  # one byte more tells us it grew
+            # Up to the size fstat gave: growth since shows in the second fstat, so no
+            # extra read() to look for EOF.
+            want = before.st_size
             while want > 0:
                 block = os.read(fd, want)
                 if not block:
@@ -92,20 +94,39 @@ def read_whole(path: bytes, level: int, lookup: Callable[[bytes], int | None]) -
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         stable = same_content_stat(before, after) and len(data) == after.st_size
         if stable or attempt == RETRIES - 1:
-            break
-    piece = make_piece(data, level, lookup)
-    return WholeFile(after, piece.hash, [piece] if data else [], not stable, xattrs)
+            return data, after, stable, xattrs
+    raise AssertionError("unreachable")
 
 
-def read_batch(paths: list[bytes], level: int, lookup: Callable[[bytes], int | None]
+def read_batch(paths: list[bytes], level: int,
+               lookup_many: Callable[[list[bytes]], list[int | None]]
                ) -> list[WholeFile | OSError]:
-    """Several small files in one worker job; an error is returned in its file's place."""
-    results: list[WholeFile | OSError] = []
+    """Several small files (each under the chunker's minimum, so one chunk) in one worker
+    job: read and hash them all, ask the store once which chunks it lacks
+    (ChunkStore.lookup_many), compress those. An error is returned in its file's place."""
+    reads: list[tuple[bytes, os.stat_result, bool, bytes | None] | OSError] = []
     for path in paths:
         try:
-            results.append(read_whole(path, level, lookup))
+            reads.append(_read_small(path))
         except OSError as e:
-            results.append(e)
+            reads.append(e)
+    hashes = [codec.chunk_hash(r[0]) for r in reads if not isinstance(r, OSError)]
+    generations = iter(lookup_many(hashes))
+    hash_of = iter(hashes)
+    results: list[WholeFile | OSError] = []
+    for r in reads:
+        if isinstance(r, OSError):
+            results.append(r)
+            continue
+        data, after, stable, xattrs = r
+        h, generation = next(hash_of), next(generations)
+        if not data:
+            pieces = []
+        elif generation is None:
+            pieces = [Piece(h, len(data), None)]
+        else:
+            pieces = [Piece(h, len(data), codec.encode(data, level), generation)]
+        results.append(WholeFile(after, h, pieces, not stable, xattrs))
     return results
 
 

@@ -49,15 +49,24 @@ class ChunkStore:
     def lookup(self, chunk_hash: bytes) -> int | None:
         """None if this chunk is stored or on its way; else the commit generation at which
         it was found new (see `add`). Safe from any thread."""
+        return self.lookup_many([chunk_hash])[0]
+
+    def lookup_many(self, hashes: list[bytes]) -> list[int | None]:
+        """`lookup` for several chunks with one catalog query (a worker's batch)."""
         generation = self.generation  # read first: a commit after this is detected in add
-        if chunk_hash in self._pending:
-            return None
-        # One read-only connection shared by the workers (SQLite serializes it; a lookup
-        # takes microseconds), instead of one page cache per thread.
-        with self._reader_lock:
-            if self._reader is None:
-                self._reader = Catalog(self.catalog.path, readonly=True)
-            return None if self._reader.chunk_id(chunk_hash) is not None else generation
+        pending = self._pending
+        on_the_way = [h in pending for h in hashes]
+        unknown = [h for h, known in zip(hashes, on_the_way, strict=True) if not known]
+        stored: set[bytes] = set()
+        if unknown:
+            # One read-only connection shared by the workers (SQLite serializes it; a
+            # lookup takes microseconds), instead of one page cache per thread.
+            with self._reader_lock:
+                if self._reader is None:
+                    self._reader = Catalog(self.catalog.path, readonly=True)
+                stored = self._reader.stored_chunks(unknown)
+        return [None if known or h in stored else generation
+                for h, known in zip(hashes, on_the_way, strict=True)]
 
     def add(self, chunk_hash: bytes, size: int, stored: bytes | None,
             checked_at: int = -1) -> int:
