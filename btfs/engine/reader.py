@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from ..catalog.model import ChunkRef
+from ..errors import BtfsError
 from ..vault import Vault, pack_key
 from . import codec
 
@@ -33,25 +34,52 @@ class ChunkSource:
     def peek(self, chunk_hash: bytes) -> bytes | None:
         """A cached chunk without any I/O, or None."""
         with self._lock:
-            return self._cache.get(chunk_hash)
+            data = self._cache.get(chunk_hash)
+            if data is not None:
+                self._cache.move_to_end(chunk_hash)
+            return data
 
     def chunk(self, ref: ChunkRef) -> bytes:
-        with self._lock:
-            data = self._cache.get(ref.hash)
-            if data is not None:
-                self._cache.move_to_end(ref.hash)
-                return data
+        data = self.peek(ref.hash)
+        if data is not None:
+            return data
         stored = self.vault.get(pack_key(ref.pack), ref.offset, ref.stored_len)
         data = codec.decode(stored, ref.hash, ref.size)
-        if len(data) <= self.cache_bytes // 4:
-            with self._lock:
-                if ref.hash not in self._cache:
-                    self._cache[ref.hash] = data
-                    self._cached += len(data)
-                    while self._cached > self.cache_bytes:
-                        _, old = self._cache.popitem(last=False)
-                        self._cached -= len(old)
+        self._keep(ref.hash, data)
         return data
+
+    def prefetch_run(self, refs: list[ChunkRef]) -> int:
+        """Fetch chunks that lie one after another in one pack with a single vault read,
+        verify each and cache it; returns how many were cached. A chunk that fails its
+        check is only logged (debug): the read that needs it fetches it on its own and
+        reports the error. Reads at most the span of `refs`, which the caller bounds."""
+        if not refs:
+            return 0
+        start = min(r.offset for r in refs)
+        end = max(r.offset + r.stored_len for r in refs)
+        stored = self.vault.get(pack_key(refs[0].pack), start, end - start)
+        cached = 0
+        for ref in refs:
+            try:
+                data = codec.decode(stored[ref.offset - start:ref.offset - start
+                                          + ref.stored_len], ref.hash, ref.size)
+            except BtfsError as e:
+                log.debug("read-ahead of chunk %s: %s", ref.hash.hex()[:16], e)
+                continue
+            self._keep(ref.hash, data)
+            cached += 1
+        return cached
+
+    def _keep(self, chunk_hash: bytes, data: bytes) -> None:
+        if len(data) > self.cache_bytes // 4:
+            return
+        with self._lock:
+            if chunk_hash not in self._cache:
+                self._cache[chunk_hash] = data
+                self._cached += len(data)
+                while self._cached > self.cache_bytes:
+                    _, old = self._cache.popitem(last=False)
+                    self._cached -= len(old)
 
 
 class FileLayout:

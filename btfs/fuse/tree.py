@@ -372,7 +372,15 @@ class Tree:
 
     def file_refs(self, ino: int) -> list[ChunkRef]:
         """Where the content of a file version lives, in order."""
-        return self.catalog.content_refs(self._version_of(ino, FILE).meta.content_id)
+        kind, ident = split_ino(ino)
+        refs = self.catalog.file_chunk_refs(ident) if kind == _VERSION else None
+        if refs is None:
+            raise NotFound(ino)
+        return refs
+
+    def chunks_after(self, ref: ChunkRef, max_bytes: int) -> list[ChunkRef]:
+        """The chunks stored after `ref` in its pack, up to `max_bytes` of content."""
+        return self.catalog.chunks_after(ref.hash, max_bytes)
 
     def xattrs(self, ino: int) -> list[tuple[bytes, bytes]]:
         kind, ident = split_ino(ino)

@@ -10,12 +10,15 @@ import os
 import pyfuse3
 import pytest
 import trio
+import trio.testing
 from helpers import rand_bytes
 
 from btfs.catalog import Catalog
 from btfs.engine.reader import ChunkSource
+from btfs.fuse import ops as ops_module
 from btfs.fuse.ops import LIVE_TIMEOUT, STABLE_TIMEOUT, Operations
 from btfs.fuse.tree import BY_TIME_INO, Tree
+from btfs.vault import pack_key
 
 
 @pytest.fixture
@@ -98,3 +101,89 @@ def test_parallel_readers_share_one_fetch_per_chunk(ops_for):
         assert not ops._inflight
 
     trio.run(main)
+
+
+@pytest.fixture
+def small_files(repo_factory, tmp_path):
+    """40 small files backed up into one pack; the Operations, each file's inode and
+    bytes in the order they were stored, and the repo."""
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:02}.bin").write_bytes(rand_bytes(3000 + i, 100 + i))
+    repo = repo_factory(src)
+    with repo.writer():
+        assert repo.backup().state == "complete"
+    tree = Tree(Catalog(repo.catalog.path, readonly=True))
+    ops = Operations(tree, ChunkSource(repo.vault, cache_bytes=8 << 20))
+
+    async def files():
+        out = []
+        for i in range(40):
+            attr = await resolve(ops, os.fsencode(src / f"f{i:02}.bin"))
+            ref, = tree.file_refs(attr.st_ino)
+            out.append((ref, attr.st_ino, (src / f"f{i:02}.bin").read_bytes()))
+        assert len({ref.pack for ref, _, _ in out}) == 1
+        return [(ino, data, ref) for ref, ino, data in sorted(out, key=lambda f: f[0].offset)]
+
+    return ops, trio.run(files), repo
+
+
+def count_vault_reads(monkeypatch, vault) -> list[tuple[int, int]]:
+    reads = []
+    real = vault.get
+
+    def get(key, offset=0, length=None):
+        reads.append((offset, length))
+        return real(key, offset, length)
+
+    monkeypatch.setattr(vault, "get", get)
+    return reads
+
+
+def test_small_files_read_in_stored_order_come_from_a_few_pack_reads(small_files,
+                                                                     monkeypatch):
+    """Finishing a file fetches and verifies the chunks stored after it in its pack, in a
+    few vault reads: the next files are then answered from the cache."""
+    ops, files, repo = small_files
+    reads = count_vault_reads(monkeypatch, ops.source.vault)
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            ops.nursery = nursery
+            for ino, data, _ in files:
+                assert await read_all(ops, ino, len(data)) == data
+                await trio.testing.wait_all_tasks_blocked()
+        assert not ops._inflight
+
+    trio.run(main)
+    assert 1 < len(reads) <= 1 + ops_module.PACK_AHEAD_BATCHES, reads
+
+
+@pytest.mark.expect_warnings(r"^read of .* failed")
+def test_a_damaged_chunk_fetched_ahead_is_never_served(small_files, monkeypatch, caplog):
+    """Read-ahead verifies every chunk it caches: a damaged one is left out, and the read
+    of its file fails with EIO while the files around it read fine."""
+    ops, files, repo = small_files
+    _, _, damaged = files[5]
+    with open(repo.vault._path(pack_key(damaged.pack)), "r+b") as f:
+        f.seek(damaged.offset + damaged.stored_len - 1)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([last[0] ^ 0xFF]))
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            ops.nursery = nursery
+            for i, (ino, data, ref) in enumerate(files):
+                if i == 5:
+                    with pytest.raises(pyfuse3.FUSEError) as e:
+                        await read_all(ops, ino, len(data))
+                    assert e.value.errno == errno.EIO
+                    assert ops.source.peek(ref.hash) is None
+                else:
+                    assert await read_all(ops, ino, len(data)) == data
+                await trio.testing.wait_all_tasks_blocked()
+
+    trio.run(main)
+    assert any("f05.bin" in r.getMessage() for r in caplog.records)
