@@ -52,6 +52,26 @@ def test_codec_compresses_when_it_pays_and_not_at_level_zero():
     assert codec.encode(noise, 19)[0] == codec.RAW
 
 
+def test_big_chunks_are_sampled_before_compressing():
+    """A big chunk whose samples do not shrink is stored raw without compressing it all;
+    one with compressible data where the samples fall is compressed whole, and round
+    trips either way."""
+    rng = random.Random(2)
+    noise = rng.randbytes(1 << 20)
+    text = b"".join(b"line %d of a log file\n" % i for i in range(60_000))[:1 << 20]
+    assert codec.encode(noise, 3)[0] == codec.RAW
+    assert codec.encode(text, 3)[0] == codec.ZSTD
+    # Text where the samples are, noise elsewhere: compressed (it pays, if less).
+    quarter = len(text) // 4
+    mixed = b"".join(text[i * quarter:i * quarter + 32 * 1024] + noise[:quarter - 32 * 1024]
+                     for i in range(4))
+    stored = codec.encode(mixed, 3)
+    assert stored[0] == codec.ZSTD
+    for data in (noise, text, mixed):
+        stored = codec.encode(data, 3)
+        assert codec.decode(stored, codec.chunk_hash(data), len(data)) == data
+
+
 @given(data=chunk_data, level=levels, where=st.integers(min_value=0), bit=st.integers(0, 7))
 def test_a_flipped_bit_never_returns_wrong_bytes(data, level, where, bit):
     """IntegrityError (never another exception), or the original bytes: a few bits of a
