@@ -1,23 +1,28 @@
-"""Reading a file that changes while it is read: read again, a few times at most, then
-stored as last read with a warning (the backup stays complete)."""
+"""Reading files for a backup: the chunker over a file descriptor, and a file that changes
+while it is read (read again, a few times at most, then stored as last read with a
+warning; the backup stays complete)."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import random
 import threading
 import time
 
 import pytest
 from helpers import rand_bytes
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyfastcdc.cy import FastCDC
 
-from btfs.engine.files import RETRIES, cut_file
+from btfs.engine.files import RETRIES, Chunker, cut_file
 from btfs.engine.reader import ChunkSource, FileLayout, read_range
 
 
 def chunker():
-    return FastCDC(1 << 20, min_size=256 << 10, max_size=4 << 20)
+    return Chunker(256 << 10, 1 << 20, 4 << 20)
 
 
 def test_a_file_changed_during_the_first_read_is_read_again(tmp_path):
@@ -101,3 +106,24 @@ def test_backup_of_a_file_appended_to_during_the_backup(repo_factory, tmp_path):
     assert stored == final[:len(stored)]  # what was read, exactly: the file only grew
     assert hashlib.sha256(stored).digest() == content.sha256
     assert cat.integrity_problems() == []
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.integers(0, 40_000), seed=st.integers(0, 2**16), repetitive=st.booleans())
+def test_chunker_cuts_where_pyfastcdc_cut_stream_does(tmp_path, size, seed, repetitive):
+    """Same cut points as the library's stream chunker (so chunks dedup against what it
+    stored), across many buffer refills: tiny chunk bounds, files up to ~40 maximum
+    chunks, random and repetitive content."""
+    rng = random.Random(seed)
+    data = (rng.randbytes(97) * (size // 97 + 1))[:size] if repetitive else rng.randbytes(size)
+    f = tmp_path / f"f{seed}-{size}"
+    f.write_bytes(data)
+    expected = [bytes(c.data) for c in
+                FastCDC(256, min_size=64, max_size=1024).cut_stream(io.BytesIO(data))]
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        got = list(Chunker(64, 256, 1024).chunks(fd))
+    finally:
+        os.close(fd)
+    assert got == expected

@@ -23,12 +23,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from pyfastcdc.cy import FastCDC
-
 from ..catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Meta, Version
 from ..config import Config, TrackedDir
 from ..errors import BtfsError
-from .files import Piece, WholeFile, cut_file, make_piece, read_batch
+from .files import Chunker, Piece, WholeFile, cut_file, make_piece, read_batch
 from .memory import tune_allocator
 from .meta import meta_from_stat, read_xattrs
 from .scanner import Changed, Deleted, Scanner
@@ -105,8 +103,7 @@ class Backup:
         # the disk busy while hashing and compression (which release the GIL) use the CPUs.
         threads = config.threads or max(4, 2 * (os.cpu_count() or 2))
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="btfs-hash")
-        self.cdc = FastCDC(config.chunk_avg, min_size=config.chunk_min,
-                           max_size=config.chunk_max)
+        self.chunker = Chunker(config.chunk_min, config.chunk_avg, config.chunk_max)
         self.level = config.compression_level
         self._window: deque[tuple[list[_FileJob], Future, int]] = deque()
         self._batch: list[_FileJob] = []  # small files not yet handed to a worker
@@ -335,7 +332,7 @@ class Backup:
                                current.atime_ns)
 
         try:
-            read = cut_file(job.path, self.cdc, submit, restart)
+            read = cut_file(job.path, self.chunker, submit, restart)
         except OSError as e:
             current.abandoned = True
             self._file_error(current, e)

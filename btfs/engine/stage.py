@@ -10,12 +10,10 @@ from __future__ import annotations
 import logging
 import os
 
-from pyfastcdc.cy import FastCDC
-
 from ..catalog import FILE, SYMLINK, Catalog
 from ..config import Config
 from ..errors import UsageError
-from .files import cut_file, make_piece
+from .files import Chunker, cut_file, make_piece
 from .meta import file_type, meta_from_stat, read_xattrs
 from .store import ChunkStore
 
@@ -44,7 +42,7 @@ def stage_paths(catalog: Catalog, store: ChunkStore, config: Config, paths: list
         if file_type(st.st_mode) not in (FILE, SYMLINK):
             raise UsageError(f"cannot stage {p}: only files and symlinks can be staged")
         targets.append(path)
-    cdc = FastCDC(config.chunk_avg, min_size=config.chunk_min, max_size=config.chunk_max)
+    chunker = Chunker(config.chunk_min, config.chunk_avg, config.chunk_max)
     with catalog.transaction():
         staged = []
         for path in targets:
@@ -60,7 +58,7 @@ def stage_paths(catalog: Catalog, store: ChunkStore, config: Config, paths: list
                     store.add(piece.hash, piece.size, piece.stored, piece.checked_at)
                     hashes.append(piece.hash)
 
-                read = cut_file(raw, cdc, take, hashes.clear)
+                read = cut_file(raw, chunker, take, hashes.clear)
                 staged.append((path, raw, read.st, kind, (read.sha256, hashes)))
             else:
                 staged.append((path, raw, st, kind, os.readlink(raw)))
