@@ -12,7 +12,6 @@ Never: follow symlinks, key on st_dev, hold a whole large file or the whole file
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -228,9 +227,9 @@ class Backup:
         self._add_version(node, meta_from_stat(st, kind, target=target, xattrs=xattrs,
                                                content_id=content_id), is_new, counted=counted)
 
-    def _add_version(self, node: int, meta: Meta, is_new: bool, *, counted: bool = True
-                     ) -> None:
-        self.catalog.add_version(node, self.stats.snapshot_id, meta)
+    def _add_version(self, node: int, meta: Meta, is_new: bool, *, counted: bool = True,
+                     content_id: int | None = None) -> None:
+        self.catalog.add_version(node, self.stats.snapshot_id, meta, content_id=content_id)
         if counted:
             self._count(is_new)
 
@@ -428,8 +427,7 @@ class Backup:
         chunk_ids = [recent.get(h) or self.catalog.chunk_id(h) for h, _ in job.pieces]
         size = sum(size for _, size in job.pieces)
         content_id = self.catalog.add_content(job.sha256, size, chunk_ids)
-        meta = dataclasses.replace(job.meta, content_id=content_id)
-        self._add_version(job.node_id, meta, job.is_new)
+        self._add_version(job.node_id, job.meta, job.is_new, content_id=content_id)
 
     # ---- reporting ----------------------------------------------------------------------
 
