@@ -24,6 +24,10 @@ from .tree import BY_TIME_INO, LATEST, Tree
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5  # a backup shows up within this (plus the kernel's 1 s timeouts)
+# The kernel's read-ahead for this mount: at its default (128 KiB) a sequential reader
+# asks for 128-256 KiB per request; at 1 MiB (the largest request FUSE sends here) one
+# request per MiB. Cold cat of a 512 MiB file: 1.13-1.31 s -> 1.00-1.03 s.
+READ_AHEAD_KB = 1024
 
 
 def fuse_options(allow_other: bool) -> set[str]:
@@ -67,13 +71,32 @@ async def _watch_signals() -> None:
             return
 
 
-async def _serve(ops: Operations, tree: Tree) -> None:
+async def _serve(ops: Operations, tree: Tree, mountpoint: str) -> None:
     async with trio.open_nursery() as nursery:
         ops.nursery = nursery
+        nursery.start_soon(_raise_read_ahead, mountpoint)
         nursery.start_soon(_watch_catalog, tree)
         nursery.start_soon(_watch_signals)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
+
+
+async def _raise_read_ahead(mountpoint: str) -> None:
+    """Best effort: writing the mount's read_ahead_kb needs root; as a user the kernel's
+    default stays, which only means more, smaller read requests. Only once the mount
+    answers (a stat in a thread, served by this process): the kernel sets the read-ahead
+    when the server answers FUSE's INIT, and would undo an earlier change."""
+    try:
+        dev = (await trio.to_thread.run_sync(os.stat, mountpoint)).st_dev
+        path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+        await trio.to_thread.run_sync(_write, path, str(READ_AHEAD_KB))
+    except OSError as e:
+        log.debug("read-ahead of %s stays at the kernel's default: %s", mountpoint, e)
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def serve(repo: Repo, mountpoint: str, *, allow_other: bool = False) -> None:
@@ -83,7 +106,7 @@ def serve(repo: Repo, mountpoint: str, *, allow_other: bool = False) -> None:
     pyfuse3.init(ops, mountpoint, fuse_options(allow_other))
     log.info("mounted %s at %s", repo.vault.url, mountpoint)
     try:
-        trio.run(_serve, ops, tree)
+        trio.run(_serve, ops, tree, mountpoint)
     finally:
         pyfuse3.close(unmount=True)
         log.info("unmounted %s", mountpoint)

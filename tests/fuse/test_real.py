@@ -507,3 +507,20 @@ def test_the_mount_answers_while_a_backup_runs(repo_dirs, mounts_cleanup):
     assert checks >= 3 and slowest < 1.0
     assert wait_until(lambda: len(snapshot_dirs(mnt)) == 2, timeout=2.0)
     assert len(os.listdir(inside(mnt, "latest", src))) == 9
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may set a mount's read-ahead")
+def test_the_mount_reads_ahead_a_mib_at_a_time(repo_dirs, mounts_cleanup):
+    """Its bdi read-ahead is raised once the mount answers (the kernel sets it when FUSE's
+    INIT is answered, so an earlier change would be undone)."""
+    from btfs.fuse.mount import READ_AHEAD_KB
+
+    src, mnt = repo_dirs
+    (src / "f").write_bytes(b"x")
+    backup()
+    mounts_cleanup(mnt)
+    btfs_cli("mount", str(mnt))
+    dev = os.stat(mnt).st_dev
+    path = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+    assert wait_until(lambda: int(path.read_text()) == READ_AHEAD_KB)
+    assert (inside(mnt, "latest", src) / "f").read_bytes() == b"x"
