@@ -28,7 +28,7 @@ from ..errors import BtfsError
 from .files import Chunker, Piece, WholeFile, cut_file, make_piece, read_batch
 from .memory import tune_allocator
 from .meta import meta_from_stat, read_xattrs
-from .scanner import Changed, Deleted, Scanner
+from .scanner import Changed, Deleted, Listed, Scanner
 from .store import STORED, ChunkStore
 
 log = logging.getLogger(__name__)
@@ -183,8 +183,14 @@ class Backup:
 
     def _backup_root(self, tracked: TrackedDir) -> None:
         self._new_nodes.clear()  # roots share ancestors: a new one may have children now
-        scanner = Scanner(self.catalog, self.config, self._resolve, self._warn)
+        # Unchanged entries are only counted, except staged ones, which are committed.
+        scanner = Scanner(self.catalog, self.config, self._resolve, self._warn,
+                          report_unchanged=self._staged)
         for n, event in enumerate(scanner.scan(tracked)):
+            if isinstance(event, Listed):
+                self.stats.entries += event.unchanged
+                self._tick(event.path)
+                continue
             if n % 256 == 0:
                 self._tick(event.path)
             if isinstance(event, Deleted):

@@ -13,15 +13,18 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 
-from ..catalog import DELETED, DIR, FILE, ROOT, Catalog, LiveChild
+from ..catalog import DELETED, DIR, FILE, ROOT, SYMLINK, Catalog, LiveChild
 from ..config import Config, TrackedDir
 from .excludes import Matcher, is_cache_dir
-from .meta import file_type, meta_from_stat
+from .meta import meta_from_stat
 
 log = logging.getLogger(__name__)
+
+# st_mode's type bits -> btfs's type; fifos, sockets and devices are not stored.
+_KINDS = {stat.S_IFREG: FILE, stat.S_IFDIR: DIR, stat.S_IFLNK: SYMLINK}
 
 # (parent node, name) -> node id; the backup creates missing nodes, status does not (None).
 NodeResolver = Callable[[int | None, bytes], int | None]
@@ -49,6 +52,17 @@ class Unchanged:
 
 
 @dataclass(slots=True)
+class Listed:
+    """A directory whose entries have all been compared. Unchanged entries are counted
+    here rather than reported one by one (a no-change backup of a million files would
+    otherwise make a million events), except those in `Scanner.report_unchanged`."""
+
+    path: bytes
+    unchanged: int
+    counted: bool = True
+
+
+@dataclass(slots=True)
 class Deleted:
     """A path the catalog has as live that is gone (or now excluded)."""
 
@@ -59,13 +73,14 @@ class Deleted:
 
 class Scanner:
     def __init__(self, catalog: Catalog, config: Config, resolve: NodeResolver,
-                 warn: Callable[[str], None]):
+                 warn: Callable[[str], None], report_unchanged: Container[int] = ()):
         self.catalog = catalog
         self.config = config
         self.resolve = resolve
         self.warn = warn
+        self.report_unchanged = report_unchanged  # node ids the caller wants to see
 
-    def scan(self, tracked: TrackedDir) -> Iterator[Changed | Unchanged | Deleted]:
+    def scan(self, tracked: TrackedDir) -> Iterator[Changed | Unchanged | Listed | Deleted]:
         root = os.fsencode(tracked.path)
         try:
             root_st = os.lstat(root)
@@ -128,45 +143,58 @@ class Scanner:
             names = []
         live = self.catalog.live_children(node) if node is not None else {}
         seen = set()
+        unchanged = 0
+        report = self.report_unchanged
+        xdev = self.config.one_file_system
+        # The loop below runs for every entry of every backup: paths are joined only
+        # where an entry is new, changed, a directory or worth a warning.
         for name in names:
-            child_path = path + b"/" + name
-            child_rel = rel + b"/" + name if rel else name
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue  # vanished since the listing
             except OSError as e:
-                self.warn(f"cannot stat {os.fsdecode(child_path)}: {e.strerror}")
+                self.warn(f"cannot stat {os.fsdecode(path + b'/' + name)}: {e.strerror}")
                 seen.add(name)  # unknown state: keep its last version
                 continue
-            kind = file_type(st.st_mode)
-            if kind is None or not self._wanted(child_path, child_rel, name, kind, st, matcher):
+            kind = _KINDS.get(st.st_mode & 0o170000)
+            child_rel = rel + b"/" + name if rel else name
+            if kind is None or not self._wanted(path, child_rel, name, kind, st, matcher):
                 continue
             seen.add(name)
             entry = live.get(name)
+            # Change detection: lstat against the newest version, st_dev deliberately not
+            # compared (a btrfs/ZFS snapshot as source would look all new).
+            same = entry is not None and entry[1:] == (kind, st.st_size, st.st_mtime_ns,
+                                                       st.st_ctime_ns, st.st_ino)
+            if same and kind != DIR and entry.node_id not in report:
+                unchanged += 1
+                continue
+            child_path = path + b"/" + name
             if entry is not None and entry.type == DIR and kind != DIR:
                 # A directory replaced by a file or symlink: its old contents end here.
                 for gone_name, gone in self.catalog.live_children(entry.node_id).items():
                     yield Deleted(gone, child_path + b"/" + gone_name)
             child = entry.node_id if entry else self.resolve(node, name)
-            if kind == DIR and not (self.config.one_file_system and st.st_dev != root_dev):
+            if kind == DIR and not (xdev and st.st_dev != root_dev):
                 subdirs.append((child_path, child, child_rel))
-            # Change detection: lstat against the newest version, st_dev deliberately not
-            # compared (a btrfs/ZFS snapshot as source would look all new).
-            if entry is not None and entry[1:] == (kind, st.st_size, st.st_mtime_ns,
-                                                   st.st_ctime_ns, st.st_ino):
+            if not same:
+                yield Changed(child, child_path, st, kind, entry is None)
+            elif child in report:
                 yield Unchanged(child, child_path)
             else:
-                yield Changed(child, child_path, st, kind, entry is None)
+                unchanged += 1
         for name, entry in live.items():
             if name not in seen:
                 yield Deleted(entry, path + b"/" + name)
+        yield Listed(path, unchanged)
 
-    def _wanted(self, path: bytes, rel: bytes, name: bytes, kind: str, st: os.stat_result,
+    def _wanted(self, parent: bytes, rel: bytes, name: bytes, kind: str, st: os.stat_result,
                 matcher: Matcher) -> bool:
         if matcher.entry_excluded(rel, name, kind == DIR):
             return False
         if kind == FILE and self.config.max_file_size and st.st_size > self.config.max_file_size:
-            log.info("skipping %s: larger than max_file_size", os.fsdecode(path))
+            log.info("skipping %s: larger than max_file_size",
+                     os.fsdecode(parent + b"/" + name))
             return False
         return True
