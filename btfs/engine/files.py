@@ -144,9 +144,11 @@ class Chunker:
     def __init__(self, min_size: int, avg_size: int, max_size: int):
         self._cdc = FastCDC(avg_size, min_size=min_size, max_size=max_size)
         self._max = max_size
-        self._buf = bytearray(2 * max_size)
+        self._buf: bytearray | None = None  # made on first use: a no-change backup cuts nothing
 
     def chunks(self, fd: int) -> Iterator[bytes]:
+        if self._buf is None:
+            self._buf = bytearray(2 * self._max)
         buf, longest = self._buf, self._max
         view = memoryview(buf)
         start = end = 0  # unread bytes are buf[start:end]
