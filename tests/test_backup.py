@@ -762,3 +762,40 @@ def test_random_histories_read_back_at_every_snapshot(tmp_path_factory, steps):
         for snapshot_id, source in expected:
             assert_same_tree(stored_tree(repo.catalog, repo.vault, src, snapshot_id), source)
     shutil.rmtree(base)
+
+
+def test_small_files_are_stored_in_groups_and_damage_names_every_member(repo_factory, src):
+    """Small files that look alike share compressed groups: the vault holds less than
+    each file compressed alone, every file reads back, and a damaged group makes check
+    name each file in it (and no other)."""
+    from btfs.engine import codec
+    from btfs.engine.check import check
+
+    rng = __import__("random").Random(5)
+    words = [b"static", b"int", b"return", b"struct", b"void", b"const", b"unsigned"]
+    licence = rand_bytes(1500, seed=6).hex().encode()  # the same header in every file
+    for i in range(300):
+        body = b" ".join(rng.choice(words) for _ in range(rng.randint(100, 800)))
+        (src / f"f{i:03d}.c").write_bytes(licence + b"/* file %d */\n" % i + body)
+    (src / "alone.bin").write_bytes(rng.randbytes(300 * 1024))  # a chunk of its own
+    repo = repo_factory(src)
+    first = backup(repo)
+    alone = sum(len(codec.encode((src / f"f{i:03d}.c").read_bytes(), 3)) for i in range(300))
+    assert first.bytes_added < 300 * 1024 + alone * 0.5
+    assert_same_tree(stored_tree(repo.catalog, repo.vault, src, first.snapshot_id),
+                     source_tree(src))
+    assert check(repo.catalog, repo.vault, read_data=True).ok
+
+    # Damage one group: one stored form shared by several chunks.
+    shared = repo.catalog.db.query(
+        "SELECT p.name, c.offset, c.stored_len, count(*) FROM chunk c JOIN pack p "
+        "ON p.id = c.pack_id GROUP BY c.pack_id, c.offset HAVING count(*) > 1 LIMIT 1").fetchall()
+    pack, offset, stored_len, members = shared[0]
+    path = repo.vault._path(f"packs/{pack}")
+    data = bytearray(path.read_bytes())
+    data[offset + stored_len // 2] ^= 0x10
+    path.chmod(0o600)
+    path.write_bytes(bytes(data))
+    report = check(repo.catalog, repo.vault, read_data=True)
+    assert not report.ok
+    assert len({p for p, _ in report.affected}) == members

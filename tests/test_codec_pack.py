@@ -72,6 +72,55 @@ def test_big_chunks_are_sampled_before_compressing():
         assert codec.decode(stored, codec.chunk_hash(data), len(data)) == data
 
 
+# Small chunks that look alike (as source files do), so groups compress.
+group_members = st.lists(
+    st.builds(lambda word, n, tail: word * n + tail, st.sampled_from([b"int ", b"for (;;) "]),
+              st.integers(1, 300), st.binary(max_size=50)),
+    min_size=2, max_size=12, unique=True)
+
+
+@given(members=group_members, level=st.integers(1, 9))
+def test_group_round_trip(members, level):
+    """Every member of a group decodes to its own bytes; an id that is not a member, or a
+    member asked for with the wrong size, is an integrity error."""
+    pairs = [(codec.chunk_hash(m), m) for m in members]
+    stored = codec.encode_group(pairs, level)
+    assume(stored is not None)
+    assert stored[0] == codec.GROUP
+    for h, m in reversed(pairs):  # any order: each read finds its member
+        assert codec.decode(stored, h, len(m)) == m
+    with pytest.raises(IntegrityError):
+        codec.decode(stored, codec.chunk_hash(b"stranger"), 8)
+    with pytest.raises(IntegrityError):
+        codec.decode(stored, pairs[0][0], len(pairs[0][1]) + 1)
+
+
+def test_group_that_does_not_pay_is_not_made():
+    noise = random.Random(3)
+    pairs = [(codec.chunk_hash(d), d) for d in (noise.randbytes(5000), noise.randbytes(7000))]
+    assert codec.encode_group(pairs, 3) is None
+    assert codec.encode_group(pairs, 0) is None
+
+
+@given(members=group_members, which=st.integers(min_value=0), where=st.integers(min_value=0),
+       bit=st.integers(0, 7))
+def test_a_flipped_bit_in_a_group_never_returns_wrong_bytes(members, which, where, bit):
+    """Damage anywhere in a group (also after a good read of it was cached) is an
+    integrity error or the right bytes, never other bytes or another exception."""
+    pairs = [(codec.chunk_hash(m), m) for m in members]
+    stored = codec.encode_group(pairs, 3)
+    assume(stored is not None)
+    h, m = pairs[which % len(pairs)]
+    assert codec.decode(stored, h, len(m)) == m  # now in the cache
+    damaged = bytearray(stored)
+    damaged[where % len(damaged)] ^= 1 << bit
+    try:
+        result = codec.decode(bytes(damaged), h, len(m))
+    except IntegrityError:
+        return
+    assert result == m
+
+
 @given(data=chunk_data, level=levels, where=st.integers(min_value=0), bit=st.integers(0, 7))
 def test_a_flipped_bit_never_returns_wrong_bytes(data, level, where, bit):
     """IntegrityError (never another exception), or the original bytes: a few bits of a

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from ..catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Meta, Version
 from ..config import Config, TrackedDir
 from ..errors import BtfsError
-from .files import Chunker, Piece, WholeFile, cut_file, make_piece, read_batch
+from .files import Batch, Chunker, Piece, WholeFile, cut_file, make_piece, read_batch
 from .memory import tune_allocator
 from .meta import meta_from_stat, read_xattrs
 from .scanner import Changed, Deleted, Listed, Scanner
@@ -364,8 +364,14 @@ class Backup:
             jobs, future, nbytes = self._window.popleft()
             self._window_bytes -= nbytes
             result = future.result()
-            # A batch yields one WholeFile or OSError per file; a chunk job one Piece.
-            results = result if isinstance(result, list) else [result]
+            # A batch yields one WholeFile or OSError per file (and the groups its new
+            # chunks are stored in, taken first); a chunk job one Piece.
+            if isinstance(result, Batch):
+                for group in result.groups:
+                    self.store.add_group(group.stored, group.members)
+                results = result.files
+            else:
+                results = [result]
             for job, outcome in zip(jobs, results, strict=True):
                 job.open_items -= 1
                 if isinstance(outcome, OSError):

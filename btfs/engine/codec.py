@@ -4,12 +4,20 @@ A stored chunk is one codec byte followed by the payload. Decoding always checks
 SHA-256 of the result against the chunk's id, so a damaged chunk raises IntegrityError and
 never reaches a caller as bytes. Thread-safe: zstd contexts are per thread; hashlib and
 zstd release the GIL, so the engine runs these functions in worker threads.
+
+Small chunks (whole small files) are compressed together in groups: one stored form shared
+by several chunks, which compresses far better than each alone (source files share
+vocabulary: linux-6.1's files under 256 KiB store ~17% smaller in groups of 512 KiB). Every
+member of a group is stored at the group's place in its pack; decoding decompresses the
+group, finds the member by its id and verifies it like any chunk.
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
 import threading
+from collections import OrderedDict
 
 import zstandard
 
@@ -17,6 +25,12 @@ from ..errors import IntegrityError
 
 RAW = 0  # payload is the chunk itself (incompressible data, or compression off)
 ZSTD = 1  # payload is one zstd frame with the content size in its header
+GROUP = 2  # payload is one zstd frame of a member table and several chunks, see encode_group
+
+GROUP_BYTES = 512 * 1024  # members' raw bytes in one group, about: what a read decompresses
+_GROUP_LIMIT = 8 << 20  # a group frame claiming more is damaged (never decompressed)
+_COUNT = struct.Struct("<H")
+_MEMBER = struct.Struct("<8sI")  # first 8 bytes of the member's id, its raw size
 
 _local = threading.local()
 
@@ -73,6 +87,66 @@ def _looks_incompressible(data: bytes | memoryview) -> bool:
     return not _pays(len(_compressor(1).compress(sample)), len(sample))
 
 
+def encode_group(members: list[tuple[bytes, bytes]], level: int) -> bytes | None:
+    """One stored form for several small chunks, (id, raw bytes) each, compressed together:
+    a zstd frame of [member count (u16), (id[:8], size u32) per member, the members'
+    bytes in order]. None when compressing them together does not pay (or compression is
+    off): the caller then stores them one by one."""
+    if level <= 0 or len(members) > 0xFFFF:
+        return None
+    table = _COUNT.pack(len(members)) + b"".join(
+        _MEMBER.pack(h[:8], len(data)) for h, data in members)
+    raw = table + b"".join(data for _, data in members)
+    compressed = _compressor(level).compress(raw)
+    if not _pays(len(compressed), len(raw)):
+        return None
+    return bytes((GROUP,)) + compressed
+
+
+# Decompressed groups, most recent last: reading the files of a directory one after another
+# (tar, cp -a, restore, check) asks for every member of a group in turn, and each would
+# otherwise decompress the whole group again. Keyed by the exact payload (compared in full
+# on a hit), so a cached result is always the decompression of these very bytes.
+_GROUP_CACHE = 8
+_groups: OrderedDict[tuple[int, bytes], tuple[bytes, bytes]] = OrderedDict()
+_groups_lock = threading.Lock()
+
+
+def _decompressed_group(payload: memoryview, expected_hash: bytes) -> bytes:
+    payload = bytes(payload)  # bytes == bytes is a memcmp; against a memoryview, 50x slower
+    key = (len(payload), payload[:64])
+    with _groups_lock:
+        hit = _groups.get(key)
+        if hit is not None and hit[0] == payload:
+            _groups.move_to_end(key)
+            return hit[1]
+    declared = zstandard.frame_content_size(payload)
+    if not _COUNT.size <= declared <= _GROUP_LIMIT:
+        raise IntegrityError(f"chunk {expected_hash.hex()[:16]}: its group has a damaged header")
+    raw = _decompressor().decompress(payload, max_output_size=declared)
+    with _groups_lock:
+        _groups[key] = (payload, raw)
+        while len(_groups) > _GROUP_CACHE:
+            _groups.popitem(last=False)
+    return raw
+
+
+def _group_member(payload: memoryview, expected_hash: bytes, size: int) -> bytes:
+    """The bytes of member `expected_hash` of a group (verified by the caller)."""
+    raw = _decompressed_group(payload, expected_hash)
+    (count,) = _COUNT.unpack_from(raw, 0)
+    start = _COUNT.size + count * _MEMBER.size
+    if start > len(raw):
+        raise IntegrityError(f"chunk {expected_hash.hex()[:16]}: its group's table is damaged")
+    prefix = expected_hash[:8]
+    for i in range(count):
+        member, length = _MEMBER.unpack_from(raw, _COUNT.size + i * _MEMBER.size)
+        if member == prefix and length == size:
+            return raw[start:start + length]
+        start += length
+    raise IntegrityError(f"chunk {expected_hash.hex()[:16]} is not in its group")
+
+
 def decode(stored: bytes, expected_hash: bytes, size: int) -> bytes:
     """The raw chunk, verified; IntegrityError on any mismatch."""
     if not stored:
@@ -89,6 +163,8 @@ def decode(stored: bytes, expected_hash: bytes, size: int) -> bytes:
             if zstandard.frame_content_size(payload) != size:
                 raise IntegrityError(f"chunk {expected_hash.hex()[:16]} has a damaged header")
             data = _decompressor().decompress(payload, max_output_size=size)
+        elif codec == GROUP:
+            data = _group_member(memoryview(stored)[1:], expected_hash, size)
         else:
             raise IntegrityError(f"unknown chunk codec {codec}")
     except zstandard.ZstdError as e:

@@ -100,12 +100,31 @@ def _read_small(path: bytes) -> tuple[bytes, os.stat_result, bool, bytes | None]
     raise AssertionError("unreachable")
 
 
+@dataclass(slots=True)
+class Group:
+    """Small new chunks stored together (codec.encode_group); members are
+    (hash, raw size, checked_at), as a Piece has them."""
+
+    stored: bytes
+    members: list[tuple[bytes, int, int]]
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a worker made of several small files: each file as read (or its error) and the
+    groups its new chunks are stored in. A grouped chunk's Piece has no stored form of
+    its own: the store has it from the group, which is taken first."""
+
+    files: list[WholeFile | OSError]
+    groups: list[Group]
+
+
 def read_batch(paths: list[bytes], level: int,
-               lookup_many: Callable[[list[bytes]], list[int | None]]
-               ) -> list[WholeFile | OSError]:
+               lookup_many: Callable[[list[bytes]], list[int | None]]) -> Batch:
     """Several small files (each under the chunker's minimum, so one chunk) in one worker
     job: read and hash them all, ask the store once which chunks it lacks
-    (ChunkStore.lookup_many), compress those. An error is returned in its file's place."""
+    (ChunkStore.lookup_many), compress those together in groups of about
+    codec.GROUP_BYTES. An error is returned in its file's place."""
     reads: list[tuple[bytes, os.stat_result, bool, bytes | None] | OSError] = []
     for path in paths:
         try:
@@ -113,23 +132,50 @@ def read_batch(paths: list[bytes], level: int,
         except OSError as e:
             reads.append(e)
     hashes = [codec.chunk_hash(r[0]) for r in reads if not isinstance(r, OSError)]
-    generations = iter(lookup_many(hashes))
+    generations = dict(zip(hashes, lookup_many(hashes), strict=True))
+    new = {h: r[0] for h, r in zip(hashes, (r for r in reads if not isinstance(r, OSError)),
+                                   strict=True) if r[0] and generations[h] is not None}
+    groups, alone = _groups_of(new, generations, level)
     hash_of = iter(hashes)
-    results: list[WholeFile | OSError] = []
+    files: list[WholeFile | OSError] = []
     for r in reads:
         if isinstance(r, OSError):
-            results.append(r)
+            files.append(r)
             continue
         data, after, stable, xattrs = r
-        h, generation = next(hash_of), next(generations)
+        h = next(hash_of)
+        stored = alone.pop(h, None)  # once: an equal file later in the batch is a duplicate
         if not data:
             pieces = []
-        elif generation is None:
-            pieces = [Piece(h, len(data), None)]
+        elif stored is None:
+            pieces = [Piece(h, len(data), None)]  # stored already, or in a group
         else:
-            pieces = [Piece(h, len(data), codec.encode(data, level), generation)]
-        results.append(WholeFile(after, h, pieces, not stable, xattrs))
-    return results
+            pieces = [Piece(h, len(data), stored, generations[h])]
+        files.append(WholeFile(after, h, pieces, not stable, xattrs))
+    return Batch(files, groups)
+
+
+def _groups_of(new: dict[bytes, bytes], generations: dict[bytes, int | None], level: int
+               ) -> tuple[list[Group], dict[bytes, bytes]]:
+    """New chunks in order, cut into groups of about GROUP_BYTES; returns the groups and
+    the stored form of each chunk that is not in one (alone, or its group did not pay)."""
+    groups: list[Group] = []
+    alone: dict[bytes, bytes] = {}
+    run: list[tuple[bytes, bytes]] = []
+    size = 0
+    items = list(new.items())
+    for i, (h, data) in enumerate(items):
+        run.append((h, data))
+        size += len(data)
+        if size < codec.GROUP_BYTES and i + 1 < len(items):
+            continue
+        stored = codec.encode_group(run, level) if len(run) > 1 else None
+        if stored is None:
+            alone.update((m, codec.encode(d, level)) for m, d in run)
+        else:
+            groups.append(Group(stored, [(m, len(d), generations[m]) for m, d in run]))
+        run, size = [], 0
+    return groups, alone
 
 
 class Chunker:

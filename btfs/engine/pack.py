@@ -9,6 +9,9 @@ Format (all integers little-endian):
     trailer, 24 bytes                         index offset (u64) | chunk count (u32) |
                                               crc32 of the index (u32) | b"BTFSIX01"
 
+Several index entries may point at the same stored form: the members of a codec group
+(see codec.py), which are compressed together.
+
 The name of a pack is the SHA-256 of all its bytes, so a pack is content-addressed and
 written once. The index at the end makes the vault self-describing: the catalog's chunk
 table could be rebuilt from the packs alone (`parse_index`).
@@ -81,6 +84,18 @@ class PackBuilder:
             return
         self._chunks.append(NewChunk(chunk_hash, size, self._size, len(stored)))
         self._hashes.add(chunk_hash)
+        self._write(stored)
+
+    def add_shared(self, stored: bytes, members: list[tuple[bytes, int]]) -> None:
+        """One stored form for several chunks (a codec group): written once, and each
+        member, (hash, raw size), gets an index entry pointing at it."""
+        members = [(h, size) for h, size in members if h not in self._hashes]
+        if not members:
+            return
+        offset = self._size
+        for h, size in members:
+            self._chunks.append(NewChunk(h, size, offset, len(stored)))
+            self._hashes.add(h)
         self._write(stored)
 
     def seal(self) -> SealedPack:

@@ -91,6 +91,22 @@ class ChunkStore:
             self.seal()
         return seq
 
+    def add_group(self, stored: bytes, members: list[tuple[bytes, int, int]]) -> None:
+        """Accept chunks that share one stored form (codec.encode_group); `members` are
+        (hash, raw size, checked_at) as for `add`. Members already stored or on their way
+        are left out (their copy in the group is then bytes nobody refers to); a later
+        `add(hash, size, None)` of any member returns where it is."""
+        new = [(h, size) for h, size, checked_at in members
+               if h not in self._pending
+               and (checked_at == self.generation or self.catalog.chunk_id(h) is None)]
+        if not new:
+            return
+        self._builder.add_shared(stored, new)
+        for h, _ in new:
+            self._pending[h] = self._seq
+        if self._builder.nbytes >= self.pack_size:
+            self.seal()
+
     def seal(self) -> None:
         """Close the open pack and start writing it to the vault."""
         if not len(self._builder):
