@@ -166,9 +166,10 @@ class Backup:
 
     # ---- scanning -----------------------------------------------------------------------
 
-    def _resolve(self, parent: int, name: bytes) -> int:
+    def _resolve(self, parent: int, name: bytes, is_dir: bool) -> int:
         # Under a directory created in this run there is nothing to look up first; an
-        # initial backup creates every node this way.
+        # initial backup creates every node this way. Only new directories are remembered
+        # (only they have children): a million new files would hold ~60 MB of ids.
         if parent in self._new_nodes:
             node = self.catalog.add_node(parent, name)
         else:
@@ -177,7 +178,7 @@ class Backup:
                 node = self.catalog.add_node(parent, name)
             else:
                 return node
-        if len(self._new_nodes) < 1_000_000:  # bounded: past that, lookups are only slower
+        if is_dir and len(self._new_nodes) < 1_000_000:  # bounded: past that, only slower
             self._new_nodes.add(node)
         return node
 

@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 # st_mode's type bits -> btfs's type; fifos, sockets and devices are not stored.
 _KINDS = {stat.S_IFREG: FILE, stat.S_IFDIR: DIR, stat.S_IFLNK: SYMLINK}
 
-# (parent node, name) -> node id; the backup creates missing nodes, status does not (None).
-NodeResolver = Callable[[int | None, bytes], int | None]
+# (parent node, name, is a directory) -> node id; the backup creates missing nodes, status
+# does not (None).
+NodeResolver = Callable[[int | None, bytes, bool], int | None]
 
 
 # Plain (not frozen) slotted classes: the scanner makes one per entry per backup, and a
@@ -94,7 +95,7 @@ class Scanner:
         parts = [p for p in root.split(b"/") if p]
         for depth, name in enumerate(parts):
             path = b"/" + b"/".join(parts[:depth + 1])
-            node = self.resolve(node, name)
+            node = self.resolve(node, name, True)
             is_root = depth == len(parts) - 1
             st = root_st if is_root else os.lstat(path)
             # Directories above the tracked one are recorded so the mount can show them
@@ -175,7 +176,7 @@ class Scanner:
                 # A directory replaced by a file or symlink: its old contents end here.
                 for gone_name, gone in self.catalog.live_children(entry.node_id).items():
                     yield Deleted(gone, child_path + b"/" + gone_name)
-            child = entry.node_id if entry else self.resolve(node, name)
+            child = entry.node_id if entry else self.resolve(node, name, kind == DIR)
             if kind == DIR and not (xdev and st.st_dev != root_dev):
                 subdirs.append((child_path, child, child_rel))
             if not same:

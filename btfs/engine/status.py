@@ -26,7 +26,7 @@ def status(catalog: Catalog, config: Config, under: bytes | None = None) -> Stat
     """Changes since the last backup, for every tracked directory or only below `under`."""
     result = Status()
 
-    def lookup(parent: int | None, name: bytes) -> int | None:
+    def lookup(parent: int | None, name: bytes, is_dir: bool) -> int | None:
         return catalog.child_node(parent, name) if parent is not None else None
 
     def inside(path: bytes) -> bool:
