@@ -49,7 +49,9 @@ then catalog size, a no-change backup, mount ready time, ``ls`` of ``by-time/`` 
 ``by-file/`` directory of the file with one version per backup, RSS of backup and mount.
 
 Env: BENCH_REPS (repetitions), BENCH_BTFS (btfs executable, default .venv/bin/btfs),
-BENCH_SCALE_FILES, BENCH_SCALE_BACKUPS.
+BENCH_SCALE_FILES, BENCH_SCALE_BACKUPS, BENCH_SCALE_REUSE=1 (remeasure on the repository
+an earlier scale run left in bench/work: its churn backup times are carried over, the
+initial backup is redone into a fresh repository, the rest is measured again).
 
 Units: s = seconds, MB = 10^6 bytes. Everything runs as root (drop_caches, apt-get).
 """
