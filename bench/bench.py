@@ -394,7 +394,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     DATA.mkdir(parents=True, exist_ok=True)
-    clean_work()
+    if not (argv[0] == "scale" and os.environ.get("BENCH_SCALE_REUSE") == "1"):
+        clean_work()  # (a reused scale run needs the repository an earlier run left)
     try:
         if argv[0] == "scale":
             run_scale()
