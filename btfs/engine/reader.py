@@ -31,7 +31,7 @@ class ChunkSource:
         self._cached = 0
         self._lock = threading.Lock()
 
-    def peek(self, chunk_hash: bytes) -> bytes | None:
+    def peek(self, chunk_hash: bytes) -> bytes | memoryview | None:
         """A cached chunk without any I/O, or None."""
         with self._lock:
             data = self._cache.get(chunk_hash)
@@ -39,7 +39,7 @@ class ChunkSource:
                 self._cache.move_to_end(chunk_hash)
             return data
 
-    def chunk(self, ref: ChunkRef) -> bytes:
+    def chunk(self, ref: ChunkRef) -> bytes | memoryview:
         data = self.peek(ref.hash)
         if data is not None:
             return data
@@ -113,4 +113,4 @@ class FileLayout:
 
 def read_range(source: ChunkSource, layout: FileLayout, offset: int, length: int) -> bytes:
     parts = [source.chunk(layout.refs[i])[a:b] for i, a, b in layout.pieces(offset, length)]
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)

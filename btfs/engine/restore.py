@@ -46,7 +46,8 @@ def write_content(fd: int, source: ChunkSource, refs: list[ChunkRef]) -> int:
         view = memoryview(data)
         for start in range(0, len(data), HOLE_BLOCK):
             block = view[start:start + HOLE_BLOCK]
-            if block == zero[:len(block)]:
+            # bytes == bytes is a memcmp; a memoryview compares item by item, ~50x slower.
+            if bytes(block) == zero[:len(block)]:
                 continue  # leave a hole; ftruncate below sets the length
             os.pwrite(fd, block, pos + start)
         pos += len(data)
