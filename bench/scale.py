@@ -113,6 +113,7 @@ def run_scale() -> None:
             log(f"  backup {b + 1}/{backups}: {secs:.2f} s, {mb:.0f} MB")
         if times:
             res.setdefault("backup_initial_s", times[0])
+            res.setdefault("rss_backup_initial_mb", rss[0])
             if len(times) > 1:
                 res["backup_churn_median_s"] = statistics.median(times[1:])
                 res["backup_churn_last_s"] = times[-1]
