@@ -141,9 +141,9 @@ def test_children_at_and_its_pages_agree(cat):
     every = _names(cat.children_at(parent, s))
     assert every == sorted(names)
     pages, after = [], 0
-    while page := cat.children_at_page(parent, s, after, 3):  # the mount's readdir pages
-        pages.append(_names(page))
-        after = page[-1].node_id
+    while page := cat.children_rows_page(parent, s, after, 3):  # the mount's readdir pages
+        pages.append([row[1] for row in page])
+        after = page[-1][0]
     assert [len(p) for p in pages] == [3, 3, 1]
     assert sum(pages, []) == names  # node id order: the order they were added
 

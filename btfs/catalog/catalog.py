@@ -225,16 +225,6 @@ class Catalog:
             "WHERE n.parent = ? AND v.type != 'deleted' ORDER BY n.name", (snapshot_id, parent))
         return [Entry(r[0], r[1], _version(r[2:])) for r in rows]
 
-    def children_at_page(self, parent: int, snapshot_id: int, after_id: int, limit: int
-                         ) -> list[Entry]:
-        """Like children_at, in node id order from `after_id` on: the mount's readdir pages."""
-        rows = self.db.query(
-            f"SELECT n.id, n.name, {_VSEL} FROM node n INDEXED BY node_by_parent_id "
-            f"JOIN version v ON v.id = {_VERSION_AT} "
-            "WHERE n.parent = ? AND n.id > ? AND v.type != 'deleted' ORDER BY n.id LIMIT ?",
-            (snapshot_id, parent, after_id, limit))
-        return [Entry(r[0], r[1], _version(r[2:])) for r in rows]
-
     def node_children_page(self, parent: int, after_id: int, limit: int
                            ) -> list[tuple[int, bytes]]:
         """Every child path ever seen, in node id order from `after_id` on (by-file)."""
@@ -399,13 +389,22 @@ class Catalog:
         return self.chunk_refs(self.content(content_id).chunk_ids)
 
     def chunk_refs(self, chunk_ids: Iterable[int]) -> list[ChunkRef]:
-        """Where each chunk lives, in the order given (a chunk may repeat in a file)."""
-        refs = []
-        for chunk_id in chunk_ids:
-            refs.append(ChunkRef(*self.db.get_row(
-                "SELECT c.hash, c.size, p.name, c.offset, c.stored_len FROM chunk c "
-                "JOIN pack p ON p.id = c.pack_id WHERE c.id=?", (chunk_id,))))
-        return refs
+        """Where each chunk lives, in the order given (a chunk may repeat in a file): one
+        query per 500 distinct chunks, not one per chunk."""
+        ids = list(chunk_ids)
+        found: dict[int, ChunkRef] = {}
+        distinct = list(set(ids))
+        for i in range(0, len(distinct), 500):  # under SQLite's limit on parameters
+            batch = distinct[i:i + 500]
+            for r in self.db.query(
+                    "SELECT c.id, c.hash, c.size, p.name, c.offset, c.stored_len FROM chunk c "
+                    f"JOIN pack p ON p.id = c.pack_id WHERE c.id IN ({','.join('?' * len(batch))})",
+                    batch):
+                found[r[0]] = ChunkRef(*r[1:])
+        try:
+            return [found[i] for i in ids]
+        except KeyError as e:
+            raise NoSuchRow(f"chunk {e.args[0]}") from None
 
     # ---- check --------------------------------------------------------------------------
 
@@ -468,8 +467,9 @@ class Catalog:
 
     def children_rows_page(self, parent: int, snapshot_id: int, after_id: int, limit: int
                            ) -> list[tuple]:
-        """children_at_page as plain rows, for the mount's readdir, where building three
-        records per entry cost as much as the query itself: (node id, name, version id,
+        """Like children_at, in node id order from `after_id` on, as plain rows: the mount's
+        readdir pages, where building three records per entry cost as much as the query
+        itself. Rows are (node id, name, version id,
         version's snapshot id, type, size, mode, uid, gid, atime_ns, mtime_ns, ctime_ns,
         ino, nlink, xattrs)."""
         return self.db.query(
@@ -490,20 +490,7 @@ class Catalog:
             return None
         if row[1] is None:
             raise NoSuchRow(f"content of version {version_id}")
-        ids = unpack_ids(row[1])
-        found: dict[int, ChunkRef] = {}
-        distinct = list(set(ids))
-        for i in range(0, len(distinct), 500):  # under SQLite's limit on parameters
-            batch = distinct[i:i + 500]
-            for r in self.db.query(
-                    "SELECT c.id, c.hash, c.size, p.name, c.offset, c.stored_len FROM chunk c "
-                    f"JOIN pack p ON p.id = c.pack_id WHERE c.id IN ({','.join('?' * len(batch))})",
-                    batch):
-                found[r[0]] = ChunkRef(*r[1:])
-        try:
-            return [found[i] for i in ids]
-        except KeyError as e:
-            raise NoSuchRow(f"chunk {e.args[0]}") from None
+        return self.chunk_refs(unpack_ids(row[1]))
 
     def chunks_after(self, chunk_hash: bytes, max_bytes: int) -> list[ChunkRef]:
         """The chunks stored after `chunk_hash` in its pack, in pack order, until their raw

@@ -131,10 +131,11 @@ def read_batch(paths: list[bytes], level: int,
             reads.append(_read_small(path))
         except OSError as e:
             reads.append(e)
-    hashes = [codec.chunk_hash(r[0]) for r in reads if not isinstance(r, OSError)]
+    contents = [r[0] for r in reads if not isinstance(r, OSError)]
+    hashes = [codec.chunk_hash(data) for data in contents]
     generations = dict(zip(hashes, lookup_many(hashes), strict=True))
-    new = {h: r[0] for h, r in zip(hashes, (r for r in reads if not isinstance(r, OSError)),
-                                   strict=True) if r[0] and generations[h] is not None}
+    new = {h: data for h, data in zip(hashes, contents, strict=True)
+           if data and generations[h] is not None}
     groups, alone = _groups_of(new, generations, level)
     hash_of = iter(hashes)
     files: list[WholeFile | OSError] = []
