@@ -480,6 +480,12 @@ class Catalog:
             "WHERE n.parent = ? AND n.id > ? AND v.type != 'deleted' ORDER BY n.id LIMIT ?",
             (snapshot_id, parent, after_id, limit)).fetchall()
 
+    def has_xattrs(self) -> bool:
+        """Whether any recorded version carries extended attributes (one index probe)."""
+        return self.db.get_row_or_none(
+            "SELECT 1 FROM version INDEXED BY version_with_xattrs "
+            "WHERE xattrs IS NOT NULL LIMIT 1") is not None
+
     def file_chunk_refs(self, version_id: int) -> list[ChunkRef] | None:
         """Where each chunk of a file version's content lives, in file order; None if the
         version is not a file. The mount's open, in two queries instead of 2 + chunks."""

@@ -38,8 +38,9 @@ def fuse_options(allow_other: bool) -> set[str]:
     return options
 
 
-async def _watch_catalog(tree: Tree) -> None:
+async def _watch_catalog(tree: Tree, ops: Operations) -> None:
     failing = False
+    xattrs_warned = False
     while True:
         await trio.sleep(POLL_SECONDS)
         try:
@@ -54,6 +55,12 @@ async def _watch_catalog(tree: Tree) -> None:
             failing = False
         if changed:
             log.info("backups changed; newest is now %s", tree.latest_name)
+            if not ops.xattrs and not xattrs_warned and tree.catalog.has_xattrs():
+                # The kernel was told this filesystem has no xattrs; only a new mount
+                # can take that back.
+                log.warning("backup %s has extended attributes; remount to see them",
+                            tree.latest_name)
+                xattrs_warned = True
             for invalidate in (lambda: pyfuse3.invalidate_inode(BY_TIME_INO),
                                lambda: pyfuse3.invalidate_entry_async(BY_TIME_INO, LATEST)):
                 try:
@@ -75,7 +82,7 @@ async def _serve(ops: Operations, tree: Tree, mountpoint: str) -> None:
     async with trio.open_nursery() as nursery:
         ops.nursery = nursery
         nursery.start_soon(_raise_read_ahead, mountpoint)
-        nursery.start_soon(_watch_catalog, tree)
+        nursery.start_soon(_watch_catalog, tree, ops)
         nursery.start_soon(_watch_signals)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
@@ -102,7 +109,8 @@ def _write(path: str, text: str) -> None:
 def serve(repo: Repo, mountpoint: str, *, allow_other: bool = False) -> None:
     """Mount and serve until unmounted (fusermount3 -u) or SIGINT/SIGTERM."""
     tree = Tree(repo.catalog)
-    ops = Operations(tree, ChunkSource(repo.vault, cache_bytes=64 << 20))
+    ops = Operations(tree, ChunkSource(repo.vault, cache_bytes=64 << 20),
+                     xattrs=repo.catalog.has_xattrs())
     pyfuse3.init(ops, mountpoint, fuse_options(allow_other))
     log.info("mounted %s at %s", repo.vault.url, mountpoint)
     try:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from fusekit import btfs_cli, is_mounted, wait_until
-from helpers import make_awkward_tree, rand_bytes
+from helpers import make_awkward_tree, rand_bytes, xattrs_supported
 
 from btfs.catalog import Catalog
 
@@ -241,6 +241,39 @@ def test_mount_is_ready_fast_and_a_new_backup_shows_up_within_2s(repo_dirs, moun
     assert wait_until(lambda: os.readlink(mnt / "by-time" / "latest") == after[1], 2.0)
     assert (inside(mnt, "latest", src) / "f").read_text() == "two"
     assert (inside(mnt, after[0], src) / "f").read_text() == "one"
+
+
+def test_a_history_without_xattrs_is_mounted_without_them(repo_dirs, mounts_cleanup,
+                                                           tmp_path):
+    """No backup has xattrs: the mount says it has none (ENOTSUP, as a filesystem without
+    them would), so the kernel stops asking and `cp -a` still copies. A backup that adds
+    some while mounted is logged; a new mount shows them."""
+    src, mnt = repo_dirs
+    if not xattrs_supported(src):
+        pytest.skip("the test directory's filesystem has no user xattrs")
+    (src / "plain.txt").write_text("no attributes")
+    backup()
+    mounts_cleanup(mnt)
+    btfs_cli("mount", str(mnt))
+    f = inside(mnt, "latest", src) / "plain.txt"
+    for call in (os.listxattr, lambda p: os.getxattr(p, "user.color")):
+        with pytest.raises(OSError) as e:
+            call(f)
+        assert e.value.errno == errno.ENOTSUP
+    cp = subprocess.run(["cp", "-a", str(f), str(tmp_path / "copy.txt")],
+                        capture_output=True, text=True)
+    assert cp.returncode == 0 and not cp.stderr, cp.stderr
+    assert (tmp_path / "copy.txt").read_text() == "no attributes"
+
+    time.sleep(1.1)
+    os.setxattr(src / "plain.txt", "user.color", b"red")
+    backup()
+    log_file = next((tmp_path / "xdg-cache" / "btfs").glob("mount*.log"))
+    assert wait_until(lambda: "remount to see them" in log_file.read_text(), timeout=3.0)
+    btfs_cli("umount", str(mnt))
+    btfs_cli("mount", str(mnt))
+    assert os.getxattr(inside(mnt, "latest", src) / "plain.txt", "user.color") == b"red"
+    assert os.listxattr(inside(mnt, snapshot_dirs(mnt)[0], src) / "plain.txt") == []
 
 
 def test_a_running_backup_does_not_disturb_the_mount(repo_dirs, mounts_cleanup, paths):
