@@ -31,7 +31,8 @@ Steps, per repetition, tools interleaved (the order rotates from one repetition 
   4. mount the src repository: mount ready time = launching the mount command until ``ls``
      of the snapshot root lists something; then ``find`` and ``tar -cf - | wc -c`` over the
      snapshot (a pipe, because GNU tar skips reading file data when writing to /dev/null),
-     and the mount process's peak RSS (VmHWM);
+     and the mount process's peak RSS (VmHWM). Mounts are read through the snapshot's
+     dated directory, not the ``latest`` symlink (see bench.mounts._resolve_latest);
   5. mount the large repository, drop the page cache, ``cat`` a random large file: MB/s;
   6. restore the source tree: btfs ``cp -a`` out of its mount, ``restic restore``,
      ``borg extract`` (and, for reference, ``btfs restore PATH --to DEST``); the restored
