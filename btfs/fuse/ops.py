@@ -367,7 +367,7 @@ class Operations(pyfuse3.Operations):
 
     def _remember(self, attr) -> pyfuse3.EntryAttributes:
         """The kernel's view of `attr`; a snapshot entry's xattrs are kept for getxattr."""
-        if attr.stable:
+        if attr.stable and self.xattrs:
             self._cache_xattrs(attr.ino, None, attr.xattrs)
         return self._entry(attr)
 
