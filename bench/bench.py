@@ -195,7 +195,7 @@ class MainBench:
         # Write the 3.4 GB copy back now: otherwise the first tool's initial backup runs
         # while the kernel flushes it (restic's took 14.6 s first in its repetition,
         # 7.2 s after btfs).
-        run(["sync"], name="sync")
+        settle()
 
     def native(self) -> None:
         r, limit = self.rec, self.mode.timeout
@@ -222,6 +222,7 @@ class MainBench:
             for ds in datasets:
                 for t in tools:
                     def do(t=t, ds=ds, label=label):
+                        settle()
                         secs, mb = t.backup(ds, label)
                         rss.setdefault((t.name, ds.name), []).append(mb)
                         return secs
@@ -296,6 +297,7 @@ class MainBench:
         dest.mkdir(parents=True)
 
         def step():
+            settle()
             secs = (how or t.restore)(self.src, dest)
             got = describe_tree(t.restored_path(self.src, dest))
             want = describe_tree(self.src.path)
@@ -317,6 +319,14 @@ def tar_seconds(top: Path, timeout: float) -> float:
     secs, _ = shell(f"tar -cf - -C '{top.parent}' '{top.name}' | wc -c", name="tar",
                     timeout=timeout)
     return secs
+
+
+def settle() -> None:
+    """Write back what earlier steps left dirty before timing the next one (untimed): a
+    restore leaves 1.3 GB of dirty pages, and the next tool's restore waited for the
+    kernel to write them (the first restore of a repetition took 7.5 s, the third
+    30-66 s, whichever tool it was)."""
+    run(["sync"], name="sync")
 
 
 def cold_cat_mbps(path: Path, timeout: float) -> float:
