@@ -111,6 +111,7 @@ def _write(path: str, text: str) -> None:
 # Verified chunks kept for readers: the read-ahead (8 MiB in a file, 1 MiB along a pack)
 # lands here, so this only needs to hold a few read-aheads.
 CHUNK_CACHE_BYTES = 32 << 20
+_M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def _limit_malloc_arenas() -> None:
@@ -118,7 +119,7 @@ def _limit_malloc_arenas() -> None:
     threads, and glibc gives each thread an arena of its own (up to 8 per core) where
     freed read-ahead buffers and cached chunks fragment: `tar` of the kernel tree through
     the mount peaked at 260 MB for ~90 MB of live data. With a 32 MiB chunk cache (was
-    64) and two arenas: 146 MB, no slower. (A fixed mmap threshold saved 20 MB more but
+    64) and two arenas: about 150 MB, no slower. (A fixed mmap threshold saved 20 MB more but
     made every 1 MiB read reply an mmap and its page faults: cold `cat` 950 -> 630 MB/s.)
     Best effort: only glibc has mallopt."""
     try:
@@ -126,9 +127,6 @@ def _limit_malloc_arenas() -> None:
         libc.mallopt(_M_ARENA_MAX, 2)
     except (OSError, AttributeError) as e:
         log.debug("malloc tuning not available: %s", e)
-
-
-_M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def serve(repo: Repo, mountpoint: str, *, allow_other: bool = False) -> None:
