@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -70,6 +71,24 @@ def test_big_chunks_are_sampled_before_compressing():
     for data in (noise, text, mixed):
         stored = codec.encode(data, 3)
         assert codec.decode(stored, codec.chunk_hash(data), len(data)) == data
+
+
+def test_compression_contexts_are_shared_and_bounded():
+    """Eight threads compressing at once, through a pool of two contexts per level: every
+    result decodes to its input, and no more than two contexts were ever made."""
+    pool = codec._CompressorPool(2)
+    inputs = [bytes([i]) * 4096 + random.Random(i).randbytes(512) * 64 for i in range(8)]
+
+    def work(data: bytes) -> list[bool]:
+        return [codec.decode(bytes((codec.ZSTD,)) + pool.compress(data, level),
+                             hashlib.sha256(data).digest(), len(data)) == data
+                for _ in range(20) for level in (1, 3)]
+
+    with ThreadPoolExecutor(8) as threads:
+        results = list(threads.map(work, inputs))
+    assert all(all(r) for r in results)
+    assert sorted(pool._idle) == [1, 3]
+    assert all(1 <= len(idle) <= 2 for idle in pool._idle.values())
 
 
 # Small chunks that look alike (as source files do), so groups compress.

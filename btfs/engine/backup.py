@@ -37,6 +37,11 @@ DELETED_META = Meta(DELETED, 0, 0, 0, 0, 0, 0, 0, None, 0, 0)
 EMPTY_SHA256 = hashlib.sha256(b"").digest()
 WINDOW_JOBS = 24  # jobs in flight; with WINDOW_BYTES bounds the memory of reads in progress
 WINDOW_BYTES = 12 << 20
+# Small files travel in batches that are read, hashed and compressed whole, and each file
+# brings its own objects along: a tighter window for them saved ~8 MB of a source-tree
+# backup's peak RSS at no cost in time, while large files' chunk jobs keep the wider one
+# (6 MiB there made the 2 GiB of large files ~6% slower).
+SMALL_WINDOW_BYTES = 6 << 20
 BATCH_FILES = 64  # small files per worker job
 BATCH_BYTES = 2 << 20
 COMMIT_EVERY_S = 30.0  # also commit directory/metadata-only changes at least this often
@@ -65,7 +70,7 @@ class Stats:
         return d
 
 
-@dataclass
+@dataclass(slots=True)
 class _FileJob:
     """A file being read: its result is complete when every window item for it is taken."""
 
@@ -318,8 +323,8 @@ class Backup:
         self._batch, self._batch_bytes = [], 0
         for job in batch:
             job.reading_done = True
-        self._submit(batch, nbytes, read_batch, [j.path for j in batch], self.level,
-                     self.store.lookup_many)
+        self._submit(batch, nbytes, SMALL_WINDOW_BYTES, read_batch, [j.path for j in batch],
+                     self.level, self.store.lookup_many)
 
     def _read_large(self, job: _FileJob) -> None:
         """Cut a large file on this thread (the chunker runs without the GIL) and hash and
@@ -328,7 +333,7 @@ class Backup:
         current = job
 
         def submit(data: bytes) -> None:
-            self._submit([current], len(data), make_piece, data, self.level,
+            self._submit([current], len(data), WINDOW_BYTES, make_piece, data, self.level,
                          self.store.lookup)
 
         def restart() -> None:
@@ -348,9 +353,9 @@ class Backup:
         if current.open_items == 0:
             self._file_read(current)
 
-    def _submit(self, jobs: list[_FileJob], nbytes: int, fn, *args) -> None:
+    def _submit(self, jobs: list[_FileJob], nbytes: int, window_bytes: int, fn, *args) -> None:
         while self._window and (len(self._window) >= WINDOW_JOBS
-                                or self._window_bytes + nbytes > WINDOW_BYTES):
+                                or self._window_bytes + nbytes > window_bytes):
             self._drain()
         self._window.append((jobs, self.pool.submit(fn, *args), nbytes))
         self._window_bytes += nbytes
