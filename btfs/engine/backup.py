@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -45,6 +46,13 @@ SMALL_WINDOW_BYTES = 6 << 20
 BATCH_FILES = 64  # small files per worker job
 BATCH_BYTES = 2 << 20
 COMMIT_EVERY_S = 30.0  # also commit directory/metadata-only changes at least this often
+# The main thread (scan, catalog, bookkeeping) is what an initial backup waits on, and it
+# lets go of the GIL at every syscall and SQLite statement. Getting it back from workers
+# running Python took up to the default 5 ms switch interval: py-spy showed 16% of its
+# time in os.listdir and 20% in SQLite execute. At 0.5 ms, linux-6.1's initial backup
+# took 7.1-7.8 s instead of 8.0-8.7 s (3 runs each); large files were unchanged, and so
+# was the mount (tar), where it is not set.
+SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass
@@ -124,6 +132,14 @@ class Backup:
     # ---- the run ------------------------------------------------------------------------
 
     def run(self, host_id: str, tracked: tuple[TrackedDir, ...]) -> Stats:
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        try:
+            return self._run(host_id, tracked)
+        finally:
+            sys.setswitchinterval(switch_interval)
+
+    def _run(self, host_id: str, tracked: tuple[TrackedDir, ...]) -> Stats:
         s = self.stats
         s.started_ns = time.time_ns()
         with self.catalog.transaction():
