@@ -222,6 +222,29 @@ def test_content_is_deduplicated_by_sha256(cat, content):
         ("ab" * 32, 8, 6, 5)] * 2
 
 
+def test_contents_refs_of_many_contents_equal_their_content_refs(cat):
+    """The restore's batch lookup: every content's chunks in file order (repeats and empty
+    contents included), across more than one batch of 500, and a missing content is an
+    error rather than a short answer."""
+    chunks = [NewChunk(bytes([i % 256, i // 256]) * 16, 10 + i, 8 + 20 * i, 20)
+              for i in range(700)]
+    with cat.transaction():
+        ids = list(cat.add_pack("cd" * 32, 20_000, chunks, 0).values())
+        contents = [cat.add_content(bytes([n % 256, n // 256]) * 16, 0,
+                                    [ids[(n * 7 + k) % 700] for k in range(n % 4)]
+                                    + [ids[(n * 7) % 700]] * (n % 3 == 0))
+                    for n in range(600)]
+    batched = cat.contents_refs(contents + contents[:5])
+    assert sorted(batched) == sorted(contents)
+    assert all(batched[c] == cat.content_refs(c) for c in contents)
+    assert len(batched[contents[3]]) == 4
+    assert batched[contents[3]][0] == batched[contents[3]][-1]  # a repeated chunk
+    assert batched[contents[4]] == []  # an empty file
+    assert [r.size for r in batched[contents[5]]] == [10 + 35]
+    with pytest.raises(LookupError):  # NoSuchRow, as content_refs raises
+        cat.contents_refs([contents[0], 10**9])
+
+
 @pytest.fixture
 def good(cat, content):
     with cat.transaction():

@@ -88,23 +88,31 @@ def read_xattrs(path: bytes | int) -> bytes | None:
     return encode_xattrs(pairs)
 
 
-def apply_meta(path: bytes, meta: Meta) -> list[str]:
-    """Set owner, mode, xattrs and times of a restored entry; returns warnings."""
+# Only root may give files away; checked once, not once per restored entry.
+_IS_ROOT = os.geteuid() == 0
+
+
+def apply_meta(path: bytes, meta: Meta, fd: int | None = None) -> list[str]:
+    """Set owner, mode, xattrs and times of a restored entry; returns warnings. With `fd`
+    (the entry open for writing) the calls go through it: no path lookup per call, which
+    on a restore of many small files is most of the kernel's time."""
     warnings = []
     is_link = meta.type == SYMLINK
-    if os.geteuid() == 0:
+    target: bytes | int = path if fd is None else fd
+    follow = fd is not None  # an fd: "following" is meaningless but required
+    if _IS_ROOT:
         try:
-            os.chown(path, meta.uid, meta.gid, follow_symlinks=False)
+            os.chown(target, meta.uid, meta.gid, follow_symlinks=follow)
         except OSError as e:
             warnings.append(f"cannot set owner of {os.fsdecode(path)}: {e.strerror}")
     for name, value in decode_xattrs(meta.xattrs):
         try:
-            os.setxattr(path, name.decode("utf-8", "surrogateescape"), value,
-                        follow_symlinks=False)
+            os.setxattr(target, name.decode("utf-8", "surrogateescape"), value,
+                        follow_symlinks=follow)
         except OSError as e:
             warnings.append(f"cannot set xattr {name!r} on {os.fsdecode(path)}: {e.strerror}")
     if not is_link:
         # After chown, which may clear setuid bits.
-        os.chmod(path, stat.S_IMODE(meta.mode))
-    os.utime(path, ns=(meta.atime_ns, meta.mtime_ns), follow_symlinks=False)
+        os.chmod(target, stat.S_IMODE(meta.mode))
+    os.utime(target, ns=(meta.atime_ns, meta.mtime_ns), follow_symlinks=follow)
     return warnings
