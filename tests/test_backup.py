@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 
 from btfs.catalog import DELETED, DIR, FILE
 from btfs.config import Paths
+from btfs.engine import backup as backup_mod
 from btfs.errors import BtfsError, LockedError
 from btfs.repo import Repo, init_repo, track_dirs, untrack_dirs
 
@@ -322,6 +323,30 @@ def test_untracking_marks_the_directory_deleted(repo_factory, tmp_path):
     assert stored_tree(repo.catalog, repo.vault, a, first.snapshot_id)[b"sub/f"].size == 1
     assert repo.catalog.version_at(repo.catalog.node_for_path(os.fsencode(a)),
                                    second.snapshot_id) is None
+
+
+def test_many_small_files_are_spread_over_packs_of_bounded_file_count(repo_factory, src,
+                                                                      monkeypatch):
+    """Files wait in memory until their pack is durable, so a pack is sealed early once
+    MAX_FILES_PER_PACK files wait for it; a few large files still share one pack."""
+    monkeypatch.setattr(backup_mod, "MAX_FILES_PER_PACK", 10)
+    for i in range(45):
+        (src / f"small-{i:02d}").write_bytes(rand_bytes(2000 + i, seed=i))
+    repo = repo_factory(src)
+    stats = backup(repo)
+    assert stats.files_new == 46  # and the tracked directory itself
+    packs = list(repo.vault.list("packs/"))
+    assert 5 <= len(packs) <= 6  # 45 files, at most 10 waiting per pack (and no tiny ones)
+    assert repo.catalog.integrity_problems() == []
+    assert_same_tree(stored_tree(repo.catalog, repo.vault, src, stats.snapshot_id),
+                     source_tree(src))
+
+    big = src / "big"
+    big.mkdir()
+    for i in range(3):
+        (big / f"large-{i}").write_bytes(rand_bytes(MiB, seed=100 + i))
+    backup(repo)
+    assert len(list(repo.vault.list("packs/"))) == len(packs) + 1
 
 
 def test_deduplication_across_files_and_backups(repo_factory, src):

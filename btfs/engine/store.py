@@ -46,6 +46,12 @@ class ChunkStore:
         self._reader: Catalog | None = None
         self._reader_lock = threading.Lock()
 
+    @property
+    def open_seq(self) -> int:
+        """The sequence number of the pack being filled (what `add` returns for a new
+        chunk now)."""
+        return self._seq
+
     def lookup(self, chunk_hash: bytes) -> int | None:
         """None if this chunk is stored or on its way; else the commit generation at which
         it was found new (see `add`). Safe from any thread."""
