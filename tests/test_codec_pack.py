@@ -344,19 +344,23 @@ def test_a_damaged_frame_header_claiming_a_huge_size_is_an_integrity_error():
 @given(sizes=st.lists(st.integers(0, 3 << 20), max_size=6), seed=st.integers(0, 2**32))
 def test_pack_streamed_to_the_vault_is_the_pack_built_in_memory(tmp_path, sizes, seed):
     """A pack written chunk by chunk into a vault temp file (small writes gathered, big
-    ones direct) has exactly the bytes, name and index of the same pack built in memory;
-    committing leaves no temp file behind."""
+    ones direct), and hashed on a thread of its own as the backup does, has exactly the
+    bytes, name and index of the same pack built in memory; committing leaves no temp
+    file behind."""
     rng = random.Random(seed)
     vault = LocalVault(tmp_path / f"v{seed}-{len(sizes)}")
     vault.create()
     writer = vault.writer()
-    streamed, in_memory = PackBuilder(writer), PackBuilder()
+    hasher = ThreadPoolExecutor(1)
+    streamed, in_memory = PackBuilder(writer, hasher), PackBuilder()
+    streamed.HASH_BACKLOG_BYTES = 3000  # so the backlog bound is exercised too
     chunks = [rng.randbytes(n) for n in sizes]
     for c in chunks:
         for b in (streamed, in_memory):
             b.add(codec.chunk_hash(c), len(c), codec.encode(c, 0))
     expected = in_memory.seal()
     got = streamed.seal()
+    hasher.shutdown()
     assert got.data is None and (got.name, got.size, got.chunks) == \
         (expected.name, expected.size, expected.chunks)
     writer.commit(pack_key(got.name))

@@ -29,8 +29,9 @@ class ChunkStore:
         self.vault = vault
         self.pack_size = pack_size
         self.max_uploads = max_uploads
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="btfs-packhash")
         self._writer = vault.writer()
-        self._builder = PackBuilder(self._writer)
+        self._builder = PackBuilder(self._writer, self._hasher)
         self._seq = 0  # sequence number of the open pack
         # Sealed packs whose writers are committing (fsync, link) on the upload thread.
         self._uploads: deque[tuple[int, SealedPack, Future]] = deque()
@@ -125,7 +126,7 @@ class ChunkStore:
         future = self._uploader.submit(self._writer.commit, pack_key(sealed.name))
         self._uploads.append((self._seq, sealed, future))
         self._writer = self.vault.writer()
-        self._builder = PackBuilder(self._writer)
+        self._builder = PackBuilder(self._writer, self._hasher)
         self._seq += 1
 
     def collect_durable(self, *, wait: bool = False) -> None:
@@ -159,6 +160,7 @@ class ChunkStore:
 
     def close(self) -> None:
         self._uploader.shutdown(wait=True)
+        self._hasher.shutdown(wait=True)
         self._writer.abort()  # the open pack of an interrupted run (empty after finish)
         with self._reader_lock:
             if self._reader is not None:
