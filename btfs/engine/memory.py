@@ -1,4 +1,4 @@
-"""Keeping a long backup's resident memory flat.
+"""Keeping resident memory flat in processes with worker threads: a backup, the mount.
 
 Worker threads allocate read buffers and compressed chunks that the main thread frees. With
 glibc's defaults every thread gets its own malloc arena, and the mmap threshold rises after
@@ -24,15 +24,27 @@ _done = False
 MMAP_THRESHOLD = 4 * 1024 * 1024 + 1  # the largest chunk (chunk_max default) stays on the heap
 
 
+def _mallopt(*settings: tuple[int, int]) -> None:
+    """glibc's mallopt for each (parameter, value); a no-op (logged) without glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        for param, value in settings:
+            libc.mallopt(param, value)
+    except (OSError, AttributeError):
+        log.debug("mallopt unavailable; allocator left as is")
+
+
+def limit_arenas(count: int = 2) -> None:
+    """At most `count` malloc arenas, whatever the number of threads. Call before worker
+    threads start. The mount uses this alone (see btfs.fuse.mount.serve)."""
+    _mallopt((_M_ARENA_MAX, count))
+
+
 def tune_allocator() -> None:
-    """Call once, before worker threads start."""
+    """For a backup: two arenas and the fixed mmap threshold. Call once, before worker
+    threads start."""
     global _done
     if _done:
         return
     _done = True
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_ARENA_MAX, 2)
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    except (OSError, AttributeError):
-        log.debug("mallopt unavailable; allocator left as is")
+    _mallopt((_M_ARENA_MAX, 2), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD))

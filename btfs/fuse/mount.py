@@ -8,8 +8,6 @@ runs, so the mountpoint is never left dangling by an error in here.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -18,6 +16,7 @@ import signal
 import pyfuse3
 import trio
 
+from ..engine.memory import limit_arenas
 from ..engine.reader import ChunkSource
 from ..repo import Repo
 from .ops import Operations
@@ -111,27 +110,17 @@ def _write(path: str, text: str) -> None:
 # Verified chunks kept for readers: the read-ahead (8 MiB in a file, 1 MiB along a pack)
 # lands here, so this only needs to hold a few read-aheads.
 CHUNK_CACHE_BYTES = 32 << 20
-_M_ARENA_MAX = -8  # glibc's malloc.h
-
-
-def _limit_malloc_arenas() -> None:
-    """Keep the mount's memory near what it holds. Chunks are read and verified in worker
-    threads, and glibc gives each thread an arena of its own (up to 8 per core) where
-    freed read-ahead buffers and cached chunks fragment: `tar` of the kernel tree through
-    the mount peaked at 260 MB for ~90 MB of live data. With a 32 MiB chunk cache (was
-    64) and two arenas: about 150 MB, no slower. (A fixed mmap threshold saved 20 MB more but
-    made every 1 MiB read reply an mmap and its page faults: cold `cat` 950 -> 630 MB/s.)
-    Best effort: only glibc has mallopt."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_ARENA_MAX, 2)
-    except (OSError, AttributeError) as e:
-        log.debug("malloc tuning not available: %s", e)
 
 
 def serve(repo: Repo, mountpoint: str, *, allow_other: bool = False) -> None:
     """Mount and serve until unmounted (fusermount3 -u) or SIGINT/SIGTERM."""
-    _limit_malloc_arenas()
+    # Chunks are read and verified in worker threads, and glibc gives each thread an arena
+    # of its own (up to 8 per core) where freed read-ahead buffers and cached chunks
+    # fragment: `tar` of the kernel tree through the mount peaked at 260 MB for ~90 MB of
+    # live data. With a 32 MiB chunk cache (was 64) and two arenas: about 150 MB, no
+    # slower. (The backup's fixed mmap threshold saved 20 MB more here but made every
+    # 1 MiB read reply an mmap and its page faults: cold `cat` 950 -> 630 MB/s.)
+    limit_arenas(2)
     tree = Tree(repo.catalog)
     ops = Operations(tree, ChunkSource(repo.vault, cache_bytes=CHUNK_CACHE_BYTES),
                      xattrs=repo.catalog.has_xattrs())
