@@ -38,6 +38,10 @@ Steps, per repetition, tools interleaved (the order rotates from one repetition 
      ``borg extract`` (and, for reference, ``btfs restore PATH --to DEST``); the restored
      file count and bytes are checked against the source (a mismatch becomes a note).
 Native limits: ``find``, ``tar`` and cold ``cat`` on the source itself, and the ``cp -a``.
+Before each timed backup, mount and restore, the page cache is put in the same state for
+every tool (untimed, see settle()): ``sync``, then what the step reads is read in (the
+dataset for a backup, the tool's repository for a mount or a restore). Only the cold
+``cat`` reads from disk.
 
 Each value in the table is the median over the repetitions (full: 3, quick: 1; env
 BENCH_REPS overrides). A step that fails is reported as "failed: <reason>" and does not stop
@@ -227,7 +231,7 @@ class MainBench:
             for ds in datasets:
                 for t in tools:
                     def do(t=t, ds=ds, label=label):
-                        settle()
+                        settle(ds.path)
                         secs, mb = t.backup(ds, label)
                         rss.setdefault((t.name, ds.name), []).append(mb)
                         return secs
@@ -255,6 +259,7 @@ class MainBench:
         steps = ("mount_ready", "find_mount", "tar_mount", "rss_mount")
         mnt = WORK / "mnt" / t.name
         mnt.mkdir(parents=True, exist_ok=True)
+        settle(t.dir(ds))
         m = r.measure(None, t.name, ds.name, lambda: t.mount(ds, mnt), what="mount")
         if m is None:
             for s in steps:
@@ -302,7 +307,7 @@ class MainBench:
         dest.mkdir(parents=True)
 
         def step():
-            settle()
+            settle(t.dir(self.src))
             secs = (how or t.restore)(self.src, dest)
             got = describe_tree(t.restored_path(self.src, dest))
             want = describe_tree(self.src.path)
@@ -328,10 +333,19 @@ def tar_seconds(top: Path, timeout: float) -> float:
     return secs
 
 
-def settle() -> None:
-    """Write back what earlier steps left dirty before timing the next one (untimed): a
-    backup or restore leaves up to 1.3 GB of dirty pages for the kernel to write."""
+def settle(*warm_paths: Path) -> None:
+    """Put the page cache in the same state for every tool before a timed step (untimed).
+
+    sync: a backup or restore leaves up to 1.3 GB of dirty pages for the kernel to write.
+    Then read `warm_paths` back in, because two things empty the cache between steps:
+    borg drops the files it reads and writes from the cache (posix_fadvise DONTNEED), so
+    whichever tool came after it read the source tree from disk (btfs: 1,419 MB read,
+    10.6 s, against 28 MB and 8.0 s after restic); and a kernel with proactive reclaim
+    (DAMON pageout, on this benchmark's VM) evicts file pages unused for about a minute."""
     run(["sync"], name="sync")
+    for p in warm_paths:
+        if p.exists():
+            shell(f"find '{p}' -type f -print0 | xargs -0 -r cat > /dev/null", name="warm")
 
 
 def cold_cat_mbps(path: Path, timeout: float) -> float:
