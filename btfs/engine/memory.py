@@ -7,7 +7,12 @@ grows far past what is in use. Two arenas, and a fixed mmap threshold just above
 chunk (so pack buffers are always mmapped, hence returned on free, while chunk-sized buffers
 reuse heap memory without a page-fault storm), keep RSS near the live data: on the
 linux-6.1 tree peak RSS went from ~165 MB to ~120 MB at the same speed (a 128 KiB threshold
-reached 105 MB but cost ~25% in time). A no-op where glibc's mallopt is unavailable.
+reached 105 MB but cost ~25% in time). Setting the mmap threshold by hand also pins the
+trim threshold at 128 KiB, so freeing a 1 MiB chunk at the top of the heap gave the memory
+back to the kernel and the next chunk faulted it in again: a backup of 2 GiB of large files
+took 300,000 page faults and 2.8 s of system time. A 16 MiB trim threshold keeps that much
+free heap: 25,000 faults, 1.6 s, about 10% less time, 5-10 MB more RSS. A no-op where
+glibc's mallopt is unavailable.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ log = logging.getLogger(__name__)
 
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
+_M_TRIM_THRESHOLD = -1
 _done = False
 MMAP_THRESHOLD = 4 * 1024 * 1024 + 1  # the largest chunk (chunk_max default) stays on the heap
+TRIM_THRESHOLD = 16 * 1024 * 1024  # free heap kept for the next chunks instead of unmapped
 
 
 def _mallopt(*settings: tuple[int, int]) -> None:
@@ -41,10 +48,11 @@ def limit_arenas(count: int = 2) -> None:
 
 
 def tune_allocator() -> None:
-    """For a backup: two arenas and the fixed mmap threshold. Call once, before worker
-    threads start."""
+    """For a backup: two arenas, the fixed mmap threshold and a trim threshold that
+    matches it. Call once, before worker threads start."""
     global _done
     if _done:
         return
     _done = True
-    _mallopt((_M_ARENA_MAX, 2), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    _mallopt((_M_ARENA_MAX, 2), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+             (_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
