@@ -98,7 +98,13 @@ from .data import (
     ensure_large,
     ensure_src,
 )
-from .mounts import peak_rss_of_mount, unmount, unmount_all, unmount_everything_under
+from .mounts import (
+    peak_rss_of_mount,
+    start_foreground_mount,
+    unmount,
+    unmount_all,
+    unmount_everything_under,
+)
 from .report import (
     fmt,
     header_lines,
@@ -110,7 +116,7 @@ from .report import (
     write_results,
 )
 from .scale import run_scale
-from .tools import Borg, Btfs, Dataset, Restic, Tool
+from .tools import Borg, Btfs, Dataset, Floor, Restic, Tool
 
 
 class Recorder:
@@ -162,6 +168,7 @@ class MainBench:
     def __init__(self, mode: Mode):
         self.mode = mode
         self.tools: list[Tool] = [Btfs(mode.timeout), Restic(mode.timeout), Borg(mode.timeout)]
+        self.floor_server = Floor(mode.timeout)
         self.rec = Recorder()
         self.src_pristine = ensure_src(mode)
         self.large_pristine = ensure_large(mode)
@@ -249,6 +256,7 @@ class MainBench:
             self.mounted_src(t)
         for t in tools:
             self.mounted_large(t)
+        self.floor()
         for t in tools:
             self.restore(t)
         btfs = next(t for t in tools if isinstance(t, Btfs))
@@ -297,6 +305,33 @@ class MainBench:
             r.measure("cat_mount", t.name, ds.name,
                       lambda: cold_cat_mbps(m.path_of(ds.path) / self.cat_file,
                                             self.mode.timeout))
+        finally:
+            unmount(m)
+
+    def floor(self) -> None:
+        """find, tar and cp -a of the source tree through bench/floor.py, a pyfuse3 server
+        that only passes requests through to the disk: what the mount steps cost at least
+        on btfs's stack, measured like them (after the change step, page cache warm)."""
+        r, limit = self.rec, self.mode.timeout
+        mnt = WORK / "mnt" / "floor"
+        mnt.mkdir(parents=True, exist_ok=True)
+        settle(self.src.path)
+        m = r.measure(None, "native", "src", lambda: start_foreground_mount(
+            self.floor_server, [sys.executable, "-m", "bench.floor", str(self.src.path), str(mnt)],
+            {**os.environ, "PYTHONPATH": str(ROOT)}, mnt, mnt, limit), what="floor mount")
+        if m is None:
+            for key in ("floor_find", "floor_tar", "floor_cp"):
+                r.fail(key, "native", r.last_failure.get("native", "mount failed"))
+            unmount_all()
+            return
+        try:
+            r.measure("floor_find", "native", "src", lambda: find_seconds(mnt, limit)[0])
+            r.measure("floor_tar", "native", "src", lambda: tar_seconds(mnt, limit))
+            dest = WORK / "restore" / "floor"
+            shutil.rmtree(dest, ignore_errors=True)
+            r.measure("floor_cp", "native", "src",
+                      lambda: timed(["cp", "-a", str(mnt), str(dest)], name="floor-cp",
+                                    timeout=limit)[0])
         finally:
             unmount(m)
 

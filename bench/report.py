@@ -84,6 +84,9 @@ NATIVE_STEPS = [
     Step("native_find", "find over the source tree", "s"),
     Step("native_tar", "tar of the source tree", "s"),
     Step("native_cat", "cold cat of the large file", "MB/s"),
+    Step("floor_find", "find through a pass-through pyfuse3 server (bench/floor.py)", "s"),
+    Step("floor_tar", "tar through the pass-through pyfuse3 server", "s"),
+    Step("floor_cp", "cp -a out of the pass-through pyfuse3 server", "s"),
 ]
 
 

@@ -255,3 +255,12 @@ class Borg(Tool):
         secs, _ = timed(["borg", "extract", self.archive(ds)], name="borg-extract",
                         env=self.env(ds), cwd=dest, timeout=self.timeout)
         return secs
+
+
+class Floor(Tool):
+    """bench/floor.py, the pass-through pyfuse3 server: only mounted, never backs up."""
+
+    name = "floor"
+
+    def unmount(self, m: Mount) -> None:
+        stop_foreground_mount(m)
