@@ -329,6 +329,7 @@ class MainBench:
             r.measure("floor_tar", "native", "src", lambda: tar_seconds(mnt, limit))
             dest = WORK / "restore" / "floor"
             shutil.rmtree(dest, ignore_errors=True)
+            dest.parent.mkdir(parents=True, exist_ok=True)
             r.measure("floor_cp", "native", "src",
                       lambda: timed(["cp", "-a", str(mnt), str(dest)], name="floor-cp",
                                     timeout=limit)[0])

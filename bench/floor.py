@@ -1,11 +1,13 @@
-"""The floor under btfs's mount: a pyfuse3 + trio server that does nothing but pass each
-request through to a directory on disk, read-only, with the mount options and the
-answers btfs gives the kernel (attribute and entry timeouts, keep_cache, no flush
-handler, xattr requests answered ENOSYS once, the same read-ahead). No catalog, no
-chunks, no hashing, no decompression: one syscall per request.
+"""The floor under btfs's mount: a pyfuse3 + trio server that knows the tree by heart and
+otherwise does as little as a server can. It walks a directory once at start and keeps
+every entry's attributes and every directory's listing in memory, so lookup, getattr and
+readdir cost no syscall; a file's open, read and release are one open(2), pread(2) and
+close(2) of the file on disk. It is read-only and answers the kernel as btfs does
+(attribute and entry timeouts, keep_cache, no flush handler, xattr requests ENOSYS once,
+the same read-ahead). No catalog, no chunks, no hashing, no decompression.
 
-What `find`, `tar` and `cp -a` cost through it is what any btfs mount built on this stack
-costs at least, so the benchmark measures it beside the tools (bench.py, `floor_*` rows).
+What `find`, `tar` and `cp -a` cost through it is what any mount built on pyfuse3 and
+trio costs at least, so the benchmark measures it beside the tools (`floor_*` rows).
 
     python -m bench.floor SOURCE MOUNTPOINT      serves until unmounted
 """
@@ -23,54 +25,68 @@ TIMEOUT = 3600.0  # btfs's STABLE_TIMEOUT: a snapshot's entries never change
 READ_AHEAD_KB = 1024  # btfs's READ_AHEAD_KB
 
 
+def _attributes(st: os.stat_result, ino: int) -> pyfuse3.EntryAttributes:
+    e = pyfuse3.EntryAttributes()
+    e.st_ino = ino
+    e.entry_timeout = e.attr_timeout = TIMEOUT
+    for name in ("st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_atime_ns",
+                 "st_mtime_ns", "st_ctime_ns", "st_blocks"):
+        setattr(e, name, getattr(st, name))
+    e.st_rdev = 0
+    e.st_blksize = 128 * 1024
+    return e
+
+
 class Passthrough(pyfuse3.Operations):
     enable_writeback_cache = False
 
     def __init__(self, source: str):
         super().__init__()
-        self._root_ino = os.lstat(source).st_ino
-        self._paths: dict[int, str] = {pyfuse3.ROOT_INODE: source}
+        self._attrs: dict[int, pyfuse3.EntryAttributes] = {}
+        self._paths: dict[int, bytes] = {}  # files and symlinks
+        self._children: dict[int, dict[bytes, int]] = {}  # directories, names sorted
         self._fds: dict[int, int] = {}
         self._next_fh = 1
+        self._walk(os.fsencode(source), pyfuse3.ROOT_INODE, os.lstat(source))
 
-    def _ino(self, st: os.stat_result) -> int:
-        return pyfuse3.ROOT_INODE if st.st_ino == self._root_ino else st.st_ino
-
-    def _entry(self, path: str) -> pyfuse3.EntryAttributes:
-        try:
-            st = os.lstat(path)
-        except OSError as e:
-            raise pyfuse3.FUSEError(e.errno) from None
-        ino = self._ino(st)
-        self._paths[ino] = path
-        e = pyfuse3.EntryAttributes()
-        e.st_ino = ino
-        e.entry_timeout = e.attr_timeout = TIMEOUT
-        for name in ("st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_atime_ns",
-                     "st_mtime_ns", "st_ctime_ns", "st_blocks"):
-            setattr(e, name, getattr(st, name))
-        e.st_rdev = 0
-        e.st_blksize = 128 * 1024
-        return e
+    def _walk(self, top: bytes, top_ino: int, top_st: os.stat_result) -> None:
+        self._attrs[top_ino] = _attributes(top_st, top_ino)
+        stack = [(top, top_ino)]
+        while stack:
+            path, ino = stack.pop()
+            children: dict[bytes, int] = {}
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda d: d.name)
+            for d in entries:
+                st = d.stat(follow_symlinks=False)
+                child = st.st_ino if st.st_ino != pyfuse3.ROOT_INODE else 2 ** 62
+                children[d.name] = child
+                self._attrs[child] = _attributes(st, child)
+                if d.is_dir(follow_symlinks=False):
+                    stack.append((d.path, child))
+                else:
+                    self._paths[child] = d.path
+            self._children[ino] = children
 
     async def lookup(self, parent_inode, name, ctx):
-        return self._entry(os.path.join(self._paths[parent_inode], os.fsdecode(name)))
+        child = self._children.get(parent_inode, {}).get(name)
+        if child is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self._attrs[child]
 
     async def getattr(self, inode, ctx):
-        return self._entry(self._paths[inode])
+        return self._attrs[inode]
 
     async def readlink(self, inode, ctx):
-        return os.fsencode(os.readlink(self._paths[inode]))
+        return os.readlink(self._paths[inode])
 
     async def opendir(self, inode, ctx):
         return inode
 
     async def readdir(self, inode, start_id, token):
-        path = self._paths[inode]
-        names = sorted(os.listdir(path))
-        for i, name in enumerate(names[start_id:], start_id + 1):
-            entry = self._entry(os.path.join(path, name))
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry, i):
+        names = list(self._children[inode].items())
+        for i, (name, child) in enumerate(names[start_id:], start_id + 1):
+            if not pyfuse3.readdir_reply(token, name, self._attrs[child], i):
                 return
 
     async def open(self, inode, flags, ctx):
