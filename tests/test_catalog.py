@@ -245,6 +245,41 @@ def test_contents_refs_of_many_contents_equal_their_content_refs(cat):
         cat.contents_refs([contents[0], 10**9])
 
 
+def test_file_chunk_refs_from_agrees_with_one_version_at_a_time(cat):
+    """The mount's open loads the refs of the versions after the one opened: each one it
+    returns is what file_chunk_refs says; directories, symlinks, deleted versions and
+    empty files are skipped or empty; neighbours stop at the chunk budget, the version
+    asked for never does."""
+    chunks = [NewChunk(bytes([i % 256, i // 256]) * 16, 10 + i, 8 + 20 * i, 20)
+              for i in range(400)]
+    with cat.transaction():
+        ids = list(cat.add_pack("cd" * 32, 10_000, chunks, 0).values())
+        snap = cat.begin_snapshot("host", 10)
+        versions = []
+        for n in range(120):
+            node = cat.node_for_path(b"/d/%d" % n, create=True)
+            if n % 10 == 3:
+                versions.append(cat.add_version(node, snap, meta(DIR)))
+            elif n % 10 == 7:
+                versions.append(cat.add_version(node, snap, meta(SYMLINK, target=b"x")))
+            else:
+                count = 300 if n == 50 else n % 4  # one big file; n % 4 == 0: empty
+                content = cat.add_content(bytes([n]) * 32, 0,
+                                          [ids[(n * 3 + k) % 400] for k in range(count)])
+                versions.append(cat.add_version(node, snap, meta(FILE, content_id=content)))
+    for i, vid in enumerate(versions):
+        loaded = cat.file_chunk_refs_from(vid, 16, 20)
+        window = [v for v in versions[i:] if v < vid + 16]
+        assert set(loaded) <= set(window)
+        assert all(loaded[v] == cat.file_chunk_refs(v) for v in loaded)
+        assert (vid in loaded) == (cat.file_chunk_refs(vid) is not None)
+        assert sum(len(refs) for v, refs in loaded.items() if v != vid) <= 20
+    big = versions[50]
+    assert len(cat.file_chunk_refs_from(big, 16, 20)[big]) == 300
+    assert len(cat.file_chunk_refs_from(versions[0], 64, 1000)) == 51  # 64 less 13 non-files
+    assert cat.file_chunk_refs_from(10**9, 64, 256) == {}
+
+
 @pytest.fixture
 def good(cat, content):
     with cat.transaction():

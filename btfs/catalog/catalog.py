@@ -515,6 +515,28 @@ class Catalog:
             raise NoSuchRow(f"content of version {version_id}")
         return self.chunk_refs(unpack_ids(row[1]))
 
+    def file_chunk_refs_from(self, version_id: int, count: int, max_chunks: int
+                             ) -> dict[int, list[ChunkRef]]:
+        """file_chunk_refs of the file versions among the `count` version ids from
+        `version_id` on, in two queries: files opened in directory order (cp -a, tar) are
+        mostly versions a backup wrote one after another. `version_id` itself is always
+        in (if it is a file version with content); the others only while all their
+        chunks add up to at most `max_chunks`."""
+        contents: dict[int, tuple[int, ...]] = {}
+        total = 0
+        for vid, chunks in self.db.query(
+                "SELECT v.id, c.chunks FROM version v JOIN content c ON c.id = v.content_id "
+                "WHERE v.id >= ? AND v.id < ? AND v.type = 'file' ORDER BY v.id",
+                (version_id, version_id + count)):
+            ids = unpack_ids(chunks)
+            if vid != version_id and total + len(ids) > max_chunks:
+                continue
+            contents[vid] = ids
+            total += len(ids)
+        every = [i for ids in contents.values() for i in ids]
+        where = dict(zip(every, self.chunk_refs(every), strict=True))
+        return {vid: [where[i] for i in ids] for vid, ids in contents.items()}
+
     def chunks_after(self, chunk_hash: bytes, max_bytes: int) -> list[ChunkRef]:
         """The chunks stored after `chunk_hash` in its pack, in pack order, until their raw
         sizes add up to `max_bytes`: the mount's read-ahead along a pack (files read in

@@ -48,6 +48,12 @@ _FILE_DIR = 3  # id: node id
 _NODE_BITS = 32
 _SNAP_LIMIT = 1 << (_KIND_SHIFT - _NODE_BITS)
 
+# file_refs loads the refs of up to this many following versions with each miss, as long
+# as their chunks number at most REFS_AHEAD_CHUNKS, and keeps at most REFS_AHEAD_KEPT.
+REFS_AHEAD = 64
+REFS_AHEAD_CHUNKS = 256
+REFS_AHEAD_KEPT = 4096
+
 BY_TIME = b"by-time"
 BY_FILE = b"by-file"
 LATEST = b"latest"
@@ -134,6 +140,7 @@ class Tree:
         self.by_name: dict[str, int] = {}
         self._by_id: dict[int, Snapshot] = {}
         self.horizon = 0  # the newest shown snapshot id: by-file queries stop there
+        self._refs_ahead: dict[int, list[ChunkRef]] = {}  # version id -> refs (file_refs)
         self.refresh()
 
     # ---- the snapshot list -----------------------------------------------------------
@@ -371,11 +378,28 @@ class Tree:
         return self._version_of(ino, SYMLINK).meta.target
 
     def file_refs(self, ino: int) -> list[ChunkRef]:
-        """Where the content of a file version lives, in order."""
+        """Where the content of a file version lives, in order.
+
+        One open loads the refs of the next REFS_AHEAD versions too: `cp -a` and `tar`
+        open files in directory order, which a backup wrote as consecutive versions, and
+        two queries per open were ~12% of a `cp -a` out of the mount. A loaded entry is
+        used once (most files are opened once); versions never change, so it cannot be
+        stale."""
         kind, ident = split_ino(ino)
-        refs = self.catalog.file_chunk_refs(ident) if kind == _VERSION else None
-        if refs is None:
+        if kind != _VERSION:
             raise NotFound(ino)
+        refs = self._refs_ahead.pop(ident, None)
+        if refs is not None:
+            return refs
+        loaded = self.catalog.file_chunk_refs_from(ident, REFS_AHEAD, REFS_AHEAD_CHUNKS)
+        refs = loaded.pop(ident, None)
+        if len(self._refs_ahead) + len(loaded) > REFS_AHEAD_KEPT:
+            self._refs_ahead.clear()
+        self._refs_ahead.update(loaded)
+        if refs is None:  # not a file version, or damaged: let the one-version query say
+            refs = self.catalog.file_chunk_refs(ident)
+            if refs is None:
+                raise NotFound(ino)
         return refs
 
     def chunks_after(self, ref: ChunkRef, max_bytes: int) -> list[ChunkRef]:

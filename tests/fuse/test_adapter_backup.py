@@ -160,6 +160,27 @@ def test_small_files_read_in_stored_order_come_from_a_few_pack_reads(small_files
     assert 1 < len(reads) <= 1 + ops_module.PACK_AHEAD_BATCHES, reads
 
 
+def test_files_opened_in_order_get_their_refs_from_one_query(small_files, monkeypatch):
+    """An open loads the chunk refs of the versions after it, so opening the files in
+    the order the backup wrote them asks the catalog once; opened in the other order,
+    each open asks; both read every byte exactly."""
+    ops, files, repo = small_files
+    catalog = ops.tree.catalog
+    calls = []
+    real = catalog.file_chunk_refs_from
+    monkeypatch.setattr(catalog, "file_chunk_refs_from",
+                        lambda *args: calls.append(args) or real(*args))
+
+    async def read_each(order):
+        for ino, data, _ in order:
+            assert await read_all(ops, ino, len(data)) == data
+
+    trio.run(read_each, files)
+    assert len(calls) == 1
+    trio.run(read_each, files[::-1])
+    assert len(calls) == 1 + len(files)
+
+
 @pytest.mark.expect_warnings(r"^read of .* failed")
 def test_a_damaged_chunk_fetched_ahead_is_never_served(small_files, monkeypatch, caplog):
     """Read-ahead verifies every chunk it caches: a damaged one is left out, and the read
