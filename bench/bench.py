@@ -37,7 +37,9 @@ Steps, per repetition, tools interleaved (the order rotates from one repetition 
   6. restore the source tree: btfs ``cp -a`` out of its mount, ``restic restore``,
      ``borg extract`` (and, for reference, ``btfs restore PATH --to DEST``); the restored
      file count and bytes are checked against the source (a mismatch becomes a note).
-Native limits: ``find``, ``tar`` and cold ``cat`` on the source itself, and the ``cp -a``.
+Native limits: ``find``, ``tar`` and cold ``cat`` on the source itself, and the ``cp -a``;
+and the mount's floor: ``find``, ``tar`` and ``cp -a`` of the source tree through
+bench/floor.py, a pyfuse3 server that answers from memory and passes reads to the disk.
 Before each timed backup, mount and restore, the page cache is put in the same state for
 every tool (untimed, see settle()): ``sync``, then what the step reads is read in (the
 dataset for a backup, the tool's repository for a mount or a restore). Only the cold
