@@ -402,8 +402,12 @@ class Catalog:
         missing = [cid for cid in distinct if cid not in chunks]
         if missing:
             raise NoSuchRow(f"content {missing[0]}")
-        refs = iter(self.chunk_refs(i for cid in distinct for i in chunks[cid]))
-        return {cid: [next(refs) for _ in chunks[cid]] for cid in distinct}
+        return self._refs_of(chunks)
+
+    def _refs_of(self, chunk_lists: dict[int, tuple[int, ...]]) -> dict[int, list[ChunkRef]]:
+        """chunk_refs of several lists of chunk ids in one go, under the same keys."""
+        refs = iter(self.chunk_refs(i for ids in chunk_lists.values() for i in ids))
+        return {key: [next(refs) for _ in ids] for key, ids in chunk_lists.items()}
 
     def chunk_refs(self, chunk_ids: Iterable[int]) -> list[ChunkRef]:
         """Where each chunk lives, in the order given (a chunk may repeat in a file): one
@@ -533,9 +537,7 @@ class Catalog:
                 continue
             contents[vid] = ids
             total += len(ids)
-        every = [i for ids in contents.values() for i in ids]
-        where = dict(zip(every, self.chunk_refs(every), strict=True))
-        return {vid: [where[i] for i in ids] for vid, ids in contents.items()}
+        return self._refs_of(contents)
 
     def chunks_after(self, chunk_hash: bytes, max_bytes: int) -> list[ChunkRef]:
         """The chunks stored after `chunk_hash` in its pack, in pack order, until their raw
