@@ -44,7 +44,8 @@ class Passthrough(pyfuse3.Operations):
         super().__init__()
         self._attrs: dict[int, pyfuse3.EntryAttributes] = {}
         self._paths: dict[int, bytes] = {}  # files and symlinks
-        self._children: dict[int, dict[bytes, int]] = {}  # directories, names sorted
+        self._children: dict[int, dict[bytes, int]] = {}  # directories: name -> inode
+        self._listings: dict[int, list[tuple[bytes, int]]] = {}  # the same, sorted by name
         self._fds: dict[int, int] = {}
         self._next_fh = 1
         self._walk(os.fsencode(source), pyfuse3.ROOT_INODE, os.lstat(source))
@@ -67,6 +68,7 @@ class Passthrough(pyfuse3.Operations):
                 else:
                     self._paths[child] = d.path
             self._children[ino] = children
+            self._listings[ino] = list(children.items())
 
     async def lookup(self, parent_inode, name, ctx):
         child = self._children.get(parent_inode, {}).get(name)
@@ -84,9 +86,10 @@ class Passthrough(pyfuse3.Operations):
         return inode
 
     async def readdir(self, inode, start_id, token):
-        names = list(self._children[inode].items())
-        for i, (name, child) in enumerate(names[start_id:], start_id + 1):
-            if not pyfuse3.readdir_reply(token, name, self._attrs[child], i):
+        listing = self._listings[inode]
+        for i in range(start_id, len(listing)):
+            name, child = listing[i]
+            if not pyfuse3.readdir_reply(token, name, self._attrs[child], i + 1):
                 return
 
     async def open(self, inode, flags, ctx):
