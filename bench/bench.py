@@ -312,8 +312,9 @@ class MainBench:
 
     def floor(self) -> None:
         """find, tar and cp -a of the source tree through bench/floor.py, a pyfuse3 server
-        that only passes requests through to the disk: what the mount steps cost at least
-        on btfs's stack, measured like them (after the change step, page cache warm)."""
+        that answers lookups from memory and reads from the disk: what the mount steps
+        cost at least on btfs's stack, measured like them (after the change step, page
+        cache warm)."""
         r, limit = self.rec, self.mode.timeout
         mnt = WORK / "mnt" / "floor"
         mnt.mkdir(parents=True, exist_ok=True)
