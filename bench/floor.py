@@ -2,9 +2,9 @@
 otherwise does as little as a server can. It walks a directory once at start and keeps
 every entry's attributes and every directory's listing in memory, so lookup, getattr and
 readdir cost no syscall; a file's open, read and release are one open(2), pread(2) and
-close(2) of the file on disk. It is read-only and answers the kernel as btfs does
-(attribute and entry timeouts, keep_cache, no flush handler, xattr requests ENOSYS once,
-the same read-ahead). No catalog, no chunks, no hashing, no decompression.
+close(2) of the file on disk. It mounts with btfs's options and answers the kernel as
+btfs does (attribute and entry timeouts, keep_cache, no flush handler, xattr requests
+ENOSYS once, the same read-ahead), taking those settings from btfs itself. No catalog, no chunks, no hashing, no decompression.
 
 What `find`, `tar` and `cp -a` cost through it is what any mount built on pyfuse3 and
 trio costs at least, so the benchmark measures it beside the tools (`floor_*` rows).
@@ -21,14 +21,15 @@ import sys
 import pyfuse3
 import trio
 
-TIMEOUT = 3600.0  # btfs's STABLE_TIMEOUT: a snapshot's entries never change
-READ_AHEAD_KB = 1024  # btfs's READ_AHEAD_KB
+# btfs's own settings, so the floor cannot drift from what the mount does.
+from btfs.fuse.mount import fuse_options, raise_read_ahead
+from btfs.fuse.ops import STABLE_TIMEOUT
 
 
 def _attributes(st: os.stat_result, ino: int) -> pyfuse3.EntryAttributes:
     e = pyfuse3.EntryAttributes()
     e.st_ino = ino
-    e.entry_timeout = e.attr_timeout = TIMEOUT
+    e.entry_timeout = e.attr_timeout = STABLE_TIMEOUT
     for name in ("st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_atime_ns",
                  "st_mtime_ns", "st_ctime_ns", "st_blocks"):
         setattr(e, name, getattr(st, name))
@@ -111,27 +112,16 @@ class Passthrough(pyfuse3.Operations):
         raise pyfuse3.FUSEError(errno.ENOSYS)
 
 
-async def _raise_read_ahead(mountpoint: str) -> None:
-    dev = (await trio.to_thread.run_sync(os.stat, mountpoint)).st_dev
-    path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
-    try:
-        with open(path, "w") as f:
-            f.write(str(READ_AHEAD_KB))
-    except OSError:
-        pass  # not root: the kernel's default read-ahead
-
-
 async def _serve(mountpoint: str) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_raise_read_ahead, mountpoint)
+        nursery.start_soon(raise_read_ahead, mountpoint)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
 
 def main(argv: list[str]) -> int:
     source, mountpoint = argv
-    options = set(pyfuse3.default_options) | {"fsname=btfs-floor", "ro"}
-    pyfuse3.init(Passthrough(os.path.abspath(source)), mountpoint, options)
+    pyfuse3.init(Passthrough(os.path.abspath(source)), mountpoint, fuse_options(False))
     try:
         trio.run(_serve, mountpoint)
     finally:

@@ -82,14 +82,14 @@ async def _watch_signals() -> None:
 async def _serve(ops: Operations, tree: Tree, mountpoint: str) -> None:
     async with trio.open_nursery() as nursery:
         ops.nursery = nursery
-        nursery.start_soon(_raise_read_ahead, mountpoint)
+        nursery.start_soon(raise_read_ahead, mountpoint)
         nursery.start_soon(_watch_catalog, tree, ops)
         nursery.start_soon(_watch_signals)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
 
-async def _raise_read_ahead(mountpoint: str) -> None:
+async def raise_read_ahead(mountpoint: str) -> None:
     """Best effort: writing the mount's read_ahead_kb needs root; as a user the kernel's
     default stays, which only means more, smaller read requests. Only once the mount
     answers (a stat in a thread, served by this process): the kernel sets the read-ahead
