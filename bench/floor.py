@@ -120,6 +120,9 @@ async def _serve(mountpoint: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) != 2 or not os.path.isdir(argv[0]) or not os.path.isdir(argv[1]):
+        print("usage: python -m bench.floor SOURCE_DIR MOUNTPOINT_DIR", file=sys.stderr)
+        return 2
     source, mountpoint = argv
     pyfuse3.init(Passthrough(os.path.abspath(source)), mountpoint, fuse_options(False))
     try:
