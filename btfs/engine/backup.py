@@ -214,7 +214,7 @@ class Backup:
         self._new_nodes.clear()  # roots share ancestors: a new one may have children now
         # Unchanged entries are only counted, except staged ones, which are committed.
         scanner = Scanner(self.catalog, self.config, self._resolve, self._warn,
-                          report_unchanged=self._staged)
+                          report_unchanged=self._staged, fresh=self._new_nodes)
         for n, event in enumerate(scanner.scan(tracked)):
             if isinstance(event, Listed):
                 self.stats.entries += event.unchanged

@@ -74,12 +74,17 @@ class Deleted:
 
 class Scanner:
     def __init__(self, catalog: Catalog, config: Config, resolve: NodeResolver,
-                 warn: Callable[[str], None], report_unchanged: Container[int] = ()):
+                 warn: Callable[[str], None], report_unchanged: Container[int] = (),
+                 fresh: Container[int] = ()):
         self.catalog = catalog
         self.config = config
         self.resolve = resolve
         self.warn = warn
         self.report_unchanged = report_unchanged  # node ids the caller wants to see
+        # Directory nodes the resolver created in this run: they have no children in the
+        # catalog, so their listing is not asked for (one query per directory of an
+        # initial backup, ~3% of its main thread).
+        self.fresh = fresh
 
     def scan(self, tracked: TrackedDir) -> Iterator[Changed | Unchanged | Listed | Deleted]:
         root = os.fsencode(tracked.path)
@@ -142,7 +147,8 @@ class Scanner:
             # The directory itself is kept (as tar and borg do); its contents are not.
             log.info("skipping contents of cache directory %s", os.fsdecode(path))
             names = []
-        live = self.catalog.live_children(node) if node is not None else {}
+        live = (self.catalog.live_children(node)
+                if node is not None and node not in self.fresh else {})
         seen = set()
         unchanged = 0
         report = self.report_unchanged
