@@ -31,7 +31,7 @@ test: install
 	$(PY) -m pytest -q -ra
 
 lint: install
-	$(VENV)/bin/ruff check btfs tests
+	$(VENV)/bin/ruff check btfs tests bench
 
 bench: install
 	@bash bench/run.sh full

@@ -38,8 +38,10 @@ Steps, per repetition, tools interleaved (the order rotates from one repetition 
      ``borg extract`` (and, for reference, ``btfs restore PATH --to DEST``); the restored
      file count and bytes are checked against the source (a mismatch becomes a note).
 Native limits: ``find``, ``tar`` and cold ``cat`` on the source itself, and the ``cp -a``;
-and the mount's floor: ``find``, ``tar`` and ``cp -a`` of the source tree through
-bench/floor.py, a pyfuse3 server that answers from memory and passes reads to the disk.
+and the floors: ``find``, ``tar`` and ``cp -a`` of the source tree through bench/floor.py,
+a pyfuse3 server that answers from memory and passes reads to the disk; and an initial
+backup of each dataset by bench/backup_floor.py, which walks, reads, hashes, compresses and
+writes packs with btfs's own parts but keeps no catalog.
 Before each timed backup, mount and restore, the page cache is put in the same state for
 every tool (untimed, see settle()): ``sync``, then what the step reads is read in (the
 dataset for a backup, the tool's repository for a mount or a restore). Only the cold
@@ -246,6 +248,8 @@ class MainBench:
                         return secs
                     r.measure(f"backup_{label}_{ds.name}", t.name, ds.name, do,
                               critical=label == "initial")
+                if label == "initial":
+                    self.backup_floor(ds)
         for ds in datasets:
             for t in tools:
                 if (t.name, ds.name) in rss:
@@ -263,6 +267,24 @@ class MainBench:
             self.restore(t)
         btfs = next(t for t in tools if isinstance(t, Btfs))
         self.restore(btfs, "restore_cli", btfs.restore_cli)
+
+    def backup_floor(self, ds: Dataset) -> None:
+        """An initial backup of `ds` by bench/backup_floor.py: walk, read, hash,
+        compress and write with btfs's parts and none of its catalog, measured like the
+        tools' initial backups (a process's wall time, dataset warm, after theirs)."""
+        out = WORK / "floor-backup"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+
+        def step():
+            settle(ds.path)
+            cmd = [sys.executable, "-m", "bench.backup_floor", str(ds.path), str(out)]
+            return timed(cmd, name=f"floor-backup-{ds.name}", timeout=self.mode.timeout,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})[0]
+        try:
+            self.rec.measure(f"floor_backup_{ds.name}", "native", ds.name, step)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
 
     def mounted_src(self, t: Tool) -> None:
         r, ds = self.rec, self.src

@@ -4,7 +4,8 @@ every entry's attributes and every directory's listing in memory, so lookup, get
 readdir cost no syscall; a file's open, read and release are one open(2), pread(2) and
 close(2) of the file on disk. It mounts with btfs's options and answers the kernel as
 btfs does (attribute and entry timeouts, keep_cache, no flush handler, xattr requests
-ENOSYS once, the same read-ahead), taking those settings from btfs itself. No catalog, no chunks, no hashing, no decompression.
+ENOSYS once, the same read-ahead), taking those settings from btfs itself. No catalog, no
+chunks, no hashing, no decompression.
 
 What `find`, `tar` and `cp -a` cost through it is what any mount built on pyfuse3 and
 trio costs at least, so the benchmark measures it beside the tools (`floor_*` rows).

@@ -87,6 +87,10 @@ NATIVE_STEPS = [
     Step("floor_find", "find through a pass-through pyfuse3 server (bench/floor.py)", "s"),
     Step("floor_tar", "tar through the pass-through pyfuse3 server", "s"),
     Step("floor_cp", "cp -a out of the pass-through pyfuse3 server", "s"),
+    Step("floor_backup_src", "initial backup of the source tree on btfs's stack, no "
+         "catalog (bench/backup_floor.py)", "s"),
+    Step("floor_backup_large", "initial backup of the large files on btfs's stack, no catalog",
+         "s"),
 ]
 
 
