@@ -38,10 +38,12 @@ class Database:
         # Referential integrity is part of "never serve wrong bytes": a version must never
         # point at a chunk the vault does not hold.
         self.execute("PRAGMA foreign_keys=ON")
-        # Page cache: the writer's holds the hot indexes of a large backup; readers (the
-        # mount, the backup's worker threads) each get a small one. Both stay well inside
-        # the 100 MB RSS budget together.
-        self.execute(f"PRAGMA cache_size={-4096 if readonly else -8192}")
+        # Page cache, 4 MiB per connection: the writer's holds the B-tree pages an
+        # initial backup appends to, a reader's (the mount, the backup's worker threads)
+        # the upper levels of the indexes it searches. At 8 MiB the writer's cache was
+        # ~10 MB of an initial backup's peak heap; 4 MiB lowered linux-6.1's peak RSS by
+        # 3-8 MB in the same time (alternating runs).
+        self.execute("PRAGMA cache_size=-4096")
         self.execute("PRAGMA temp_store=MEMORY")
 
     def close(self) -> None:
