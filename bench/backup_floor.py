@@ -36,22 +36,14 @@ from btfs.engine.backup import (
     WINDOW_BYTES,
     WINDOW_JOBS,
 )
-from btfs.engine.files import Chunker, open_for_backup
+from btfs.engine.files import Chunker, open_for_backup, read_up_to
 from btfs.engine.memory import tune_allocator
 
 
 def _read_whole(path: bytes) -> bytes:
     fd = open_for_backup(path)
     try:
-        want = os.fstat(fd).st_size
-        parts = []
-        while want > 0:
-            block = os.read(fd, want)
-            if not block:
-                break
-            parts.append(block)
-            want -= len(block)
-        return b"".join(parts)
+        return read_up_to(fd, os.fstat(fd).st_size)
     finally:
         os.close(fd)
 

@@ -73,27 +73,31 @@ def make_piece(data: bytes, level: int, lookup: Callable[[bytes], int | None]) -
     return Piece(h, len(data), codec.encode(data, level), generation)
 
 
+def read_up_to(fd: int, size: int) -> bytes:
+    """`size` bytes from `fd`'s position, or fewer if the file ends first."""
+    parts = []
+    while size > 0:
+        block = os.read(fd, size)
+        if not block:
+            break
+        parts.append(block)
+        size -= len(block)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def _read_small(path: bytes) -> tuple[bytes, os.stat_result, bool, bytes | None]:
     """(content, stat after reading, stable, xattrs) of a file read whole."""
     for attempt in range(RETRIES):
         fd = open_for_backup(path)
         try:
             before = os.fstat(fd)
-            parts = []
             # Up to the size fstat gave: growth since shows in the second fstat, so no
             # extra read() to look for EOF.
-            want = before.st_size
-            while want > 0:
-                block = os.read(fd, want)
-                if not block:
-                    break
-                parts.append(block)
-                want -= len(block)
+            data = read_up_to(fd, before.st_size)
             after = os.fstat(fd)
             xattrs = read_xattrs(fd)
         finally:
             os.close(fd)
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
         stable = same_content_stat(before, after) and len(data) == after.st_size
         if stable or attempt == RETRIES - 1:
             return data, after, stable, xattrs
