@@ -181,7 +181,8 @@ def backup_floor(source: str, outdir: str) -> tuple[int, int]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or not os.path.isdir(argv[0]) or not os.path.isdir(argv[1]):
+    if (len(argv) != 2 or not os.path.isdir(argv[0]) or not os.path.isdir(argv[1])
+            or os.listdir(argv[1])):
         print("usage: python -m bench.backup_floor SOURCE_DIR EMPTY_OUTPUT_DIR", file=sys.stderr)
         return 2
     started = time.perf_counter()
