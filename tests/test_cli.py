@@ -248,11 +248,14 @@ def test_restore_keeps_hard_links_together(ready, src, tmp_path):
 
 
 def test_sigterm_during_backup_leaves_an_interrupted_snapshot(ready, src):
+    # Compressible data (16 letters, no repeats) at zstd level 19: the backup takes far
+    # longer than the sleep (over 20 s, against ~1.2 s at the default level), so SIGTERM
+    # surely comes while it runs. Random data would not do: the codec stores chunks
+    # whose samples do not compress without compressing them, at any level, and a
+    # SIGTERM during interpreter shutdown kills with the default action.
+    letters = bytes(b"abcdefghijklmnop"[i % 16] for i in range(256))
     for i in range(300):
-        (src / f"f{i}").write_bytes(os.urandom(1_000_000))
-    # zstd level 19 takes ~0.1 s per MiB of random data: the backup is surely still
-    # running when SIGTERM comes. At the default level it took about as long as the
-    # sleep, and a SIGTERM during interpreter shutdown kills with the default action.
+        (src / f"f{i}").write_bytes(os.urandom(1_000_000).translate(letters))
     config = Path(ready["BTFS_CONFIG"])
     normal = config.read_text()
     config.write_text("compression_level = 19\n" + normal)
