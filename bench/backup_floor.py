@@ -3,13 +3,13 @@ nothing else, in Python with btfs's own parts.
 
 It walks the tree as btfs's scanner does (listdir, then lstat of every entry relative to
 the directory's fd); reads small files whole in batches in worker threads and large ones
-through btfs's Chunker on the main thread; hashes every chunk (SHA-256) and compresses it
+through btfs's Chunker on the main thread; hashes every chunk (btfs.digest) and compresses it
 with btfs's codec (small files in groups, as a backup stores them), in the same number of
 worker threads with the same job window; and writes the stored bytes into 16 MiB files
 that an upload thread fsyncs, as the local vault does. Left out, because it is what btfs
 adds on top: the catalog (nodes, versions, chunks, commits), change detection, xattrs,
-the re-read of files that change while read, the whole-file SHA-256 that `btfs log`
-shows, the pack's index and its SHA-256 name.
+the re-read of files that change while read, the whole-file digest that `btfs log`
+shows, the pack's index and its digest name.
 
 What it costs is what an initial backup costs at least on this stack, so the benchmark
 measures it beside the tools (`floor_backup_*` rows).

@@ -35,20 +35,20 @@ class Repo:
         cfg = config_mod.load(paths)
         if not paths.catalog.exists():
             raise BtfsError(f"no catalog at {paths.catalog}: run 'btfs init' first")
-        catalog = Catalog(paths.catalog, readonly=readonly)
         vault = open_vault(cfg.vault)
-        repo = cls(paths, cfg, catalog, vault)
-        repo.check_vault_matches()
-        return repo
-
-    def check_vault_matches(self) -> None:
-        ident = self.vault.identity()
-        if ident is None:
-            raise VaultError(f"vault {self.vault.url} is missing or not initialized "
-                             "(is it mounted?)")
-        expected = self.catalog.get_meta("vault_id")
-        if expected != ident.vault_id:
-            raise VaultError(f"vault {self.vault.url} is not the one this catalog belongs to")
+        try:
+            # The format first: a catalog is migrated when opened for writing, and one of
+            # a vault this btfs cannot read must be left as it is.
+            ident = vault.checked_identity()
+            catalog = Catalog(paths.catalog, readonly=readonly)
+        except BaseException:
+            vault.close()
+            raise
+        if catalog.get_meta("vault_id") != ident.vault_id:
+            catalog.close()
+            vault.close()
+            raise VaultError(f"vault {vault.url} is not the one this catalog belongs to")
+        return cls(paths, cfg, catalog, vault)
 
     def close(self) -> None:
         self.catalog.close()
@@ -100,6 +100,8 @@ def init_repo(paths: Paths, vault_url: str) -> tuple[Config, bool]:
                             f"switch to {url} (edit {paths.config_file} if you mean it)")
     vault = open_vault(url)
     ident = vault.identity()
+    if ident is not None:
+        ident = vault.checked_identity()
     catalog_exists = paths.catalog.exists()
     if existing and ident and catalog_exists:
         return existing, False

@@ -18,6 +18,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blake3 import blake3
+
 from btfs.catalog import DELETED, DIR, FILE, SYMLINK, Catalog
 from btfs.engine.meta import decode_xattrs
 from btfs.engine.reader import ChunkSource, FileLayout, read_range
@@ -215,7 +217,7 @@ class StoredReader:
         layout = FileLayout(self.catalog.chunk_refs(content.chunk_ids))
         assert layout.size == content.size
         data = read_range(self.source, layout, 0, layout.size) if layout.size else b""
-        assert hashlib.sha256(data).digest() == content.sha256
+        assert blake3(data).digest() == content.digest
         return data
 
     def tree(self, root: Path | bytes, snapshot_id: int) -> dict[bytes, Item]:

@@ -811,14 +811,18 @@ def test_small_files_are_stored_in_groups_and_damage_names_every_member(repo_fac
                      source_tree(src))
     assert check(repo.catalog, repo.vault, read_data=True).ok
 
-    # Damage one group: one stored form shared by several chunks.
+    # Damage one group's frame: one stored form shared by several chunks. Its zstd
+    # magic, so that decoding fails whatever the digests made of the frame's bytes
+    # (damage inside a frame's literals changes only some members, which then fail
+    # their own digests: a test of luck, not of check).
     shared = repo.catalog.db.query(
         "SELECT p.name, c.offset, c.stored_len, count(*) FROM chunk c JOIN pack p "
         "ON p.id = c.pack_id GROUP BY c.pack_id, c.offset HAVING count(*) > 1 LIMIT 1").fetchall()
     pack, offset, stored_len, members = shared[0]
     path = repo.vault._path(f"packs/{pack}")
     data = bytearray(path.read_bytes())
-    data[offset + stored_len // 2] ^= 0x10
+    assert data[offset] == codec.GROUP
+    data[offset + 2] ^= 0x10  # after the codec byte: the frame's magic
     path.chmod(0o600)
     path.write_bytes(bytes(data))
     report = check(repo.catalog, repo.vault, read_data=True)

@@ -211,7 +211,7 @@ def test_a_failed_transaction_leaves_nothing(cat):
     assert cat.node_for_path(b"/a") is None and cat.snapshots() == []
 
 
-def test_content_is_deduplicated_by_sha256(cat, content):
+def test_content_is_deduplicated_by_digest(cat, content):
     with cat.transaction():
         again = cat.add_content(b"s" * 32, 5, [])
         empty = cat.add_content(b"e" * 32, 0, [])

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from blake3 import blake3
 
 
 @pytest.fixture
@@ -118,16 +119,14 @@ def test_backup_status_log_snapshots_json(ready, src):
     log = json.loads(btfs(ready, "log", str(src / "plan.md"), "--json", check=0).stdout)
     assert [v["version"] for v in log] == [1, 2]
     assert [v["size"] for v in log] == [3, 10]
-    import hashlib
-    assert log[1]["sha256"] == hashlib.sha256(b"v2 longer\n").hexdigest()
+    assert log[1]["blake3"] == blake3(b"v2 longer\n").hexdigest()
 
 
 def test_restore_beside_never_overwrites(ready, src):
     btfs(ready, "backup", check=0)
     (src / "plan.md").write_text("changed\n")
     out = btfs(ready, "restore", str(src / "plan.md"), check=0)
-    import hashlib
-    tag = hashlib.sha256(b"v1\n").hexdigest()[:8]
+    tag = blake3(b"v1\n").hexdigest()[:8]
     restored = src / f"plan.md.{tag}"
     assert restored.read_text() == "v1\n"
     assert out.stdout.startswith(f"restored {restored}: 1 files")
@@ -163,6 +162,26 @@ def test_restore_bad_arguments(ready, src):
                 check=2)
     assert one_error_line(both) == "btfs: error: give only one of --at, --version, --snapshot"
     assert sorted(os.listdir(src)) == ["plan.md", "sub"]
+
+
+def test_a_vault_of_another_format_is_refused_and_left_alone(ready, src, tmp_path):
+    """A format-1 vault (SHA-256 names) cannot be read by this btfs: every command says
+    so in one line, and neither the vault nor the catalog is touched."""
+    btfs(ready, "backup", check=0)
+    identity = tmp_path / "vault" / "btfs-vault.json"
+    doc = json.loads(identity.read_text())
+    assert doc["format"] == 2
+    identity.chmod(0o600)
+    identity.write_text(json.dumps({**doc, "format": 1}))
+    catalog = Path(ready["XDG_DATA_HOME"]) / "btfs" / "catalog.db"
+    before = catalog.read_bytes()
+    vault = tmp_path / "vault"
+    for args in (["backup"], ["snapshots"], ["log", str(src / "plan.md")], ["check"],
+                 ["init", "--vault", str(vault), "--no-input"]):
+        proc = btfs(ready, *args, check=1)
+        assert one_error_line(proc) == (f"btfs: error: vault {vault} has format 1; this btfs "
+                                        "reads format 2 only (back up into a new vault)")
+    assert catalog.read_bytes() == before
 
 
 def test_second_writer_is_refused_with_the_holders_pid(ready):

@@ -7,12 +7,12 @@ and content-defined chunking keeps an edit local.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import random
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from blake3 import blake3
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pyfastcdc.cy import FastCDC
@@ -81,7 +81,7 @@ def test_compression_contexts_are_shared_and_bounded():
 
     def work(data: bytes) -> list[bool]:
         return [codec.decode(bytes((codec.ZSTD,)) + pool.compress(data, level),
-                             hashlib.sha256(data).digest(), len(data)) == data
+                             blake3(data).digest(), len(data)) == data
                 for _ in range(20) for level in (1, 3)]
 
     with ThreadPoolExecutor(8) as threads:
@@ -166,7 +166,7 @@ def test_wrong_size_or_hash_or_truncation_is_an_integrity_error(data, level):
     stored = codec.encode(data, level)
     h = codec.chunk_hash(data)
     for bad in [(stored, h, len(data) + 1), (stored, h, len(data) - 1),
-                (stored, hashlib.sha256(b"other").digest(), len(data)),
+                (stored, blake3(b"other").digest(), len(data)),
                 (stored[:-1], h, len(data)), (b"", h, len(data))]:
         with pytest.raises(IntegrityError):
             codec.decode(*bad)
@@ -186,7 +186,7 @@ def test_pack_round_trip(chunks, level):
     assert len(builder) == len(unique)
     sealed = builder.seal()
     data = bytes(sealed.data)
-    assert sealed.name == hashlib.sha256(data).hexdigest()
+    assert sealed.name == blake3(data).hexdigest()
     assert sealed.size == len(data)
     assert data.startswith(MAGIC)
     assert parse_index(data) == sealed.chunks

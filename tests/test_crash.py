@@ -10,7 +10,6 @@ and holds the source byte for byte; `btfs check --read-data` agrees.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import signal
@@ -20,6 +19,7 @@ import textwrap
 import time
 
 import pytest
+from blake3 import blake3
 from helpers import (
     MiB,
     StoredReader,
@@ -115,7 +115,7 @@ def assert_consistent(repo: Repo) -> None:
     for name, size in cat.packs():
         assert repo.vault.size(pack_key(name)) == size, f"pack {name} missing or wrong size"
         data = repo.vault.get(pack_key(name))
-        assert hashlib.sha256(data).hexdigest() == name
+        assert blake3(data).hexdigest() == name
         for _, chunk_hash, raw_size, offset, stored_len in cat.pack_chunks(name):
             codec.decode(data[offset:offset + stored_len], chunk_hash, raw_size)
     # Every content a committed version uses reads back whole and matches its SHA-256.

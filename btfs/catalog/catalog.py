@@ -367,22 +367,24 @@ class Catalog:
             ids[c.hash] = self.db.last_rowid()
         return ids
 
-    def content_id(self, sha256: bytes) -> int | None:
-        row = self.db.get_row_or_none("SELECT id FROM content WHERE sha256=?", (sha256,))
+    def content_id(self, content_digest: bytes) -> int | None:
+        row = self.db.get_row_or_none("SELECT id FROM content WHERE digest=?",
+                                      (content_digest,))
         return row[0] if row else None
 
-    def add_content(self, sha256: bytes, size: int, chunk_ids: Iterable[int]) -> int:
+    def add_content(self, content_digest: bytes, size: int, chunk_ids: Iterable[int]) -> int:
         """The id of this content, added if new: one statement in the common (new) case,
         since the backup calls this for every file it reads."""
         row = self.db.get_row_or_none(
-            "INSERT INTO content (sha256, size, chunks) VALUES (?, ?, ?) "
-            "ON CONFLICT(sha256) DO NOTHING RETURNING id", (sha256, size, pack_ids(chunk_ids)))
-        return row[0] if row else self.content_id(sha256)
+            "INSERT INTO content (digest, size, chunks) VALUES (?, ?, ?) "
+            "ON CONFLICT(digest) DO NOTHING RETURNING id",
+            (content_digest, size, pack_ids(chunk_ids)))
+        return row[0] if row else self.content_id(content_digest)
 
     def content(self, content_id: int) -> Content:
-        cid, sha, size, blob = self.db.get_row(
-            "SELECT id, sha256, size, chunks FROM content WHERE id=?", (content_id,))
-        return Content(cid, sha, size, unpack_ids(blob))
+        cid, content_digest, size, blob = self.db.get_row(
+            "SELECT id, digest, size, chunks FROM content WHERE id=?", (content_id,))
+        return Content(cid, content_digest, size, unpack_ids(blob))
 
     def content_refs(self, content_id: int) -> list[ChunkRef]:
         """Where each chunk of a file's content lives, in file order."""

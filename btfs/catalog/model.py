@@ -99,7 +99,7 @@ class ChunkRef:
 @dataclass(frozen=True, slots=True)
 class Content:
     id: int
-    sha256: bytes
+    digest: bytes  # of the whole content (btfs.digest)
     size: int
     chunk_ids: tuple[int, ...]
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import stat
 
 import click
 
+from .. import digest
 from ..catalog import DELETED, FILE, SYMLINK
 from ..engine.history import pick_version
 from ..engine.reader import ChunkSource
@@ -72,9 +72,10 @@ def _node_for(repo: Repo, path: str) -> tuple[int, bytes]:
 @json_option
 @click.pass_obj
 def log(obj, path: str, as_json: bool) -> None:
-    """Every version of a path: backup time, size, sha256, mode, mtime.
+    """Every version of a path: backup time, size, mode, mtime, BLAKE3 of the content.
 
     Versions are numbered from 1 (oldest); `btfs restore --version N` takes that number.
+    The BLAKE3 digest is what `b3sum` prints for the file's bytes.
 
     \b
     Example:
@@ -88,20 +89,20 @@ def log(obj, path: str, as_json: bool) -> None:
         number = 0
         for v in repo.catalog.versions_of(node):
             m = v.meta
-            sha = repo.catalog.content(m.content_id).sha256.hex() if v.type == FILE else None
+            b3 = repo.catalog.content(m.content_id).digest.hex() if v.type == FILE else None
             if v.type != DELETED:
                 number += 1
             rows.append({"version": number if v.type != DELETED else None,
                          "snapshot": names[v.snapshot_id], "snapshot_id": v.snapshot_id,
-                         "type": v.type, "size": m.size, "sha256": sha,
+                         "type": v.type, "size": m.size, "blake3": b3,
                          "target": json_path(m.target) if m.target is not None else None,
                          "mode": stat.filemode(m.mode) if v.type != DELETED else None,
                          "uid": m.uid, "gid": m.gid, "mtime_ns": m.mtime_ns})
-            shown.append(sha or ("-> " + display_path(m.target) if v.type == SYMLINK else ""))
+            shown.append(b3 or ("-> " + display_path(m.target) if v.type == SYMLINK else ""))
     if as_json:
         emit_json(rows)
         return
-    print_table(["#", "BACKUP", "TYPE", "SIZE", "MODE", "MTIME", "SHA256"],
+    print_table(["#", "BACKUP", "TYPE", "SIZE", "MODE", "MTIME", "BLAKE3"],
                 [[str(r["version"] or "-"), r["snapshot"], r["type"],
                   f"{r['size']:,}" if r["type"] != DELETED else "-", r["mode"] or "-",
                   local_time(r["mtime_ns"]) if r["type"] != DELETED else "-", col]
@@ -123,7 +124,7 @@ def log(obj, path: str, as_json: bool) -> None:
 def restore(obj, path, at, number, snapshot, dest, content_only) -> None:
     """Restore a file, symlink or directory as it was. Never overwrites anything.
 
-    Without --to, writes beside the original as NAME.<first 8 hex of its sha256> (a
+    Without --to, writes beside the original as NAME.<first 8 hex of its BLAKE3> (a
     directory: NAME.<backup time>). Metadata (mode, owner, times, xattrs) is restored
     unless --content-only.
 
@@ -141,9 +142,9 @@ def restore(obj, path, at, number, snapshot, dest, content_only) -> None:
         name = os.path.basename(raw) or b"root"
         if dest is None:
             if version.type == FILE:
-                tag = repo.catalog.content(version.meta.content_id).sha256.hex()[:8]
+                tag = repo.catalog.content(version.meta.content_id).digest.hex()[:8]
             elif version.type == SYMLINK:
-                tag = hashlib.sha256(version.meta.target).hexdigest()[:8]
+                tag = digest.hexdigest(version.meta.target)[:8]
             else:
                 tag = snapshot_names(repo.catalog.snapshots())[version.snapshot_id]
             target = os.path.join(os.path.dirname(raw), name + b"." + tag.encode())

@@ -22,7 +22,7 @@ def check(obj, read_data: bool, as_json: bool) -> None:
     """Verify the catalog and the vault. Exit code 5 and the affected files on problems.
 
     Without --read-data: the catalog is consistent and every pack it refers to exists
-    with the right size. With it: every chunk is read and checked against its SHA-256.
+    with the right size. With it: every chunk is read and checked against its BLAKE3 digest.
 
     \b
     Examples:

@@ -12,7 +12,6 @@ Never: follow symlinks, key on st_dev, hold a whole large file or the whole file
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from .. import digest
 from ..catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Meta, Version
 from ..config import Config, TrackedDir
 from ..errors import BtfsError
@@ -35,7 +35,6 @@ from .store import STORED, ChunkStore
 log = logging.getLogger(__name__)
 
 DELETED_META = Meta(DELETED, 0, 0, 0, 0, 0, 0, 0, None, 0, 0)
-EMPTY_SHA256 = hashlib.sha256(b"").digest()
 WINDOW_JOBS = 24  # jobs in flight; with WINDOW_BYTES bounds the memory of reads in progress
 # A large file's chunks in flight, each also held compressed until it is taken: memray put
 # the window at ~30 of a backup's 63 MB of peak heap. 8 MiB took 7-9 MB off the peak RSS of
@@ -102,12 +101,12 @@ class _FileJob:
     reading_done: bool = False
     abandoned: bool = False  # a re-read replaced this attempt
     meta: Meta | None = None  # as read, without content_id
-    sha256: bytes | None = None
+    digest: bytes | None = None
     failed: bool = False
 
-    def set_read(self, st: os.stat_result, sha256: bytes, xattrs: bytes | None) -> None:
+    def set_read(self, st: os.stat_result, digest: bytes, xattrs: bytes | None) -> None:
         self.meta = meta_from_stat(st, FILE, xattrs=xattrs, atime_ns=self.atime_ns)
-        self.sha256 = sha256
+        self.digest = digest
 
 
 class Backup:
@@ -261,7 +260,7 @@ class Backup:
             return
         content_id = None
         if kind == FILE:
-            content_id = self.catalog.add_content(EMPTY_SHA256, 0, ())
+            content_id = self.catalog.add_content(digest.EMPTY, 0, ())
         self._add_version(node, meta_from_stat(st, kind, target=target, xattrs=xattrs,
                                                content_id=content_id), is_new, counted=counted)
 
@@ -422,7 +421,7 @@ class Backup:
             return
         for piece in outcome.pieces:
             self._accept(job, piece)
-        job.set_read(outcome.st, outcome.sha256, outcome.xattrs)
+        job.set_read(outcome.st, outcome.digest, outcome.xattrs)
         if outcome.unstable:
             self._warn(f"{os.fsdecode(job.path)} changed while being read; "
                        "stored as last read", error=False)
@@ -479,7 +478,7 @@ class Backup:
         recent = self.store.recorded_ids
         chunk_ids = [recent.get(h) or self.catalog.chunk_id(h) for h, _ in job.pieces]
         size = sum(size for _, size in job.pieces)
-        content_id = self.catalog.add_content(job.sha256, size, chunk_ids)
+        content_id = self.catalog.add_content(job.digest, size, chunk_ids)
         self._add_version(job.node_id, job.meta, job.is_new, content_id=content_id)
 
     # ---- reporting ----------------------------------------------------------------------

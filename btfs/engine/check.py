@@ -2,18 +2,18 @@
 
 Without --read-data: catalog integrity, and every referenced pack exists with the size the
 catalog recorded. With it: every pack is read whole (one at a time: memory stays at one
-pack), its name checked against its SHA-256, and every chunk decoded and verified. Packs
+pack), its name checked against its digest, and every chunk decoded and verified. Packs
 in the vault that the catalog does not know (left by a backup killed before its commit)
 are reported but are not an error: nothing refers to them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .. import digest
 from ..catalog import Catalog
 from ..errors import BtfsError
 from ..vault import Vault, pack_key
@@ -71,7 +71,7 @@ def _verify_pack(catalog: Catalog, vault: Vault, name: str, report: CheckReport)
         return catalog.pack_chunk_ids(name)
     report.bytes_read += len(data)
     bad = set()
-    if hashlib.sha256(data).hexdigest() != name:
+    if digest.hexdigest(data) != name:
         report.problems.append(f"pack {name} does not match its name (damaged)")
     for chunk_id, chunk_hash, size, offset, stored_len in catalog.pack_chunks(name):
         try:

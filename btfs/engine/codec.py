@@ -1,9 +1,9 @@
 """Chunk encoding: hash, compress, and the reverse with verification.
 
 A stored chunk is one codec byte followed by the payload. Decoding always checks the
-SHA-256 of the result against the chunk's id, so a damaged chunk raises IntegrityError and
+digest of the result against the chunk's id, so a damaged chunk raises IntegrityError and
 never reaches a caller as bytes. Thread-safe: compression contexts are pooled (at most one
-per CPU), decompression contexts are per thread; hashlib and zstd release the GIL, so the
+per CPU), decompression contexts are per thread; BLAKE3 and zstd release the GIL, so the
 engine runs these functions in worker threads.
 
 Small chunks (whole small files) are compressed together in groups: one stored form shared
@@ -15,7 +15,6 @@ group, finds the member by its id and verifies it like any chunk.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 import threading
@@ -23,6 +22,7 @@ from collections import OrderedDict
 
 import zstandard
 
+from .. import digest
 from ..errors import IntegrityError
 
 RAW = 0  # payload is the chunk itself (incompressible data, or compression off)
@@ -81,7 +81,7 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 
 def chunk_hash(data: bytes | memoryview) -> bytes:
-    return hashlib.sha256(data).digest()
+    return digest.digest(data)
 
 
 def encode(data: bytes | memoryview, level: int) -> bytes:
@@ -200,6 +200,6 @@ def decode(stored: bytes, expected_hash: bytes, size: int) -> bytes | memoryview
             raise IntegrityError(f"unknown chunk codec {codec}")
     except zstandard.ZstdError as e:
         raise IntegrityError(f"chunk {expected_hash.hex()[:16]} does not decompress: {e}") from None
-    if len(data) != size or hashlib.sha256(data).digest() != expected_hash:
+    if len(data) != size or digest.digest(data) != expected_hash:
         raise IntegrityError(f"chunk {expected_hash.hex()[:16]} does not match its hash")
     return data

@@ -3,13 +3,12 @@
 Small files are read, hashed and compressed whole in one job; large files are cut by the
 main thread and each chunk hashed and compressed in its own job. Both check that the file
 did not change while it was read (size, mtime, ctime before and after) and read it again a
-few times if it did. hashlib and zstd release the GIL, so the jobs use every core.
+few times if it did. BLAKE3 and zstd release the GIL, so the jobs use every core.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 
 from pyfastcdc.cy import FastCDC
 
+from .. import digest
 from . import codec
 from .meta import read_xattrs
 
@@ -37,11 +37,11 @@ class Piece:
 
 @dataclass(frozen=True, slots=True)
 class WholeFile:
-    """A file as read: stat after reading, SHA-256 of the content, its pieces (empty when
+    """A file as read: stat after reading, digest of the content, its pieces (empty when
     `cut_file` handed them to a callback instead), xattrs read through the open fd."""
 
     st: os.stat_result
-    sha256: bytes
+    digest: bytes
     pieces: list[Piece]
     unstable: bool  # still changing after RETRIES reads: recorded as read, with a warning
     xattrs: bytes | None = None
@@ -237,7 +237,7 @@ def cut_file(path: bytes, chunker: Chunker, on_chunk: Callable[[bytes], None],
             log.info("%s changed while being read, reading it again", os.fsdecode(path))
             on_restart()
         fd = open_for_backup(path)
-        whole = hashlib.sha256()
+        whole = digest.hasher()
         try:
             before = os.fstat(fd)
             for data in chunker.chunks(fd):

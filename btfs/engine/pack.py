@@ -4,7 +4,7 @@ Format (all integers little-endian):
 
     b"BTFSPK01"                               magic, 8 bytes
     stored chunk, stored chunk, ...           codec byte + payload each (see codec.py)
-    index: one 48-byte entry per chunk        sha256 (32) | raw size (u32) |
+    index: one 48-byte entry per chunk        id (32) | raw size (u32) |
                                               offset (u64) | stored length (u32)
     trailer, 24 bytes                         index offset (u64) | chunk count (u32) |
                                               crc32 of the index (u32) | b"BTFSIX01"
@@ -12,20 +12,20 @@ Format (all integers little-endian):
 Several index entries may point at the same stored form: the members of a codec group
 (see codec.py), which are compressed together.
 
-The name of a pack is the SHA-256 of all its bytes, so a pack is content-addressed and
-written once. The index at the end makes the vault self-describing: the catalog's chunk
-table could be rebuilt from the packs alone (`parse_index`).
+The name of a pack is the digest (BLAKE3, see btfs.digest) of all its bytes, so a pack is
+content-addressed and written once. The index at the end makes the vault self-describing:
+the catalog's chunk table could be rebuilt from the packs alone (`parse_index`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import zlib
 from collections import deque
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
+from .. import digest
 from ..catalog.model import NewChunk
 from ..errors import IntegrityError
 
@@ -57,7 +57,7 @@ class PackBuilder:
     as they come, so the pack is never held in memory; without a sink the bytes are kept
     and handed over by `seal`. Not thread-safe (one owner).
 
-    With `hasher` (a single-thread executor, so updates run in order) the pack's SHA-256
+    With `hasher` (a single-thread executor, so updates run in order) the pack's digest
     is computed there rather than on the caller's thread: a backup's main thread is the
     critical path of a large-file backup, and hashing every pack byte was ~22% of it."""
 
@@ -66,7 +66,7 @@ class PackBuilder:
     def __init__(self, sink=None, hasher: Executor | None = None) -> None:
         self._memory = _MemorySink() if sink is None else None
         self._sink = sink if sink is not None else self._memory
-        self._hash = hashlib.sha256()
+        self._hash = digest.hasher()
         self._hasher = hasher
         self._hashing: deque[tuple[Future, int]] = deque()  # (update, its length)
         self._hash_queued = 0
@@ -103,7 +103,7 @@ class PackBuilder:
             self._hash_queued -= length
 
     def _digest(self) -> str:
-        """The SHA-256 of everything written, once every queued update has run."""
+        """The digest of everything written, once every queued update has run."""
         self._wait_hashing(0)
         return self._hash.hexdigest()
 
@@ -127,7 +127,7 @@ class PackBuilder:
         self._write(stored)
 
     def seal(self) -> SealedPack:
-        """Write the index and trailer; the pack's name is the SHA-256 of all its bytes.
+        """Write the index and trailer; the pack's name is the digest of all its bytes.
         The builder is spent after this."""
         index = b"".join(_ENTRY.pack(c.hash, c.size, c.offset, c.stored_len) for c in self._chunks)
         index_offset = self._size

@@ -59,16 +59,16 @@ def stage_paths(catalog: Catalog, store: ChunkStore, config: Config, paths: list
                     hashes.append(piece.hash)
 
                 read = cut_file(raw, chunker, take, hashes.clear)
-                staged.append((path, raw, read.st, kind, (read.sha256, hashes)))
+                staged.append((path, raw, read.st, kind, (read.digest, hashes)))
             else:
                 staged.append((path, raw, st, kind, os.readlink(raw)))
         store.finish()  # every chunk is now durable and recorded
         for path, raw, st, kind, extra in staged:
             node = catalog.node_for_path(raw, create=True)
             if kind == FILE:
-                sha256, hashes = extra
+                content_digest, hashes = extra
                 chunk_ids = [catalog.chunk_id(h) for h in hashes]
-                content_id = catalog.add_content(sha256, st.st_size, chunk_ids)
+                content_id = catalog.add_content(content_digest, st.st_size, chunk_ids)
                 target = None
             else:
                 content_id, target = None, extra

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..errors import VaultError
 
 IDENTITY_KEY = "btfs-vault.json"
-VAULT_FORMAT = 1
+VAULT_FORMAT = 2  # 1: SHA-256 names; 2: BLAKE3 (btfs.digest)
 
 
 class ObjectWriter:
@@ -91,6 +91,17 @@ class Vault(ABC):
             return VaultIdentity(vault_id=doc["vault_id"], format=doc["format"])
         except (ValueError, KeyError, TypeError):
             raise VaultError(f"{self.url}: {IDENTITY_KEY} is damaged") from None
+
+    def checked_identity(self) -> VaultIdentity:
+        """The identity of a vault this btfs can read; VaultError naming the problem if it
+        is missing or of another format."""
+        ident = self.identity()
+        if ident is None:
+            raise VaultError(f"vault {self.url} is missing or not initialized (is it mounted?)")
+        if ident.format != VAULT_FORMAT:
+            raise VaultError(f"vault {self.url} has format {ident.format}; this btfs reads "
+                             f"format {VAULT_FORMAT} only (back up into a new vault)")
+        return ident
 
     def create_identity(self) -> VaultIdentity:
         ident = VaultIdentity(vault_id=str(uuid.uuid4()), format=VAULT_FORMAT)

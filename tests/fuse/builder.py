@@ -8,10 +8,11 @@ Paths are bytes; a version lands in the snapshot opened by the latest `begin`.
 
 from __future__ import annotations
 
-import hashlib
 import stat
 import time
 from dataclasses import replace
+
+from blake3 import blake3
 
 from btfs.catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Meta
 from btfs.engine import codec
@@ -109,5 +110,5 @@ class History:
                 ids = self.catalog.add_pack(sealed.name, len(sealed.data), sealed.chunks,
                                             time.time_ns())
             chunk_ids = [ids.get(h) or self.catalog.chunk_id(h) for h in hashes]
-            return self.catalog.add_content(hashlib.sha256(data).digest(), len(data),
+            return self.catalog.add_content(blake3(data).digest(), len(data),
                                             chunk_ids)
