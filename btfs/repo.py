@@ -101,7 +101,7 @@ def init_repo(paths: Paths, vault_url: str) -> tuple[Config, bool]:
     vault = open_vault(url)
     ident = vault.identity()
     if ident is not None:
-        ident = vault.checked_identity()
+        vault.check_format(ident)
     catalog_exists = paths.catalog.exists()
     if existing and ident and catalog_exists:
         return existing, False

@@ -98,10 +98,13 @@ class Vault(ABC):
         ident = self.identity()
         if ident is None:
             raise VaultError(f"vault {self.url} is missing or not initialized (is it mounted?)")
+        self.check_format(ident)
+        return ident
+
+    def check_format(self, ident: VaultIdentity) -> None:
         if ident.format != VAULT_FORMAT:
             raise VaultError(f"vault {self.url} has format {ident.format}; this btfs reads "
                              f"format {VAULT_FORMAT} only (back up into a new vault)")
-        return ident
 
     def create_identity(self) -> VaultIdentity:
         ident = VaultIdentity(vault_id=str(uuid.uuid4()), format=VAULT_FORMAT)
