@@ -57,7 +57,7 @@ CREATE TABLE snapshot (
 -- Immutable objects in the vault holding chunks; see btfs.engine.pack for the format.
 CREATE TABLE pack (
     id         INTEGER PRIMARY KEY,
-    name       TEXT NOT NULL UNIQUE,  -- hex digest (btfs.digest) of the pack's bytes; its vault key
+    name       TEXT NOT NULL UNIQUE,  -- hex SHA-256 of the pack's bytes; its vault key
     size       INTEGER NOT NULL,      -- bytes; `check` compares it with the vault's
     chunks     INTEGER NOT NULL,      -- how many chunks it holds
     created_ns INTEGER NOT NULL
@@ -66,7 +66,7 @@ CREATE TABLE pack (
 -- A deduplicated piece of file content.
 CREATE TABLE chunk (
     id         INTEGER PRIMARY KEY,
-    hash       BLOB NOT NULL UNIQUE,  -- digest of the raw (uncompressed) bytes: its identity
+    hash       BLOB NOT NULL UNIQUE,  -- SHA-256 of the raw (uncompressed) bytes: its identity
     size       INTEGER NOT NULL,      -- raw length
     pack_id    INTEGER NOT NULL REFERENCES pack(id),
     offset     INTEGER NOT NULL,      -- where its stored form starts in the pack
@@ -131,9 +131,10 @@ CREATE INDEX version_with_xattrs ON version(snapshot_id) WHERE xattrs IS NOT NUL
 """
 
 # v5: vault format 2 names chunks, contents and packs by BLAKE3 (btfs.digest) instead of
-# SHA-256, and the content key's column now says what it holds without naming an
-# algorithm. Digests cannot be converted without the data, so btfs refuses a format-1
-# vault before its catalog is opened (Repo.open): this runs on catalogs of format 2 only.
+# SHA-256: wherever v1's comments above say SHA-256, read the digest. The content key's
+# column now says what it holds without naming an algorithm. Digests cannot be converted
+# without the data, so btfs refuses a format-1 vault before its catalog is opened
+# (Repo.open): this runs on catalogs of format 2 only.
 SCHEMA_V5 = """
 ALTER TABLE content RENAME COLUMN sha256 TO digest;
 """

@@ -104,9 +104,10 @@ class _FileJob:
     digest: bytes | None = None
     failed: bool = False
 
-    def set_read(self, st: os.stat_result, digest: bytes, xattrs: bytes | None) -> None:
+    def set_read(self, st: os.stat_result, content_digest: bytes,
+                 xattrs: bytes | None) -> None:
         self.meta = meta_from_stat(st, FILE, xattrs=xattrs, atime_ns=self.atime_ns)
-        self.digest = digest
+        self.digest = content_digest
 
 
 class Backup:
