@@ -53,16 +53,9 @@ def _small_files(paths: list[bytes], level: int) -> list[bytes]:
     contents = [_read_whole(p) for p in paths]
     members = [(codec.chunk_hash(data), data) for data in contents if data]
     stored: list[bytes] = []
-    run: list[tuple[bytes, bytes]] = []
-    size = 0
-    for i, member in enumerate(members):
-        run.append(member)
-        size += len(member[1])
-        if size < codec.GROUP_BYTES and i + 1 < len(members):
-            continue
+    for run in codec.group_runs(members):
         group = codec.encode_group(run, level) if len(run) > 1 else None
         stored.extend([group] if group else (codec.encode(d, level) for _, d in run))
-        run, size = [], 0
     return stored
 
 

@@ -19,6 +19,7 @@ import os
 import struct
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 
 import zstandard
 
@@ -114,6 +115,21 @@ def _looks_incompressible(data: bytes | memoryview) -> bool:
     view = memoryview(data)
     sample = b"".join(view[i * step:i * step + _SAMPLE] for i in range(4))
     return not _pays(len(_compressors.compress(sample, 1)), len(sample))
+
+
+def group_runs(members: list[tuple[bytes, bytes]]) -> Iterator[list[tuple[bytes, bytes]]]:
+    """Small chunks, (id, raw bytes) in order, cut into runs of about GROUP_BYTES: what
+    `encode_group` stores together."""
+    run: list[tuple[bytes, bytes]] = []
+    size = 0
+    for member in members:
+        run.append(member)
+        size += len(member[1])
+        if size >= GROUP_BYTES:
+            yield run
+            run, size = [], 0
+    if run:
+        yield run
 
 
 def encode_group(members: list[tuple[bytes, bytes]], level: int) -> bytes | None:

@@ -166,20 +166,12 @@ def _groups_of(new: dict[bytes, bytes], generations: dict[bytes, int | None], le
     the stored form of each chunk that is not in one (alone, or its group did not pay)."""
     groups: list[Group] = []
     alone: dict[bytes, bytes] = {}
-    run: list[tuple[bytes, bytes]] = []
-    size = 0
-    items = list(new.items())
-    for i, (h, data) in enumerate(items):
-        run.append((h, data))
-        size += len(data)
-        if size < codec.GROUP_BYTES and i + 1 < len(items):
-            continue
+    for run in codec.group_runs(list(new.items())):
         stored = codec.encode_group(run, level) if len(run) > 1 else None
         if stored is None:
             alone.update((m, codec.encode(d, level)) for m, d in run)
         else:
             groups.append(Group(stored, [(m, len(d), generations[m]) for m, d in run]))
-        run, size = [], 0
     return groups, alone
 
 
