@@ -27,7 +27,7 @@ from ..catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Meta, Version
 from ..config import Config, TrackedDir
 from ..errors import BtfsError
 from .files import Batch, Chunker, Piece, WholeFile, cut_file, make_piece, read_batch
-from .memory import tune_allocator
+from .memory import rare_collections, tune_allocator
 from .meta import meta_from_stat, read_xattrs
 from .scanner import Changed, Deleted, Listed, Scanner
 from .store import STORED, ChunkStore
@@ -145,7 +145,8 @@ class Backup:
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
-            return self._run(host_id, tracked)
+            with rare_collections():
+                return self._run(host_id, tracked)
         finally:
             sys.setswitchinterval(switch_interval)
 

@@ -13,13 +13,19 @@ back to the kernel and the next chunk faulted it in again: a backup of 2 GiB of 
 took 300,000 page faults and 2.8 s of system time. A 16 MiB trim threshold keeps that much
 free heap: 25,000 faults, 1.6 s, about 10% less time, 5-10 MB more RSS. A no-op where
 glibc's mallopt is unavailable.
+
+Python's cyclic garbage collector is also tuned here, for a run that makes millions of
+objects but almost no cycles (see `rare_collections`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
@@ -56,3 +62,24 @@ def tune_allocator() -> None:
     _done = True
     _mallopt((_M_ARENA_MAX, 2), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
              (_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+# An initial backup of linux-6.1 ran the collector 619 times with the default thresholds
+# (700, 10, 10), for 0.23 s with the GIL held, and found 387 objects in cycles. With these
+# (and the objects from before the run frozen, so no full pass walks them) it took
+# 6.07-6.19 s instead of 6.24-6.93 s, 5 alternating runs each, and 4% less CPU.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+@contextmanager
+def rare_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector rarely for the duration: reference counting frees
+    what a backup makes; the few cycles wait for a later pass."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
