@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyfastcdc.cy import FastCDC
 
-from btfs.engine.files import RETRIES, Chunker, cut_file
+from btfs.engine.files import RETRIES, Chunker, cut_file, read_batch
 from btfs.engine.reader import ChunkSource, FileLayout, read_range
 
 
@@ -47,6 +47,28 @@ def test_a_file_changed_during_the_first_read_is_read_again(tmp_path):
     assert b"".join(got) == final
     assert read.digest == blake3(final).digest()
     assert read.st.st_size == len(final) and not read.unstable
+
+
+def test_a_small_file_changed_since_the_scan_is_read_as_it_is_now(tmp_path):
+    """Small files are read against the scan's lstat (no fstat before the read): one
+    rewritten in place since, or replaced by another file, is read again and recorded as
+    it is now, not as a mix."""
+    rewritten, replaced = tmp_path / "rewritten", tmp_path / "replaced"
+    rewritten.write_bytes(b"before")
+    replaced.write_bytes(b"first file")
+    scanned = [os.lstat(rewritten), os.lstat(replaced)]
+    rewritten.write_bytes(b"after, and longer")
+    (tmp_path / "new").write_bytes(b"other file")  # same size: only the inode tells
+    os.rename(tmp_path / "new", replaced)
+
+    batch = read_batch([os.fsencode(rewritten), os.fsencode(replaced)], scanned, 3,
+                       lambda hashes: [0] * len(hashes))
+    for path, read in zip((rewritten, replaced), batch.files, strict=True):
+        now = os.lstat(path)
+        assert not read.unstable
+        assert read.digest == blake3(path.read_bytes()).digest()
+        assert (read.st.st_ino, read.st.st_size) == (now.st_ino, now.st_size)
+    assert batch.files[1].st.st_ino != scanned[1].st_ino
 
 
 def test_a_file_that_never_settles_is_stored_as_last_read(tmp_path):

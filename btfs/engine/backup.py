@@ -127,6 +127,7 @@ class Backup:
         self.level = config.compression_level
         self._window: deque[tuple[list[_FileJob], Future, int]] = deque()
         self._batch: list[_FileJob] = []  # small files not yet handed to a worker
+        self._batch_stats: list[os.stat_result] = []  # their lstat from the scan
         self._batch_bytes = 0
         self._window_bytes = 0
         self._ready: list[_FileJob] = []  # read, waiting for their packs to be durable
@@ -339,6 +340,7 @@ class Backup:
         # Small files travel to the workers in batches: one job per file would spend more
         # on futures and thread hand-offs than on reading and hashing a 16 KiB file.
         self._batch.append(job)
+        self._batch_stats.append(st)
         self._batch_bytes += st.st_size
         if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
             self._submit_batch()
@@ -346,11 +348,11 @@ class Backup:
     def _submit_batch(self) -> None:
         if not self._batch:
             return
-        batch, nbytes = self._batch, self._batch_bytes
-        self._batch, self._batch_bytes = [], 0
+        batch, stats, nbytes = self._batch, self._batch_stats, self._batch_bytes
+        self._batch, self._batch_stats, self._batch_bytes = [], [], 0
         for job in batch:
             job.reading_done = True
-        self._submit(batch, nbytes, SMALL_WINDOW_BYTES, read_batch, [j.path for j in batch],
+        self._submit(batch, nbytes, SMALL_WINDOW_BYTES, read_batch, [j.path for j in batch], stats,
                      self.level, self.store.lookup_many)
 
     def _read_large(self, job: _FileJob) -> None:

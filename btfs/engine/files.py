@@ -61,7 +61,7 @@ def open_for_backup(path: bytes) -> int:
 
 def same_content_stat(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
-            and a.st_ctime_ns == b.st_ctime_ns)
+            and a.st_ctime_ns == b.st_ctime_ns and a.st_ino == b.st_ino)
 
 
 def make_piece(data: bytes, level: int, lookup: Callable[[bytes], int | None]) -> Piece:
@@ -85,12 +85,14 @@ def read_up_to(fd: int, size: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _read_small(path: bytes) -> tuple[bytes, os.stat_result, bool, bytes | None]:
-    """(content, stat after reading, stable, xattrs) of a file read whole."""
+def _read_small(path: bytes, scanned: os.stat_result
+                ) -> tuple[bytes, os.stat_result, bool, bytes | None]:
+    """(content, stat after reading, stable, xattrs) of a file read whole. The scan's
+    lstat stands for the stat before the first read: a file changed since is read again."""
     for attempt in range(RETRIES):
         fd = open_for_backup(path)
         try:
-            before = os.fstat(fd)
+            before = os.fstat(fd) if attempt else scanned
             # Up to the size fstat gave: growth since shows in the second fstat, so no
             # extra read() to look for EOF.
             data = read_up_to(fd, before.st_size)
@@ -123,16 +125,16 @@ class Batch:
     groups: list[Group]
 
 
-def read_batch(paths: list[bytes], level: int,
+def read_batch(paths: list[bytes], scanned: list[os.stat_result], level: int,
                lookup_many: Callable[[list[bytes]], list[int | None]]) -> Batch:
     """Several small files (each under the chunker's minimum, so one chunk) in one worker
     job: read and hash them all, ask the store once which chunks it lacks
     (ChunkStore.lookup_many), compress those together in groups of about
     codec.GROUP_BYTES. An error is returned in its file's place."""
     reads: list[tuple[bytes, os.stat_result, bool, bytes | None] | OSError] = []
-    for path in paths:
+    for path, st in zip(paths, scanned, strict=True):
         try:
-            reads.append(_read_small(path))
+            reads.append(_read_small(path, st))
         except OSError as e:
             reads.append(e)
     contents = [r[0] for r in reads if not isinstance(r, OSError)]
