@@ -93,8 +93,8 @@ def _read_small(path: bytes, scanned: os.stat_result
         fd = open_for_backup(path)
         try:
             before = os.fstat(fd) if attempt else scanned
-            # Up to the size fstat gave: growth since shows in the second fstat, so no
-            # extra read() to look for EOF.
+            # Up to the size `before` gives: growth since shows in the fstat after, so
+            # no extra read() to look for EOF.
             data = read_up_to(fd, before.st_size)
             after = os.fstat(fd)
             xattrs = read_xattrs(fd)
