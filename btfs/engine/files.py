@@ -2,8 +2,9 @@
 
 Small files are read, hashed and compressed whole in one job; large files are cut by the
 main thread and each chunk hashed and compressed in its own job. Both check that the file
-did not change while it was read (size, mtime, ctime before and after) and read it again a
-few times if it did. BLAKE3 and zstd release the GIL, so the jobs use every core.
+did not change while it was read (size, mtime, ctime and inode before and after; for a
+small file "before" is the scan's lstat) and read it again a few times if it did. BLAKE3
+and zstd release the GIL, so the jobs use every core.
 """
 
 from __future__ import annotations
