@@ -211,6 +211,45 @@ def test_a_failed_transaction_leaves_nothing(cat):
     assert cat.node_for_path(b"/a") is None and cat.snapshots() == []
 
 
+def test_queued_rows_are_seen_by_reads_and_dropped_by_a_rollback(cat):
+    cat.begin()
+    snap = cat.begin_snapshot("host", 1)
+    top = cat.add_node(ROOT, b"top")
+    child = cat.add_node(top, b"child")
+    cat.add_version(top, snap, meta(DIR))
+    cat.add_version(child, snap, meta(FILE))
+    # Not all sent yet: queued rows go in before the next statement of any kind.
+    assert cat.db._queued >= 2
+    assert cat.node_path(child) == b"/top/child"
+    assert cat.head(top).meta.type == DIR
+    cat.add_node(ROOT, b"gone")
+    cat.rollback()
+    assert cat.db._queued == 0
+    assert cat.node_for_path(b"/top") is None and cat.node_for_path(b"/gone") is None
+    # Ids given out by the rolled-back transaction are given out again, without a clash.
+    with cat.transaction():
+        assert cat.add_node(ROOT, b"again") == top
+
+
+def test_many_rows_go_in_several_statements(cat, content):
+    count = 600  # more than one statement's worth of rows (db.ROWS_PER_STATEMENT)
+    with cat.transaction():
+        snap = cat.begin_snapshot("host", 1)
+        nodes = [cat.add_node(ROOT, b"f%d" % i) for i in range(count)]
+        files = [(n, meta(FILE, i, size=5), b"%032d" % i if i % 2 else b"s" * 32,
+                  5, cat.content(content).chunk_ids) for i, n in enumerate(nodes)]
+        cat.add_file_versions(snap, files)
+        cat.add_version(nodes[0], None, meta(FILE, 7, content_id=content))  # staged
+    assert cat.integrity_problems() == []
+    for i, node in enumerate(nodes):
+        head = cat.head(node)
+        assert head.snapshot_id == snap and head.meta.mtime_ns == i
+        # Even files share the first content, odd ones one per distinct digest.
+        assert (head.meta.content_id == content) == (i % 2 == 0)
+    assert cat.staged(nodes[0]).meta.mtime_ns == 7
+    assert cat.db.get_val("SELECT count(*) FROM content") == 1 + count // 2
+
+
 def test_content_is_deduplicated_by_digest(cat, content):
     with cat.transaction():
         again = cat.add_content(b"s" * 32, 5, [])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import BtfsError
@@ -37,6 +38,17 @@ _VSEL = "v.id, v.node_id, v.snapshot_id, " + ", ".join("v." + c for c in _VCOLS.
 # seek on version_by_node per node.
 _VERSION_AT = ("(SELECT id FROM version WHERE node_id = n.id AND snapshot_id <= ? "
                "ORDER BY snapshot_id DESC LIMIT 1)")
+# Statements whose rows are queued or sent many at a time (db.py: `{rows}` is the VALUES
+# list); the file versions' content ids are looked up by digest in the statement.
+_ADD_NODE = "INSERT INTO node (id, parent, name) VALUES {rows}"
+_ADD_VERSION = f"INSERT INTO version (id, node_id, snapshot_id, {_VCOLS}) VALUES {{rows}}"
+_SET_HEAD = "UPDATE node SET head = v.column2 FROM (VALUES {rows}) AS v WHERE node.id = v.column1"
+_ADD_CONTENTS = ("INSERT INTO content (digest, size, chunks) VALUES {rows} "
+                 "ON CONFLICT(digest) DO NOTHING")
+_ADD_FILE_VERSIONS = (
+    f"INSERT INTO version (id, node_id, snapshot_id, {_VCOLS}) "
+    f"SELECT column1, column2, ?, {', '.join(f'column{i}' for i in range(3, 16))}, "
+    "(SELECT id FROM content WHERE digest = column16) FROM (VALUES {rows})")
 _SNAP_COLS = ("id, host_id, started_ns, finished_ns, state, files_new, files_changed, "
               "files_deleted, entries, bytes_read, bytes_added, errors")
 
@@ -68,6 +80,8 @@ class Catalog:
             if current < len(MIGRATIONS):
                 Catalog(path).close()
         self.db = Database(path, readonly=readonly)
+        self._next_id: dict[str, int] = {}  # table -> next id, within a transaction
+        self.db.queue_in_order(_ADD_NODE, _ADD_VERSION, _SET_HEAD)
         if not readonly:
             self._migrate()
         elif self.db.get_val("PRAGMA user_version") > len(MIGRATIONS):
@@ -95,19 +109,29 @@ class Catalog:
                 self.db.execute(f"PRAGMA user_version={number + 1}")
             log.debug("catalog migrated to format %d", number + 1)
 
+    @contextmanager
     def transaction(self):
-        return self.db.transaction()
+        self._next_id.clear()
+        try:
+            with self.db.transaction():
+                yield
+        finally:
+            self._next_id.clear()
 
     # A long writer (the backup) keeps one transaction open and commits at the points
     # where everything it refers to is durable; these spell that out.
 
     def begin(self) -> None:
+        self._next_id.clear()
         self.db.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
-        self.db.execute("COMMIT")
+        self.db.execute("COMMIT")  # sends the queued rows first
+        self._next_id.clear()
 
     def rollback(self) -> None:
+        self._next_id.clear()
+        self.db.drop_queued()
         self.db.execute("ROLLBACK")
 
     # ---- meta -------------------------------------------------------------------------
@@ -127,8 +151,15 @@ class Catalog:
         return row[0] if row else None
 
     def add_node(self, parent: int, name: bytes) -> int:
-        self.db.execute("INSERT INTO node (parent, name) VALUES (?, ?)", (parent, name))
-        return self.db.last_rowid()
+        """A new path's node. Inside a transaction (the backup's: one per new entry) the
+        row is queued and goes in with others as one statement before the next statement
+        of any kind (db.py says why), its id given out here."""
+        if not self.db.in_transaction:
+            with self.transaction():
+                return self.add_node(parent, name)
+        node = self._take_ids("node", 1)
+        self.db.later(_ADD_NODE, (node, parent, name))
+        return node
 
     def node_for_path(self, path: bytes, *, create: bool = False) -> int | None:
         """The node of an absolute path, created with its ancestors when `create`."""
@@ -184,17 +215,50 @@ class Catalog:
     def add_version(self, node_id: int, snapshot_id: int | None, meta: Meta, *,
                     content_id: int | None = None) -> int:
         """Record `meta` as the state of `node_id` in `snapshot_id` (None: staged), with
-        `content_id` in place of meta's when given (cheaper than a copy of meta)."""
-        self.db.execute(
-            f"INSERT INTO version (node_id, snapshot_id, {_VCOLS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (node_id, snapshot_id, meta.type, meta.size, meta.mode, meta.uid, meta.gid,
-             meta.atime_ns, meta.mtime_ns, meta.ctime_ns, meta.btime_ns, meta.ino, meta.nlink,
-             meta.target, meta.xattrs, meta.content_id if content_id is None else content_id))
-        version_id = self.db.last_rowid()
+        `content_id` in place of meta's when given (cheaper than a copy of meta). Inside
+        a transaction the rows are queued (see add_node)."""
+        row = (node_id, snapshot_id, meta.type, meta.size, meta.mode, meta.uid, meta.gid,
+               meta.atime_ns, meta.mtime_ns, meta.ctime_ns, meta.btime_ns, meta.ino,
+               meta.nlink, meta.target, meta.xattrs,
+               meta.content_id if content_id is None else content_id)
+        if not self.db.in_transaction:
+            with self.transaction():
+                return self.add_version(node_id, snapshot_id, meta, content_id=content_id)
+        version_id = self._take_ids("version", 1)
+        self.db.later(_ADD_VERSION, (version_id, *row))
         if snapshot_id is not None:
-            self.db.execute("UPDATE node SET head=? WHERE id=?", (version_id, node_id))
+            self.db.later(_SET_HEAD, (node_id, version_id))
         return version_id
+
+    def add_file_versions(self, snapshot_id: int,
+                          files: list[tuple[int, Meta, bytes, int, list[int]]]) -> None:
+        """Record read files in `snapshot_id`, each given as (node_id, meta, content
+        digest, content size, chunk ids): its content is added if new, its version
+        inserted and made its node's head. Three statements for every ROWS_PER_STATEMENT
+        files, where add_content and add_version would take four per file (db.py says
+        why that counts)."""
+        if not files:
+            return
+        self.db.run_rows(_ADD_CONTENTS,
+                         [(d, size, pack_ids(ids)) for _, _, d, size, ids in files])
+        first = self._take_ids("version", len(files))
+        self.db.run_rows(_ADD_FILE_VERSIONS, [(first + i, node, m.type, m.size, m.mode, m.uid,
+                                               m.gid, m.atime_ns, m.mtime_ns, m.ctime_ns,
+                                               m.btime_ns, m.ino, m.nlink, m.target,
+                                               m.xattrs, d)
+                                              for i, (node, m, d, _, _) in enumerate(files)],
+                         (snapshot_id,))
+        self.db.run_rows(_SET_HEAD, [(node, first + i) for i, (node, *_) in enumerate(files)])
+
+    def _take_ids(self, table: str, count: int) -> int:
+        """The first of `count` new ids for rows of `table` (node or version) that this
+        transaction inserts with explicit ids: it holds BEGIN IMMEDIATE, so no other
+        writer takes ids before it commits."""
+        if table not in self._next_id:
+            self._next_id[table] = (self.db.get_val(f"SELECT max(id) FROM {table}") or 0) + 1
+        first = self._next_id[table]
+        self._next_id[table] = first + count
+        return first
 
     def version_or_none(self, version_id: int) -> Version | None:
         row = self.db.get_row_or_none(f"SELECT {_VSEL} FROM version v WHERE v.id=?",
@@ -359,13 +423,13 @@ class Catalog:
         self.db.execute("INSERT INTO pack (name, size, chunks, created_ns) VALUES (?, ?, ?, ?)",
                         (name, size, len(chunks), created_ns))
         pack_id = self.db.last_rowid()
-        ids = {}
-        for c in chunks:
-            self.db.execute(
-                "INSERT INTO chunk (hash, size, pack_id, offset, stored_len) "
-                "VALUES (?, ?, ?, ?, ?)", (c.hash, c.size, pack_id, c.offset, c.stored_len))
-            ids[c.hash] = self.db.last_rowid()
-        return ids
+        # Ids given here, so the rows go in as a few multi-row statements (see db.py).
+        first = (self.db.get_val("SELECT max(id) FROM chunk") or 0) + 1
+        self.db.run_rows("INSERT INTO chunk (id, hash, size, pack_id, offset, stored_len) "
+                         "VALUES {rows}",
+                         [(first + i, c.hash, c.size, pack_id, c.offset, c.stored_len)
+                          for i, c in enumerate(chunks)])
+        return {c.hash: first + i for i, c in enumerate(chunks)}
 
     def content_id(self, content_digest: bytes) -> int | None:
         row = self.db.get_row_or_none("SELECT id FROM content WHERE digest=?",

@@ -2,10 +2,17 @@
 
 Owns the PRAGMAs (each with its reason). Never used outside `btfs.catalog`. A connection is
 used from one thread at a time; the engine's worker threads open their own read-only ones.
+
+Rows can be queued (`later`) and go in as multi-row statements before the next statement
+of any kind, so every read sees them and a COMMIT includes them.
+apsw lets go of the GIL at every step of a statement, `executemany` included (one step
+per row); beside worker threads that hold the GIL, getting it back is what a backup's
+main thread waited on most. One statement per ROWS_PER_STATEMENT rows makes that rare.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +21,18 @@ from pathlib import Path
 import apsw
 
 log = logging.getLogger(__name__)
+
+
+# Rows per multi-row statement: well under SQLite's 32,766 parameters for the widest row
+# (a version, 18 values), and the statement text stays small enough to prepare quickly.
+ROWS_PER_STATEMENT = 256
+
+
+@functools.lru_cache(maxsize=64)
+def placeholders(width: int, rows: int) -> str:
+    """'(?, ?), (?, ?)' for width=2, rows=2: the VALUES list of a multi-row statement."""
+    row = "(" + ", ".join("?" * width) + ")"
+    return ", ".join([row] * rows)
 
 
 class NoSuchRow(LookupError):
@@ -26,6 +45,8 @@ class Database:
         flags = apsw.SQLITE_OPEN_READONLY if readonly else (
             apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
         self.conn = apsw.Connection(self.path, flags=flags)
+        self._later: dict[str, list[tuple]] = {}  # statement -> rows queued for it
+        self._queued = 0  # rows in _later
         # Readers must never wait on a running backup, and a backup must not wait long on
         # a reader's short transaction: WAL gives both; the timeout covers checkpoints.
         self.conn.set_busy_timeout(10_000)
@@ -56,16 +77,20 @@ class Database:
         self.close()
 
     def execute(self, sql: str, args: tuple | dict = ()) -> apsw.Cursor:
+        if self._queued:
+            self.send_queued()
         return self.conn.execute(sql, args)
 
     def executemany(self, sql: str, rows) -> None:
+        if self._queued:
+            self.send_queued()
         self.conn.executemany(sql, rows)
 
     def query(self, sql: str, args: tuple | dict = ()) -> Iterator[tuple]:
-        return self.conn.execute(sql, args)
+        return self.execute(sql, args)
 
     def get_row(self, sql: str, args: tuple | dict = ()) -> tuple:
-        for row in self.conn.execute(sql, args):
+        for row in self.execute(sql, args):
             return row
         raise NoSuchRow(sql)
 
@@ -73,12 +98,55 @@ class Database:
         return self.get_row(sql, args)[0]
 
     def get_row_or_none(self, sql: str, args: tuple | dict = ()) -> tuple | None:
-        for row in self.conn.execute(sql, args):
+        for row in self.execute(sql, args):
             return row
         return None
 
     def last_rowid(self) -> int:
         return self.conn.last_insert_rowid()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    def queue_in_order(self, *statements: str) -> None:
+        """The statements `later` may queue rows for, in the order they are sent (a
+        statement may refer to rows of the ones before it)."""
+        self._later = {statement: [] for statement in statements}
+
+    def later(self, statement: str, row: tuple) -> None:
+        """Queue `row` for `statement` (with `{rows}` where its VALUES list goes), sent
+        before the next statement of any kind. Only inside a transaction: a constraint
+        the row breaks fails that next statement."""
+        assert self.conn.in_transaction, "queued rows need a transaction to land in"
+        rows = self._later[statement]
+        rows.append(row)
+        self._queued += 1
+        if len(rows) >= ROWS_PER_STATEMENT:
+            self.send_queued()
+
+    def send_queued(self) -> None:
+        self._queued = 0
+        for statement, rows in self._later.items():
+            if rows:
+                self._later[statement] = []
+                self.run_rows(statement, rows)
+
+    def drop_queued(self) -> None:
+        """Before a ROLLBACK: what was queued goes with the rest of the transaction."""
+        self._queued = 0
+        for rows in self._later.values():
+            rows.clear()
+
+    def run_rows(self, statement: str, rows: list[tuple], args: tuple = ()) -> None:
+        """`statement` with its `{rows}` replaced by a VALUES list, ROWS_PER_STATEMENT rows
+        at a time; `args` are bound before the rows' values."""
+        if self._queued:
+            self.send_queued()
+        for start in range(0, len(rows), ROWS_PER_STATEMENT):
+            part = rows[start:start + ROWS_PER_STATEMENT]
+            self.conn.execute(statement.format(rows=placeholders(len(part[0]), len(part))),
+                              [*args, *(value for row in part for value in row)])
 
     @contextmanager
     def transaction(self):
@@ -87,6 +155,7 @@ class Database:
         try:
             yield
         except BaseException:
+            self.drop_queued()
             self.execute("ROLLBACK")
             raise
         self.execute("COMMIT")

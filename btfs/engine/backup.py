@@ -469,21 +469,22 @@ class Backup:
         if not (durable != self._flushed_seq or due or final):
             return
         self._flushed_seq = durable
-        waiting = []
+        waiting, landed = [], []
         for job in self._ready:
-            if job.need_seq > durable:
-                waiting.append(job)
-            else:
-                self._insert_file_version(job)
+            (waiting if job.need_seq > durable else landed).append(job)
         self._ready = waiting
+        self._insert_file_versions(landed)
         self._commit()
 
-    def _insert_file_version(self, job: _FileJob) -> None:
+    def _insert_file_versions(self, jobs: list[_FileJob]) -> None:
         recent = self.store.recorded_ids
-        chunk_ids = [recent.get(h) or self.catalog.chunk_id(h) for h, _ in job.pieces]
-        size = sum(size for _, size in job.pieces)
-        content_id = self.catalog.add_content(job.digest, size, chunk_ids)
-        self._add_version(job.node_id, job.meta, job.is_new, content_id=content_id)
+        files = []
+        for job in jobs:
+            chunk_ids = [recent.get(h) or self.catalog.chunk_id(h) for h, _ in job.pieces]
+            files.append((job.node_id, job.meta, job.digest,
+                          sum(size for _, size in job.pieces), chunk_ids))
+            self._count(job.is_new)
+        self.catalog.add_file_versions(self.stats.snapshot_id, files)
 
     # ---- reporting ----------------------------------------------------------------------
 
