@@ -388,8 +388,6 @@ def test_a_reader_upgrades_an_older_catalog(tmp_path):
 
 
 def test_has_xattrs_says_whether_any_version_carries_them(cat):
-    from dataclasses import replace
-
     from btfs.engine.meta import encode_xattrs
     with cat.transaction():
         s1 = cat.begin_snapshot("host", 10)
@@ -398,5 +396,5 @@ def test_has_xattrs_says_whether_any_version_carries_them(cat):
     with cat.transaction():
         s2 = cat.begin_snapshot("host", 20)
         cat.add_version(cat.node_for_path(b"/e", create=True), s2,
-                        replace(meta(DIR), xattrs=encode_xattrs([(b"user.k", b"v")])))
+                        meta(DIR)._replace(xattrs=encode_xattrs([(b"user.k", b"v")])))
     assert cat.has_xattrs()

@@ -8,9 +8,12 @@ from typing import NamedTuple
 FILE, DIR, SYMLINK, DELETED = "file", "dir", "symlink", "deleted"
 
 
-@dataclass(frozen=True, slots=True)
-class Meta:
-    """What btfs records of one path at one moment (a version without its identity)."""
+class Meta(NamedTuple):
+    """What btfs records of one path at one moment (a version without its identity).
+
+    A named tuple: one is made for every entry a backup records and every version the
+    mount reads, and it is made in half the time of a frozen dataclass (1.6 against
+    3.6 us here)."""
 
     type: str
     size: int

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import stat
 import time
-from dataclasses import replace
 
 from blake3 import blake3
 
@@ -63,7 +62,7 @@ class History:
     def meta(kind: str, mode: int, **fields) -> Meta:
         base = Meta(type=kind, size=0, mode=mode, uid=1000, gid=1000, atime_ns=T0 + 1,
                     mtime_ns=T0 + 2, ctime_ns=T0 + 3, btime_ns=None, ino=1, nlink=1)
-        return replace(base, **fields)
+        return base._replace(**fields)
 
     def dir(self, path: bytes, mode: int = 0o755, **fields) -> int:
         fields.setdefault("nlink", 2)
