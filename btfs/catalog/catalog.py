@@ -38,6 +38,8 @@ _VSEL = "v.id, v.node_id, v.snapshot_id, " + ", ".join("v." + c for c in _VCOLS.
 # seek on version_by_node per node.
 _VERSION_AT = ("(SELECT id FROM version WHERE node_id = n.id AND snapshot_id <= ? "
                "ORDER BY snapshot_id DESC LIMIT 1)")
+# Version rows are written as (*meta[:-1], content_id): the columns are Meta's fields.
+assert tuple(_VCOLS.split(", ")) == Meta._fields
 # Statements whose rows are queued or sent many at a time (db.py: `{rows}` is the VALUES
 # list); the file versions' content ids are looked up by digest in the statement.
 _ADD_NODE = "INSERT INTO node (id, parent, name) VALUES {rows}"
@@ -217,15 +219,12 @@ class Catalog:
         """Record `meta` as the state of `node_id` in `snapshot_id` (None: staged), with
         `content_id` in place of meta's when given (cheaper than a copy of meta). Inside
         a transaction the rows are queued (see add_node)."""
-        row = (node_id, snapshot_id, meta.type, meta.size, meta.mode, meta.uid, meta.gid,
-               meta.atime_ns, meta.mtime_ns, meta.ctime_ns, meta.btime_ns, meta.ino,
-               meta.nlink, meta.target, meta.xattrs,
-               meta.content_id if content_id is None else content_id)
         if not self.db.in_transaction:
             with self.transaction():
                 return self.add_version(node_id, snapshot_id, meta, content_id=content_id)
         version_id = self._take_ids("version", 1)
-        self.db.later(_ADD_VERSION, (version_id, *row))
+        self.db.later(_ADD_VERSION, (version_id, node_id, snapshot_id, *meta[:-1],
+                                     meta.content_id if content_id is None else content_id))
         if snapshot_id is not None:
             self.db.later(_SET_HEAD, (node_id, version_id))
         return version_id
@@ -242,10 +241,8 @@ class Catalog:
         self.db.run_rows(_ADD_CONTENTS,
                          [(d, size, pack_ids(ids)) for _, _, d, size, ids in files])
         first = self._take_ids("version", len(files))
-        self.db.run_rows(_ADD_FILE_VERSIONS, [(first + i, node, m.type, m.size, m.mode, m.uid,
-                                               m.gid, m.atime_ns, m.mtime_ns, m.ctime_ns,
-                                               m.btime_ns, m.ino, m.nlink, m.target,
-                                               m.xattrs, d)
+        # Every column of meta but content_id, which the statement finds by digest.
+        self.db.run_rows(_ADD_FILE_VERSIONS, [(first + i, node, *m[:-1], d)
                                               for i, (node, m, d, _, _) in enumerate(files)],
                          (snapshot_id,))
         self.db.run_rows(_SET_HEAD, [(node, first + i) for i, (node, *_) in enumerate(files)])
