@@ -244,11 +244,40 @@ def test_add_stages_the_state_at_add_time(ready, src):
 def test_every_command_has_help_with_an_example(env):
     top = btfs(env, "--help", check=0).stdout
     commands = ["init", "track", "untrack", "backup", "add", "status", "snapshots", "log",
-                "restore", "check"]
+                "restore", "check", "mount", "umount", "config"]
     for name in commands:
         assert name in top
         text = btfs(env, name, "--help", check=0).stdout
         assert "Example" in text, name
+
+
+def test_command_table_names_every_command_under_its_own_name():
+    import importlib
+
+    import click
+
+    from btfs.cli.main import COMMANDS, cli
+
+    defined = set()
+    for module_name in {module for module, _ in COMMANDS.values()}:
+        module = importlib.import_module(f"btfs.cli.{module_name}")
+        commands = {attr: value for attr, value in vars(module).items()
+                    if isinstance(value, click.Command)}
+        subcommands = {id(sub) for value in commands.values()
+                       if isinstance(value, click.Group) for sub in value.commands.values()}
+        defined |= {(module_name, attr) for attr, value in commands.items()
+                    if id(value) not in subcommands}
+    assert defined == set(COMMANDS.values())
+    for name in COMMANDS:
+        assert cli.get_command(None, name).name == name
+
+
+def test_mount_command_does_not_load_the_backup_engine():
+    code = ("import sys; from btfs.cli.main import cli; cli.get_command(None, 'mount'); "
+            "print(sorted(m for m in sys.modules if m.startswith('btfs.engine')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "btfs.engine.stage" not in out and "btfs.engine.store" not in out, out
 
 
 def test_unknown_option_is_exit_2(env):

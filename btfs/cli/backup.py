@@ -141,5 +141,3 @@ def status(obj, path: str | None, as_json: bool) -> None:
         for p in items:
             click.echo(f"{name + ':':10}{display_path(p)}")
 
-
-COMMANDS = [backup, add, status]

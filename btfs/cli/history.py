@@ -159,5 +159,3 @@ def restore(obj, path, at, number, snapshot, dest, content_only) -> None:
                f"{result.dirs} directories, {result.symlinks} symlinks, "
                f"{human_bytes(result.bytes)}")
 
-
-COMMANDS = [snapshots, log, restore]

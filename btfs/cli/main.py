@@ -3,6 +3,7 @@ layer and prints. Errors are turned into one stderr line and an exit code here, 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import sys
@@ -25,7 +26,42 @@ class Context:
     quiet: bool
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Each command's module is imported only when that command runs (or --help lists them):
+# `btfs mount` does not need the backup engine, and its start-up time is the time until a
+# mount answers. Name -> (module in btfs.cli, attribute).
+COMMANDS = {
+    "init": ("setup", "init"),
+    "track": ("setup", "track"),
+    "untrack": ("setup", "untrack"),
+    "config": ("setup", "config_group"),
+    "backup": ("backup", "backup"),
+    "add": ("backup", "add"),
+    "status": ("backup", "status"),
+    "snapshots": ("history", "snapshots"),
+    "log": ("history", "log"),
+    "restore": ("history", "restore"),
+    "check": ("maintenance", "check"),
+    "mount": ("mount", "mount_cmd"),
+    "umount": ("mount", "umount_cmd"),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands come from COMMANDS, imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        module = importlib.import_module(f"{__package__}.{where[0]}")
+        return getattr(module, where[1])
+
+
+@click.group(cls=LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="BTFS_CONFIG",
               help="Configuration file [default: $XDG_CONFIG_HOME/btfs/config.toml; "
                    "env BTFS_CONFIG].")
@@ -48,23 +84,6 @@ def cli(ctx: click.Context, config_file: str | None, verbose: int, quiet: bool) 
     """
     setup_logging(verbose, quiet)
     ctx.obj = Context(xdg_paths(config_file), verbose, quiet)
-
-
-def _register() -> None:
-    from . import backup, history, maintenance, setup
-
-    for module in (setup, backup, history, maintenance):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-    try:
-        from .mount import mount_cmd, umount_cmd
-    except ImportError:  # the mount needs pyfuse3; everything else works without it
-        return
-    cli.add_command(mount_cmd, "mount")
-    cli.add_command(umount_cmd, "umount")
-
-
-_register()
 
 
 def _terminate(signum, frame) -> None:

@@ -62,5 +62,3 @@ def check(obj, read_data: bool, as_json: bool) -> None:
     if not report.ok:
         raise CheckFailed(f"{len(report.problems)} problems found")
 
-
-COMMANDS = [check]

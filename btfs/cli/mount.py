@@ -45,7 +45,10 @@ def mount_cmd(obj, mountpoint: str, foreground: bool, allow_other: bool) -> None
       cp -a ~/backups/by-time/2026-11-20_093000/home/me/notes /tmp/notes-then
       btfs umount ~/backups
     """
-    from ..fuse.mount import check_mountpoint, serve
+    try:
+        from ..fuse.mount import check_mountpoint, serve
+    except ImportError as e:  # everything else works without pyfuse3
+        raise BtfsError(f"mounting needs pyfuse3 and trio: {e}") from None
 
     target = check_mountpoint(mountpoint)
     with Repo.open(obj.paths, readonly=True) as repo:

@@ -91,7 +91,12 @@ def untrack(obj, dirs) -> None:
 
 @click.group("config")
 def config_group() -> None:
-    """Show the configuration."""
+    """Show the configuration.
+
+    \b
+    Example:
+      btfs config show              # the file's settings, every default filled in
+    """
 
 
 @config_group.command("show")
@@ -116,5 +121,3 @@ def config_show(obj, as_json: bool) -> None:
     click.echo(f"# cache:   {obj.paths.cache_dir}")
     click.echo(config_mod.dumps(doc), nl=False)
 
-
-COMMANDS = [init, track, untrack, config_group]
