@@ -42,16 +42,23 @@ class Matcher:
 class _Patterns:
     """Gitignore-style patterns as predicates that run for every entry of every backup.
 
-    Without negations (the common case) the patterns become two regexes: those that can
-    match at any depth (no '/' but a trailing one, e.g. `*.tmp`, `.cache/`) are matched
-    against the entry's name alone, which is several times faster than a search of the
-    whole path; the rest against the relative path. With a negation, order matters and
-    pathspec decides on the whole path."""
+    Without negations (the common case) the patterns that can match at any depth (no '/'
+    but a trailing one) are matched against the entry's name alone, which is several times
+    faster than a search of the whole path: a plain name (`.cache/`) by set membership, a
+    `*` and a plain suffix (`*.tmp`) by `endswith`, both on the undecoded bytes; other
+    globs as one regex. The rest are one regex against the relative path. With a
+    negation, order matters and pathspec decides on the whole path."""
 
     def __init__(self, patterns):
         self.active = bool(patterns)
         self._name = self._path = None
         self._spec = None
+        # Plain names and '*'+suffix patterns, for any entry / for directories only.
+        self._names: frozenset[bytes] = frozenset()
+        self._dir_names: frozenset[bytes] = frozenset()
+        self._suffixes: tuple[bytes, ...] = ()
+        self._dir_suffixes: tuple[bytes, ...] = ()
+        self._others = True  # patterns left for the regexes or pathspec
         if not patterns:
             return
         # Imported here: it costs ~10 ms of every backup's start, and the default
@@ -65,7 +72,20 @@ class _Patterns:
             self._spec = spec
             return
         names, paths = [], []
+        plain = {}
+        for pattern in patterns:
+            kind = _plain_kind(pattern)
+            if kind is not None:
+                plain.setdefault(kind, set()).add(os.fsencode(pattern.rstrip("/").lstrip("*")))
+        self._names = frozenset(plain.get("name", ()))
+        self._dir_names = frozenset(plain.get("dir_name", ()))
+        self._suffixes = tuple(plain.get("suffix", ()))
+        self._dir_suffixes = tuple(plain.get("dir_suffix", ()))
+        plain_regexes = {p.regex.pattern for p in spec.patterns
+                         if _plain_kind(p.pattern) is not None}
         for r in regexes:
+            if r.pattern in plain_regexes:
+                continue
             # pathspec names its groups; names may not repeat in one regex, so unname them.
             body = _NAMED_GROUP.sub("(?:", r.pattern)
             tail = body[len(_ANY_DEPTH):] if body.startswith(_ANY_DEPTH) else None
@@ -77,8 +97,15 @@ class _Patterns:
             self._name = re.compile("^(?:" + "|".join(names) + ")").match
         if paths:
             self._path = re.compile("|".join("(?:" + p + ")" for p in paths)).search
+        self._others = bool(names or paths)
 
     def match(self, rel: bytes, name: bytes, is_dir: bool) -> bool:
+        if name in self._names or name.endswith(self._suffixes):
+            return True
+        if is_dir and (name in self._dir_names or name.endswith(self._dir_suffixes)):
+            return True
+        if not self._others:
+            return False
         suffix = "/" if is_dir else ""
         if self._name is not None and self._name(os.fsdecode(name) + suffix):
             return True
@@ -93,6 +120,22 @@ class _Patterns:
 _ANY_DEPTH = "^(?:.+/)?"
 # ... and ends it with "this entry, or a directory of that name" (unnamed groups here).
 _DIR_SUFFIX = re.compile(r"\(\?:\(\?:/\)\|\$\)$|\(\?:/\)$")
+
+
+_GLOB_CHARS = frozenset("*?[]\\!# ")
+
+
+def _plain_kind(pattern: str) -> str | None:
+    """'name' / 'suffix' (with 'dir_' when it has a trailing '/') for a pattern that is a
+    plain name or '*' and a plain suffix, matching at any depth; None for anything else
+    (globs, anchors, escapes, negations, comments, spaces, '**')."""
+    body = pattern[:-1] if pattern.endswith("/") else pattern
+    kind = "name"
+    if body.startswith("*"):
+        body, kind = body[1:], "suffix"
+    if not body and kind == "name" or "/" in body or not _GLOB_CHARS.isdisjoint(body):
+        return None
+    return ("dir_" if pattern.endswith("/") else "") + kind
 
 
 def is_cache_dir(path: bytes) -> bool:

@@ -149,10 +149,11 @@ class Scanner:
             names = []
         live = (self.catalog.live_children(node)
                 if node is not None and node not in self.fresh else {})
-        seen = set()
         unchanged = 0
         report = self.report_unchanged
         xdev = self.config.one_file_system
+        max_size = self.config.max_file_size
+        excluded = matcher.entry_excluded
         # The loop below runs for every entry of every backup: paths are joined only
         # where an entry is new, changed, a directory or worth a warning.
         for name in names:
@@ -162,14 +163,17 @@ class Scanner:
                 continue  # vanished since the listing
             except OSError as e:
                 self.warn(f"cannot stat {os.fsdecode(path + b'/' + name)}: {e.strerror}")
-                seen.add(name)  # unknown state: keep its last version
+                live.pop(name, None)  # unknown state: keep its last version
                 continue
             kind = _KINDS.get(st.st_mode & 0o170000)
             child_rel = rel + b"/" + name if rel else name
-            if kind is None or not self._wanted(path, child_rel, name, kind, st, matcher):
+            if kind is None or excluded(child_rel, name, kind == DIR):
                 continue
-            seen.add(name)
-            entry = live.get(name)
+            if kind == FILE and max_size and st.st_size > max_size:
+                log.info("skipping %s: larger than max_file_size",
+                         os.fsdecode(path + b"/" + name))
+                continue
+            entry = live.pop(name, None)  # what is left in `live` at the end is gone
             # Change detection: lstat against the newest version, st_dev deliberately not
             # compared (a btrfs/ZFS snapshot as source would look all new).
             same = entry is not None and entry[1:] == (kind, st.st_size, st.st_mtime_ns,
@@ -192,16 +196,5 @@ class Scanner:
             else:
                 unchanged += 1
         for name, entry in live.items():
-            if name not in seen:
-                yield Deleted(entry, path + b"/" + name)
+            yield Deleted(entry, path + b"/" + name)
         yield Listed(path, unchanged)
-
-    def _wanted(self, parent: bytes, rel: bytes, name: bytes, kind: str, st: os.stat_result,
-                matcher: Matcher) -> bool:
-        if matcher.entry_excluded(rel, name, kind == DIR):
-            return False
-        if kind == FILE and self.config.max_file_size and st.st_size > self.config.max_file_size:
-            log.info("skipping %s: larger than max_file_size",
-                     os.fsdecode(parent + b"/" + name))
-            return False
-        return True
