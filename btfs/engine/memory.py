@@ -21,7 +21,6 @@ objects but almost no cycles (see `rare_collections`).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import logging
 from collections.abc import Iterator
@@ -40,7 +39,9 @@ TRIM_THRESHOLD = 16 * 1024 * 1024  # free heap kept for the next chunks instead 
 def _mallopt(*settings: tuple[int, int]) -> None:
     """glibc's mallopt for each (parameter, value); a no-op (logged) without glibc."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # The process's own symbols, libc's among them. Not find_library("c"): it runs
+        # `ldconfig -p` in a subprocess, ~10 ms before a mount answers or a backup starts.
+        libc = ctypes.CDLL(None)
         for param, value in settings:
             libc.mallopt(param, value)
     except (OSError, AttributeError):
