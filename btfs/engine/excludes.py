@@ -66,33 +66,29 @@ class _Patterns:
         import pathspec
 
         spec = pathspec.GitIgnoreSpec.from_lines(patterns)
-        regexes = [p.regex for p in spec.patterns if p.include is not None]
-        if not (all(p.include for p in spec.patterns if p.include is not None)
-                and all(isinstance(r, re.Pattern) for r in regexes)):
+        rules = [p for p in spec.patterns if p.include is not None]  # not comments
+        if not (all(p.include for p in rules)
+                and all(isinstance(p.regex, re.Pattern) for p in rules)):
             self._spec = spec
             return
         names, paths = [], []
-        plain = {}
-        for pattern in patterns:
-            kind = _plain_kind(pattern)
+        plain: dict[str, set[bytes]] = {}
+        for p in rules:
+            kind = _plain_kind(p.pattern)
             if kind is not None:
-                plain.setdefault(kind, set()).add(os.fsencode(pattern.rstrip("/").lstrip("*")))
-        self._names = frozenset(plain.get("name", ()))
-        self._dir_names = frozenset(plain.get("dir_name", ()))
-        self._suffixes = tuple(plain.get("suffix", ()))
-        self._dir_suffixes = tuple(plain.get("dir_suffix", ()))
-        plain_regexes = {p.regex.pattern for p in spec.patterns
-                         if _plain_kind(p.pattern) is not None}
-        for r in regexes:
-            if r.pattern in plain_regexes:
+                plain.setdefault(kind, set()).add(os.fsencode(p.pattern.rstrip("/").lstrip("*")))
                 continue
             # pathspec names its groups; names may not repeat in one regex, so unname them.
-            body = _NAMED_GROUP.sub("(?:", r.pattern)
+            body = _NAMED_GROUP.sub("(?:", p.regex.pattern)
             tail = body[len(_ANY_DEPTH):] if body.startswith(_ANY_DEPTH) else None
             if tail is not None and "/" not in _DIR_SUFFIX.sub("", tail).replace("[^/]", ""):
                 names.append(tail)
             else:
                 paths.append(body)
+        self._names = frozenset(plain.get("name", ()))
+        self._dir_names = frozenset(plain.get("dir_name", ()))
+        self._suffixes = tuple(plain.get("suffix", ()))
+        self._dir_suffixes = tuple(plain.get("dir_suffix", ()))
         if names:
             self._name = re.compile("^(?:" + "|".join(names) + ")").match
         if paths:
