@@ -59,10 +59,15 @@ class ChunkSource:
         end = max(r.offset + r.stored_len for r in refs)
         stored = self.vault.get(pack_key(refs[0].pack), start, end - start)
         cached = 0
+        span, piece = None, b""
         for ref in refs:
+            if span != (ref.offset, ref.stored_len):
+                # Members of one group share a stored form: one slice for all of them,
+                # which the codec then recognises without comparing its bytes.
+                span = (ref.offset, ref.stored_len)
+                piece = stored[ref.offset - start:ref.offset - start + ref.stored_len]
             try:
-                data = codec.decode(stored[ref.offset - start:ref.offset - start
-                                          + ref.stored_len], ref.hash, ref.size)
+                data = codec.decode(piece, ref.hash, ref.size)
             except BtfsError as e:
                 log.debug("read-ahead of chunk %s: %s", ref.hash.hex()[:16], e)
                 continue
