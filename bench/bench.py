@@ -85,12 +85,14 @@ from .common import (
     ROOT,
     WORK,
     MiB,
+    StealMeter,
     StepFailed,
     count_lines,
     drop_caches,
     log,
     run,
     shell,
+    steal_text,
     timed,
 )
 from .data import (
@@ -129,6 +131,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.reps: list[dict[str, dict[str, object]]] = []
+        self.steal: list[float | None] = []  # host steal share over each repetition
         self.broken: dict[tuple[str, str], str] = {}  # (tool, dataset) -> reason
         self.last_failure: dict[str, str] = {}  # tool -> reason of its latest failure
 
@@ -152,6 +155,7 @@ class Recorder:
             if step:
                 self.fail(step, tool, self.broken[key])
             return None
+        meter = StealMeter()
         try:
             value = fn()
         except (StepFailed, OSError, subprocess.SubprocessError) as e:
@@ -165,7 +169,7 @@ class Recorder:
             return None
         if step is not None and value is not None:
             self.put(step, tool, value)
-            log(f"  {tool:6} {step}: {fmt(value)}")
+            log(f"  {tool:6} {step}: {fmt(value)}{steal_text(meter.share())}")
         return value
 
 
@@ -193,9 +197,12 @@ class MainBench:
             log(f"== repetition {rep + 1}/{reps}, order "
                 f"{', '.join(t.name for t in self.order(rep))}")
             self.rec.new_rep()
+            meter = StealMeter()
             try:
                 self.repetition(self.order(rep))
             finally:
+                self.rec.steal.append(meter.share())
+                log(f"== repetition {rep + 1}/{reps} done{steal_text(self.rec.steal[-1])}")
                 unmount_all()
                 for t in self.tools:
                     shutil.rmtree(t.home, ignore_errors=True)
@@ -468,6 +475,9 @@ def run_main(mode: Mode) -> None:
         "- find/tar through mounts run right after mounting (repository in page cache); "
         "cat drops the page cache first; tar is piped to wc -c so data is read",
         f"- total run time {elapsed / 60:.1f} min; command logs in bench/work/logs/",
+        "- CPU time taken by the VM's host (steal) per repetition: "
+        + ", ".join("?" if s is None else f"{s:.0%}" for s in bench.rec.steal)
+        + " (bench/work/logs/ and the run's output give it per step)",
     ]
     notes = DROP_CACHES_NOTE + sorted(set(NOTES))
     md = "\n".join(
@@ -480,7 +490,8 @@ def run_main(mode: Mode) -> None:
            "data": {"source": str(bench.src_pristine), **src_desc,
                     "large": list(mode.large), "large_size": mode.large_size,
                     "change": bench.change},
-           "medians": medians, "native": nmedians, "repetitions": reps, "notes": notes}
+           "medians": medians, "native": nmedians, "repetitions": reps,
+           "steal_per_repetition": bench.rec.steal, "notes": notes}
     path = write_results(mode.name, md, doc)
     log("")
     log(table)

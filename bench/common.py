@@ -143,3 +143,34 @@ def drop_caches() -> bool:
                                     "the 'cold' cat figures are warm-cache reads")
             log("  warning: " + DROP_CACHES_NOTE[0])
         return False
+
+
+class StealMeter:
+    """The share of CPU time the VM's host took from this machine (steal, /proc/stat)
+    between start() and share(). On the benchmark VM it ran from ~0% to over 40% within one
+    run and took whole steps with it (a `find` through restic's mount: 3.5 s, then 18.5 s),
+    so each value is logged with the steal during it and each repetition with its own."""
+
+    def __init__(self) -> None:
+        self._start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        # user nice system idle iowait irq softirq steal (guest time is inside user)
+        return fields[7] if len(fields) > 7 else 0, sum(fields[:8])
+
+    def share(self) -> float | None:
+        """Stolen share of all CPU time since this meter started, 0..1 (None: unknown)."""
+        end = self._read()
+        if self._start is None or end is None or end[1] <= self._start[1]:
+            return None
+        return (end[0] - self._start[0]) / (end[1] - self._start[1])
+
+
+def steal_text(share: float | None) -> str:
+    return "" if share is None else f" (host steal {share:.0%})"

@@ -13,7 +13,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .common import MB, RESULTS, ROOT, WORK, MiB, StepFailed, count_lines, log, timed
+from .common import (
+    MB,
+    RESULTS,
+    ROOT,
+    WORK,
+    MiB,
+    StealMeter,
+    StepFailed,
+    count_lines,
+    log,
+    steal_text,
+    timed,
+)
 from .mounts import peak_rss_of_mount, unmount, unmount_all
 from .report import Goal, failed, fmt, header_lines, machine_info, md_table, versions, write_results
 from .tools import Btfs, Dataset
@@ -57,6 +69,7 @@ def run_scale() -> None:
     fails: dict[str, str] = {}
 
     def measure(key: str, fn: Callable[[], object]) -> object | None:
+        meter = StealMeter()
         try:
             v = fn()
         except (StepFailed, OSError, subprocess.SubprocessError) as e:
@@ -65,7 +78,7 @@ def run_scale() -> None:
             return None
         if isinstance(v, (int, float)):
             res[key] = v
-            log(f"  {key}: {fmt(v)}")
+            log(f"  {key}: {fmt(v)}{steal_text(meter.share())}")
         return v
 
     reuse = os.environ.get("BENCH_SCALE_REUSE") == "1" and btfs.dir(ds).is_dir()
