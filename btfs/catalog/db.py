@@ -16,6 +16,7 @@ import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 
 import apsw
@@ -146,7 +147,7 @@ class Database:
         for start in range(0, len(rows), ROWS_PER_STATEMENT):
             part = rows[start:start + ROWS_PER_STATEMENT]
             self.conn.execute(statement.format(rows=placeholders(len(part[0]), len(part))),
-                              [*args, *(value for row in part for value in row)])
+                              [*args, *chain.from_iterable(part)])
 
     @contextmanager
     def transaction(self):
