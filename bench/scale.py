@@ -62,6 +62,7 @@ def run_scale() -> None:
     n = int(os.environ.get("BENCH_SCALE_FILES", 1_000_000))
     backups = int(os.environ.get("BENCH_SCALE_BACKUPS", 100))
     started = dt.datetime.now()
+    run_meter = StealMeter()
     btfs = Btfs(timeout=6 * 3600)
     tree = WORK / "scale" / "tree"
     ds = Dataset("scale", tree)
@@ -139,7 +140,7 @@ def run_scale() -> None:
         unmount_all()
     done = earlier.get("backups_done", len(times)) if reuse else len(times)
     write_scale_report(n, earlier.get("backups_planned", backups) if reuse else backups, done,
-                       res, fails, started, btfs, earlier)
+                       res, fails, started, btfs, earlier, run_meter.share())
 
 
 def record_rss(secs_mb: tuple[float, float], rss: list[float]) -> float:
@@ -173,7 +174,8 @@ MOUNT_KEYS = {"mount_ready_s", "ls_by_time_s", "ls_by_time_entries", "ls_by_file
 
 
 def write_scale_report(n: int, backups: int, done: int, res: dict, fails: dict,
-                       started: dt.datetime, btfs: Btfs, earlier: dict | None = None) -> None:
+                       started: dt.datetime, btfs: Btfs, earlier: dict | None = None,
+                       steal: float | None = None) -> None:
     rows_spec = [
         ("backup_initial_s", "initial backup (s)", None),
         ("rss_backup_initial_mb", "peak RSS of the initial backup (MB)", None),
@@ -213,13 +215,15 @@ def write_scale_report(n: int, backups: int, done: int, res: dict, fails: dict,
            "backup times are that run's; the initial backup was redone into a fresh "
            "repository and everything else measured now, with the btfs above"]
           if earlier else []),
-        f"- total run time {elapsed / 60:.1f} min", "", table, "",
+        f"- total run time {elapsed / 60:.1f} min; CPU time taken by the VM's host (steal): "
+        + ("?" if steal is None else f"{steal:.0%}") + " (the run's output gives it per step)",
+        "", table, "",
         *(f"- failed: {k}: {v}" for k, v in fails.items()),
     ]) + "\n"
     doc = {"mode": "scale", "started": started.isoformat(), "elapsed_s": elapsed,
            "reused_run": earlier.get("started") if earlier else None,
            "files": n, "backups_planned": backups, "backups_done": done, "machine": info,
-           "versions": vers, "results": res, "failures": fails}
+           "versions": vers, "steal": steal, "results": res, "failures": fails}
     path = write_results("scale", md, doc)
     log("\n" + table)
     log(f"\nwritten: {path.relative_to(ROOT)} and .json")
