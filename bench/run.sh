@@ -36,4 +36,8 @@ if [ ! -x "$py" ]; then
          "or BENCH_BTFS" >&2
     py=python3
 fi
+# btfs as a user runs it: an installed package carries its bytecode, but this editable
+# install only writes it when Python may (not under PYTHONDONTWRITEBYTECODE=1, which then
+# recompiles btfs's modules in every btfs command and mount).
+"$py" -m compileall -q btfs
 exec "$py" -m bench.bench "$mode"
