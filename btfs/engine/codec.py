@@ -95,6 +95,11 @@ def encode(data: bytes | memoryview, level: int) -> bytes:
     return bytes((RAW,)) + bytes(data)
 
 
+def is_group(stored: bytes) -> bool:
+    """Whether a stored form holds several chunks (see encode_group)."""
+    return bool(stored) and stored[0] == GROUP
+
+
 def _pays(compressed: int, raw: int) -> bool:
     return compressed < raw - raw // 64  # saves more than ~1.5%
 

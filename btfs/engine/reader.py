@@ -21,6 +21,14 @@ from . import codec
 log = logging.getLogger(__name__)
 
 
+# Stored forms of groups (codec.encode_group) kept by where they are in the vault. Every
+# member of a group points at the whole group: reading the members of one directory one
+# after another (restore, a cp through the mount) would read the group again for each,
+# and the codec would compare each copy with the one it decompressed: for linux-6.1's
+# 77,841 grouped files, 6.9 GB read and compared instead of its 2,224 groups' 187 MB.
+_GROUPS_KEPT = 8
+
+
 class ChunkSource:
     """Decoded, verified chunks by reference, with an LRU cache bounded in bytes."""
 
@@ -29,6 +37,7 @@ class ChunkSource:
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._cached = 0
+        self._groups: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
     def peek(self, chunk_hash: bytes) -> bytes | memoryview | None:
@@ -43,10 +52,26 @@ class ChunkSource:
         data = self.peek(ref.hash)
         if data is not None:
             return data
-        stored = self.vault.get(pack_key(ref.pack), ref.offset, ref.stored_len)
-        data = codec.decode(stored, ref.hash, ref.size)
+        data = codec.decode(self._stored(ref), ref.hash, ref.size)
         self._keep(ref.hash, data)
         return data
+
+    def _stored(self, ref: ChunkRef) -> bytes:
+        """The stored form `ref` points at; a group's is read once while it is kept (a pack
+        never changes, and each member is verified against its own hash anyway)."""
+        where = (ref.pack, ref.offset, ref.stored_len)
+        with self._lock:
+            stored = self._groups.get(where)
+            if stored is not None:
+                self._groups.move_to_end(where)
+                return stored
+        stored = self.vault.get(pack_key(ref.pack), ref.offset, ref.stored_len)
+        if codec.is_group(stored):
+            with self._lock:
+                self._groups[where] = stored
+                while len(self._groups) > _GROUPS_KEPT:
+                    self._groups.popitem(last=False)
+        return stored
 
     def prefetch_run(self, refs: list[ChunkRef]) -> int:
         """Fetch chunks that lie one after another in one pack with a single vault read,

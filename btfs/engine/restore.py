@@ -46,8 +46,10 @@ def write_content(fd: int, source: ChunkSource, refs: list[ChunkRef]) -> int:
         view = memoryview(data)
         for start in range(0, len(data), HOLE_BLOCK):
             block = view[start:start + HOLE_BLOCK]
-            # bytes == bytes is a memcmp; a memoryview compares item by item, ~50x slower.
-            if bytes(block) == zero[:len(block)]:
+            # Most blocks show data in their first or last byte; only the others are
+            # compared whole (bytes == bytes is a memcmp; a memoryview compares item by
+            # item, ~50x slower; both copy, which was a fifth of a restore's worker time).
+            if not (block[0] or block[-1]) and bytes(block) == zero[:len(block)]:
                 continue  # leave a hole; ftruncate below sets the length
             os.pwrite(fd, block, pos + start)
             written = pos + start + len(block)
