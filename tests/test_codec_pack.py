@@ -114,6 +114,33 @@ def test_group_round_trip(members, level):
         codec.decode(stored, pairs[0][0], len(pairs[0][1]) + 1)
 
 
+def test_threads_reading_one_group_at_once_decompress_it_once(monkeypatch):
+    rng = random.Random(11)
+    words = [b"static ", b"int ", b"return ", b"struct ", b"unsigned "]
+    members = [b"".join(rng.choice(words) for _ in range(4000)) + bytes([i]) for i in range(16)]
+    pairs = [(codec.chunk_hash(m), m) for m in members]
+    stored = codec.encode_group(pairs, 3)
+    damaged = bytearray(stored)
+    damaged[len(damaged) // 2] ^= 0xFF
+    decompressions = []
+    member_index = codec._member_index
+    monkeypatch.setattr(codec, "_member_index",
+                        lambda raw, h: decompressions.append(h) or member_index(raw, h))
+
+    def read(pair):
+        h, m = pair
+        return codec.decode(stored, h, len(m)) == m
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(read, pairs * 4))
+        assert len(decompressions) == 1
+        # A group that fails is no one's to wait on: every reader gets the error.
+        bad = [pool.submit(codec.decode, bytes(damaged), h, len(m)) for h, m in pairs]
+        for future in bad:
+            with pytest.raises(IntegrityError):
+                future.result(timeout=30)
+
+
 def test_group_that_does_not_pay_is_not_made():
     noise = random.Random(3)
     pairs = [(codec.chunk_hash(d), d) for d in (noise.randbytes(5000), noise.randbytes(7000))]

@@ -166,30 +166,47 @@ _GROUP_CACHE = 8
 _groups: OrderedDict[tuple[int, bytes], tuple[bytes, bytes, dict[tuple[bytes, int], int]]] \
     = OrderedDict()
 _groups_lock = threading.Lock()
+# Groups being decompressed, by cache key: threads reading files one after another (a
+# restore's workers) often want members of one group at the same moment, and each
+# decompressed it (linux-6.1's restore: 3,702 decompressions of 2,224 groups with two
+# workers, 2,416 with one). A thread waits for the one already at it instead.
+_decoding: dict[tuple[int, bytes], threading.Event] = {}
 
 
 def _decompressed_group(stored: bytes, expected_hash: bytes
                         ) -> tuple[bytes, dict[tuple[bytes, int], int]]:
     """A group's raw bytes and where each member starts in them, by (id prefix, size)."""
     key = (len(stored), stored[:64])
-    with _groups_lock:
-        hit = _groups.get(key)
-        # bytes == bytes is a memcmp; the identity test spares even that when a reader
-        # decodes several members from one stored form.
-        if hit is not None and (hit[0] is stored or hit[0] == stored):
-            _groups.move_to_end(key)
-            return hit[1], hit[2]
-    payload = memoryview(stored)[1:]
-    declared = zstandard.frame_content_size(payload)
-    if not _COUNT.size <= declared <= _GROUP_LIMIT:
-        raise IntegrityError(f"chunk {expected_hash.hex()[:16]}: its group has a damaged header")
-    raw = _decompressor().decompress(payload, max_output_size=declared)
-    index = _member_index(raw, expected_hash)
-    with _groups_lock:
-        _groups[key] = (stored, raw, index)
-        while len(_groups) > _GROUP_CACHE:
-            _groups.popitem(last=False)
-    return raw, index
+    while True:
+        with _groups_lock:
+            hit = _groups.get(key)
+            # bytes == bytes is a memcmp; the identity test spares even that when a
+            # reader decodes several members from one stored form.
+            if hit is not None and (hit[0] is stored or hit[0] == stored):
+                _groups.move_to_end(key)
+                return hit[1], hit[2]
+            busy = _decoding.get(key)
+            if busy is None:
+                _decoding[key] = threading.Event()
+                break
+        # Most likely these very bytes; if not (or it failed), the loop decodes them here.
+        busy.wait()
+    try:
+        payload = memoryview(stored)[1:]
+        declared = zstandard.frame_content_size(payload)
+        if not _COUNT.size <= declared <= _GROUP_LIMIT:
+            raise IntegrityError(
+                f"chunk {expected_hash.hex()[:16]}: its group has a damaged header")
+        raw = _decompressor().decompress(payload, max_output_size=declared)
+        index = _member_index(raw, expected_hash)
+        with _groups_lock:
+            _groups[key] = (stored, raw, index)
+            while len(_groups) > _GROUP_CACHE:
+                _groups.popitem(last=False)
+        return raw, index
+    finally:
+        with _groups_lock:
+            _decoding.pop(key).set()
 
 
 def _member_index(raw: bytes, expected_hash: bytes) -> dict[tuple[bytes, int], int]:
