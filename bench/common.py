@@ -147,9 +147,10 @@ def drop_caches() -> bool:
 
 class StealMeter:
     """The share of CPU time the VM's host took from this machine (steal, /proc/stat)
-    from the meter's creation to share(). On the benchmark VM it ran from ~0% to over 40% within one
-    run and took whole steps with it (a `find` through restic's mount: 3.5 s, then 18.5 s),
-    so each value is logged with the steal during it and each repetition with its own."""
+    from the meter's creation to share(). On the benchmark VM it ran from ~0% to over 40%
+    within one run and took whole steps with it (a `find` through restic's mount: 3.5 s,
+    then 18.5 s), so each value is logged with the steal during it and each repetition
+    with its own."""
 
     def __init__(self) -> None:
         self._start = self._read()
