@@ -156,6 +156,69 @@ def test_unchanged_tree_adds_nothing(repo_factory, src):
                      source_tree(src))
 
 
+def _file_places(repo, root: Path, snapshot_id: int) -> list[tuple[str, tuple[str, int]]]:
+    """Every file under `root` depth-first in name order (the order `tar` and `cp -a`
+    read a snapshot in), with where its first chunk is stored."""
+    out = []
+
+    def walk(directory: Path) -> None:
+        for entry in sorted(directory.iterdir()):
+            if entry.is_dir():
+                walk(entry)
+                continue
+            meta = repo.catalog.head(repo.catalog.node_for_path(os.fsencode(entry))).meta
+            ref = repo.catalog.content_refs(meta.content_id)[0]
+            out.append((str(entry.relative_to(root)), (ref.pack, ref.offset)))
+
+    walk(root)
+    return out
+
+
+def test_files_are_packed_in_the_order_a_reader_walks_the_tree(repo_factory, src):
+    """A subdirectory's files are stored where its name comes among its parent's
+    entries, not after all of them: reading the snapshot back walks each pack forwards."""
+    layout = ["a", "b/a", "b/c/a", "b/c/z", "b/d", "c", "d/a", "e"]
+    for i, rel in enumerate(layout):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(rand_bytes(100_000, seed=i))  # incompressible: not grouped
+    repo = repo_factory(src)
+    stats = backup(repo)
+    places = _file_places(repo, src, stats.snapshot_id)
+    assert [rel for rel, _ in places] == layout
+    assert len({pack for _, (pack, _) in places}) == 1
+    offsets = [offset for _, (_, offset) in places]
+    assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets), places
+
+
+def test_trees_deeper_than_the_open_directory_limit(repo_factory, src, monkeypatch):
+    """Past MAX_OPEN_LEVELS a directory is walked after its parent's listing (one open
+    descriptor per level would otherwise run out); every entry is still backed up."""
+    from btfs.engine import scanner
+    monkeypatch.setattr(scanner, "MAX_OPEN_LEVELS", 3)
+    d = src
+    for depth in range(8):
+        (d / "file").write_bytes(b"at depth %d" % depth)
+        (d / "sibling").mkdir()
+        (d / "sibling" / "leaf").write_bytes(b"leaf %d" % depth)
+        d = d / "deeper"
+        d.mkdir()
+    repo = repo_factory(src)
+
+    def open_dirs_under_src() -> int:
+        fds = (os.path.join("/proc/self/fd", fd) for fd in os.listdir("/proc/self/fd"))
+        return sum(os.path.realpath(fd).startswith(str(src)) for fd in fds)
+
+    # The scan as `status` runs it (no nodes created), looking at each event.
+    walk = scanner.Scanner(repo.catalog, repo.config, lambda *_: None, pytest.fail)
+    peak = max(open_dirs_under_src() for _ in walk.scan(repo.config.tracked[0]))
+    assert 3 <= peak <= 4  # the open levels, and the one walked after its parent
+    stats = backup(repo)
+    assert stats.errors == 0 and stats.files_new == 8 * 4 + 1
+    assert_same_tree(stored_tree(repo.catalog, repo.vault, src, stats.snapshot_id),
+                     source_tree(src))
+    assert backup(repo).files_new == 0
+
+
 def test_touch_records_exactly_that_path(repo_factory, src):
     (src / "d").mkdir()
     (src / "d" / "one").write_text("one")

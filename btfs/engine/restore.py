@@ -100,7 +100,9 @@ class Restorer:
                     # samples; now it is two more queries per directory.
                     refs_of = self.catalog.contents_refs(
                         e.version.meta.content_id for e in entries if e.version.type == FILE)
-                    for entry in entries:
+                    # Pushed in reverse so they are taken in name order: the order a
+                    # backup packs them in, so each pack is read forwards.
+                    for entry in reversed(entries):
                         stack.append((entry.node_id, entry.version,
                                       os.path.join(path, entry.name),
                                       refs_of.get(entry.version.meta.content_id)))

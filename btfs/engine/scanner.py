@@ -1,8 +1,14 @@
 """Walking a tracked directory and comparing it with the catalog: what is new, changed, gone.
 
 Shared by `backup` (which records what it finds) and `status` (which only reports it), so
-both agree on what counts as a change. Runs on the caller's thread; holds one directory
-listing at a time plus a stack of directories still to visit.
+both agree on what counts as a change. Runs on the caller's thread.
+
+Order: depth-first, each directory's entries in name order, a subdirectory's contents
+where its name comes. That is the order `tar`, `cp -a` and `btfs restore` read a snapshot
+in, and a backup packs files in the order it meets them, so reading a snapshot back walks
+its packs forwards. (Listing a directory's files before its subdirectories made `tar`
+through the mount jump back in a pack after every subdirectory: 3,399 of its 3,807 read
+misses on linux-6.1.) One listing and one open directory are held per level being walked.
 
 Change detection is by lstat alone (size, mtime_ns, ctime_ns, inode, type; never st_dev):
 an unchanged file is not opened.
@@ -72,6 +78,20 @@ class Deleted:
     counted: bool = True
 
 
+@dataclass(slots=True)
+class _Descend:
+    """Between the scanner's own generators: walk this subdirectory now."""
+
+    path: bytes
+    node_id: int | None
+    rel: bytes
+
+
+# Directories held open at once while walking (one per level); deeper ones are walked
+# after their parent's listing, so a pathologically deep tree cannot exhaust descriptors.
+MAX_OPEN_LEVELS = 128
+
+
 class Scanner:
     def __init__(self, catalog: Catalog, config: Config, resolve: NodeResolver,
                  warn: Callable[[str], None], report_unchanged: Container[int] = (),
@@ -107,12 +127,20 @@ class Scanner:
             # as they were, but they are not part of the backup's counts.
             yield self._compare_ancestor(node, path, st, counted=is_root)
         matcher = Matcher(self.config.excludes + tracked.excludes, tracked.includes)
-        stack: list[tuple[bytes, int | None, bytes]] = [(root, node, b"")]
-        while stack:
-            path, node, rel = stack.pop()
-            subdirs: list[tuple[bytes, int | None, bytes]] = []
-            yield from self._scan_dir(path, node, rel, matcher, root_st.st_dev, subdirs)
-            stack.extend(reversed(subdirs))
+        # One generator per directory being walked; a _Descend from the innermost one
+        # starts its subdirectory's. A stack rather than recursion: trees deeper than
+        # Python's recursion limit exist.
+        walking = [self._scan_dir(root, node, b"", matcher, root_st.st_dev, inline=True)]
+        while walking:
+            for event in walking[-1]:
+                if isinstance(event, _Descend):
+                    walking.append(self._scan_dir(
+                        event.path, event.node_id, event.rel, matcher, root_st.st_dev,
+                        inline=len(walking) < MAX_OPEN_LEVELS))
+                    break
+                yield event
+            else:
+                walking.pop()
 
     def _compare_ancestor(self, node: int | None, path: bytes, st: os.stat_result, *,
                           counted: bool) -> Changed | Unchanged:
@@ -123,20 +151,29 @@ class Scanner:
         return Changed(node, path, st, DIR, not live, counted)
 
     def _scan_dir(self, path: bytes, node: int | None, rel: bytes, matcher: Matcher,
-                  root_dev: int, subdirs: list):
+                  root_dev: int, *, inline: bool):
+        """A directory's events, with a _Descend where each subdirectory is to be walked:
+        at its name (`inline`, keeping this directory open meanwhile) or, past
+        MAX_OPEN_LEVELS, after the listing is done and the directory closed."""
         try:
             # lstat relative to the directory's fd: no walk of the whole path per entry.
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as e:
             self.warn(f"cannot list {os.fsdecode(path)}: {e.strerror}")
             return  # its children keep their last versions: not "deleted"
+        deferred: list[_Descend] = []
         try:
-            yield from self._scan_listed(fd, path, node, rel, matcher, root_dev, subdirs)
+            for event in self._scan_listed(fd, path, node, rel, matcher, root_dev):
+                if inline or not isinstance(event, _Descend):
+                    yield event
+                else:
+                    deferred.append(event)
         finally:
             os.close(fd)
+        yield from deferred
 
     def _scan_listed(self, fd: int, path: bytes, node: int | None, rel: bytes,
-                     matcher: Matcher, root_dev: int, subdirs: list):
+                     matcher: Matcher, root_dev: int):
         try:
             names = sorted(os.listdir(path))  # no DirEntry objects: only names are needed
         except OSError as e:
@@ -187,14 +224,14 @@ class Scanner:
                 for gone_name, gone in self.catalog.live_children(entry.node_id).items():
                     yield Deleted(gone, child_path + b"/" + gone_name)
             child = entry.node_id if entry else self.resolve(node, name, kind == DIR)
-            if kind == DIR and not (xdev and st.st_dev != root_dev):
-                subdirs.append((child_path, child, child_rel))
             if not same:
                 yield Changed(child, child_path, st, kind, entry is None)
             elif child in report:
                 yield Unchanged(child, child_path)
             else:
                 unchanged += 1
+            if kind == DIR and not (xdev and st.st_dev != root_dev):
+                yield _Descend(child_path, child, child_rel)
         for name, entry in live.items():
             yield Deleted(entry, path + b"/" + name)
         yield Listed(path, unchanged)
