@@ -15,7 +15,6 @@ from pathlib import Path
 
 from .common import (
     MB,
-    RESULTS,
     ROOT,
     WORK,
     MiB,
@@ -58,6 +57,12 @@ def churn(tree: Path, n: int, rng: random.Random, k: int, version: int) -> None:
         f.write(b"version %d\n" % version)
 
 
+# Beside the repository a full run built: that run's report, which a BENCH_SCALE_REUSE=1
+# run carries its churn backup times from. (Result files are renamed when a later run of
+# the same day takes their name, so they cannot say which run built the repository.)
+BUILT_BY = "built-by-run.json"
+
+
 def run_scale() -> None:
     n = int(os.environ.get("BENCH_SCALE_FILES", 1_000_000))
     backups = int(os.environ.get("BENCH_SCALE_BACKUPS", 100))
@@ -89,7 +94,11 @@ def run_scale() -> None:
         # Remeasure with the current btfs on the repository an earlier run built (its 100
         # backups take most of an hour): its backup times are carried over and labelled;
         # the initial backup is redone into a fresh repository for its time and RSS.
-        earlier = json.loads(max(RESULTS.glob("*-scale.json")).read_text())
+        built_by = btfs.dir(ds) / BUILT_BY
+        if not built_by.is_file():
+            raise SystemExit(f"BENCH_SCALE_REUSE=1: {built_by} does not say which run built "
+                             "the repository; run the scale benchmark without it")
+        earlier = json.loads(built_by.read_text())
         log(f"reusing the repository of the run started {earlier['started']}")
         backups = 0
     else:
@@ -139,8 +148,10 @@ def run_scale() -> None:
     finally:
         unmount_all()
     done = earlier.get("backups_done", len(times)) if reuse else len(times)
-    write_scale_report(n, earlier.get("backups_planned", backups) if reuse else backups, done,
-                       res, fails, started, btfs, earlier, run_meter.share())
+    doc = write_scale_report(n, earlier.get("backups_planned", backups) if reuse else backups,
+                             done, res, fails, started, btfs, earlier, run_meter.share())
+    if not reuse and btfs.dir(ds).is_dir():
+        (btfs.dir(ds) / BUILT_BY).write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def record_rss(secs_mb: tuple[float, float], rss: list[float]) -> float:
@@ -175,7 +186,7 @@ MOUNT_KEYS = {"mount_ready_s", "ls_by_time_s", "ls_by_time_entries", "ls_by_file
 
 def write_scale_report(n: int, backups: int, done: int, res: dict, fails: dict,
                        started: dt.datetime, btfs: Btfs, earlier: dict | None = None,
-                       steal: float | None = None) -> None:
+                       steal: float | None = None) -> dict:
     rows_spec = [
         ("backup_initial_s", "initial backup (s)", None),
         ("rss_backup_initial_mb", "peak RSS of the initial backup (MB)", None),
@@ -227,3 +238,4 @@ def write_scale_report(n: int, backups: int, done: int, res: dict, fails: dict,
     path = write_results("scale", md, doc)
     log("\n" + table)
     log(f"\nwritten: {path.relative_to(ROOT)} and .json")
+    return doc
