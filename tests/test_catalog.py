@@ -6,6 +6,7 @@ the backup does), and only the integrity tests break it on purpose with raw SQL.
 
 from __future__ import annotations
 
+import apsw
 import pytest
 
 from btfs.catalog import DELETED, DIR, FILE, ROOT, SYMLINK, Catalog, Meta, NewChunk
@@ -46,6 +47,16 @@ def test_new_catalog_is_at_the_latest_format(tmp_path):
         assert c.db.get_val("SELECT count(*) FROM node") == 1
     with Catalog(path, readonly=True) as c:
         assert c.readonly and c.node_for_path(b"/") == ROOT
+
+
+def test_every_connection_plans_each_statement_once(tmp_path):
+    """The query planner stability guarantee, for the writer and for readers (the mount,
+    the backup's worker threads): without it apsw's SQLite, built with STAT4, planned a
+    statement that joins tables again at every execution."""
+    path = tmp_path / "catalog.db"
+    with Catalog(path) as writer, Catalog(path, readonly=True) as reader:
+        for c in (writer, reader):
+            assert c.db.conn.config(apsw.SQLITE_DBCONFIG_ENABLE_QPSG, -1) == 1
 
 
 def test_catalog_from_a_newer_btfs_is_refused(tmp_path):
