@@ -57,9 +57,9 @@ def churn(tree: Path, n: int, rng: random.Random, k: int, version: int) -> None:
         f.write(b"version %d\n" % version)
 
 
-# Beside the repository a full run built: that run's report, which a BENCH_SCALE_REUSE=1
-# run carries its churn backup times from. (Result files are renamed when a later run of
-# the same day takes their name, so they cannot say which run built the repository.)
+# A full scale run leaves its report in the repository's directory under this name, and a
+# BENCH_SCALE_REUSE=1 run takes the churn backup times from there. (Not from
+# bench/results/: a result is renamed when a later run of the same day takes its name.)
 BUILT_BY = "built-by-run.json"
 
 
