@@ -60,8 +60,9 @@ then catalog size, a no-change backup, mount ready time, ``ls`` of ``by-time/`` 
 
 Env: BENCH_REPS (repetitions), BENCH_BTFS (btfs executable, default .venv/bin/btfs),
 BENCH_SCALE_FILES, BENCH_SCALE_BACKUPS, BENCH_SCALE_REUSE=1 (remeasure on the repository
-an earlier scale run left in bench/work: its churn backup times are carried over, the
-initial backup is redone into a fresh repository, the rest is measured again).
+an earlier scale run left in bench/work: its churn backup times are carried over from the
+report that run left beside the repository, the initial backup is redone into a fresh
+repository, the rest is measured again).
 
 Units: s = seconds, MB = 10^6 bytes. Everything runs as root (drop_caches, apt-get).
 """
