@@ -14,7 +14,17 @@ shows, the pack's index and its digest name.
 What it costs is what an initial backup costs at least on this stack, so the benchmark
 measures it beside the tools (`floor_backup_*` rows).
 
-    python -m bench.backup_floor SOURCE OUTDIR     prints the seconds it took
+With `--catalog` it also keeps what any backup that can be browsed and restored must keep,
+in a catalog with btfs's schema, through btfs's own batched Catalog calls, on the main
+thread as btfs does: a node and a version (its lstat) for every entry, each file's
+content (digest, size, chunk list), each new chunk with its pack and offset (equal chunks
+stored once), one commit per pack. Still left out: change detection (nothing to compare
+in an initial backup), xattrs, re-reads, the order that keeps a file out of the catalog
+until its pack is durable, the whole-file digest of a large file (a digest of its chunk
+ids stands in). The difference between the two is what the catalog alone costs
+(`floor_catalog_*` rows).
+
+    python -m bench.backup_floor [--catalog] SOURCE OUTDIR     prints the seconds it took
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from btfs import digest
+from btfs.catalog import DIR, FILE, SYMLINK, Catalog, NewChunk
 from btfs.config import Config
 from btfs.engine import codec
 from btfs.engine.backup import (
@@ -38,6 +50,11 @@ from btfs.engine.backup import (
 )
 from btfs.engine.files import Chunker, open_for_backup, read_up_to
 from btfs.engine.memory import tune_allocator
+from btfs.engine.meta import meta_from_stat
+
+# What a job hands back: stored forms, each with the (hash, raw size) of the chunks it
+# holds, and the chunk hash of each file it read (None: empty).
+Stored = list[tuple[bytes, list[tuple[bytes, int]]]]
 
 
 def _read_whole(path: bytes) -> bytes:
@@ -48,28 +65,32 @@ def _read_whole(path: bytes) -> bytes:
         os.close(fd)
 
 
-def _small_files(paths: list[bytes], level: int) -> list[bytes]:
-    """A worker job: read, hash and compress small files in groups; their stored forms."""
+def _small_files(paths: list[bytes], level: int) -> tuple[Stored, list[bytes | None]]:
+    """A worker job: read, hash and compress small files in groups (equal files once)."""
     contents = [_read_whole(p) for p in paths]
-    members = [(codec.chunk_hash(data), data) for data in contents if data]
-    stored: list[bytes] = []
+    hashes = [codec.chunk_hash(data) if data else None for data in contents]
+    members = list({h: data for h, data in zip(hashes, contents, strict=True) if h}.items())
+    stored: Stored = []
     for run in codec.group_runs(members):
         group = codec.encode_group(run, level) if len(run) > 1 else None
-        stored.extend([group] if group else (codec.encode(d, level) for _, d in run))
-    return stored
+        if group:
+            stored.append((group, [(h, len(d)) for h, d in run]))
+        else:
+            stored.extend((codec.encode(d, level), [(h, len(d))]) for h, d in run)
+    return stored, hashes
 
 
-def _chunk(data: bytes, level: int) -> list[bytes]:
-    codec.chunk_hash(data)
-    return [codec.encode(data, level)]
+def _chunk(data: bytes, level: int) -> tuple[Stored, list[bytes | None]]:
+    h = codec.chunk_hash(data)
+    return [(codec.encode(data, level), [(h, len(data))])], [h]
 
 
 class _Packs:
     """Stored bytes appended to files of about pack_size; each is fsynced and closed on
     one upload thread while the next fills."""
 
-    def __init__(self, outdir: str, pack_size: int):
-        self.outdir, self.pack_size = outdir, pack_size
+    def __init__(self, outdir: str, pack_size: int, on_seal=None):
+        self.outdir, self.pack_size, self.on_seal = outdir, pack_size, on_seal
         self.uploader = ThreadPoolExecutor(1)
         self.count = 0
         self.total = 0
@@ -81,12 +102,18 @@ class _Packs:
         self.size = 0
         self.count += 1
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> int:
+        """Append `data`; returns its offset in the open pack (sealed after it if full:
+        call `seal_if_full` once its chunks are noted)."""
+        offset = self.size
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view):]
         self.size += len(data)
         self.total += len(data)
+        return offset
+
+    def seal_if_full(self) -> None:
         if self.size >= self.pack_size:
             self._seal()
             self._open()
@@ -94,14 +121,80 @@ class _Packs:
     def _seal(self) -> None:
         fd = self.fd
         self.uploader.submit(lambda: (os.fsync(fd), os.close(fd)))
+        if self.on_seal:
+            self.on_seal(f"pack-{self.count - 1:06d}", self.size)
 
     def close(self) -> None:
         self._seal()
         self.uploader.shutdown(wait=True)
 
 
-def backup_floor(source: str, outdir: str) -> tuple[int, int]:
-    """(entries, stored bytes) of one pass over `source`."""
+class _Recorder:
+    """The catalog rows a browsable backup keeps, written as btfs writes them (see the
+    module's docstring); files are recorded at the first pack seal after their chunks
+    all have ids."""
+
+    def __init__(self, path: str, source: bytes):
+        self.catalog = Catalog(path)
+        with self.catalog.transaction():
+            self.snapshot = self.catalog.begin_snapshot("floor", time.time_ns())
+        self.catalog.begin()
+        self.root = self.catalog.node_for_path(source, create=True)
+        self.ids: dict[bytes, int | None] = {}  # chunk hash -> id (None: in the open pack)
+        self.open_chunks: list[NewChunk] = []
+        self.files: list[tuple[int, object, list[bytes]]] = []  # read, not yet recorded
+
+    def entry(self, parent: int, name: bytes, path: bytes, st: os.stat_result,
+              kind: str | None) -> int:
+        """A node for the entry; a version now unless it is a file with content."""
+        node = self.catalog.add_node(parent, name)
+        if kind == DIR:
+            self.catalog.add_version(node, self.snapshot, meta_from_stat(st, DIR))
+        elif kind == SYMLINK:
+            self.catalog.add_version(node, self.snapshot, meta_from_stat(
+                st, SYMLINK, target=os.readlink(path)))
+        elif kind == FILE and st.st_size == 0:
+            content = self.catalog.add_content(digest.EMPTY, 0, ())
+            self.catalog.add_version(node, self.snapshot, meta_from_stat(
+                st, FILE, content_id=content))
+        return node
+
+    def is_new(self, chunk_hash: bytes) -> bool:
+        return chunk_hash not in self.ids
+
+    def stored(self, members: list[tuple[bytes, int]], offset: int, stored_len: int) -> None:
+        for h, size in members:
+            if h not in self.ids:
+                self.ids[h] = None
+                self.open_chunks.append(NewChunk(h, size, offset, stored_len))
+
+    def file(self, node: int, st: os.stat_result, hashes: list[bytes]) -> None:
+        self.files.append((node, meta_from_stat(st, FILE), hashes))
+
+    def sealed(self, name: str, size: int) -> None:
+        self.ids.update(self.catalog.add_pack(name, size, self.open_chunks, time.time_ns()))
+        self.open_chunks = []
+        ready, waiting = [], []
+        for f in self.files:
+            (waiting if any(self.ids[h] is None for h in f[2]) else ready).append(f)
+        self.files = waiting
+        self.catalog.add_file_versions(self.snapshot, [
+            (node, meta, hashes[0] if len(hashes) == 1 else digest.digest(b"".join(hashes)),
+             meta.size, [self.ids[h] for h in hashes]) for node, meta, hashes in ready])
+        self.catalog.commit()
+        self.catalog.begin()
+
+    def close(self) -> None:
+        self.catalog.commit()
+        self.catalog.close()
+
+
+_KINDS = {stat.S_IFDIR: DIR, stat.S_IFREG: FILE, stat.S_IFLNK: SYMLINK}
+
+
+def backup_floor(source: str, outdir: str, *, catalog: bool = False) -> tuple[int, int]:
+    """(entries, stored bytes) of one pass over `source`; with `catalog`, its rows are
+    kept in OUTDIR/catalog.db."""
     config = Config(host_id="floor", vault=outdir)  # btfs's defaults for the rest
     tune_allocator()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -109,58 +202,90 @@ def backup_floor(source: str, outdir: str) -> tuple[int, int]:
     threads = config.threads or max(4, 2 * (os.cpu_count() or 2))
     pool = ThreadPoolExecutor(threads)
     chunker = Chunker(config.chunk_min, config.chunk_avg, config.chunk_max)
-    packs = _Packs(outdir, config.pack_size)
-    window: deque[tuple[Future, int]] = deque()  # jobs in flight and the bytes they read
+    top = os.fsencode(source)
+    rec = _Recorder(os.path.join(outdir, "catalog.db"), top) if catalog else None
+    packs = _Packs(outdir, config.pack_size, rec.sealed if rec else None)
+    # Jobs in flight, with the bytes they read and the files they finish: for a batch,
+    # (node, lstat) of each file in it; for a large file's chunk, its (node, lstat, hashes
+    # so far) on the last chunk and a list the hash joins on the others.
+    window: deque[tuple[Future, int, object]] = deque()
     window_bytes = 0
     batch: list[bytes] = []
+    batch_files: list[tuple[int, os.stat_result]] = []
     batch_bytes = 0
     entries = 0
 
     def take_oldest() -> None:
         nonlocal window_bytes
-        job, nbytes = window.popleft()
-        for stored in job.result():
-            packs.write(stored)
+        job, nbytes, files = window.popleft()
+        stored, hashes = job.result()
+        for data, members in stored:
+            if rec is None:
+                packs.write(data)
+            elif any(rec.is_new(h) for h, _ in members):
+                rec.stored(members, packs.write(data), len(data))
+            packs.seal_if_full()
         window_bytes -= nbytes
+        if rec is None:
+            return
+        if isinstance(files, list):  # a batch of small files
+            for (node, st), h in zip(files, hashes, strict=True):
+                rec.file(node, st, [h] if h else [])  # emptied since its lstat: no chunk
+        else:  # a large file's chunk
+            node, st, file_hashes, last = files
+            file_hashes.append(hashes[0])
+            if last:
+                rec.file(node, st, file_hashes)
 
-    def submit(fn, arg, nbytes: int, limit: int) -> None:
+    def submit(fn, arg, nbytes: int, limit: int, files) -> None:
         # The same bounds on reads in flight as btfs's backup (memory, not speed).
         nonlocal window_bytes
         while window and (len(window) >= WINDOW_JOBS or window_bytes + nbytes > limit):
             take_oldest()
-        window.append((pool.submit(fn, arg, level), nbytes))
+        window.append((pool.submit(fn, arg, level), nbytes, files))
         window_bytes += nbytes
 
     def flush_batch() -> None:
-        nonlocal batch, batch_bytes
+        nonlocal batch, batch_files, batch_bytes
         if batch:
-            submit(_small_files, batch, batch_bytes, SMALL_WINDOW_BYTES)
-            batch, batch_bytes = [], 0
+            submit(_small_files, batch, batch_bytes, SMALL_WINDOW_BYTES, batch_files)
+            batch, batch_files, batch_bytes = [], [], 0
 
-    stack = [os.fsencode(source)]
+    stack = [(top, rec.root if rec else 0)]
     while stack:
-        top = stack.pop()
+        top, parent = stack.pop()
         fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             for name in sorted(os.listdir(top)):
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 entries += 1
                 path = top + b"/" + name
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(path)
-                elif not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+                kind = _KINDS.get(stat.S_IFMT(st.st_mode))
+                node = rec.entry(parent, name, path, st, kind) if rec else 0
+                if kind == DIR:
+                    stack.append((path, node))
+                elif kind != FILE or st.st_size == 0:
                     continue
                 elif st.st_size < config.chunk_min:
                     batch.append(path)
+                    batch_files.append((node, st))
                     batch_bytes += st.st_size
                     if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
                         flush_batch()
                 else:
                     flush_batch()
                     file_fd = open_for_backup(path)
+                    hashes: list[bytes] = []
                     try:
+                        pending = None
                         for data in chunker.chunks(file_fd):
-                            submit(_chunk, data, len(data), WINDOW_BYTES)
+                            if pending is not None:
+                                submit(_chunk, pending, len(pending), WINDOW_BYTES,
+                                       (node, st, hashes, False))
+                            pending = data
+                        if pending is not None:
+                            submit(_chunk, pending, len(pending), WINDOW_BYTES,
+                                   (node, st, hashes, True))
                     finally:
                         os.close(file_fd)
         finally:
@@ -170,16 +295,21 @@ def backup_floor(source: str, outdir: str) -> tuple[int, int]:
         take_oldest()
     packs.close()
     pool.shutdown()
+    if rec:
+        rec.close()
     return entries, packs.total
 
 
 def main(argv: list[str]) -> int:
+    catalog = argv[:1] == ["--catalog"]
+    argv = argv[1:] if catalog else argv
     if (len(argv) != 2 or not os.path.isdir(argv[0]) or not os.path.isdir(argv[1])
             or os.listdir(argv[1])):
-        print("usage: python -m bench.backup_floor SOURCE_DIR EMPTY_OUTPUT_DIR", file=sys.stderr)
+        print("usage: python -m bench.backup_floor [--catalog] SOURCE_DIR EMPTY_OUTPUT_DIR",
+              file=sys.stderr)
         return 2
     started = time.perf_counter()
-    entries, stored = backup_floor(argv[0], argv[1])
+    entries, stored = backup_floor(argv[0], argv[1], catalog=catalog)
     print(f"{time.perf_counter() - started:.3f} s, {entries} entries, "
           f"{stored / 1e6:.0f} MB stored")
     return 0

@@ -114,6 +114,7 @@ from .mounts import (
     unmount_everything_under,
 )
 from .report import (
+    floors_table,
     fmt,
     header_lines,
     machine_info,
@@ -278,22 +279,23 @@ class MainBench:
         self.restore(btfs, "restore_cli", btfs.restore_cli)
 
     def backup_floor(self, ds: Dataset) -> None:
-        """An initial backup of `ds` by bench/backup_floor.py: walk, read, hash,
-        compress and write with btfs's parts and none of its catalog, measured like the
-        tools' initial backups (a process's wall time, dataset warm, after theirs)."""
+        """Initial backups of `ds` by bench/backup_floor.py: walk, read, hash, compress and
+        write with btfs's parts and none of its catalog, then the same with the catalog
+        rows any browsable backup keeps (`--catalog`), measured like the tools' initial
+        backups (a process's wall time, dataset warm, after theirs)."""
         out = WORK / "floor-backup"
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-
-        def step():
-            settle(ds.path, writes=True)
-            cmd = [sys.executable, "-m", "bench.backup_floor", str(ds.path), str(out)]
-            return timed(cmd, name=f"floor-backup-{ds.name}", timeout=self.mode.timeout,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})[0]
-        try:
-            self.rec.measure(f"floor_backup_{ds.name}", "native", ds.name, step)
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
+        for step_name, flags in (("floor_backup", []), ("floor_catalog", ["--catalog"])):
+            def step(flags=flags, step_name=step_name):
+                shutil.rmtree(out, ignore_errors=True)
+                out.mkdir(parents=True)
+                settle(ds.path, writes=True)
+                cmd = [sys.executable, "-m", "bench.backup_floor", *flags, str(ds.path), str(out)]
+                return timed(cmd, name=f"{step_name}-{ds.name}", timeout=self.mode.timeout,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})[0]
+            try:
+                self.rec.measure(f"{step_name}_{ds.name}", "native", ds.name, step)
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
 
     def mounted_src(self, t: Tool) -> None:
         r, ds = self.rec, self.src
@@ -458,6 +460,7 @@ def run_main(mode: Mode) -> None:
     steps = main_steps(mode)
     table, medians = main_table(steps, reps)
     ntable, nmedians = native_table(reps)
+    ftable = floors_table(steps, medians, nmedians)
     elapsed = (dt.datetime.now() - started).total_seconds()
     data_lines = [
         f"- source tree: {bench.src_pristine.relative_to(ROOT)}: "
@@ -483,7 +486,9 @@ def run_main(mode: Mode) -> None:
     notes = DROP_CACHES_NOTE + sorted(set(NOTES))
     md = "\n".join(
         header_lines(f"btfs benchmark, {mode.name} mode, {started:%Y-%m-%d %H:%M}", info, vers)
-        + data_lines + method + ["", table, "", ntable, ""]
+        + data_lines + method + ["", table, "", ntable, "",
+                                 "The goals against the floors measured in this run:", "",
+                                 ftable, ""]
         + (["Notes:", *(f"- {n}" for n in notes), ""] if notes else [])
     )
     doc = {"mode": mode.name, "started": started.isoformat(), "elapsed_s": elapsed,

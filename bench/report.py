@@ -89,8 +89,11 @@ NATIVE_STEPS = [
     Step("floor_cp", "cp -a out of the pass-through pyfuse3 server", "s"),
     Step("floor_backup_src", "initial backup of the source tree on btfs's stack, no "
          "catalog (bench/backup_floor.py)", "s"),
+    Step("floor_catalog_src", "the same with the catalog rows a browsable backup keeps "
+         "(bench/backup_floor.py --catalog)", "s"),
     Step("floor_backup_large", "initial backup of the large files on btfs's stack, no catalog",
          "s"),
+    Step("floor_catalog_large", "the same with the catalog rows", "s"),
 ]
 
 
@@ -177,6 +180,43 @@ def native_table(reps: list[dict]) -> tuple[str, dict]:
         medians[st.key] = s.get("median")
         rows.append([f"{st.label} ({st.unit})", cell(s, len(reps))])
     return md_table(["native limit", "value"], rows), medians
+
+
+# Goal rows and the floors measured for them in the same run (NATIVE_STEPS): what a tool
+# built on btfs's stack pays at least, so a goal whose limit lies under its floor cannot
+# be met on this stack whatever btfs does.
+GOAL_FLOORS = {
+    "backup_initial_src": ("floor_backup_src", "floor_catalog_src"),
+    "backup_initial_large": ("floor_backup_large", "floor_catalog_large"),
+    "find_mount": ("floor_find",),
+    "tar_mount": ("floor_tar",),
+    "restore": ("floor_cp",),
+}
+
+
+def _relative(value, anchor: float, unit: str) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    return f"{fmt(value)} {unit} ({value / anchor:.2f}×)"
+
+
+def floors_table(steps: list[Step], medians: dict, nmedians: dict) -> str:
+    """Each goal with a floor: its limit in the step's unit, then the floors and btfs as
+    multiples of the goal's anchor."""
+    rows = []
+    for st in steps:
+        if st.key not in GOAL_FLOORS or st.goal is None or st.goal.ref is None:
+            continue
+        anchor = medians.get(st.key, {}).get(st.goal.ref)
+        if not isinstance(anchor, (int, float)) or not anchor:
+            continue
+
+        floors = [nmedians.get(k) for k in GOAL_FLOORS[st.key]]
+        rows.append([st.label, f"{st.goal.text()} = {fmt(anchor * st.goal.value)} {st.unit}",
+                     _relative(floors[0], anchor, st.unit),
+                     _relative(floors[1], anchor, st.unit) if len(floors) > 1 else "",
+                     _relative(medians[st.key].get("btfs"), anchor, st.unit)])
+    return md_table(["goal", "limit", "floor", "floor with catalog", "btfs"], rows)
 
 
 def machine_info() -> dict:
