@@ -206,8 +206,8 @@ def backup_floor(source: str, outdir: str, *, catalog: bool = False) -> tuple[in
     rec = _Recorder(os.path.join(outdir, "catalog.db"), top) if catalog else None
     packs = _Packs(outdir, config.pack_size, rec.sealed if rec else None)
     # Jobs in flight, with the bytes they read and the files they finish: for a batch,
-    # (node, lstat) of each file in it; for a large file's chunk, its (node, lstat, hashes
-    # so far) on the last chunk and a list the hash joins on the others.
+    # (node, lstat) of each file in it; for a large file's chunk, (node, lstat, the
+    # file's chunk hashes so far, whether it is the last).
     window: deque[tuple[Future, int, object]] = deque()
     window_bytes = 0
     batch: list[bytes] = []
