@@ -51,6 +51,7 @@ from btfs.engine.backup import (
 from btfs.engine.files import Chunker, open_for_backup, read_up_to
 from btfs.engine.memory import tune_allocator
 from btfs.engine.meta import meta_from_stat
+from btfs.engine.scanner import _KINDS  # the scanner's entry kinds by lstat type
 
 # What a job hands back: stored forms, each with the (hash, raw size) of the chunks it
 # holds, and the chunk hash of each file it read (None: empty).
@@ -187,9 +188,6 @@ class _Recorder:
     def close(self) -> None:
         self.catalog.commit()
         self.catalog.close()
-
-
-_KINDS = {stat.S_IFDIR: DIR, stat.S_IFREG: FILE, stat.S_IFLNK: SYMLINK}
 
 
 def backup_floor(source: str, outdir: str, *, catalog: bool = False) -> tuple[int, int]:

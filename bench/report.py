@@ -210,7 +210,6 @@ def floors_table(steps: list[Step], medians: dict, nmedians: dict) -> str:
         anchor = medians.get(st.key, {}).get(st.goal.ref)
         if not isinstance(anchor, (int, float)) or not anchor:
             continue
-
         floors = [nmedians.get(k) for k in GOAL_FLOORS[st.key]]
         rows.append([st.label, f"{st.goal.text()} = {fmt(anchor * st.goal.value)} {st.unit}",
                      _relative(floors[0], anchor, st.unit),
