@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -14,7 +13,8 @@ from ..engine.status import status as scan_status
 from ..engine.store import ChunkStore
 from ..errors import EXIT_PARTIAL
 from ..repo import Repo
-from .output import display_path, emit_json, human_bytes, json_option, json_path
+from ..userpath import to_catalog_path
+from .output import display_path, emit_json, human_bytes, json_option, json_path, plural
 
 
 class Progress:
@@ -80,14 +80,15 @@ def backup(obj, wait: bool, one_file_system: bool, progress: bool | None,
     if as_json:
         emit_json(stats.as_dict())
     elif not obj.quiet:
-        click.echo(f"snapshot {stats.snapshot_id} {stats.state}: {stats.entries:,} entries, "
+        click.echo(f"snapshot {stats.snapshot_id} {stats.state}: "
+                   f"{plural(stats.entries, 'entry')}, "
                    f"{stats.files_new:,} new, {stats.files_changed:,} changed, "
                    f"{stats.files_deleted:,} deleted; {human_bytes(stats.bytes_read)} read, "
                    f"{human_bytes(stats.bytes_added)} added in "
                    f"{(stats.finished_ns - stats.started_ns) / 1e9:.1f}s")
         if stats.errors:
-            click.echo(f"{stats.errors} entries could not be backed up (see warnings above)",
-                       err=True)
+            click.echo(f"{plural(stats.errors, 'entry')} could not be backed up "
+                       "(see warnings above)", err=True)
     return EXIT_PARTIAL if stats.errors else 0
 
 
@@ -110,7 +111,7 @@ def add(obj, paths, wait: bool) -> None:
         finally:
             store.close()
     for path in staged:
-        click.echo(f"staged {path}")
+        click.echo(f"staged {display_path(path)}")
 
 
 @click.command()
@@ -127,8 +128,8 @@ def status(obj, path: str | None, as_json: bool) -> None:
       btfs status
       btfs status ~/notes --json
     """
-    under = os.fsencode(os.path.abspath(os.path.expanduser(path))) if path else None
     with Repo.open(obj.paths, readonly=True) as repo:
+        under = to_catalog_path(path, [t.path for t in repo.config.tracked]) if path else None
         result = scan_status(repo.catalog, repo.config, under)
     groups = [("staged", result.staged), ("new", result.new), ("modified", result.modified),
               ("deleted", result.deleted)]
