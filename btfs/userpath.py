@@ -44,7 +44,7 @@ def to_catalog_path(path: str | bytes, tracked: Iterable[str | bytes] = (), *,
     `tracked` is the tracked directories as `btfs track` recorded them (real paths).
     """
     raw = os.path.expanduser(os.fsencode(path))
-    raw = os.path.join(os.getcwd().encode(), raw) if not raw.startswith(b"/") else raw
+    raw = os.path.join(os.getcwdb(), raw) if not raw.startswith(b"/") else raw
     head, last = os.path.split(raw)
     if not last or last in (b".", b".."):
         # "dir/", "dir/." and "dir/..": the user means the directory, as the shell does.

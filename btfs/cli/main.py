@@ -111,9 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         code = e.exit_code
     except OSError as e:
         # An OS error that reached here names a path the user gave us (or our own files):
-        # one line, not a traceback.
-        # Paths reach here as bytes: shown as text, never as b'...'.
-        where = "".join(f": {display_path(f)}" if isinstance(f, bytes | str) else f": {f}"
+        # one line, not a traceback, and its paths (often bytes) as text, never b'...'.
+        where = "".join(f": {display_path(f) if isinstance(f, bytes | str) else f}"
                         for f in (e.filename, e.filename2) if f is not None)
         click.echo(f"btfs: error: {e.strerror or e}{where}", err=True)
         code = EXIT_ERROR
