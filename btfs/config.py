@@ -136,8 +136,14 @@ def from_dict(doc: dict, where: str = "config") -> Config:
         patterns = want("excludes", list, doc["excludes"])
         kwargs["excludes"] = tuple(want("excludes", str, p) for p in patterns)
     tracked = []
+    track_keys = {f.name for f in dataclasses.fields(TrackedDir)}
     for entry in want("track", list, doc.get("track", [])):
         entry = want("track", dict, entry)
+        unknown = set(entry) - track_keys
+        if unknown:
+            # A misspelt key ("exclude" for "excludes") would silently back up too much.
+            raise ConfigError(f"{where}: unknown key '{sorted(unknown)[0]}' in a [[track]] "
+                              f"table (known: {', '.join(sorted(track_keys))})")
         path = want("track.path", str, entry.get("path"))
         tracked.append(TrackedDir(
             path=path,

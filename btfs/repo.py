@@ -18,6 +18,8 @@ from .catalog import Catalog
 from .config import Config, Paths, TrackedDir
 from .errors import BtfsError, UsageError, VaultError
 from .lock import WriterLock
+from .text import display_path
+from .userpath import to_catalog_path
 from .vault import Vault, open_vault
 
 log = logging.getLogger(__name__)
@@ -130,13 +132,14 @@ def track_dirs(paths: Paths, dirs: list[str], excludes=(), includes=()) -> Confi
     cfg = config_mod.load(paths)
     tracked = list(cfg.tracked)
     for d in dirs:
-        path = os.path.realpath(os.path.expanduser(d))
+        path = os.fsdecode(to_catalog_path(d, directory=True))
         if not os.path.isdir(path):
             raise UsageError(f"not a directory: {d}")
         for t in tracked:
             if t.path != path and (path.startswith(t.path.rstrip("/") + "/")
                                    or t.path.startswith(path.rstrip("/") + "/")):
-                raise UsageError(f"{path} overlaps tracked directory {t.path}")
+                raise UsageError(f"{display_path(path)} overlaps tracked directory "
+                                 f"{display_path(t.path)}")
         entry = TrackedDir(path, tuple(excludes), tuple(includes))
         tracked = [entry if t.path == path else t for t in tracked]
         if entry not in tracked:
@@ -148,10 +151,10 @@ def track_dirs(paths: Paths, dirs: list[str], excludes=(), includes=()) -> Confi
 
 def untrack_dirs(paths: Paths, dirs: list[str]) -> Config:
     cfg = config_mod.load(paths)
-    wanted = {os.path.realpath(os.path.expanduser(d)) for d in dirs}
+    wanted = {os.fsdecode(to_catalog_path(d, directory=True)) for d in dirs}
     missing = wanted - {t.path for t in cfg.tracked}
     if missing:
-        raise UsageError(f"not tracked: {sorted(missing)[0]}")
+        raise UsageError(f"not tracked: {display_path(sorted(missing)[0])}")
     cfg = config_mod.with_changes(cfg, tracked=tuple(t for t in cfg.tracked
                                                      if t.path not in wanted))
     config_mod.save(paths, cfg)

@@ -368,12 +368,12 @@ def test_integrity_problems_finds_a_missing_content(good):
 
 def test_integrity_problems_finds_a_file_without_content(good):
     _raw(good, "UPDATE version SET content_id=NULL WHERE type='file'")
-    assert good.integrity_problems() == ["1 versions of type 'file' without content"]
+    assert good.integrity_problems() == ["versions of type 'file' without content: 1"]
 
 
 def test_integrity_problems_finds_a_wrong_head(good):
     _raw(good, "UPDATE node SET head=NULL WHERE id != 1")
-    assert good.integrity_problems() == ["1 nodes whose head is not their newest version"]
+    assert good.integrity_problems() == ["nodes whose head is not their newest version: 1"]
 
 
 def test_integrity_problems_finds_a_wrong_content_size(good):

@@ -129,7 +129,7 @@ def test_restore_beside_never_overwrites(ready, src):
     tag = blake3(b"v1\n").hexdigest()[:8]
     restored = src / f"plan.md.{tag}"
     assert restored.read_text() == "v1\n"
-    assert out.stdout.startswith(f"restored {restored}: 1 files")
+    assert out.stdout.startswith(f"restored {restored}: 1 file, 0 directories")
     again = btfs(ready, "restore", str(src / "plan.md"), check=1)
     assert one_error_line(again) == f"btfs: error: {restored} exists; btfs restore never overwrites"
     assert (src / "plan.md").read_text() == "changed\n"
@@ -157,7 +157,7 @@ def test_restore_bad_arguments(ready, src):
     assert one_error_line(too_early) == "btfs: error: no backup at or before 2001-01-01"
     no_version = btfs(ready, "restore", str(src / "plan.md"), "--version", "9", check=2)
     assert one_error_line(no_version) == (
-        "btfs: error: no version 9: this path has 1 (see 'btfs log')")
+        "btfs: error: no version 9: this path has 1 version (see 'btfs log')")
     both = btfs(ready, "restore", str(src / "plan.md"), "--version", "1", "--at", "2030-01-01",
                 check=2)
     assert one_error_line(both) == "btfs: error: give only one of --at, --version, --snapshot"
@@ -206,7 +206,7 @@ def test_second_writer_is_refused_with_the_holders_pid(ready):
 
 def test_check_finds_a_damaged_pack_and_names_the_file(ready, src, tmp_path):
     btfs(ready, "backup", check=0)
-    assert btfs(ready, "check", "--read-data", check=0).stdout.startswith("ok: 1 packs")
+    assert btfs(ready, "check", "--read-data", check=0).stdout.startswith("ok: 1 pack,")
     pack = next((tmp_path / "vault" / "packs").rglob("*"))
     while pack.is_dir():
         pack = next(pack.iterdir())

@@ -522,7 +522,7 @@ class Catalog:
         ]
         for label, sql in checks:
             if n := self.db.get_val(sql):
-                problems.append(f"{n} {label}")
+                problems.append(f"{label}: {n:,}")
         for cid, size, blob in self.db.query("SELECT id, size, chunks FROM content"):
             ids = unpack_ids(blob)
             total = 0

@@ -2,43 +2,87 @@
 
 from __future__ import annotations
 
-import os
+import shutil
 import sys
 import time
 
 import click
 
 from .. import config as config_mod
+from ..catalog import Snapshot
 from ..engine.stage import stage_paths
 from ..engine.status import status as scan_status
 from ..engine.store import ChunkStore
 from ..errors import EXIT_PARTIAL
 from ..repo import Repo
-from .output import display_path, emit_json, human_bytes, json_option, json_path
+from ..userpath import to_catalog_path
+from .output import display_path, emit_json, human_bytes, json_option, json_path, plural
+
+# For the ETA, a scanned entry (lstat, catalog lookup) counts as much work as reading,
+# hashing and compressing this many bytes: a rough exchange rate that lets entries and
+# bytes add up to one measure of work.
+ENTRY_WORK_BYTES = 4096
+
+
+def expected_work(snaps: list[Snapshot]) -> tuple[int, int]:
+    """(entries, bytes) the next backup will likely go through, from the last finished
+    one: its entries, and the bytes it read — unless most of its entries were new (an
+    initial backup, or a newly tracked directory), whose reads will not come again."""
+    done = [s for s in snaps if s.state in ("complete", "partial")]
+    if not done:
+        return 0, 0
+    last = done[-1]
+    repeats = last.files_new * 2 < last.entries
+    return last.entries, last.bytes_read if repeats else 0
+
+
+def eta_seconds(elapsed: float, entries: int, bytes_read: int, expected_entries: int,
+                expected_bytes: int) -> float | None:
+    """Time left, from the share of the expected work done so far (entries and bytes in
+    one measure, see ENTRY_WORK_BYTES); None when there is nothing to go by."""
+    total = expected_entries * ENTRY_WORK_BYTES + expected_bytes
+    done = (min(entries, expected_entries) * ENTRY_WORK_BYTES
+            + min(bytes_read, expected_bytes))
+    if not total or not done or elapsed < 1 or done >= total:
+        return None
+    return elapsed * (total - done) / done
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"
 
 
 class Progress:
-    """One self-rewriting line on a terminal; silent otherwise (e.g. under a timer)."""
+    """One self-rewriting line on a terminal, never wider than it; silent otherwise (e.g.
+    under a timer). Called by the backup at most every PROGRESS_EVERY_S, also while it
+    reads a large file, so bytes and the ETA move within one file."""
 
-    def __init__(self, expected_entries: int):
-        self.expected = expected_entries
+    def __init__(self, expected_entries: int, expected_bytes: int = 0):
+        self.expected_entries = expected_entries
+        self.expected_bytes = expected_bytes
         self.start = time.monotonic()
-        self.width = 100
+        # One column short of the terminal: a line that fills it exactly wraps on some.
+        self.width = shutil.get_terminal_size((100, 24)).columns - 1
 
-    def __call__(self, stats, path: bytes) -> None:
-        elapsed = time.monotonic() - self.start
+    def line(self, stats, path: bytes, elapsed: float) -> str:
         rate = stats.bytes_read / elapsed if elapsed > 0 else 0
-        eta = ""
-        if self.expected and stats.entries and elapsed > 1:
-            left = max(self.expected - stats.entries, 0) * elapsed / stats.entries
-            eta = f"  ETA {int(left) // 60}:{int(left) % 60:02d}"
-        line = (f"{stats.entries:,} files  {human_bytes(stats.bytes_read)} read  "
+        left = eta_seconds(elapsed, stats.entries, stats.bytes_read, self.expected_entries,
+                           self.expected_bytes)
+        eta = f"  ETA {_clock(left)}" if left is not None else ""
+        line = (f"{plural(stats.entries, 'entry')}  {human_bytes(stats.bytes_read)} read  "
                 f"{human_bytes(rate)}/s  {human_bytes(stats.bytes_added)} added{eta}  ")
         room = self.width - len(line)
         shown = display_path(path)
         if room > 10:
             line += shown if len(shown) <= room else "…" + shown[-(room - 1):]
-        sys.stderr.write("\r\033[K" + line[:self.width])
+        return line[:self.width]
+
+    def __call__(self, stats, path: bytes) -> None:
+        line = self.line(stats, path, time.monotonic() - self.start)
+        sys.stderr.write("\r\033[K" + line)
         sys.stderr.flush()
 
     def done(self) -> None:
@@ -70,8 +114,7 @@ def backup(obj, wait: bool, one_file_system: bool, progress: bool | None,
         if one_file_system:
             repo.config = config_mod.with_changes(repo.config, one_file_system=True)
         show = progress if progress is not None else (sys.stderr.isatty() and not obj.quiet)
-        snaps = repo.catalog.snapshots()
-        meter = Progress(snaps[-1].entries if snaps else 0) if show else None
+        meter = Progress(*expected_work(repo.catalog.snapshots())) if show else None
         try:
             stats = repo.backup(progress=meter)
         finally:
@@ -80,14 +123,15 @@ def backup(obj, wait: bool, one_file_system: bool, progress: bool | None,
     if as_json:
         emit_json(stats.as_dict())
     elif not obj.quiet:
-        click.echo(f"snapshot {stats.snapshot_id} {stats.state}: {stats.entries:,} entries, "
+        click.echo(f"snapshot {stats.snapshot_id} {stats.state}: "
+                   f"{plural(stats.entries, 'entry')}, "
                    f"{stats.files_new:,} new, {stats.files_changed:,} changed, "
                    f"{stats.files_deleted:,} deleted; {human_bytes(stats.bytes_read)} read, "
                    f"{human_bytes(stats.bytes_added)} added in "
                    f"{(stats.finished_ns - stats.started_ns) / 1e9:.1f}s")
         if stats.errors:
-            click.echo(f"{stats.errors} entries could not be backed up (see warnings above)",
-                       err=True)
+            click.echo(f"{plural(stats.errors, 'entry')} could not be backed up "
+                       "(see warnings above)", err=True)
     return EXIT_PARTIAL if stats.errors else 0
 
 
@@ -110,7 +154,7 @@ def add(obj, paths, wait: bool) -> None:
         finally:
             store.close()
     for path in staged:
-        click.echo(f"staged {path}")
+        click.echo(f"staged {display_path(path)}")
 
 
 @click.command()
@@ -127,8 +171,8 @@ def status(obj, path: str | None, as_json: bool) -> None:
       btfs status
       btfs status ~/notes --json
     """
-    under = os.fsencode(os.path.abspath(os.path.expanduser(path))) if path else None
     with Repo.open(obj.paths, readonly=True) as repo:
+        under = to_catalog_path(path, [t.path for t in repo.config.tracked]) if path else None
         result = scan_status(repo.catalog, repo.config, under)
     groups = [("staged", result.staged), ("new", result.new), ("modified", result.modified),
               ("deleted", result.deleted)]

@@ -16,6 +16,7 @@ from ..engine.restore import Restorer
 from ..errors import UsageError
 from ..names import snapshot_names
 from ..repo import Repo
+from ..userpath import to_catalog_path
 from .output import (
     display_path,
     emit_json,
@@ -23,6 +24,7 @@ from .output import (
     json_option,
     json_path,
     local_time,
+    plural,
     print_table,
 )
 
@@ -60,7 +62,7 @@ def snapshots(obj, as_json: bool) -> None:
 
 
 def _node_for(repo: Repo, path: str) -> tuple[int, bytes]:
-    raw = os.fsencode(os.path.abspath(os.path.expanduser(path)))
+    raw = to_catalog_path(path, [t.path for t in repo.config.tracked])
     node = repo.catalog.node_for_path(raw)
     if node is None or not repo.catalog.versions_of(node):
         raise UsageError(f"{path} was never backed up")
@@ -155,7 +157,7 @@ def restore(obj, path, at, number, snapshot, dest, content_only) -> None:
         restorer = Restorer(repo.catalog, ChunkSource(repo.vault, cache_bytes=16 << 20),
                             content_only=content_only)
         result = restorer.restore(node, version, snapshot_id, target)
-    click.echo(f"restored {display_path(result.target)}: {result.files} files, "
-               f"{result.dirs} directories, {result.symlinks} symlinks, "
+    click.echo(f"restored {display_path(result.target)}: {plural(result.files, 'file')}, "
+               f"{plural(result.dirs, 'directory')}, {plural(result.symlinks, 'symlink')}, "
                f"{human_bytes(result.bytes)}")
 

@@ -14,6 +14,7 @@ import click
 from .. import __version__
 from ..config import Paths, xdg_paths
 from ..errors import EXIT_ERROR, BtfsError
+from ..text import display_path
 from .output import setup_logging
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,9 @@ def main(argv: list[str] | None = None) -> None:
         code = e.exit_code
     except OSError as e:
         # An OS error that reached here names a path the user gave us (or our own files):
-        # one line, not a traceback.
-        where = f": {e.filename}" if e.filename else ""
+        # one line, not a traceback, and its paths (often bytes) as text, never b'...'.
+        where = "".join(f": {display_path(f) if isinstance(f, bytes | str) else f}"
+                        for f in (e.filename, e.filename2) if f is not None)
         click.echo(f"btfs: error: {e.strerror or e}{where}", err=True)
         code = EXIT_ERROR
     sys.exit(code if isinstance(code, int) else 0)

@@ -10,7 +10,7 @@ from ..engine.check import check as run_check
 from ..errors import CheckFailed
 from ..names import snapshot_names
 from ..repo import Repo
-from .output import display_path, emit_json, human_bytes, json_option, json_path
+from .output import display_path, emit_json, human_bytes, json_option, json_path, plural
 
 
 @click.command()
@@ -53,12 +53,13 @@ def check(obj, read_data: bool, as_json: bool) -> None:
         for path, snap in report.affected:
             click.echo(f"affected: {display_path(path)} (backup {names.get(snap, snap)})")
         if report.ok:
-            verified = (f", {report.chunks_verified:,} chunks verified "
+            verified = (f", {plural(report.chunks_verified, 'chunk')} verified "
                         f"({human_bytes(report.bytes_read)} read)" if read_data else "")
-            click.echo(f"ok: {report.packs:,} packs{verified}")
+            click.echo(f"ok: {plural(report.packs, 'pack')}{verified}")
         if report.unreferenced_packs:
-            click.echo(f"note: {report.unreferenced_packs} packs in the vault are not "
-                       "referenced (left by an interrupted backup; harmless)")
+            are = "is" if report.unreferenced_packs == 1 else "are"
+            click.echo(f"note: {plural(report.unreferenced_packs, 'pack')} in the vault {are} "
+                       "not referenced (left by an interrupted backup; harmless)")
     if not report.ok:
-        raise CheckFailed(f"{len(report.problems)} problems found")
+        raise CheckFailed(f"{plural(len(report.problems), 'problem')} found")
 

@@ -13,6 +13,8 @@ import time
 
 import click
 
+from ..text import display_path, plural  # noqa: F401  (re-exported for the commands)
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
 
@@ -40,15 +42,6 @@ def local_time(ns: int | None) -> str:
     if ns is None:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns / 1e9))
-
-
-def display_path(path: bytes) -> str:
-    """A path for a terminal: undecodable bytes and control characters made visible."""
-    text = os.fsdecode(path)
-    if text.isprintable():
-        return text
-    return text.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace") \
-        .replace("\n", "\\n").replace("\t", "\\t")
 
 
 def json_path(path: bytes) -> str:

@@ -9,7 +9,7 @@ import click
 from .. import config as config_mod
 from ..errors import UsageError
 from ..repo import init_repo, track_dirs, untrack_dirs
-from .output import emit_json, json_option
+from .output import emit_json, json_option, plural
 
 
 @click.command()
@@ -86,7 +86,7 @@ def untrack(obj, dirs) -> None:
       btfs untrack ~/photos
     """
     cfg = untrack_dirs(obj.paths, list(dirs))
-    click.echo(f"{len(cfg.tracked)} directories tracked")
+    click.echo(f"{plural(len(cfg.tracked), 'directory')} tracked")
 
 
 @click.group("config")

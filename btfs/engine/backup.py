@@ -60,6 +60,7 @@ COMMIT_EVERY_S = 30.0  # also commit directory/metadata-only changes at least th
 # took 7.1-7.8 s instead of 8.0-8.7 s (3 runs each); large files were unchanged, and so
 # was the mount (tar), where it is not set.
 SWITCH_INTERVAL_S = 0.0005
+PROGRESS_EVERY_S = 0.2  # the progress callback is called at most this often
 
 
 @dataclass
@@ -364,6 +365,9 @@ class Backup:
         def submit(data: bytes) -> None:
             self._submit([current], len(data), WINDOW_BYTES, make_piece, data, self.level,
                          self.store.lookup)
+            # A large file can take minutes: report its bytes as they are taken, not
+            # only at the next scan event (a time check per chunk, none per small file).
+            self._tick(current.path)
 
         def restart() -> None:
             nonlocal current
@@ -502,7 +506,7 @@ class Backup:
             self._flush_ready()
         if self.progress is None:
             return
-        if now - self._last_progress >= 0.2:
+        if now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now
             self.stats.bytes_added = self.store.bytes_added
             self.progress(self.stats, path)

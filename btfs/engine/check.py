@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from .. import digest
 from ..catalog import Catalog
 from ..errors import BtfsError
+from ..text import plural
 from ..vault import Vault, pack_key
 from . import codec
 
@@ -51,7 +52,8 @@ def check(catalog: Catalog, vault: Vault, *, read_data: bool = False,
             report.problems.append(f"pack {name} is missing from the vault")
             bad_chunks |= catalog.pack_chunk_ids(name)
         elif actual != size:
-            report.problems.append(f"pack {name} has {actual} bytes, the catalog says {size}")
+            report.problems.append(f"pack {name} has {plural(actual, 'byte')}, "
+                                   f"the catalog says {size:,}")
             bad_chunks |= catalog.pack_chunk_ids(name)
         elif read_data:
             bad_chunks.update(_verify_pack(catalog, vault, name, report))

@@ -8,26 +8,39 @@ import datetime as dt
 from ..catalog import DELETED, Catalog, Snapshot, Version
 from ..errors import UsageError
 from ..names import snapshot_names
+from ..text import plural
 
 _FORMATS = ("%Y-%m-%d_%H%M%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M",
             "%Y-%m-%dT%H:%M")
+# The catalog stores times as SQLite's signed 64-bit integers.
+_NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
 
 
 def parse_time(text: str) -> int:
     """A local time as ns since the epoch. A bare date means the end of that day, so
-    `--at 2026-11-20` is "as it was on the 20th"."""
+    `--at 2026-11-20` is "as it was on the 20th". Every year from 1 to 9999 is accepted:
+    a time the catalog's 64-bit nanoseconds cannot hold is clamped to their range (2262
+    means "after every backup", 1677 "before every backup")."""
     text = text.strip()
+    when = None
     try:
         day = dt.datetime.strptime(text, "%Y-%m-%d")
-        end = day + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
-        return int(end.timestamp() * 1e9)
+        when = day.replace(hour=23, minute=59, second=59, microsecond=999_999)
     except ValueError:
-        pass
-    for fmt in _FORMATS:
+        for fmt in _FORMATS:
+            try:
+                when = dt.datetime.strptime(text, fmt)
+                break
+            except ValueError:
+                continue
+    if when is not None:
         try:
-            return int(dt.datetime.strptime(text, fmt).timestamp() * 1e9)
-        except ValueError:
-            continue
+            # Whole seconds through the float, the rest as an int: a float has no room
+            # for nanoseconds since 1970.
+            ns = int(when.replace(microsecond=0).timestamp()) * 10**9 + when.microsecond * 1000
+        except (OverflowError, OSError, ValueError):  # before or past what mktime takes
+            ns = _NS_MIN if when.year < 1970 else _NS_MAX
+        return min(max(ns, _NS_MIN), _NS_MAX)
     raise UsageError(f"cannot read time '{text}': use YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]' "
                      "or a snapshot name like 2026-11-20_093000")
 
@@ -53,8 +66,8 @@ def pick_version(catalog: Catalog, node_id: int, *, at: str | None = None,
     if number is not None:
         versions = committed_versions(catalog, node_id)
         if not 1 <= number <= len(versions):
-            raise UsageError(f"no version {number}: this path has {len(versions)} "
-                             "(see 'btfs log')")
+            raise UsageError(f"no version {number}: this path has "
+                             f"{plural(len(versions), 'version')} (see 'btfs log')")
         version = versions[number - 1]
         return version, version.snapshot_id
     if at is not None:

@@ -14,6 +14,7 @@ import stat
 import struct
 
 from ..catalog.model import DIR, FILE, SYMLINK, Meta
+from ..text import display_path
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +114,14 @@ def apply_meta(path: bytes, meta: Meta, fd: int | None = None) -> list[str]:
         try:
             os.chown(target, meta.uid, meta.gid, follow_symlinks=follow)
         except OSError as e:
-            warnings.append(f"cannot set owner of {os.fsdecode(path)}: {e.strerror}")
+            warnings.append(f"cannot set owner of {display_path(path)}: {e.strerror}")
     for name, value in decode_xattrs(meta.xattrs):
         try:
             os.setxattr(target, name.decode("utf-8", "surrogateescape"), value,
                         follow_symlinks=follow)
         except OSError as e:
-            warnings.append(f"cannot set xattr {name!r} on {os.fsdecode(path)}: {e.strerror}")
+            warnings.append(f"cannot set xattr {display_path(name)} on {display_path(path)}: "
+                            f"{e.strerror}")
     if not is_link:
         # After chown, which may clear setuid bits.
         os.chmod(target, stat.S_IMODE(meta.mode))

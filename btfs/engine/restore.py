@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ..catalog import DIR, FILE, SYMLINK, Catalog, ChunkRef, Version
 from ..errors import BtfsError
+from ..text import display_path
 from .meta import apply_meta
 from .reader import ChunkSource
 
@@ -77,7 +78,11 @@ class Restorer:
     def restore(self, node_id: int, version: Version, snapshot_id: int, dest: bytes
                 ) -> RestoreResult:
         if os.path.lexists(dest):
-            raise BtfsError(f"{os.fsdecode(dest)} exists; btfs restore never overwrites")
+            raise BtfsError(f"{display_path(dest)} exists; btfs restore never overwrites")
+        parent = os.path.dirname(dest) or b"."
+        if not os.path.isdir(parent):
+            raise BtfsError(f"cannot restore to {display_path(dest)}: "
+                            f"{display_path(parent)} is not an existing directory")
         result = RestoreResult(dest)
         dirs: list[tuple[bytes, Version]] = []  # pre-order; metadata applied in reverse
         writes: deque[Future] = deque()

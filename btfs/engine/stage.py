@@ -13,6 +13,7 @@ import os
 from ..catalog import FILE, SYMLINK, Catalog
 from ..config import Config
 from ..errors import UsageError
+from ..userpath import to_catalog_path
 from .files import Chunker, cut_file, make_piece
 from .meta import file_type, meta_from_stat, read_xattrs
 from .store import ChunkStore
@@ -32,7 +33,7 @@ def stage_paths(catalog: Catalog, store: ChunkStore, config: Config, paths: list
     """Stage regular files and symlinks; returns the absolute paths staged."""
     targets = []
     for p in paths:
-        path = os.path.abspath(os.path.expanduser(p))
+        path = os.fsdecode(to_catalog_path(p, [t.path for t in config.tracked]))
         if tracked_root(config, path) is None:
             raise UsageError(f"{p} is not inside a tracked directory")
         try:

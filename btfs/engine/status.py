@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from ..catalog import Catalog
 from ..config import Config
+from ..errors import UsageError
+from ..text import display_path
 from .scanner import Changed, Deleted, Scanner
 
 log = logging.getLogger(__name__)
@@ -23,8 +25,15 @@ class Status:
 
 
 def status(catalog: Catalog, config: Config, under: bytes | None = None) -> Status:
-    """Changes since the last backup, for every tracked directory or only below `under`."""
+    """Changes since the last backup, for every tracked directory or only at `under` (a
+    catalog path, see btfs.userpath) and below.
+
+    `under` must lie inside a tracked directory or contain one, and exist now or in the
+    history (a path that existed and is gone now is reported as deleted, or under its
+    deleted ancestor); anything else is a UsageError rather than "nothing changed"."""
     result = Status()
+    if under is not None:
+        _check_under(catalog, config, under)
 
     def lookup(parent: int | None, name: bytes, is_dir: bool) -> int | None:
         return catalog.child_node(parent, name) if parent is not None else None
@@ -42,7 +51,12 @@ def status(catalog: Catalog, config: Config, under: bytes | None = None) -> Stat
         if under is not None and not (inside(root) or under.startswith(root + b"/")):
             continue
         for event in scanner.scan(tracked):
-            if not event.counted or not inside(event.path):
+            if not event.counted:
+                continue
+            if not inside(event.path):
+                # `under` is gone with a deleted directory above it: report that one.
+                if isinstance(event, Deleted) and under.startswith(event.path + b"/"):
+                    result.deleted.append(event.path)
                 continue
             if isinstance(event, Deleted):
                 result.deleted.append(event.path)
@@ -55,4 +69,13 @@ def status(catalog: Catalog, config: Config, under: bytes | None = None) -> Stat
     return result
 
 
+def _check_under(catalog: Catalog, config: Config, under: bytes) -> None:
+    roots = [os.fsencode(t.path) for t in config.tracked]
 
+    def below(path: bytes, top: bytes) -> bool:
+        return path == top or path.startswith(top.rstrip(b"/") + b"/")
+
+    if not any(below(under, r) or below(r, under) for r in roots):
+        raise UsageError(f"{display_path(under)} is not inside a tracked directory")
+    if not os.path.lexists(under) and catalog.node_for_path(under) is None:
+        raise UsageError(f"{display_path(under)} does not exist and was never backed up")
