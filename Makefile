@@ -13,6 +13,7 @@ APT_PKGS := gcc python3-dev python3-venv pkg-config libfuse3-dev fuse3 \
 # make install-user: the launcher and the systemd user units.
 BINDIR   ?= $(HOME)/.local/bin
 UNITDIR  ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/systemd/user
+LAUNCHER := $(abspath $(BINDIR))/btfs
 
 .PHONY: install install-user run test lint bench bench-quick clean demo-clean
 
@@ -31,17 +32,17 @@ $(STAMP): pyproject.toml
 # The units get the launcher's absolute path (the timer then runs exactly this btfs).
 install-user: install
 	@mkdir -p $(BINDIR) $(UNITDIR)
-	@if [ -e $(BINDIR)/btfs ] && ! grep -qs '^# btfs launcher' $(BINDIR)/btfs; then \
-		echo "$(BINDIR)/btfs exists and is not a btfs launcher; move it away first" >&2; exit 1; fi
+	@if [ -e $(LAUNCHER) ] && ! grep -qs '^# btfs launcher' $(LAUNCHER); then \
+		echo "$(LAUNCHER) exists and is not a btfs launcher; move it away first" >&2; exit 1; fi
 	@printf '%s\n' '#!/bin/sh' '# btfs launcher written by `make install-user` in $(CURDIR)' \
 		'[ -x "$(abspath $(BTFS))" ] || { echo "btfs: $(abspath $(BTFS)) is gone; run make install-user in the checkout" >&2; exit 1; }' \
-		'exec "$(abspath $(BTFS))" "$$@"' > $(BINDIR)/btfs.tmp
-	@chmod 755 $(BINDIR)/btfs.tmp && mv -f $(BINDIR)/btfs.tmp $(BINDIR)/btfs
-	@sed -e 's|%h/.local/bin/btfs|$(BINDIR)/btfs|' \
+		'exec "$(abspath $(BTFS))" "$$@"' > $(LAUNCHER).tmp
+	@chmod 755 $(LAUNCHER).tmp && mv -f $(LAUNCHER).tmp $(LAUNCHER)
+	@sed -e 's|%h/.local/bin/btfs|$(LAUNCHER)|' \
 		-e 's|^Description=.*|&\nDocumentation=file://$(CURDIR)/README.md|' \
 		contrib/systemd/btfs-backup.service > $(UNITDIR)/btfs-backup.service
 	@cp contrib/systemd/btfs-backup.timer $(UNITDIR)/btfs-backup.timer
-	@echo "installed $(BINDIR)/btfs and $(UNITDIR)/btfs-backup.{service,timer}"
+	@echo "installed $(LAUNCHER) and $(UNITDIR)/btfs-backup.{service,timer}"
 	@if systemctl --user daemon-reload 2>/dev/null; then echo "systemd user manager reloaded"; \
 	else echo "no systemd user manager reachable; in your session run: systemctl --user daemon-reload"; fi
 	@case ":$$PATH:" in *":$(BINDIR):"*) ;; *) echo "$(BINDIR) is not on PATH: export PATH=$(BINDIR):\$$PATH";; esac
