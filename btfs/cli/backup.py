@@ -10,7 +10,6 @@ import click
 
 from .. import config as config_mod
 from ..engine.stage import stage_paths
-from ..engine.status import status as scan_status
 from ..engine.store import ChunkStore
 from ..errors import EXIT_PARTIAL
 from ..repo import Repo
@@ -129,7 +128,7 @@ def status(obj, path: str | None, as_json: bool) -> None:
     """
     under = os.fsencode(os.path.abspath(os.path.expanduser(path))) if path else None
     with Repo.open(obj.paths, readonly=True) as repo:
-        result = scan_status(repo.catalog, repo.config, under)
+        result = repo.status(under)
     groups = [("staged", result.staged), ("new", result.new), ("modified", result.modified),
               ("deleted", result.deleted)]
     if as_json:

@@ -14,6 +14,7 @@ from typing import NoReturn
 import click
 
 from ..errors import BtfsError, UsageError
+from ..mounts import clear_dead
 from ..repo import Repo
 
 READY_TIMEOUT = 30.0
@@ -50,8 +51,8 @@ def mount_cmd(obj, mountpoint: str, foreground: bool, allow_other: bool) -> None
     except ImportError as e:  # everything else works without pyfuse3
         raise BtfsError(f"mounting needs pyfuse3 and trio: {e}") from None
 
-    target = check_mountpoint(mountpoint)
     with Repo.open(obj.paths, readonly=True) as repo:
+        target = check_mountpoint(mountpoint, [t.path for t in repo.config.tracked])
         if foreground:
             serve(repo, target, allow_other=allow_other)
             return
@@ -146,6 +147,9 @@ def umount_cmd(mountpoint: str) -> None:
       btfs umount ~/backups
     """
     target = os.path.abspath(os.path.expanduser(mountpoint))
+    if clear_dead(target):
+        click.echo(f"unmounted {mountpoint} (its server had died)")
+        return
     if not os.path.ismount(target):
         raise UsageError(f"{mountpoint} is not mounted")
     proc = subprocess.run(["fusermount3", "-u", target], capture_output=True, text=True)

@@ -8,6 +8,7 @@ import click
 
 from .. import config as config_mod
 from ..errors import UsageError
+from ..own import skipped_inside
 from ..repo import init_repo, track_dirs, untrack_dirs
 from .output import emit_json, json_option
 
@@ -47,6 +48,7 @@ def init(obj, vault: str | None, track: tuple[str, ...], no_input: bool) -> None
         click.echo(f"already initialized with vault {cfg.vault}; nothing changed")
     for t in cfg.tracked:
         click.echo(f"tracking {t.path}")
+    _note_skipped(obj.paths, cfg)
 
 
 @click.command()
@@ -72,6 +74,15 @@ def track(obj, dirs, excludes, includes) -> None:
         extra = "".join(f" --exclude {p}" for p in t.excludes) + "".join(
             f" --include {p}" for p in t.includes)
         click.echo(f"tracking {t.path}{extra}")
+    _note_skipped(obj.paths, cfg)
+
+
+def _note_skipped(paths, cfg: config_mod.Config) -> None:
+    """One line naming btfs's own directories and mounts inside what is tracked."""
+    skipped = skipped_inside(paths, cfg, [t.path for t in cfg.tracked])
+    if skipped:
+        click.echo("note: never backed up: "
+                   + ", ".join(f"{d.path} ({d.what})" for d in skipped))
 
 
 @click.command()

@@ -22,8 +22,10 @@ class Status:
     warnings: list[str] = field(default_factory=list)
 
 
-def status(catalog: Catalog, config: Config, under: bytes | None = None) -> Status:
-    """Changes since the last backup, for every tracked directory or only below `under`."""
+def status(catalog: Catalog, config: Config, under: bytes | None = None, *,
+           never: frozenset[bytes] = frozenset()) -> Status:
+    """Changes since the last backup, for every tracked directory or only below `under`;
+    `never`: the paths a backup leaves out (btfs/own.py)."""
     result = Status()
 
     def lookup(parent: int | None, name: bytes, is_dir: bool) -> int | None:
@@ -36,7 +38,7 @@ def status(catalog: Catalog, config: Config, under: bytes | None = None) -> Stat
         log.warning("%s", message)
         result.warnings.append(message)
 
-    scanner = Scanner(catalog, config, lookup, warn)
+    scanner = Scanner(catalog, config, lookup, warn, never=never)
     for tracked in config.tracked:
         root = os.fsencode(tracked.path)
         if under is not None and not (inside(root) or under.startswith(root + b"/")):
