@@ -44,14 +44,21 @@ def vault_dir(config: Config) -> str | None:
     return os.path.realpath(url) if url.startswith("/") else None
 
 
-def own_dirs(paths: Paths, config: Config) -> list[OwnDir]:
-    """Every directory a backup leaves out, as of now."""
-    found = [OwnDir(d, "the system's live state") for d in SYSTEM_DIRS]
+def data_dirs(paths: Paths, config: Config) -> list[OwnDir]:
+    """The directories btfs writes its own files in: the vault, catalog and cache."""
+    found = []
     vault = vault_dir(config)
     if vault:
         found.append(OwnDir(vault, "the vault"))
     found.append(OwnDir(os.path.realpath(paths.data_dir), "btfs's catalog directory"))
     found.append(OwnDir(os.path.realpath(paths.cache_dir), "btfs's cache directory"))
+    return found
+
+
+def own_dirs(paths: Paths, config: Config) -> list[OwnDir]:
+    """Every directory a backup leaves out, as of now."""
+    found = [OwnDir(d, "the system's live state") for d in SYSTEM_DIRS]
+    found += data_dirs(paths, config)
     # As the kernel names them (resolved): realpath would stat a dead one.
     found.extend(OwnDir(m, "a btfs mount") for m in btfs_mounts())
     return found

@@ -15,6 +15,7 @@ import click
 
 from ..errors import BtfsError, UsageError
 from ..mounts import clear_dead
+from ..own import data_dirs
 from ..repo import Repo
 
 READY_TIMEOUT = 30.0
@@ -40,6 +41,11 @@ def mount_cmd(obj, mountpoint: str, foreground: bool, allow_other: bool) -> None
     Returns once the mount answers and keeps serving in the background (log in the cache
     directory); new backups appear without a remount. Restore with cp.
 
+    MOUNTPOINT is created if missing (its parent must exist). It must be empty, must not
+    be or hold a tracked directory, nor lie inside another btfs mount; inside a tracked
+    directory is fine (a mount is never backed up). A dead mount left there (its server
+    was killed) is cleared first.
+
     \b
     Examples:
       btfs mount ~/backups && ls ~/backups/by-time/latest
@@ -52,7 +58,8 @@ def mount_cmd(obj, mountpoint: str, foreground: bool, allow_other: bool) -> None
         raise BtfsError(f"mounting needs pyfuse3 and trio: {e}") from None
 
     with Repo.open(obj.paths, readonly=True) as repo:
-        target = check_mountpoint(mountpoint, [t.path for t in repo.config.tracked])
+        target = check_mountpoint(mountpoint, [t.path for t in repo.config.tracked],
+                                  data_dirs(obj.paths, repo.config))
         if foreground:
             serve(repo, target, allow_other=allow_other)
             return
@@ -140,7 +147,8 @@ def _last_line(path) -> str:
 @click.command("umount")
 @click.argument("mountpoint", type=click.Path())
 def umount_cmd(mountpoint: str) -> None:
-    """Unmount a btfs mount (the background process then exits).
+    """Unmount a btfs mount (the background process then exits); a dead one (its server
+    was killed: "Transport endpoint is not connected") is cleared.
 
     \b
     Example:

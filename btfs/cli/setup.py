@@ -64,6 +64,11 @@ def track(obj, dirs, excludes, includes) -> None:
     Global excludes (config key `excludes`) apply too; by default they skip
     __pycache__/, *.pyc, *.tmp, *.swp and .cache/.
 
+    Never backed up, whatever is tracked: the vault, btfs's catalog and cache
+    directories, every btfs mount, /proc, /sys, /dev and /run. Tracking one of them (or a
+    directory inside one) is refused; a tracked directory that holds one is fine, and a
+    `note:` line names what in it is skipped.
+
     \b
     Examples:
       btfs track ~/notes ~/photos --exclude '*.tmp' --exclude 'build/'

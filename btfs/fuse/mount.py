@@ -21,6 +21,7 @@ from .. import mounts
 from ..engine.memory import limit_arenas
 from ..engine.reader import ChunkSource
 from ..errors import UsageError
+from ..own import OwnDir
 from ..repo import Repo
 from .ops import Operations
 from .tree import BY_TIME_INO, LATEST, Tree
@@ -136,13 +137,15 @@ def serve(repo: Repo, mountpoint: str, *, allow_other: bool = False) -> None:
         log.info("unmounted %s", mountpoint)
 
 
-def check_mountpoint(path: str, tracked: Iterable[str] = ()) -> str:
+def check_mountpoint(path: str, tracked: Iterable[str] = (),
+                     own: Iterable[OwnDir] = ()) -> str:
     """The absolute mountpoint, ready to mount on, or a one-line reason it cannot be used.
 
     A mount hides what is under it, so it must not go over files (a non-empty directory)
     or over a tracked directory (the backup would then read the mount), nor inside
-    another btfs mount (read-only, and a loop). A dead btfs mount there (its server was
-    killed) is cleared; a missing directory is created when its parent exists."""
+    another btfs mount (read-only, and a loop), nor inside btfs's `own` directories
+    (the vault's writer would find it in its tmp/). A dead btfs mount there (its server
+    was killed) is cleared; a missing directory is created when its parent exists."""
     full = os.path.abspath(os.path.expanduser(path))
     mounts.clear_dead(full)
     for other in mounts.btfs_mounts():
@@ -151,6 +154,9 @@ def check_mountpoint(path: str, tracked: Iterable[str] = ()) -> str:
     if os.path.ismount(full) or full in mounts.btfs_mounts():
         raise UsageError(f"{path} is already mounted")
     real = os.path.realpath(full)
+    for d in own:
+        if real == d.path or real.startswith(d.path.rstrip("/") + "/"):
+            raise UsageError(f"mountpoint {path} is inside {d.what} ({d.path})")
     for t in tracked:
         if t == real or t.startswith(real.rstrip("/") + "/"):
             what = "is tracked" if t == real else f"holds the tracked directory {t}"

@@ -1,9 +1,10 @@
 """Where a mount may go, and mounts that died: real `btfs mount`, real kill -9.
 
-A mount must not hide files or a tracked directory, nor go inside another btfs mount; a
-missing mountpoint is created when its parent exists; a mount whose server was killed is
-cleared by `btfs mount` and `btfs umount`; a btfs mount inside a tracked directory, live or
-dead, is never backed up (btfs/own.py, btfs/mounts.py, btfs/fuse/mount.py).
+A mount must not hide files or a tracked directory, nor go inside another btfs mount or
+the vault; a missing mountpoint is created when its parent exists; a mount whose server
+was killed is cleared by `btfs mount` and `btfs umount`; a btfs mount inside a tracked
+directory, live or dead, is never backed up (btfs/own.py, btfs/mounts.py,
+btfs/fuse/mount.py).
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ def test_the_mount_refuses_to_hide_files_or_a_tracked_directory_or_to_loop(
     for target, reason in ((full, "is not empty"),
                            (src, "is tracked"),
                            (tmp_path, f"holds the tracked directory {src}"),
-                           (tmp_path / "no" / "such", "does not exist, nor does its parent")):
+                           (tmp_path / "no" / "such", "does not exist, nor does its parent"),
+                           (tmp_path / "vault" / "tmp",
+                            f"is inside the vault ({tmp_path / 'vault'})")):
         cleanup(target)
         assert reason in one_line_error(btfs_cli("mount", str(target), check=None)), target
         assert not is_mounted(target)
