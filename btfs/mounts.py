@@ -1,10 +1,10 @@
 """The mount table as btfs needs it: where btfs's FUSE mounts are, which are dead, and
 clearing a dead one.
 
-A btfs mount whose server died (kill -9, OOM) stays in the mount table, and every access
-to it fails with ENOTCONN ("Transport endpoint is not connected"), and `os.path.ismount`
-then says False. So mounts are found in /proc/self/mountinfo by their type (`fuse.btfs`, from
-the `subtype=btfs` mount option), never by stat-ing them. No pyfuse3 here: the backup and
+A btfs mount whose server died (kill -9, OOM) stays in the mount table; every access to
+it fails with ENOTCONN ("Transport endpoint is not connected") and `os.path.ismount` says
+False. So mounts are found in /proc/self/mountinfo by their type (`fuse.btfs`, from the
+`subtype=btfs` mount option), never by stat-ing them. No pyfuse3 here: the backup and
 `btfs umount` use this without it. Never unmounts a live mount or anything not btfs's.
 """
 

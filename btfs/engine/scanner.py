@@ -127,8 +127,8 @@ class Scanner:
             self.warn(f"tracked directory {tracked.path} is not a directory; skipped")
             return
         if any(root == p or root.startswith(p + b"/") for p in self.never):
-            self.warn(f"tracked directory {tracked.path} is btfs's own (its vault, catalog, "
-                      "cache or a mount) and is never backed up; skipped")
+            self.warn(f"tracked directory {tracked.path} is never backed up (btfs's own "
+                      "files or mount, or /proc, /sys, /dev, /run); skipped")
             return
         node: int | None = ROOT
         parts = [p for p in root.split(b"/") if p]
