@@ -142,3 +142,17 @@ def test_a_tracked_directory_inside_the_vault_from_a_hand_edited_config_is_skipp
     assert stats.warnings == [f"tracked directory {vault_dir / 'packs'} is never backed up "
                               "(btfs's own files or mount, or /proc, /sys, /dev, /run); "
                               "skipped"]
+
+
+def test_the_mount_table_is_read_with_its_escapes(tmp_path, monkeypatch):
+    from btfs import mounts
+
+    table = tmp_path / "mountinfo"
+    table.write_bytes(
+        b"22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+        b"45 22 0:40 / /home/me/my\\040backups ro,nosuid - fuse.btfs btfs ro,user_id=0\n"
+        b"46 22 0:41 / /home/me/caf\\303\\251 ro master:3 shared:9 - fuse.btfs btfs ro\n"
+        b"47 22 0:42 / /home/me/other rw - fuse.sshfs me@host: rw\n")
+    monkeypatch.setattr(mounts, "MOUNTINFO", str(table))
+    assert mounts.btfs_mounts() == ["/home/me/my backups", "/home/me/café"]
+    assert not mounts.is_dead("/home/me/other")
