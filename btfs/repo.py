@@ -20,6 +20,7 @@ from .errors import BtfsError, UsageError, VaultError
 from .lock import WriterLock
 from .text import display_path
 from .userpath import to_catalog_path
+from .own import check_trackable, never_backed_up
 from .vault import Vault, open_vault
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,17 @@ class Repo:
 
         store = ChunkStore(self.catalog, self.vault, self.config.pack_size)
         try:
-            return run_backup(self.catalog, store, self.config, progress=progress)
+            return run_backup(self.catalog, store, self.config, progress=progress,
+                              never=never_backed_up(self.paths, self.config))
         finally:
             store.close()
+
+    def status(self, under: bytes | None = None):
+        """What the next backup would record (everywhere, or only below `under`)."""
+        from .engine.status import status
+
+        return status(self.catalog, self.config, under,
+                      never=never_backed_up(self.paths, self.config))
 
 
 def init_repo(paths: Paths, vault_url: str) -> tuple[Config, bool]:
@@ -135,6 +144,7 @@ def track_dirs(paths: Paths, dirs: list[str], excludes=(), includes=()) -> Confi
         path = os.fsdecode(to_catalog_path(d, directory=True))
         if not os.path.isdir(path):
             raise UsageError(f"not a directory: {d}")
+        check_trackable(path, paths, cfg)
         for t in tracked:
             if t.path != path and (path.startswith(t.path.rstrip("/") + "/")
                                    or t.path.startswith(path.rstrip("/") + "/")):

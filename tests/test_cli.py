@@ -98,6 +98,44 @@ def test_track_rejects_missing_and_nested_directories(ready, src, tmp_path):
     assert Path(ready["BTFS_CONFIG"]).read_text() == config
 
 
+def test_track_refuses_system_dirs_and_the_vault_in_one_line(ready, tmp_path):
+    config = Path(ready["BTFS_CONFIG"]).read_text()
+    (tmp_path / "vault" / "inner").mkdir()
+    for target, what in (("/proc", "it is the system's live state"),
+                         ("/sys/kernel", "it is inside the system's live state (/sys)"),
+                         ("/dev", "it is the system's live state"),
+                         ("/run", "it is the system's live state"),
+                         (str(tmp_path / "vault"), "it is the vault"),
+                         (str(tmp_path / "vault" / "inner"),
+                          f"it is inside the vault ({tmp_path / 'vault'})")):
+        if not os.path.isdir(target):
+            continue
+        proc = btfs(ready, "track", target, check=2)
+        assert one_error_line(proc) == (
+            f"btfs: error: cannot track {target}: {what}, which is never backed up")
+    assert Path(ready["BTFS_CONFIG"]).read_text() == config
+
+
+def test_init_and_track_say_once_what_inside_is_never_backed_up(tmp_path):
+    """The Quick start's layout: ~ tracked, the vault, catalog and cache inside it."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("XDG_") and k != "BTFS_CONFIG"}
+    env["HOME"] = str(home)
+    out = btfs(env, "init", "--vault", "~/btfs-vault", "--track", "~", check=0).stdout
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert notes == [
+        f"note: never backed up: {home}/btfs-vault (the vault), "
+        f"{home}/.local/share/btfs (btfs's catalog directory), "
+        f"{home}/.cache/btfs (btfs's cache directory)"], out
+    again = btfs(env, "track", str(home), check=0).stdout
+    assert [line for line in again.splitlines() if line.startswith("note:")] == notes
+    btfs(env, "untrack", str(home), check=0)
+    (home / "notes").mkdir()
+    plain = btfs(env, "track", str(home / "notes"), check=0).stdout
+    assert "note:" not in plain
+
+
 def test_backup_status_log_snapshots_json(ready, src):
     first = json.loads(btfs(ready, "backup", "--json", check=0).stdout)
     assert first["state"] == "complete" and first["errors"] == 0

@@ -11,7 +11,6 @@ import click
 from .. import config as config_mod
 from ..catalog import Snapshot
 from ..engine.stage import stage_paths
-from ..engine.status import status as scan_status
 from ..engine.store import ChunkStore
 from ..errors import EXIT_PARTIAL
 from ..repo import Repo
@@ -173,7 +172,7 @@ def status(obj, path: str | None, as_json: bool) -> None:
     """
     with Repo.open(obj.paths, readonly=True) as repo:
         under = to_catalog_path(path, [t.path for t in repo.config.tracked]) if path else None
-        result = scan_status(repo.catalog, repo.config, under)
+        result = repo.status(under)
     groups = [("staged", result.staged), ("new", result.new), ("modified", result.modified),
               ("deleted", result.deleted)]
     if as_json:

@@ -14,6 +14,8 @@ from typing import NoReturn
 import click
 
 from ..errors import BtfsError, UsageError
+from ..mounts import clear_dead
+from ..own import data_dirs
 from ..repo import Repo
 
 READY_TIMEOUT = 30.0
@@ -39,6 +41,11 @@ def mount_cmd(obj, mountpoint: str, foreground: bool, allow_other: bool) -> None
     Returns once the mount answers and keeps serving in the background (log in the cache
     directory); new backups appear without a remount. Restore with cp.
 
+    MOUNTPOINT is created if missing (its parent must exist). It must be empty, must not
+    be or hold a tracked directory, nor lie inside another btfs mount; inside a tracked
+    directory is fine (a mount is never backed up). A dead mount left there (its server
+    was killed) is cleared first.
+
     \b
     Examples:
       btfs mount ~/backups && ls ~/backups/by-time/latest
@@ -50,8 +57,9 @@ def mount_cmd(obj, mountpoint: str, foreground: bool, allow_other: bool) -> None
     except ImportError as e:  # everything else works without pyfuse3
         raise BtfsError(f"mounting needs pyfuse3 and trio: {e}") from None
 
-    target = check_mountpoint(mountpoint)
     with Repo.open(obj.paths, readonly=True) as repo:
+        target = check_mountpoint(mountpoint, [t.path for t in repo.config.tracked],
+                                  data_dirs(obj.paths, repo.config))
         if foreground:
             serve(repo, target, allow_other=allow_other)
             return
@@ -139,13 +147,17 @@ def _last_line(path) -> str:
 @click.command("umount")
 @click.argument("mountpoint", type=click.Path())
 def umount_cmd(mountpoint: str) -> None:
-    """Unmount a btfs mount (the background process then exits).
+    """Unmount a btfs mount (the background process then exits); a dead one (its server
+    was killed: "Transport endpoint is not connected") is cleared.
 
     \b
     Example:
       btfs umount ~/backups
     """
     target = os.path.abspath(os.path.expanduser(mountpoint))
+    if clear_dead(target):
+        click.echo(f"unmounted {mountpoint} (its server had died)")
+        return
     if not os.path.ismount(target):
         raise UsageError(f"{mountpoint} is not mounted")
     proc = subprocess.run(["fusermount3", "-u", target], capture_output=True, text=True)

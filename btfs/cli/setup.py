@@ -8,6 +8,7 @@ import click
 
 from .. import config as config_mod
 from ..errors import UsageError
+from ..own import skipped_inside
 from ..repo import init_repo, track_dirs, untrack_dirs
 from .output import emit_json, json_option, plural
 
@@ -47,6 +48,7 @@ def init(obj, vault: str | None, track: tuple[str, ...], no_input: bool) -> None
         click.echo(f"already initialized with vault {cfg.vault}; nothing changed")
     for t in cfg.tracked:
         click.echo(f"tracking {t.path}")
+    _note_skipped(obj.paths, cfg)
 
 
 @click.command()
@@ -62,6 +64,11 @@ def track(obj, dirs, excludes, includes) -> None:
     Global excludes (config key `excludes`) apply too; by default they skip
     __pycache__/, *.pyc, *.tmp, *.swp and .cache/.
 
+    Never backed up, whatever is tracked: the vault, btfs's catalog and cache
+    directories, every btfs mount, /proc, /sys, /dev and /run. Tracking one of them (or a
+    directory inside one) is refused; a tracked directory that holds one is fine, and a
+    `note:` line names what in it is skipped.
+
     \b
     Examples:
       btfs track ~/notes ~/photos --exclude '*.tmp' --exclude 'build/'
@@ -72,6 +79,15 @@ def track(obj, dirs, excludes, includes) -> None:
         extra = "".join(f" --exclude {p}" for p in t.excludes) + "".join(
             f" --include {p}" for p in t.includes)
         click.echo(f"tracking {t.path}{extra}")
+    _note_skipped(obj.paths, cfg)
+
+
+def _note_skipped(paths, cfg: config_mod.Config) -> None:
+    """One line naming btfs's own directories and mounts inside what is tracked."""
+    skipped = skipped_inside(paths, cfg, [t.path for t in cfg.tracked])
+    if skipped:
+        click.echo("note: never backed up: "
+                   + ", ".join(f"{d.path} ({d.what})" for d in skipped))
 
 
 @click.command()

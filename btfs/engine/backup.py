@@ -113,11 +113,13 @@ class _FileJob:
 
 class Backup:
     def __init__(self, catalog: Catalog, store: ChunkStore, config: Config, *,
-                 progress: Callable[[Stats, bytes], None] | None = None):
+                 progress: Callable[[Stats, bytes], None] | None = None,
+                 never: frozenset[bytes] = frozenset()):
         self.catalog = catalog
         self.store = store
         self.config = config
         self.progress = progress
+        self.never = never  # paths never backed up (btfs/own.py)
         self.stats = Stats()
         tune_allocator()
         # Small files are I/O-bound on a cold cache: twice as many workers as cores keeps
@@ -220,7 +222,8 @@ class Backup:
         self._new_nodes.clear()  # roots share ancestors: a new one may have children now
         # Unchanged entries are only counted, except staged ones, which are committed.
         scanner = Scanner(self.catalog, self.config, self._resolve, self._warn,
-                          report_unchanged=self._staged, fresh=self._new_nodes)
+                          report_unchanged=self._staged, fresh=self._new_nodes,
+                          never=self.never)
         for n, event in enumerate(scanner.scan(tracked)):
             if isinstance(event, Listed):
                 self.stats.entries += event.unchanged
@@ -512,8 +515,9 @@ class Backup:
             self.progress(self.stats, path)
 
 
-def run_backup(catalog: Catalog, store: ChunkStore, config: Config, *, progress=None) -> Stats:
+def run_backup(catalog: Catalog, store: ChunkStore, config: Config, *, progress=None,
+               never: frozenset[bytes] = frozenset()) -> Stats:
     if not config.tracked:
         raise BtfsError("nothing to back up: add a directory with 'btfs track DIR'")
-    backup = Backup(catalog, store, config, progress=progress)
+    backup = Backup(catalog, store, config, progress=progress, never=never)
     return backup.run(config.host_id, config.tracked)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..catalog import DELETED, DIR, FILE, ROOT, SYMLINK, Catalog, LiveChild
@@ -95,7 +95,7 @@ MAX_OPEN_LEVELS = 128
 class Scanner:
     def __init__(self, catalog: Catalog, config: Config, resolve: NodeResolver,
                  warn: Callable[[str], None], report_unchanged: Container[int] = (),
-                 fresh: Container[int] = ()):
+                 fresh: Container[int] = (), never: Iterable[bytes] = ()):
         self.catalog = catalog
         self.config = config
         self.resolve = resolve
@@ -105,6 +105,16 @@ class Scanner:
         # catalog, so their listing is not asked for (one query per directory of an
         # initial backup, ~3% of its main thread).
         self.fresh = fresh
+        # Absolute paths never backed up (btfs's own directories and mounts, see
+        # btfs/own.py), as parent directory -> names to drop from its listing: one dict
+        # lookup per directory, nothing per file. A parent is also keyed as the scanner
+        # spells it below a tracked "/" ("//home"), which costs nothing elsewhere.
+        self.never = frozenset(never)
+        self._hidden: dict[bytes, set[bytes]] = {}
+        for path in self.never:
+            parent, name = path.rsplit(b"/", 1)
+            for key in {parent or b"/", b"/" + parent}:
+                self._hidden.setdefault(key, set()).add(name)
 
     def scan(self, tracked: TrackedDir) -> Iterator[Changed | Unchanged | Listed | Deleted]:
         root = os.fsencode(tracked.path)
@@ -115,6 +125,10 @@ class Scanner:
             return
         if not stat.S_ISDIR(root_st.st_mode):
             self.warn(f"tracked directory {tracked.path} is not a directory; skipped")
+            return
+        if any(root == p or root.startswith(p + b"/") for p in self.never):
+            self.warn(f"tracked directory {tracked.path} is never backed up (btfs's own "
+                      "files or mount, or /proc, /sys, /dev, /run); skipped")
             return
         node: int | None = ROOT
         parts = [p for p in root.split(b"/") if p]
@@ -184,6 +198,11 @@ class Scanner:
             # The directory itself is kept (as tar and borg do); its contents are not.
             log.info("skipping contents of cache directory %s", os.fsdecode(path))
             names = []
+        hidden = self._hidden.get(path)
+        if hidden:
+            # Left out like an excluded entry: not stat-ed (a dead mount would fail), not
+            # recorded, and what an earlier backup recorded of it is deleted from here on.
+            names = [n for n in names if n not in hidden]
         live = (self.catalog.live_children(node)
                 if node is not None and node not in self.fresh else {})
         unchanged = 0

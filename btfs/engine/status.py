@@ -24,9 +24,11 @@ class Status:
     warnings: list[str] = field(default_factory=list)
 
 
-def status(catalog: Catalog, config: Config, under: bytes | None = None) -> Status:
+def status(catalog: Catalog, config: Config, under: bytes | None = None, *,
+           never: frozenset[bytes] = frozenset()) -> Status:
     """Changes since the last backup, for every tracked directory or only at `under` (a
-    catalog path, see btfs.userpath) and below.
+    catalog path, see btfs.userpath) and below; `never`: the paths a backup leaves out
+    (btfs/own.py).
 
     `under` must lie inside a tracked directory or contain one, and exist now or in the
     history (a path that existed and is gone now is reported as deleted, or under its
@@ -45,7 +47,7 @@ def status(catalog: Catalog, config: Config, under: bytes | None = None) -> Stat
         log.warning("%s", message)
         result.warnings.append(message)
 
-    scanner = Scanner(catalog, config, lookup, warn)
+    scanner = Scanner(catalog, config, lookup, warn, never=never)
     for tracked in config.tracked:
         root = os.fsencode(tracked.path)
         if under is not None and not (inside(root) or under.startswith(root + b"/")):

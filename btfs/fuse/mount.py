@@ -12,12 +12,16 @@ import errno
 import logging
 import os
 import signal
+from collections.abc import Iterable
 
 import pyfuse3
 import trio
 
+from .. import mounts
 from ..engine.memory import limit_arenas
 from ..engine.reader import ChunkSource
+from ..errors import UsageError
+from ..own import OwnDir
 from ..repo import Repo
 from .ops import Operations
 from .tree import BY_TIME_INO, LATEST, Tree
@@ -133,15 +137,38 @@ def serve(repo: Repo, mountpoint: str, *, allow_other: bool = False) -> None:
         log.info("unmounted %s", mountpoint)
 
 
-def check_mountpoint(path: str) -> str:
-    """The absolute mountpoint, or a one-line reason it cannot be used."""
-    from ..errors import UsageError
+def check_mountpoint(path: str, tracked: Iterable[str] = (),
+                     own: Iterable[OwnDir] = ()) -> str:
+    """The absolute mountpoint, ready to mount on, or a one-line reason it cannot be used.
 
+    A mount hides what is under it, so it must not go over files (a non-empty directory)
+    or over a tracked directory (the backup would then read the mount), nor inside
+    another btfs mount (read-only, and a loop), nor inside btfs's `own` directories
+    (the vault's writer would find it in its tmp/). A dead btfs mount there (its server
+    was killed) is cleared; a missing directory is created when its parent exists."""
     full = os.path.abspath(os.path.expanduser(path))
+    mounts.clear_dead(full)
+    for other in mounts.btfs_mounts():
+        if full.startswith(other.rstrip("/") + "/"):
+            raise UsageError(f"mountpoint {path} is inside the btfs mount {other}")
+    if os.path.ismount(full) or full in mounts.btfs_mounts():
+        raise UsageError(f"{path} is already mounted")
+    real = os.path.realpath(full)
+    for d in own:
+        if real == d.path or real.startswith(d.path.rstrip("/") + "/"):
+            raise UsageError(f"mountpoint {path} is inside {d.what} ({d.path})")
+    for t in tracked:
+        if t == real or t.startswith(real.rstrip("/") + "/"):
+            what = "is tracked" if t == real else f"holds the tracked directory {t}"
+            raise UsageError(f"mountpoint {path} {what}: a mount would hide it from backups")
     if not os.path.lexists(full):
-        raise UsageError(f"mountpoint {path} does not exist")
+        if not os.path.isdir(os.path.dirname(full)):
+            raise UsageError(f"mountpoint {path} does not exist, nor does its parent")
+        os.mkdir(full, 0o700)
+        log.info("created mountpoint %s", full)
+        return full
     if not os.path.isdir(full):
         raise UsageError(f"mountpoint {path} is not a directory")
-    if os.path.ismount(full):
-        raise UsageError(f"{path} is already mounted")
+    if os.listdir(full):
+        raise UsageError(f"mountpoint {path} is not empty: a mount would hide its files")
     return full

@@ -459,7 +459,7 @@ def test_private_by_default_and_allow_other_keeps_permissions(repo_dirs, mounts_
 def test_mountpoint_problems_are_one_line_errors(repo_dirs, mounts_cleanup, tmp_path):
     src, mnt = repo_dirs
     backup()
-    for target, reason in ((tmp_path / "nope", "does not exist"),
+    for target, reason in ((tmp_path / "nope" / "deeper", "does not exist"),
                            (src, None)):
         if reason:
             proc = btfs_cli("mount", str(target), check=None)
