@@ -18,9 +18,9 @@ from .catalog import Catalog
 from .config import Config, Paths, TrackedDir
 from .errors import BtfsError, UsageError, VaultError
 from .lock import WriterLock
+from .own import check_trackable, never_backed_up
 from .text import display_path
 from .userpath import to_catalog_path
-from .own import check_trackable, never_backed_up
 from .vault import Vault, open_vault
 
 log = logging.getLogger(__name__)
