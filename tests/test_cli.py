@@ -216,7 +216,7 @@ def test_check_finds_a_damaged_pack_and_names_the_file(ready, src, tmp_path):
     proc = btfs(ready, "check", "--read-data", check=5)
     assert "does not match" in proc.stdout
     assert f"affected: {src / 'sub' / 'data.bin'}" in proc.stdout
-    assert one_error_line(proc) == "btfs: error: 2 problems found"
+    assert one_error_line(proc) == "btfs: error: 2 problems found; run 'btfs repair'"
     report = json.loads(btfs(ready, "check", "--read-data", "--json", check=5).stdout)
     assert report["ok"] is False
     assert [a["path"] for a in report["affected"]] == [str(src / "sub" / "data.bin")]

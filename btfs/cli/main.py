@@ -41,6 +41,7 @@ COMMANDS = {
     "log": ("history", "log"),
     "restore": ("history", "restore"),
     "check": ("maintenance", "check"),
+    "repair": ("maintenance", "repair"),
     "mount": ("mount", "mount_cmd"),
     "umount": ("mount", "umount_cmd"),
 }
