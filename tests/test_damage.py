@@ -78,3 +78,53 @@ def test_check_records_a_damaged_chunk_only_where_it_read_it(repo_factory, src):
         assert repo.catalog.record_damage([(chunk_id, "0" * 64, "elsewhere")], [], 1) == 0
         assert repo.catalog.record_damage(report.damaged, [], 1) == 1
     assert set(repo.catalog.damaged_chunks()) == {chunk_id}
+
+
+def test_a_directory_restore_over_damage_restores_every_other_file(repo_factory, src,
+                                                                   tmp_path):
+    """The damaged file comes first in name order (today's restore stopped there); its
+    hard link is not restored either, the other pair is; nothing is left half-written
+    under a final name or a temporary one."""
+    from btfs.engine.reader import ChunkSource
+    from btfs.engine.restore import Restorer
+
+    (src / "aaa-damaged.bin").write_bytes(rand_bytes(300_000, 8))
+    os.link(src / "aaa-damaged.bin", src / "zz-link-to-damaged")
+    for i in range(150):  # more files than a restore has in flight at once
+        d = src / f"d{i % 7}"
+        d.mkdir(exist_ok=True)
+        (d / f"f{i:03d}.txt").write_bytes(b"file %d\n" % i * (i + 1))
+    (src / "big.bin").write_bytes(rand_bytes(700_000, 9))
+    os.link(src / "big.bin", src / "d0" / "big-link")
+    repo = repo_factory(src)
+    snap = backup(repo).snapshot_id
+    flip_chunk(repo, src / "aaa-damaged.bin")
+    node = repo.catalog.node_for_path(os.fsencode(src))
+    out = tmp_path / "out"
+    restorer = Restorer(repo.catalog, ChunkSource(repo.vault))
+    result = restorer.restore(node, repo.catalog.version_at(node, snap), snap,
+                              os.fsencode(out), os.fsencode(src))
+    (damaged, why), link = result.failed
+    assert damaged == os.fsencode(src / "aaa-damaged.bin")
+    assert why.startswith("chunk ") and why.endswith(" does not match its hash")
+    assert link == (os.fsencode(src / "zz-link-to-damaged"),
+                    f"a hard link of {src / 'aaa-damaged.bin'}, which could not be restored")
+    assert result.files == 152
+    lost = {b"aaa-damaged.bin", b"zz-link-to-damaged"}
+    expected = source_tree(src, skip=lambda rel, is_dir: rel in lost)
+    assert source_tree(out) == expected
+    assert not [n for _, _, names in os.walk(out) for n in names if n.startswith(".btfs")]
+
+
+def test_a_file_restore_never_replaces_a_name_that_appears_meanwhile(tmp_path):
+    """The final rename fails if the name exists, whoever made it."""
+    from btfs.engine.restore import rename_noreplace
+
+    (tmp_path / "temp").write_text("restored")
+    (tmp_path / "final").write_text("someone else's")
+    with pytest.raises(FileExistsError):
+        rename_noreplace(os.fsencode(tmp_path / "temp"), os.fsencode(tmp_path / "final"))
+    assert (tmp_path / "final").read_text() == "someone else's"
+    rename_noreplace(os.fsencode(tmp_path / "temp"), os.fsencode(tmp_path / "new"))
+    assert (tmp_path / "new").read_text() == "restored"
+    assert not (tmp_path / "temp").exists()
