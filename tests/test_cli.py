@@ -268,7 +268,7 @@ def test_add_stages_the_state_at_add_time(ready, src):
 def test_every_command_has_help_with_an_example(env):
     top = btfs(env, "--help", check=0).stdout
     commands = ["init", "track", "untrack", "backup", "add", "status", "snapshots", "log",
-                "restore", "check", "mount", "umount", "config"]
+                "restore", "check", "repair", "mount", "umount", "config"]
     for name in commands:
         assert name in top
         text = btfs(env, name, "--help", check=0).stdout
