@@ -9,9 +9,9 @@ translated to exit codes once, in `btfs.cli.main`, never in the service layer.
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_PARTIAL = 3
+EXIT_PARTIAL = 3  # a backup skipped unreadable files; a restore could not restore some
 EXIT_LOCKED = 4
-EXIT_CHECK_FAILED = 5
+EXIT_CHECK_FAILED = 5  # check found problems; repair left damaged files
 
 
 class BtfsError(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,6 +97,44 @@ class Repo:
 
         return status(self.catalog, self.config, under,
                       never=never_backed_up(self.paths, self.config))
+
+    def repair(self):
+        """Store afresh the damaged chunks still found in files; the caller holds
+        `writer()`. Returns a RepairReport."""
+        from .engine.repair import repair
+        from .engine.store import ChunkStore
+
+        store = ChunkStore(self.catalog, self.vault, self.config.pack_size)
+        try:
+            return repair(self.catalog, store, self.config)
+        finally:
+            store.close()
+
+    def check(self, *, read_data: bool = False, progress=None):
+        """`btfs check`, and the damage it found recorded in the catalog (schema v6), so
+        that the next backup and `btfs repair` store those chunks afresh. Returns a
+        CheckReport.
+
+        The check reads (a reader's connection, no lock: it may take hours with
+        --read-data). Recording is a write, so it takes the writer lock, waiting for a
+        running backup: a backup that does not know of the damage would only go on
+        reusing the damaged chunks. The record is kept only for chunks that still lie
+        where the check read them (Catalog.record_damage)."""
+        from .engine.check import check
+
+        report = check(self.catalog, self.vault, read_data=read_data, progress=progress)
+        if report.damaged or report.sound:
+            lock = WriterLock(self.paths.lock)
+            lock.acquire(wait=True, what="check")
+            try:
+                with Catalog(self.paths.catalog) as catalog, catalog.transaction():
+                    marked = catalog.record_damage(report.damaged, report.sound,
+                                                   time.time_ns())
+            finally:
+                lock.release()
+            log.info("recorded %d damaged chunks; %d known damaged verified", marked,
+                     len(report.sound))
+        return report
 
 
 def init_repo(paths: Paths, vault_url: str) -> tuple[Config, bool]:

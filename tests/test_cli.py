@@ -254,13 +254,37 @@ def test_check_finds_a_damaged_pack_and_names_the_file(ready, src, tmp_path):
     proc = btfs(ready, "check", "--read-data", check=5)
     assert "does not match" in proc.stdout
     assert f"affected: {src / 'sub' / 'data.bin'}" in proc.stdout
-    assert one_error_line(proc) == "btfs: error: 2 problems found"
+    assert one_error_line(proc) == "btfs: error: 2 problems found; run 'btfs repair'"
     report = json.loads(btfs(ready, "check", "--read-data", "--json", check=5).stdout)
     assert report["ok"] is False
     assert [a["path"] for a in report["affected"]] == [str(src / "sub" / "data.bin")]
+    # The file is named, and nothing is left under the final name or a temporary one.
     restore = btfs(ready, "restore", str(src / "sub" / "data.bin"), "--to",
-                   str(tmp_path / "x"), check=1)
-    assert "does not match its hash" in one_error_line(restore)
+                   str(tmp_path / "x"), check=3)
+    line = one_error_line(restore)
+    assert line.startswith(f"btfs: error: cannot restore {src / 'sub' / 'data.bin'}: chunk ")
+    assert "does not match its hash" in line
+    assert not (tmp_path / "x").exists()
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".btfs-restore-")]
+
+
+def test_restore_of_a_directory_over_damage_restores_the_rest_and_lists_the_lost(
+        ready, src, tmp_path):
+    btfs(ready, "backup", check=0)
+    pack = next(p for p in (tmp_path / "vault" / "packs").rglob("*") if p.is_file())
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside the random file's chunk
+    pack.chmod(0o600)
+    pack.write_bytes(bytes(data))
+    dest = tmp_path / "out"
+    proc = btfs(ready, "restore", str(src), "--to", str(dest), check=3)
+    assert proc.stdout.startswith(f"restored {dest}: 1 files, 2 directories")
+    lost, summary = proc.stderr.strip().splitlines()
+    assert lost.startswith(f"btfs: not restored: {src / 'sub' / 'data.bin'}: chunk ")
+    assert summary == ("btfs: error: 1 of 2 files could not be restored (damaged in the "
+                       "vault? see 'btfs check --read-data' and 'btfs repair')")
+    assert (dest / "plan.md").read_text() == "v1\n"
+    assert os.listdir(dest / "sub") == []
 
 
 def test_add_stages_the_state_at_add_time(ready, src):
@@ -282,7 +306,7 @@ def test_add_stages_the_state_at_add_time(ready, src):
 def test_every_command_has_help_with_an_example(env):
     top = btfs(env, "--help", check=0).stdout
     commands = ["init", "track", "untrack", "backup", "add", "status", "snapshots", "log",
-                "restore", "check", "mount", "umount", "config"]
+                "restore", "check", "repair", "mount", "umount", "config"]
     for name in commands:
         assert name in top
         text = btfs(env, name, "--help", check=0).stdout

@@ -403,30 +403,94 @@ class Catalog:
     # ---- chunks, packs and contents -----------------------------------------------------
 
     def chunk_id(self, chunk_hash: bytes) -> int | None:
+        """The chunk's id, damaged or not (what a content refers to)."""
         row = self.db.get_row_or_none("SELECT id FROM chunk WHERE hash=?", (chunk_hash,))
         return row[0] if row else None
 
+    def sound_chunk_id(self, chunk_hash: bytes) -> int | None:
+        """The chunk's id if it is stored and not known damaged: what a backup may reuse."""
+        row = self.db.get_row_or_none(
+            "SELECT c.id FROM chunk c LEFT JOIN damaged_chunk d ON d.chunk_id = c.id "
+            "WHERE c.hash=? AND d.chunk_id IS NULL", (chunk_hash,))
+        return row[0] if row else None
+
     def stored_chunks(self, hashes: list[bytes]) -> set[bytes]:
-        """Which of `hashes` (a few dozen: one query's parameters) are in the catalog."""
+        """Which of `hashes` (a few dozen: one query's parameters) are in the catalog and
+        not known damaged: a damaged chunk met again is stored afresh (schema v6)."""
         if not hashes:
             return set()
         marks = ",".join("?" * len(hashes))
+        # One probe of damaged_chunk's primary key per chunk found (the table is empty
+        # but after a check found damage).
         return {r[0] for r in self.db.query(
-            f"SELECT hash FROM chunk WHERE hash IN ({marks})", hashes)}
+            "SELECT c.hash FROM chunk c LEFT JOIN damaged_chunk d ON d.chunk_id = c.id "
+            f"WHERE c.hash IN ({marks}) AND d.chunk_id IS NULL", hashes)}
 
     def add_pack(self, name: str, size: int, chunks: list[NewChunk], created_ns: int
                  ) -> dict[bytes, int]:
-        """Record a pack that is durable in the vault; returns chunk hash -> chunk id."""
+        """Record a pack that is durable in the vault; returns chunk hash -> chunk id.
+
+        A chunk that is known damaged keeps its row and id: the row is pointed at its new
+        copy in this pack and its damaged mark goes, which heals every content (and so
+        every snapshot) that uses it at once."""
         self.db.execute("INSERT INTO pack (name, size, chunks, created_ns) VALUES (?, ?, ?, ?)",
                         (name, size, len(chunks), created_ns))
         pack_id = self.db.last_rowid()
+        damaged = self.damaged_chunks()
+        healed: dict[bytes, int] = {}
+        if damaged:
+            by_hash = {h: cid for cid, h in damaged.items()}
+            for c in chunks:
+                cid = by_hash.get(c.hash)
+                if cid is None:
+                    continue
+                self.db.execute("UPDATE chunk SET pack_id=?, offset=?, stored_len=? WHERE id=?",
+                                (pack_id, c.offset, c.stored_len, cid))
+                self.db.execute("DELETE FROM damaged_chunk WHERE chunk_id=?", (cid,))
+                healed[c.hash] = cid
+                log.info("chunk %s healed: stored again in pack %s", c.hash.hex()[:16],
+                         name[:12])
+            chunks = [c for c in chunks if c.hash not in healed]
         # Ids given here, so the rows go in as a few multi-row statements (see db.py).
         first = (self.db.get_val("SELECT max(id) FROM chunk") or 0) + 1
-        self.db.run_rows("INSERT INTO chunk (id, hash, size, pack_id, offset, stored_len) "
-                         "VALUES {rows}",
-                         [(first + i, c.hash, c.size, pack_id, c.offset, c.stored_len)
-                          for i, c in enumerate(chunks)])
-        return {c.hash: first + i for i, c in enumerate(chunks)}
+        if chunks:
+            self.db.run_rows("INSERT INTO chunk (id, hash, size, pack_id, offset, stored_len) "
+                             "VALUES {rows}",
+                             [(first + i, c.hash, c.size, pack_id, c.offset, c.stored_len)
+                              for i, c in enumerate(chunks)])
+        return {**{c.hash: first + i for i, c in enumerate(chunks)}, **healed}
+
+    # ---- damaged chunks (schema v6) -----------------------------------------------------
+
+    def damaged_chunks(self) -> dict[int, bytes]:
+        """chunk id -> hash of every chunk known damaged (few: only what checks found)."""
+        return {r[0]: r[1] for r in self.db.query(
+            "SELECT c.id, c.hash FROM damaged_chunk d JOIN chunk c ON c.id = d.chunk_id")}
+
+    def damaged_problems(self) -> list[tuple[int, str]]:
+        """(chunk id, the problem a check recorded) of every chunk known damaged."""
+        return [(r[0], r[1]) for r in self.db.query(
+            "SELECT chunk_id, problem FROM damaged_chunk ORDER BY chunk_id")]
+
+    def record_damage(self, damaged: list[tuple[int, str, str]], sound: list[tuple[int, str]],
+                      found_ns: int) -> int:
+        """What a check found: `damaged` (chunk id, pack name, problem) are marked,
+        `sound` (chunk id, pack name) that verified are unmarked; each only while the
+        chunk still lies in that pack (a backup may have healed it since the check read
+        it). Returns how many chunks were newly marked."""
+        before = self.db.get_val("SELECT count(*) FROM damaged_chunk")
+        for chunk_id, pack, problem in damaged:
+            self.db.execute(
+                "INSERT OR IGNORE INTO damaged_chunk (chunk_id, found_ns, problem) "
+                "SELECT c.id, ?, ? FROM chunk c JOIN pack p ON p.id = c.pack_id "
+                "WHERE c.id = ? AND p.name = ?", (found_ns, problem, chunk_id, pack))
+        after = self.db.get_val("SELECT count(*) FROM damaged_chunk")
+        for chunk_id, pack in sound:
+            self.db.execute(
+                "DELETE FROM damaged_chunk WHERE chunk_id = ? AND chunk_id IN ("
+                "SELECT c.id FROM chunk c JOIN pack p ON p.id = c.pack_id WHERE p.name = ?)",
+                (chunk_id, pack))
+        return after - before
 
     def content_id(self, content_digest: bytes) -> int | None:
         row = self.db.get_row_or_none("SELECT id FROM content WHERE digest=?",

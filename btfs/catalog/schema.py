@@ -139,4 +139,17 @@ SCHEMA_V5 = """
 ALTER TABLE content RENAME COLUMN sha256 TO digest;
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5]
+# v6: chunks known to be damaged. `btfs check` records every chunk whose stored form failed
+# verification (or whose pack is missing or has the wrong size). While a chunk is listed
+# here a backup does not count it as stored: content with its digest is stored afresh, and
+# recording the new pack points the chunk's row (same id, so every content and snapshot
+# that uses it) at the good copy and deletes this row. `btfs repair` does that on purpose.
+SCHEMA_V6 = """
+CREATE TABLE damaged_chunk (
+    chunk_id INTEGER PRIMARY KEY REFERENCES chunk(id),  -- the chunk, at its current place
+    found_ns INTEGER NOT NULL,  -- when a check found it damaged, ns since the epoch
+    problem  TEXT NOT NULL      -- what the check saw, as a sentence for the user
+);
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6]

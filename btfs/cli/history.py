@@ -13,7 +13,7 @@ from ..catalog import DELETED, FILE, SYMLINK
 from ..engine.history import pick_version
 from ..engine.reader import ChunkSource
 from ..engine.restore import Restorer
-from ..errors import UsageError
+from ..errors import EXIT_PARTIAL, BtfsError, UsageError
 from ..names import snapshot_names
 from ..repo import Repo
 from ..userpath import to_catalog_path
@@ -128,7 +128,9 @@ def restore(obj, path, at, number, snapshot, dest, content_only) -> None:
 
     Without --to, writes beside the original as NAME.<first 8 hex of its BLAKE3> (a
     directory: NAME.<backup time>). Metadata (mode, owner, times, xattrs) is restored
-    unless --content-only.
+    unless --content-only. Each file is written under a temporary name and renamed when
+    complete and verified. A file damaged in the vault is not restored; every other
+    file is, each one that was not is named on stderr, and the exit code is 3.
 
     \b
     Examples:
@@ -156,8 +158,17 @@ def restore(obj, path, at, number, snapshot, dest, content_only) -> None:
                 target = os.path.join(target, name)
         restorer = Restorer(repo.catalog, ChunkSource(repo.vault, cache_bytes=16 << 20),
                             content_only=content_only)
-        result = restorer.restore(node, version, snapshot_id, target)
+        result = restorer.restore(node, version, snapshot_id, target, raw)
+    hint = "damaged in the vault? see 'btfs check --read-data' and 'btfs repair'"
+    if version.type == FILE and result.failed:
+        (path, why), = result.failed
+        raise BtfsError(f"cannot restore {display_path(path)}: {why} ({hint})", EXIT_PARTIAL)
     click.echo(f"restored {display_path(result.target)}: {plural(result.files, 'file')}, "
                f"{plural(result.dirs, 'directory')}, {plural(result.symlinks, 'symlink')}, "
                f"{human_bytes(result.bytes)}")
+    if result.failed:
+        for path, why in result.failed:
+            click.echo(f"btfs: not restored: {display_path(path)}: {why}", err=True)
+        raise BtfsError(f"{len(result.failed)} of {result.files + len(result.failed)} files "
+                        f"could not be restored ({hint})", EXIT_PARTIAL)
 

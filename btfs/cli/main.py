@@ -42,6 +42,7 @@ COMMANDS = {
     "log": ("history", "log"),
     "restore": ("history", "restore"),
     "check": ("maintenance", "check"),
+    "repair": ("maintenance", "repair"),
     "mount": ("mount", "mount_cmd"),
     "umount": ("mount", "umount_cmd"),
 }
@@ -80,8 +81,9 @@ def cli(ctx: click.Context, config_file: str | None, verbose: int, quiet: bool) 
       btfs backup
       btfs mount ~/backups          # then: ls ~/backups/by-time/latest
 
-    Exit codes: 0 ok, 1 error, 2 bad usage, 3 backup partial (some files unreadable),
-    4 another backup is running, 5 check found problems.
+    Exit codes: 0 ok, 1 error, 2 bad usage, 3 partial (a backup could not read some
+    files, a restore could not restore some), 4 another backup is running, 5 check found
+    problems or repair left damage.
     """
     setup_logging(verbose, quiet)
     ctx.obj = Context(xdg_paths(config_file), verbose, quiet)

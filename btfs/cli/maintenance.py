@@ -1,4 +1,4 @@
-"""Commands that look after the vault: check."""
+"""Commands that look after the vault: check, repair."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import sys
 
 import click
 
-from ..engine.check import check as run_check
 from ..errors import CheckFailed
 from ..names import snapshot_names
 from ..repo import Repo
@@ -21,8 +20,10 @@ from .output import display_path, emit_json, human_bytes, json_option, json_path
 def check(obj, read_data: bool, as_json: bool) -> None:
     """Verify the catalog and the vault. Exit code 5 and the affected files on problems.
 
-    Without --read-data: the catalog is consistent and every pack it refers to exists
-    with the right size. With it: every chunk is read and checked against its BLAKE3 digest.
+    Without --read-data: the catalog is consistent, every pack it refers to exists with
+    the right size, and no chunk is known damaged. With it: every chunk is read and
+    checked against its BLAKE3 digest. Damaged chunks are remembered: the next backup
+    stores their content afresh where it meets it, and 'btfs repair' looks for it.
 
     \b
     Examples:
@@ -35,8 +36,7 @@ def check(obj, read_data: bool, as_json: bool) -> None:
             sys.stderr.flush()
 
         show = sys.stderr.isatty() and not obj.quiet and not as_json
-        report = run_check(repo.catalog, repo.vault, read_data=read_data,
-                           progress=progress if show else None)
+        report = repo.check(read_data=read_data, progress=progress if show else None)
         if show:
             sys.stderr.write("\r\033[K")
         names = snapshot_names(repo.catalog.snapshots()) if report.affected else {}
@@ -45,7 +45,7 @@ def check(obj, read_data: bool, as_json: bool) -> None:
                    "affected": [{"path": json_path(p), "snapshot": names.get(s)}
                                 for p, s in report.affected],
                    "packs": report.packs, "chunks_verified": report.chunks_verified,
-                   "bytes_read": report.bytes_read,
+                   "bytes_read": report.bytes_read, "notes": report.notes,
                    "unreferenced_packs": report.unreferenced_packs})
     else:
         for problem in report.problems:
@@ -56,10 +56,52 @@ def check(obj, read_data: bool, as_json: bool) -> None:
             verified = (f", {plural(report.chunks_verified, 'chunk')} verified "
                         f"({human_bytes(report.bytes_read)} read)" if read_data else "")
             click.echo(f"ok: {plural(report.packs, 'pack')}{verified}")
+        for note in report.notes:
+            click.echo(f"note: {note}")
         if report.unreferenced_packs:
             are = "is" if report.unreferenced_packs == 1 else "are"
             click.echo(f"note: {plural(report.unreferenced_packs, 'pack')} in the vault {are} "
                        "not referenced (left by an interrupted backup; harmless)")
     if not report.ok:
-        raise CheckFailed(f"{plural(len(report.problems), 'problem')} found")
+        hint = "; run 'btfs repair'" if report.affected else ""
+        raise CheckFailed(f"{plural(len(report.problems), 'problem')} found{hint}")
+
+
+@click.command()
+@click.option("--wait", is_flag=True, help="If a backup is running, wait for it.")
+@json_option
+@click.pass_obj
+def repair(obj, wait: bool, as_json: bool) -> None:
+    """Store afresh the damaged chunks that files on disk still hold.
+
+    Damage is what 'btfs check' found (it remembers it). For each damaged chunk, repair
+    reads the files whose backed-up versions use it, newest first, and stores the chunk
+    again from any that still holds its bytes: every backup that used it is healed at
+    once. Lists the files that stay damaged (their bytes are nowhere on disk any more)
+    and exits 5 if there are any.
+
+    \b
+    Examples:
+      btfs check --read-data; btfs repair
+      btfs repair --json
+    """
+    with Repo.open(obj.paths) as repo, repo.writer(wait=wait, what="repair"):
+        report = repo.repair()
+        names = snapshot_names(repo.catalog.snapshots()) if report.still_damaged else {}
+    if as_json:
+        emit_json({"ok": report.ok, "damaged_chunks": report.damaged,
+                   "healed_chunks": report.healed, "files_read": report.files_read,
+                   "still_damaged": [{"path": json_path(p), "snapshot": names.get(s)}
+                                     for p, s in report.still_damaged]})
+    elif not report.damaged:
+        click.echo("ok: no damaged chunks known (run 'btfs check --read-data' to look)")
+    else:
+        click.echo(f"healed {report.healed} of {plural(report.damaged, 'damaged chunk')} "
+                   f"from {plural(report.files_read, 'file')}")
+        for path, snap in report.still_damaged:
+            click.echo(f"still damaged: {display_path(path)} (backup {names.get(snap, snap)})")
+    if not report.ok:
+        raise CheckFailed(f"{plural(report.damaged - report.healed, 'damaged chunk')} in no "
+                          f"file on disk: {plural(len(report.still_damaged), 'file version')} "
+                          "stay damaged")
 

@@ -1,10 +1,15 @@
 """`btfs check`: is the catalog consistent, and does the vault hold what it refers to?
 
-Without --read-data: catalog integrity, and every referenced pack exists with the size the
-catalog recorded. With it: every pack is read whole (one at a time: memory stays at one
-pack), its name checked against its digest, and every chunk decoded and verified. Packs
-in the vault that the catalog does not know (left by a backup killed before its commit)
-are reported but are not an error: nothing refers to them.
+Without --read-data: catalog integrity, every referenced pack exists with the size the
+catalog recorded, and no chunk is known damaged. With it: every pack is read whole (one at
+a time: memory stays at one pack), its name checked against its digest, and every chunk
+decoded and verified. Packs in the vault that the catalog does not know (left by a backup
+killed before its commit) are reported but are not an error: nothing refers to them.
+
+The check itself only reads. What it found goes into the report as `damaged` (and
+`sound`: chunks known damaged that verified at their place); `Repo.check` records that in
+the catalog (schema v6), so that the next backup or `btfs repair` stores those chunks
+afresh.
 """
 
 from __future__ import annotations
@@ -26,11 +31,16 @@ log = logging.getLogger(__name__)
 @dataclass
 class CheckReport:
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth knowing, not a problem
     affected: list[tuple[bytes, int]] = field(default_factory=list)  # (path, snapshot id)
     packs: int = 0
     chunks_verified: int = 0
     bytes_read: int = 0
     unreferenced_packs: int = 0
+    # (chunk id, pack name, problem) of chunks this check found damaged, not yet recorded.
+    damaged: list[tuple[int, str, str]] = field(default_factory=list)
+    # (chunk id, pack name) of chunks recorded damaged that verified where they lie now.
+    sound: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -41,45 +51,71 @@ def check(catalog: Catalog, vault: Vault, *, read_data: bool = False,
           progress: Callable[[int, int], None] | None = None) -> CheckReport:
     report = CheckReport()
     report.problems += catalog.integrity_problems()
+    known = dict(catalog.damaged_problems())
     in_vault = dict(vault.list("packs/"))
     bad_chunks: set[int] = set()
-    known = list(catalog.packs())
-    for n, (name, size) in enumerate(known):
+    packs = list(catalog.packs())
+    for n, (name, size) in enumerate(packs):
         report.packs += 1
         key = pack_key(name)
         actual = in_vault.pop(key, None)
+        problem = None
         if actual is None:
-            report.problems.append(f"pack {name} is missing from the vault")
-            bad_chunks |= catalog.pack_chunk_ids(name)
+            problem = f"pack {name} is missing from the vault"
         elif actual != size:
-            report.problems.append(f"pack {name} has {plural(actual, 'byte')}, "
-                                   f"the catalog says {size:,}")
-            bad_chunks |= catalog.pack_chunk_ids(name)
+            problem = f"pack {name} has {plural(actual, 'byte')}, the catalog says {size:,}"
+        if problem is not None:
+            report.problems.append(problem)
+            ids = catalog.pack_chunk_ids(name)
+            bad_chunks |= ids
+            report.damaged += [(i, name, problem) for i in ids if i not in known]
         elif read_data:
-            bad_chunks.update(_verify_pack(catalog, vault, name, report))
+            bad_chunks.update(_verify_pack(catalog, vault, name, known, report))
         if progress:
-            progress(n + 1, len(known))
+            progress(n + 1, len(packs))
+    if not read_data:
+        # Recorded by an earlier check and not stored again since: still damaged.
+        for chunk_id, problem in known.items():
+            if chunk_id not in bad_chunks:
+                report.problems.append(f"known damaged (found by an earlier check): {problem}")
+                bad_chunks.add(chunk_id)
     report.unreferenced_packs = len(in_vault)
     if bad_chunks:
         report.affected = catalog.paths_using_chunks(bad_chunks)
     return report
 
 
-def _verify_pack(catalog: Catalog, vault: Vault, name: str, report: CheckReport) -> set[int]:
+def _verify_pack(catalog: Catalog, vault: Vault, name: str, known: dict[int, str],
+                 report: CheckReport) -> set[int]:
     try:
         data = vault.get(pack_key(name))
     except BtfsError as e:
-        report.problems.append(f"pack {name}: {e}")
-        return catalog.pack_chunk_ids(name)
+        problem = f"pack {name}: {e}"
+        report.problems.append(problem)
+        ids = catalog.pack_chunk_ids(name)
+        report.damaged += [(i, name, problem) for i in ids if i not in known]
+        return ids
     report.bytes_read += len(data)
     bad = set()
-    if digest.hexdigest(data) != name:
-        report.problems.append(f"pack {name} does not match its name (damaged)")
     for chunk_id, chunk_hash, size, offset, stored_len in catalog.pack_chunks(name):
         try:
             codec.decode(data[offset:offset + stored_len], chunk_hash, size)
             report.chunks_verified += 1
+            if chunk_id in known:
+                report.sound.append((chunk_id, name))
         except BtfsError as e:
-            report.problems.append(f"pack {name}: {e}")
+            problem = f"pack {name}: {e}"
+            report.problems.append(problem)
             bad.add(chunk_id)
+            if chunk_id not in known:
+                report.damaged.append((chunk_id, name, problem))
+    if digest.hexdigest(data) != name:
+        if bad:
+            report.problems.append(f"pack {name} does not match its name (damaged)")
+        else:
+            # A chunk healed since (stored again elsewhere, its row moved) leaves its
+            # damaged bytes here, where nothing refers to them any more.
+            report.notes.append(f"pack {name} does not match its name, but every chunk the "
+                                "catalog uses in it verified: the damage is in bytes no "
+                                "backup refers to")
     return bad

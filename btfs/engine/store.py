@@ -1,7 +1,9 @@
 """Where new chunks go during a backup: the open pack, packs being uploaded, durability.
 
-Owned by the backup's main thread, except `known`, which worker threads call to skip
-compressing chunks that are already stored. A chunk enters the catalog only in
+Owned by the backup's main thread, except `lookup`, which worker threads call to skip
+compressing chunks that are already stored. A chunk known damaged (schema v6) does not
+count as stored: its content is stored again, and `Catalog.add_pack` points its row at the
+new copy once that pack is durable. A chunk enters the catalog only in
 `collect_durable`, after the vault has confirmed its pack; until then it is "pending" and
 identified by the sequence number of the pack that will hold it.
 """
@@ -87,7 +89,7 @@ class ChunkStore:
         if seq is not None:
             return seq
         if stored is None or checked_at != self.generation:
-            if self.catalog.chunk_id(chunk_hash) is not None:
+            if self.catalog.sound_chunk_id(chunk_hash) is not None:
                 return STORED
             if stored is None:
                 raise AssertionError("chunk reported stored but unknown to the catalog")
@@ -105,7 +107,7 @@ class ChunkStore:
         `add(hash, size, None)` of any member returns where it is."""
         new = [(h, size) for h, size, checked_at in members
                if h not in self._pending
-               and (checked_at == self.generation or self.catalog.chunk_id(h) is None)]
+               and (checked_at == self.generation or self.catalog.sound_chunk_id(h) is None)]
         if not new:
             return
         self._builder.add_shared(stored, new)
