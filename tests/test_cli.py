@@ -278,7 +278,7 @@ def test_restore_of_a_directory_over_damage_restores_the_rest_and_lists_the_lost
     pack.write_bytes(bytes(data))
     dest = tmp_path / "out"
     proc = btfs(ready, "restore", str(src), "--to", str(dest), check=3)
-    assert proc.stdout.startswith(f"restored {dest}: 1 files, 2 directories")
+    assert proc.stdout.startswith(f"restored {dest}: 1 file, 2 directories")
     lost, summary = proc.stderr.strip().splitlines()
     assert lost.startswith(f"btfs: not restored: {src / 'sub' / 'data.bin'}: chunk ")
     assert summary == ("btfs: error: 1 of 2 files could not be restored (damaged in the "

@@ -101,7 +101,7 @@ def repair(obj, wait: bool, as_json: bool) -> None:
         for path, snap in report.still_damaged:
             click.echo(f"still damaged: {display_path(path)} (backup {names.get(snap, snap)})")
     if not report.ok:
-        raise CheckFailed(f"{plural(report.damaged - report.healed, 'damaged chunk')} in no "
-                          f"file on disk: {plural(len(report.still_damaged), 'file version')} "
-                          "stay damaged")
+        raise CheckFailed(f"{plural(report.damaged - report.healed, 'damaged chunk')} found "
+                          f"in no file on disk; still damaged: "
+                          f"{plural(len(report.still_damaged), 'file version')}")
 

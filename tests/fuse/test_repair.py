@@ -96,10 +96,10 @@ def test_repair_lists_what_no_file_on_disk_holds_any_more(damaged):
     (src / "sub" / "data.bin").unlink()
     proc = btfs_cli("repair", check=5)
     assert proc.stdout.splitlines() == [
-        "healed 0 of 1 damaged chunks from 0 files",
+        "healed 0 of 1 damaged chunk from 0 files",
         f"still damaged: {src / 'sub' / 'data.bin'} (backup {first})"]
-    assert proc.stderr.strip() == ("btfs: error: 1 damaged chunks are in no file on disk: "
-                                   "1 file versions stay damaged")
+    assert proc.stderr.strip() == ("btfs: error: 1 damaged chunk found in no file on "
+                                   "disk; still damaged: 1 file version")
     report = json.loads(btfs_cli("repair", "--json", check=5).stdout)
     assert report["still_damaged"] == [{"path": str(src / "sub" / "data.bin"),
                                         "snapshot": first}]
