@@ -23,7 +23,9 @@ A path that was a directory at some time and a file at another shows in by-file 
 directory (its children); its file versions are in by-time.
 
 Snapshots still being written ('running') are hidden; interrupted ones are shown (what
-they committed is valid). Not thread-safe: called from the trio thread only.
+they committed is valid), including one whose backup was killed and that the catalog still
+calls 'running': the writer lock is free (btfs.engine.running). Not thread-safe: called
+from the trio thread only.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from typing import NamedTuple
 
 from ..catalog import DELETED, DIR, FILE, ROOT, SYMLINK, Catalog, ChunkRef, Meta, Snapshot
 from ..engine.meta import decode_xattrs
+from ..engine.running import RUNNING, snapshots_now
+from ..lock import WriterLock
 from ..names import snapshot_names, version_name
 
 ROOT_INO = 1  # pyfuse3.ROOT_INODE
@@ -131,8 +135,12 @@ def is_stable(ino: int) -> bool:
 
 
 class Tree:
-    def __init__(self, catalog: Catalog):
+    def __init__(self, catalog: Catalog, lock: WriterLock | None = None):
+        """`lock`: the catalog's writer lock, asked (never taken) whether a snapshot
+        marked running is still being written; without it, running ones stay hidden."""
         self.catalog = catalog
+        self.lock = lock
+        self._hidden_running = False  # a snapshot marked running is hidden
         self.uid, self.gid = os.getuid(), os.getgid()
         self._data_version: int | None = None
         self.snapshots: list[Snapshot] = []
@@ -146,12 +154,19 @@ class Tree:
     # ---- the snapshot list -----------------------------------------------------------
 
     def refresh(self) -> bool:
-        """Reload the snapshot list if the catalog changed; True if what by-time shows did."""
+        """Reload the snapshot list if the catalog changed, or if a hidden running
+        snapshot's writer died (a killed backup changes nothing in the catalog); True if
+        what by-time shows did. Cheap when nothing changed: one PRAGMA, plus a look at
+        the writer lock while a snapshot is hidden."""
         version = self.catalog.data_version()
-        if version == self._data_version:
+        if version == self._data_version and not (
+                self._hidden_running and self.lock is not None and not self.lock.is_held()):
             return False
-        self._data_version = version
-        snaps = [s for s in self.catalog.snapshots() if s.state != "running"]
+        snaps = (snapshots_now(self.catalog, self.lock) if self.lock is not None
+                 else self.catalog.snapshots())
+        self._data_version = version  # only once read: a failed read is retried
+        self._hidden_running = any(s.state == RUNNING for s in snaps)
+        snaps = [s for s in snaps if s.state != RUNNING]
         if [(s.id, s.state) for s in snaps] == [(s.id, s.state) for s in self.snapshots]:
             return False
         self.snapshots = snaps
@@ -219,8 +234,8 @@ class Tree:
             return self._synthetic_dir(ino)
         version = self.catalog.newest_live_version(node_id, self.horizon)
         if version is not None and not self._visible(version.snapshot_id):
-            # Below the horizon but hidden: a backup left 'running' by a killed process,
-            # until the next backup marks it interrupted. Rare; take the long way.
+            # Below the horizon but hidden: a backup still running, or one left 'running'
+            # by a killed process while the lock is taken again. Rare; take the long way.
             shown = [v for v in self.catalog.versions_of(node_id)
                      if v.type != DELETED and self._visible(v.snapshot_id)]
             version = shown[-1] if shown else None
