@@ -10,6 +10,8 @@ for the by-time names), and reloaded when the catalog changes.
     /by-file/<absolute path>/                          a directory: its children ever seen;
                                                       a file or symlink: one entry per
                                                       version, <stem>.<backup><suffix>
+                                                      (the stem shortened to fit 255
+                                                      bytes: btfs.names.version_name)
 
 Inode numbers come from catalog row ids, never hashes (which collide):
   - a file or symlink version: its version id. The same unchanged file in 100 snapshots,
@@ -39,7 +41,7 @@ from ..catalog import DELETED, DIR, FILE, ROOT, SYMLINK, Catalog, ChunkRef, Meta
 from ..engine.meta import decode_xattrs
 from ..engine.running import RUNNING, snapshots_now
 from ..lock import WriterLock
-from ..names import snapshot_names, version_name
+from ..names import snapshot_names, version_name, version_stamp
 
 ROOT_INO = 1  # pyfuse3.ROOT_INODE
 BY_TIME_INO = 2
@@ -305,12 +307,9 @@ class Tree:
             if child is None:
                 raise NotFound(name)
             return self._file_dir_attr(child)
-        path_name = self.catalog.node_name(node_id)
-        dot = path_name.rfind(b".")
-        stem, suffix = (path_name, b"") if dot <= 0 else (path_name[:dot], path_name[dot:])
-        stamp = name[len(stem) + 1:len(name) - len(suffix)]
-        snapshot_id = self.by_name.get(stamp.decode(errors="replace"))
-        if snapshot_id is None or version_name(path_name, self.names[snapshot_id]) != name:
+        stamp = version_stamp(self.catalog.node_name(node_id), name)
+        snapshot_id = self.by_name.get(stamp) if stamp is not None else None
+        if snapshot_id is None:
             raise NotFound(name)
         version = self.catalog.version_at(node_id, snapshot_id)
         if version is None or version.snapshot_id != snapshot_id or version.type not in (
