@@ -136,7 +136,12 @@ class Operations(pyfuse3.Operations):
         e.generation = 0
         timeout = STABLE_TIMEOUT if attr.stable else LIVE_TIMEOUT
         e.entry_timeout = timeout
-        e.attr_timeout = timeout
+        # latest's size is its target's length, which a backup changes; asking costs
+        # nothing on a path walk, which follows a symlink without its attributes. by-time
+        # keeps its second: a walk through it checks its permissions, so a zero timeout
+        # would cost a request per path; its attributes are invalidated once a change is
+        # seen (Operations.backups_changed).
+        e.attr_timeout = 0.0 if attr.ino == LATEST_INO else timeout
         e.st_mode = attr.mode
         e.st_nlink = attr.nlink
         e.st_uid = attr.uid

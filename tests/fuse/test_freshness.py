@@ -196,9 +196,11 @@ def test_latest_shows_a_backup_as_soon_as_btfs_backup_returns(repo_dirs, mounter
     seen = {os.readlink(latest)}
     for i in range(1, 7):
         (src / "changing.txt").write_text(f"round {i}")
+        assert os.lstat(latest).st_size == len(os.readlink(latest))  # cached just before
         backup()
         name = os.readlink(latest)
         assert name not in seen, f"round {i}: latest still points to {name}"
+        assert os.lstat(latest).st_size == len(name)
         seen.add(name)
         assert name in os.listdir(mnt / "by-time")
         assert "changing.txt" in os.listdir(inside(mnt, "latest", src))
