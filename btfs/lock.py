@@ -10,6 +10,10 @@ that took the lock for a moment to find out would make a backup starting at that
 fail with "already running". Classic POSIX fcntl locks would answer too, but belong to
 the process, so a second open in the same process would neither conflict nor survive the
 first close; OFD locks belong to the open file, as flock does. Readers never take it.
+
+A writer takes an flock on the same file too: older btfs versions locked with flock
+only (the two kinds do not see each other), and a backup of such a version may still be
+running while a new one starts after an upgrade.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class WriterLock:
         while True:
             try:
                 fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK))
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except OSError as e:  # EAGAIN or EACCES: held by another open file
                 if e.errno not in (errno.EAGAIN, errno.EACCES):
@@ -79,7 +84,7 @@ class WriterLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)  # closing the last descriptor of the open file drops it
+            os.close(self._fd)  # closing the last descriptor of the open file drops both
             self._fd = None
 
     def __enter__(self) -> WriterLock:
