@@ -55,8 +55,7 @@ def _shortened(file_name: bytes) -> tuple[bytes, bytes]:
     if len(suffix) > SUFFIX_MAX:
         stem, suffix = file_name, b""
     tag = b"~" + digest.hexdigest(file_name)[:DIGEST_CHARS].encode()
-    keep = NAME_MAX - 1 - STAMP_ROOM - len(suffix) - len(tag)
-    cut = keep
+    cut = NAME_MAX - 1 - STAMP_ROOM - len(suffix) - len(tag)
     if _is_utf8(file_name):  # never split a character of a name that is valid UTF-8
         while cut > 0 and stem[cut:cut + 1] and stem[cut] & 0xC0 == 0x80:
             cut -= 1
@@ -90,7 +89,8 @@ def version_name(file_name: bytes, snapshot_name: str) -> bytes:
 def version_stamp(file_name: bytes, name: bytes) -> str | None:
     """The snapshot name in `name`, if `name` is one of `file_name`'s version names (the
     inverse of version_name; the mount's by-file lookup)."""
-    for stem, suffix in (_split(file_name), _shortened(file_name)):
+    for parts in (_split, _shortened):  # a digest only when the plain form does not fit
+        stem, suffix = parts(file_name)
         if name.startswith(stem + b".") and name.endswith(suffix) and \
                 len(name) > len(stem) + 1 + len(suffix):
             stamp = name[len(stem) + 1:len(name) - len(suffix)].decode(errors="replace")
