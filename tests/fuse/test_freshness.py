@@ -16,6 +16,7 @@ import pytest
 from fusekit import btfs_cli, wait_until
 from helpers import rand_bytes
 
+from btfs import config as config_mod
 from btfs.catalog import Catalog
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
@@ -51,8 +52,7 @@ def test_a_killed_backup_is_interrupted_at_once_and_the_mount_shows_it(repo_dirs
     mnt = mounter()
     # Small packs: the backup commits after each, so it has committed files long before
     # it is done with these.
-    with open(paths.config_file, "a") as f:
-        f.write("pack_size = 1048576\n")
+    config_mod.save(paths, config_mod.with_changes(config_mod.load(paths), pack_size=1 << 20))
     for i in range(160):
         (src / f"f{i:03}.bin").write_bytes(rand_bytes(512 << 10, i))
     child = subprocess.Popen([sys.executable, "-m", "btfs", "-q", "backup"],
