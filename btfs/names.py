@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from . import digest
 from .catalog.model import Snapshot
 
 
@@ -30,12 +31,69 @@ def snapshot_names(snapshots: Iterable[Snapshot]) -> dict[int, str]:
     return names
 
 
+NAME_MAX = 255  # bytes in one path component (Linux)
+# The longest snapshot name a shortened version name leaves room for: YYYY-MM-DD_HHMMSS
+# and a same-second count up to -999999. Reserved whatever the actual name, so a
+# shortened name's stem does not depend on the snapshot and lookup can find its stamp.
+STAMP_ROOM = 24
+SUFFIX_MAX = 32  # a longer "extension" is not one: shortened names do not keep it
+DIGEST_CHARS = 8  # hex digits of the full name's BLAKE3 in a shortened name
+
+
+def _split(file_name: bytes) -> tuple[bytes, bytes]:
+    """(stem, suffix): the suffix is the last dot and what follows, unless that dot
+    leads the name (`.bashrc`) or there is none."""
+    dot = file_name.rfind(b".")
+    return (file_name, b"") if dot <= 0 else (file_name[:dot], file_name[dot:])
+
+
+def _shortened(file_name: bytes) -> tuple[bytes, bytes]:
+    """(stem, suffix) of the version names of a file whose name is too long to take a
+    snapshot name: the stem cut to fit, ending in `~` and a digest of the full name (two
+    long names that share a beginning stay distinct), the suffix kept unless absurd."""
+    stem, suffix = _split(file_name)
+    if len(suffix) > SUFFIX_MAX:
+        stem, suffix = file_name, b""
+    tag = b"~" + digest.hexdigest(file_name)[:DIGEST_CHARS].encode()
+    cut = NAME_MAX - 1 - STAMP_ROOM - len(suffix) - len(tag)
+    if _is_utf8(file_name):  # never split a character of a name that is valid UTF-8
+        while cut > 0 and stem[cut:cut + 1] and stem[cut] & 0xC0 == 0x80:
+            cut -= 1
+    return stem[:cut] + tag, suffix
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def version_name(file_name: bytes, snapshot_name: str) -> bytes:
     """`plan.md` at 2026-11-20_093000 -> `plan.2026-11-20_093000.md`: the extension stays
     last so a file manager opens the version with the right program. A leading dot is part
-    of the stem (`.bashrc` -> `.bashrc.<time>`), as is everything when there is no dot."""
+    of the stem (`.bashrc` -> `.bashrc.<time>`), as is everything when there is no dot.
+
+    Every name fits NAME_MAX, so `cp -a` of a by-file directory can create it: when the
+    file's name is too long to take the snapshot name, its stem is cut (at a character
+    boundary if the name is UTF-8) and `~<digest of the full name>` added."""
     stamp = snapshot_name.encode()
-    dot = file_name.rfind(b".")
-    if dot <= 0:
-        return file_name + b"." + stamp
-    return file_name[:dot] + b"." + stamp + file_name[dot:]
+    if len(file_name) + 1 + len(stamp) <= NAME_MAX:
+        stem, suffix = _split(file_name)
+    else:
+        stem, suffix = _shortened(file_name)
+    return stem + b"." + stamp + suffix
+
+
+def version_stamp(file_name: bytes, name: bytes) -> str | None:
+    """The snapshot name in `name`, if `name` is one of `file_name`'s version names (the
+    inverse of version_name; the mount's by-file lookup)."""
+    for parts in (_split, _shortened):  # a digest only when the plain form does not fit
+        stem, suffix = parts(file_name)
+        if name.startswith(stem + b".") and name.endswith(suffix) and \
+                len(name) > len(stem) + 1 + len(suffix):
+            stamp = name[len(stem) + 1:len(name) - len(suffix)].decode(errors="replace")
+            if version_name(file_name, stamp) == name:
+                return stamp
+    return None

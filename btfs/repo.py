@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from . import config as config_mod
-from .catalog import Catalog
+from .catalog import Catalog, Snapshot
 from .config import Config, Paths, TrackedDir
+from .engine.running import snapshots_now
 from .errors import BtfsError, UsageError, VaultError
 from .lock import WriterLock
 from .own import check_trackable, never_backed_up
@@ -63,6 +64,11 @@ class Repo:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every snapshot, oldest first; one whose backup was killed is 'interrupted'
+        (btfs.engine.running), even before the next writer marks it so."""
+        return snapshots_now(self.catalog, WriterLock(self.paths.lock))
 
     @contextmanager
     def writer(self, *, wait: bool = False, what: str = "backup"):

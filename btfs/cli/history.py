@@ -35,6 +35,9 @@ from .output import (
 def snapshots(obj, as_json: bool) -> None:
     """List backups, oldest first: time, files changed, bytes added, state.
 
+    STATE is complete, partial (some entries could not be read), running, or interrupted
+    (the backup was stopped or killed; what it stored before is kept and shown).
+
     The NAME column is the directory name under by-time/ in the mount.
 
     \b
@@ -43,7 +46,7 @@ def snapshots(obj, as_json: bool) -> None:
       btfs snapshots --json | jq '.[-1].name'
     """
     with Repo.open(obj.paths, readonly=True) as repo:
-        snaps = repo.catalog.snapshots()
+        snaps = repo.snapshots()
     names = snapshot_names(snaps)
     if as_json:
         emit_json([{"name": names[s.id], **dataclasses.asdict(s)} for s in snaps])

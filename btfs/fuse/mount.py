@@ -1,14 +1,13 @@
 """The mount's lifetime: the trio main that serves the tree until unmounted or signalled.
 
 One process per mount. `serve` mounts, then runs three things in one nursery: pyfuse3's
-request loop, a watcher that invalidates by-time/ and latest when a backup lands, and a
+request loop, a watcher that notices backups landing (or killed) while nobody looks, and a
 signal handler that turns SIGINT/SIGTERM into a clean unmount. `pyfuse3.close` always
 runs, so the mountpoint is never left dangling by an error in here.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
@@ -21,14 +20,15 @@ from .. import mounts
 from ..engine.memory import limit_arenas
 from ..engine.reader import ChunkSource
 from ..errors import UsageError
+from ..lock import WriterLock
 from ..own import OwnDir
 from ..repo import Repo
 from .ops import Operations
-from .tree import BY_TIME_INO, LATEST, Tree
+from .tree import Tree
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.5  # a backup shows up within this (plus the kernel's 1 s timeouts)
+POLL_SECONDS = 0.5  # a killed backup's snapshot shows up within this
 # The kernel's read-ahead for this mount: at its default (128 KiB) a sequential reader
 # asks for 128-256 KiB per request; at 1 MiB (the largest request FUSE sends here) one
 # request per MiB. Cold cat of a 512 MiB file: 1.13-1.31 s -> 1.00-1.03 s.
@@ -44,8 +44,11 @@ def fuse_options(allow_other: bool) -> set[str]:
 
 
 async def _watch_catalog(tree: Tree, ops: Operations) -> None:
+    """Notice new backups nobody asked about (by-time's handlers refresh by themselves),
+    so the kernel's cached attributes of by-time/ and latest are dropped, and a killed
+    backup's snapshot shows once its writer lock is free: that changes nothing in the
+    catalog, so only a look at the lock (Tree.refresh) sees it."""
     failing = False
-    xattrs_warned = False
     while True:
         await trio.sleep(POLL_SECONDS)
         try:
@@ -59,20 +62,7 @@ async def _watch_catalog(tree: Tree, ops: Operations) -> None:
             log.warning("the catalog's list of backups is readable again")
             failing = False
         if changed:
-            log.info("backups changed; newest is now %s", tree.latest_name)
-            if not ops.xattrs and not xattrs_warned and tree.catalog.has_xattrs():
-                # The kernel was told this filesystem has no xattrs; only a new mount
-                # can take that back.
-                log.warning("backup %s has extended attributes; remount to see them",
-                            tree.latest_name)
-                xattrs_warned = True
-            for invalidate in (lambda: pyfuse3.invalidate_inode(BY_TIME_INO),
-                               lambda: pyfuse3.invalidate_entry_async(BY_TIME_INO, LATEST)):
-                try:
-                    invalidate()
-                except OSError as e:
-                    if e.errno != errno.ENOENT:  # the kernel had nothing cached
-                        raise
+            ops.backups_changed()
 
 
 async def _watch_signals() -> None:
@@ -125,7 +115,7 @@ def serve(repo: Repo, mountpoint: str, *, allow_other: bool = False) -> None:
     # slower. (The backup's fixed mmap threshold saved 20 MB more here but made every
     # 1 MiB read reply an mmap and its page faults: cold `cat` 950 -> 630 MB/s.)
     limit_arenas(2)
-    tree = Tree(repo.catalog)
+    tree = Tree(repo.catalog, WriterLock(repo.paths.lock))
     ops = Operations(tree, ChunkSource(repo.vault, cache_bytes=CHUNK_CACHE_BYTES),
                      xattrs=repo.catalog.has_xattrs())
     pyfuse3.init(ops, mountpoint, fuse_options(allow_other))

@@ -24,7 +24,15 @@ from ..catalog import ChunkRef
 from ..engine.meta import decode_xattrs
 from ..engine.reader import ChunkSource, FileLayout
 from ..errors import BtfsError
-from .tree import NotFound, Tree, is_dir_ino, is_stable, split_ino
+from .tree import (
+    BY_TIME_INO,
+    LATEST_INO,
+    NotFound,
+    Tree,
+    is_dir_ino,
+    is_stable,
+    split_ino,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +116,7 @@ class Operations(pyfuse3.Operations):
         # every later caller, no round trip). `cp -a` asks for the xattrs and ACL of every
         # file it copies: 3 of the 9 requests per small file, a third of a restore's time.
         self.xattrs = xattrs
+        self._xattrs_warned = False
         self.source = source
         self.limiter = trio.CapacityLimiter(threads)
         self.nursery: trio.Nursery | None = None  # set by mount.py for read-ahead tasks
@@ -127,7 +136,12 @@ class Operations(pyfuse3.Operations):
         e.generation = 0
         timeout = STABLE_TIMEOUT if attr.stable else LIVE_TIMEOUT
         e.entry_timeout = timeout
-        e.attr_timeout = timeout
+        # latest's size is its target's length, which a backup changes; asking costs
+        # nothing on a path walk, which follows a symlink without its attributes. by-time
+        # keeps its second: a walk through it checks its permissions, so a zero timeout
+        # would cost a request per path; its attributes are invalidated once a change is
+        # seen (Operations.backups_changed).
+        e.attr_timeout = 0.0 if attr.ino == LATEST_INO else timeout
         e.st_mode = attr.mode
         e.st_nlink = attr.nlink
         e.st_uid = attr.uid
@@ -143,18 +157,60 @@ class Operations(pyfuse3.Operations):
 
     @_guarded
     async def lookup(self, parent_inode, name, ctx):
+        if parent_inode == BY_TIME_INO:
+            self.refresh()
         return self._remember(self.tree.lookup(parent_inode, name))
 
     @_guarded
     async def getattr(self, inode, ctx):
+        if inode in (BY_TIME_INO, LATEST_INO):
+            self.refresh()
         return self._remember(self.tree.getattr(inode))
 
     @_guarded(not_found=errno.EINVAL)  # readlink of something that is not a symlink
     async def readlink(self, inode, ctx):
+        if inode == LATEST_INO:
+            self.refresh()
         return self.tree.readlink(inode)
 
     async def forget(self, inode_list):
         """Inodes are derived from catalog rows, not allocated: nothing to release."""
+
+    # ---- what by-time shows: fresh at every look -------------------------------------
+
+    def refresh(self) -> None:
+        """Before answering about by-time/ or latest: reload the snapshot list if the
+        catalog changed (one PRAGMA when it did not), so `ls by-time/latest` right after
+        `btfs backup` returns shows that backup; the poll in mount.py alone would leave a
+        window. The kernel asks again for everything that can change here: a name not
+        found is not cached, and latest's target is read at every lookup through it."""
+        try:
+            changed = self.tree.refresh()
+        except Exception as e:  # noqa: BLE001 - the poll reports it; serve what we have
+            log.debug("cannot read the catalog's list of backups: %s", e)
+            return
+        if changed:
+            self.backups_changed()
+
+    def backups_changed(self) -> None:
+        """The snapshot list changed: drop the attributes the kernel keeps of by-time/
+        (its mtime is the newest backup's) and latest (its size is the target's length).
+        Their inodes never change, so their directory entries stay valid. Called from
+        request handlers too: invalidate_inode does not wait for requests (it only may
+        with a writeback cache, which this mount disables), unlike invalidate_entry."""
+        log.info("backups changed; newest is now %s", self.tree.latest_name)
+        for ino in (BY_TIME_INO, LATEST_INO):
+            try:
+                pyfuse3.invalidate_inode(ino, attr_only=True)
+            except OSError as e:
+                if e.errno != errno.ENOENT:  # ENOENT: the kernel had nothing cached
+                    log.warning("cannot invalidate inode %d: %s", ino, e)
+        if not self.xattrs and not self._xattrs_warned and self.tree.catalog.has_xattrs():
+            # The kernel was told this filesystem has no xattrs; only a new mount can
+            # take that back.
+            log.warning("backup %s has extended attributes; remount to see them",
+                        self.tree.latest_name)
+            self._xattrs_warned = True
 
     # ---- directories -------------------------------------------------------------------
 
@@ -178,6 +234,8 @@ class Operations(pyfuse3.Operations):
         d = self._dirs[fh]
         if start_id == d.end:
             return
+        if d.ino == BY_TIME_INO and start_id == 0:
+            self.refresh()
         if start_id == d.pending_after and d.pending:
             page, d.pending = d.pending, []
             last_page = d.pending_last

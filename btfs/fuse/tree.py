@@ -10,6 +10,8 @@ for the by-time names), and reloaded when the catalog changes.
     /by-file/<absolute path>/                          a directory: its children ever seen;
                                                       a file or symlink: one entry per
                                                       version, <stem>.<backup><suffix>
+                                                      (the stem shortened to fit 255
+                                                      bytes: btfs.names.version_name)
 
 Inode numbers come from catalog row ids, never hashes (which collide):
   - a file or symlink version: its version id. The same unchanged file in 100 snapshots,
@@ -23,7 +25,9 @@ A path that was a directory at some time and a file at another shows in by-file 
 directory (its children); its file versions are in by-time.
 
 Snapshots still being written ('running') are hidden; interrupted ones are shown (what
-they committed is valid). Not thread-safe: called from the trio thread only.
+they committed is valid), including one whose backup was killed and that the catalog still
+calls 'running': the writer lock is free (btfs.engine.running). Not thread-safe: called
+from the trio thread only.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from typing import NamedTuple
 
 from ..catalog import DELETED, DIR, FILE, ROOT, SYMLINK, Catalog, ChunkRef, Meta, Snapshot
 from ..engine.meta import decode_xattrs
-from ..names import snapshot_names, version_name
+from ..engine.running import RUNNING, snapshots_now
+from ..lock import WriterLock
+from ..names import snapshot_names, version_name, version_stamp
 
 ROOT_INO = 1  # pyfuse3.ROOT_INODE
 BY_TIME_INO = 2
@@ -131,8 +137,12 @@ def is_stable(ino: int) -> bool:
 
 
 class Tree:
-    def __init__(self, catalog: Catalog):
+    def __init__(self, catalog: Catalog, lock: WriterLock | None = None):
+        """`lock`: the catalog's writer lock, asked (never taken) whether a snapshot
+        marked running is still being written; without it, running ones stay hidden."""
         self.catalog = catalog
+        self.lock = lock
+        self._hidden_running = False  # a snapshot marked running is hidden
         self.uid, self.gid = os.getuid(), os.getgid()
         self._data_version: int | None = None
         self.snapshots: list[Snapshot] = []
@@ -146,12 +156,19 @@ class Tree:
     # ---- the snapshot list -----------------------------------------------------------
 
     def refresh(self) -> bool:
-        """Reload the snapshot list if the catalog changed; True if what by-time shows did."""
+        """Reload the snapshot list if the catalog changed, or if a hidden running
+        snapshot's writer died (a killed backup changes nothing in the catalog); True if
+        what by-time shows did. Cheap when nothing changed: one PRAGMA, plus a look at
+        the writer lock while a snapshot is hidden."""
         version = self.catalog.data_version()
-        if version == self._data_version:
+        if version == self._data_version and not (
+                self._hidden_running and self.lock is not None and not self.lock.is_held()):
             return False
-        self._data_version = version
-        snaps = [s for s in self.catalog.snapshots() if s.state != "running"]
+        snaps = (snapshots_now(self.catalog, self.lock) if self.lock is not None
+                 else self.catalog.snapshots())
+        self._data_version = version  # only once read: a failed read is retried
+        self._hidden_running = any(s.state == RUNNING for s in snaps)
+        snaps = [s for s in snaps if s.state != RUNNING]
         if [(s.id, s.state) for s in snaps] == [(s.id, s.state) for s in self.snapshots]:
             return False
         self.snapshots = snaps
@@ -219,8 +236,8 @@ class Tree:
             return self._synthetic_dir(ino)
         version = self.catalog.newest_live_version(node_id, self.horizon)
         if version is not None and not self._visible(version.snapshot_id):
-            # Below the horizon but hidden: a backup left 'running' by a killed process,
-            # until the next backup marks it interrupted. Rare; take the long way.
+            # Below the horizon but hidden: a backup still running, or one left 'running'
+            # by a killed process while the lock is taken again. Rare; take the long way.
             shown = [v for v in self.catalog.versions_of(node_id)
                      if v.type != DELETED and self._visible(v.snapshot_id)]
             version = shown[-1] if shown else None
@@ -290,12 +307,9 @@ class Tree:
             if child is None:
                 raise NotFound(name)
             return self._file_dir_attr(child)
-        path_name = self.catalog.node_name(node_id)
-        dot = path_name.rfind(b".")
-        stem, suffix = (path_name, b"") if dot <= 0 else (path_name[:dot], path_name[dot:])
-        stamp = name[len(stem) + 1:len(name) - len(suffix)]
-        snapshot_id = self.by_name.get(stamp.decode(errors="replace"))
-        if snapshot_id is None or version_name(path_name, self.names[snapshot_id]) != name:
+        stamp = version_stamp(self.catalog.node_name(node_id), name)
+        snapshot_id = self.by_name.get(stamp) if stamp is not None else None
+        if snapshot_id is None:
             raise NotFound(name)
         version = self.catalog.version_at(node_id, snapshot_id)
         if version is None or version.snapshot_id != snapshot_id or version.type not in (

@@ -23,8 +23,11 @@ from btfs.fuse.tree import (
     NotFound,
     Tree,
 )
+from btfs.lock import WriterLock
+from btfs.names import version_name
 
 MON = local_ns("2026-11-23 09:30:00")
+NAME_MAX = 255  # bytes in a file name (Linux)
 
 
 def walk(tree: Tree, ino: int, path: bytes) -> int:
@@ -90,6 +93,79 @@ def test_running_snapshots_are_hidden_and_interrupted_ones_shown(hand):
     assert reader.refresh()
     assert reader.readlink(LATEST_INO) == b"2026-11-23_093200"
     assert not reader.refresh()
+
+
+def test_a_running_snapshot_whose_writer_lock_is_free_is_shown_as_interrupted(hand,
+                                                                               tmp_path):
+    """A backup killed by kill -9 leaves its snapshot 'running' and the catalog unchanged:
+    the tree sees its writer lock free, and shows what it committed."""
+    hand.begin(MON)
+    hand.dirs(b"/data")
+    hand.file(b"/data/a", b"one")
+    writer = WriterLock(tmp_path / "writer.lock")
+    writer.acquire()
+    killed = hand.begin(MON + 60 * NS, state="running")
+    hand.file(b"/data/a", b"two")
+    tree = Tree(Catalog(hand.catalog.path, readonly=True), WriterLock(writer.path))
+    assert tree.readlink(LATEST_INO) == b"2026-11-23_093000"
+    assert not tree.refresh()
+    writer.release()  # what the kernel does when the writer dies
+    assert tree.refresh()
+    assert tree.readlink(LATEST_INO) == b"2026-11-23_093100"
+    a = walk(tree, BY_FILE_INO, b"/data/a")
+    assert sorted(entries(tree, a)) == [b"a.2026-11-23_093000", b"a.2026-11-23_093100"]
+    assert hand.catalog.snapshot(killed).state == "running"  # a reader changes nothing
+    # The next writer marks it interrupted in the catalog: nothing changes for the tree.
+    with hand.catalog.transaction():
+        hand.catalog.mark_interrupted()
+    assert not tree.refresh()
+    assert tree.readlink(LATEST_INO) == b"2026-11-23_093100"
+
+
+@pytest.mark.parametrize("name", [
+    b"n" * 255,  # no suffix
+    b"n" * 251 + b".txt",
+    "\u00e9t\u00e9-\u65e5\u672c".encode() * 21 + b".md",  # multibyte UTF-8, 255 bytes
+    b"\xff" * 240 + b".bin",  # not UTF-8
+    b"a" * 200 + b"." + b"x" * 54,  # an "extension" too long to keep
+    b"b" * 236 + b".txt",  # fits alone, not with a backup's name
+], ids=["no-suffix", "suffix", "utf8", "not-utf8", "long-suffix", "near-limit"])
+def test_version_names_of_long_file_names_fit_name_max(hand, name):
+    """Each version name fits in 255 bytes (so `cp -a` of the by-file directory can make
+    it), keeps the backup's name and the extension, stays valid UTF-8 when the file's
+    name is, and is found again by lookup."""
+    assert len(name) <= NAME_MAX
+    hand.begin(MON)
+    hand.dirs(b"/o")
+    hand.file(b"/o/" + name, b"first")
+    for i in range(1, 3):  # same second: -1, -2
+        hand.begin(MON + i)
+        hand.file(b"/o/" + name, b"version %d" % i)
+    tree = Tree(hand.catalog)
+    versions = entries(tree, walk(tree, BY_FILE_INO, b"/o/" + name))
+    assert len(versions) == 3
+    for shown, stamp in zip(versions, ["2026-11-23_093000", "2026-11-23_093000-1",
+                                    "2026-11-23_093000-2"], strict=True):
+        assert len(shown) <= NAME_MAX
+        assert stamp.encode() in shown
+        if name.endswith((b".txt", b".md", b".bin")):
+            assert shown.endswith(name[name.rfind(b"."):])
+        try:
+            name.decode()
+        except UnicodeDecodeError:
+            pass
+        else:
+            shown.decode()  # cut at a character boundary
+        attr = tree.lookup(walk(tree, BY_FILE_INO, b"/o/" + name), shown)
+        assert attr.ino == versions[shown].ino
+    assert tree.lookup(walk(tree, BY_FILE_INO, b"/o/" + name),
+                       next(iter(versions))).size == len(b"first")
+
+
+def test_long_names_sharing_a_beginning_get_distinct_version_names():
+    one, two = b"s" * 250 + b"1.txt", b"s" * 250 + b"2.txt"
+    assert version_name(one, "2026-11-23_093000") != version_name(two, "2026-11-23_093000")
+    assert len(version_name(one, "2026-11-23_093000")) <= NAME_MAX
 
 
 def test_each_snapshot_shows_the_tree_as_it_was(hand):
@@ -193,7 +269,7 @@ def test_names_are_bytes_end_to_end(hand):
     for name in odd:
         assert tree.lookup(snap_dir, name).size == len(name)
     versions = entries(tree, walk(tree, BY_FILE_INO, b"/o/" + b"n" * 255))
-    assert list(versions) == [b"n" * 255 + b".2026-11-23_093000"]
+    assert [len(v) for v in versions] == [len(version_name(b"n" * 255, "2026-11-23_093000"))]
     bin_versions = entries(tree, walk(tree, BY_FILE_INO, b"/o/\xff\xfe.bin"))
     assert list(bin_versions) == [b"\xff\xfe.2026-11-23_093000.bin"]
 

@@ -27,6 +27,7 @@ from fusekit import btfs_cli, is_mounted, wait_until
 from helpers import make_awkward_tree, rand_bytes, xattrs_supported
 
 from btfs.catalog import Catalog
+from btfs.lock import WriterLock
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 
@@ -278,13 +279,15 @@ def test_a_history_without_xattrs_is_mounted_without_them(repo_dirs, mounts_clea
 
 
 def test_a_running_backup_does_not_disturb_the_mount(repo_dirs, mounts_cleanup, paths):
-    """A backup in progress (its snapshot 'running') is not shown until it finishes."""
+    """A backup in progress (its snapshot 'running', its writer holding the lock) is not
+    shown until it finishes."""
     src, mnt = repo_dirs
     (src / "f").write_text("one")
     backup()
     mounts_cleanup(mnt)
     btfs_cli("mount", str(mnt))
-    with Catalog(paths.catalog) as cat:
+    with Catalog(paths.catalog) as cat, WriterLock(paths.lock) as lock:
+        lock.acquire()
         with cat.transaction():
             running = cat.begin_snapshot("h", time.time_ns() + 10 * 10**9)
         time.sleep(1.5)
