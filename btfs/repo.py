@@ -22,7 +22,7 @@ from .errors import BtfsError, UsageError, VaultError
 from .lock import WriterLock
 from .own import check_trackable, never_backed_up
 from .text import display_path
-from .userpath import to_catalog_path
+from .userpath import is_under, to_catalog_path
 from .vault import Vault, open_vault
 
 log = logging.getLogger(__name__)
@@ -191,8 +191,7 @@ def track_dirs(paths: Paths, dirs: list[str], excludes=(), includes=()) -> Confi
             raise UsageError(f"not a directory: {d}")
         check_trackable(path, paths, cfg)
         for t in tracked:
-            if t.path != path and (path.startswith(t.path.rstrip("/") + "/")
-                                   or t.path.startswith(path.rstrip("/") + "/")):
+            if t.path != path and (is_under(path, t.path) or is_under(t.path, path)):
                 raise UsageError(f"{display_path(path)} overlaps tracked directory "
                                  f"{display_path(t.path)}")
         entry = TrackedDir(path, tuple(excludes), tuple(includes))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from ..catalog import DELETED, DIR, FILE, ROOT, SYMLINK, Catalog, LiveChild
 from ..config import Config, TrackedDir
+from ..userpath import is_under
 from .excludes import Matcher, is_cache_dir
 from .meta import meta_from_stat
 
@@ -126,7 +127,7 @@ class Scanner:
         if not stat.S_ISDIR(root_st.st_mode):
             self.warn(f"tracked directory {tracked.path} is not a directory; skipped")
             return
-        if any(root == p or root.startswith(p + b"/") for p in self.never):
+        if any(is_under(root, p) for p in self.never):
             self.warn(f"tracked directory {tracked.path} is never backed up (btfs's own "
                       "files or mount, or /proc, /sys, /dev, /run); skipped")
             return
