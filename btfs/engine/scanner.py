@@ -231,8 +231,9 @@ class Scanner:
                          os.fsdecode(path + b"/" + name))
                 continue
             entry = live.pop(name, None)  # what is left in `live` at the end is gone
-            # Change detection: lstat against the newest version, st_dev deliberately not
-            # compared (a btrfs/ZFS snapshot as source would look all new).
+            # Change detection: lstat against the newest version by the one rule,
+            # catalog.model.UNCHANGED_BY_STAT (LiveChild holds those fields after its
+            # node_id), spelled as one tuple compare: this runs for every entry.
             same = entry is not None and entry[1:] == (kind, st.st_size, st.st_mtime_ns,
                                                        st.st_ctime_ns, st.st_ino)
             if same and kind != DIR and entry.node_id not in report:
