@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from btfs import config as config_mod
-from btfs.cli.backup import Progress, eta_seconds, expected_work
+from btfs.cli.backup import Progress, eta_seconds
 from btfs.engine import backup as backup_mod
 from btfs.engine.backup import Stats
 from btfs.engine.history import parse_time
+from btfs.repo import expected_work
 from btfs.text import display_path, plural
 from btfs.userpath import is_under, to_catalog_path
 

@@ -7,8 +7,7 @@ import sys
 import click
 
 from ..errors import CheckFailed
-from ..names import snapshot_names
-from ..repo import Repo
+from .main import pass_repo
 from .output import display_path, emit_json, human_bytes, json_option, json_path, plural
 
 
@@ -16,8 +15,8 @@ from .output import display_path, emit_json, human_bytes, json_option, json_path
 @click.option("--read-data", is_flag=True,
               help="Also read every pack and verify every chunk against its hash.")
 @json_option
-@click.pass_obj
-def check(obj, read_data: bool, as_json: bool) -> None:
+@pass_repo(readonly=True)
+def check(obj, repo, read_data: bool, as_json: bool) -> None:
     """Verify the catalog and the vault. Exit code 5 and the affected files on problems.
 
     Without --read-data: the catalog is consistent, every pack it refers to exists with
@@ -30,16 +29,11 @@ def check(obj, read_data: bool, as_json: bool) -> None:
       btfs check
       btfs check --read-data
     """
-    with Repo.open(obj.paths, readonly=True) as repo:
-        def progress(done: int, total: int) -> None:
-            sys.stderr.write(f"\r\033[Kchecked {done}/{total} packs")
-            sys.stderr.flush()
-
-        show = sys.stderr.isatty() and not obj.quiet and not as_json
-        report = repo.check(read_data=read_data, progress=progress if show else None)
-        if show:
-            sys.stderr.write("\r\033[K")
-        names = snapshot_names(repo.catalog.snapshots()) if report.affected else {}
+    show = sys.stderr.isatty() and not obj.quiet and not as_json
+    report = repo.check(read_data=read_data, progress=_pack_progress if show else None)
+    if show:
+        sys.stderr.write("\r\033[K")
+    names = report.names
     if as_json:
         emit_json({"ok": report.ok, "problems": report.problems,
                    "affected": [{"path": json_path(p), "snapshot": names.get(s)}
@@ -67,11 +61,16 @@ def check(obj, read_data: bool, as_json: bool) -> None:
         raise CheckFailed(f"{plural(len(report.problems), 'problem')} found{hint}")
 
 
+def _pack_progress(done: int, total: int) -> None:
+    sys.stderr.write(f"\r\033[Kchecked {done}/{total} packs")
+    sys.stderr.flush()
+
+
 @click.command()
 @click.option("--wait", is_flag=True, help="If a backup is running, wait for it.")
 @json_option
-@click.pass_obj
-def repair(obj, wait: bool, as_json: bool) -> None:
+@pass_repo(writer="repair")
+def repair(obj, repo, as_json: bool) -> None:
     """Store afresh the damaged chunks that files on disk still hold.
 
     Damage is what 'btfs check' found (it remembers it). For each damaged chunk, repair
@@ -85,9 +84,8 @@ def repair(obj, wait: bool, as_json: bool) -> None:
       btfs check --read-data; btfs repair
       btfs repair --json
     """
-    with Repo.open(obj.paths) as repo, repo.writer(wait=wait, what="repair"):
-        report = repo.repair()
-        names = snapshot_names(repo.catalog.snapshots()) if report.still_damaged else {}
+    report = repo.repair()
+    names = report.names
     if as_json:
         emit_json({"ok": report.ok, "damaged_chunks": report.damaged,
                    "healed_chunks": report.healed, "files_read": report.files_read,
