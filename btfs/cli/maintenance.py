@@ -33,8 +33,8 @@ def check(obj, repo, read_data: bool, as_json: bool) -> None:
     report = repo.check(read_data=read_data, progress=_pack_progress if show else None)
     if show:
         sys.stderr.write("\r\033[K")
-    names = report.names
     if as_json:
+        names = report.names
         emit_json({"ok": report.ok, "problems": report.problems,
                    "affected": [{"path": json_path(p), "snapshot": names.get(s)}
                                 for p, s in report.affected],
@@ -42,23 +42,28 @@ def check(obj, repo, read_data: bool, as_json: bool) -> None:
                    "bytes_read": report.bytes_read, "notes": report.notes,
                    "unreferenced_packs": report.unreferenced_packs})
     else:
-        for problem in report.problems:
-            click.echo(f"problem: {problem}")
-        for path, snap in report.affected:
-            click.echo(f"affected: {display_path(path)} (backup {names.get(snap, snap)})")
-        if report.ok:
-            verified = (f", {plural(report.chunks_verified, 'chunk')} verified "
-                        f"({human_bytes(report.bytes_read)} read)" if read_data else "")
-            click.echo(f"ok: {plural(report.packs, 'pack')}{verified}")
-        for note in report.notes:
-            click.echo(f"note: {note}")
-        if report.unreferenced_packs:
-            are = "is" if report.unreferenced_packs == 1 else "are"
-            click.echo(f"note: {plural(report.unreferenced_packs, 'pack')} in the vault {are} "
-                       "not referenced (left by an interrupted backup; harmless)")
+        _print_check(report, read_data)
     if not report.ok:
         hint = "; run 'btfs repair'" if report.affected else ""
         raise CheckFailed(f"{plural(len(report.problems), 'problem')} found{hint}")
+
+
+def _print_check(report, read_data: bool) -> None:
+    """The check's report for people: problems and affected files, then the summary."""
+    for problem in report.problems:
+        click.echo(f"problem: {problem}")
+    for path, snap in report.affected:
+        click.echo(f"affected: {display_path(path)} (backup {report.names.get(snap, snap)})")
+    if report.ok:
+        verified = (f", {plural(report.chunks_verified, 'chunk')} verified "
+                    f"({human_bytes(report.bytes_read)} read)" if read_data else "")
+        click.echo(f"ok: {plural(report.packs, 'pack')}{verified}")
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    if report.unreferenced_packs:
+        are = "is" if report.unreferenced_packs == 1 else "are"
+        click.echo(f"note: {plural(report.unreferenced_packs, 'pack')} in the vault {are} "
+                   "not referenced (left by an interrupted backup; harmless)")
 
 
 def _pack_progress(done: int, total: int) -> None:

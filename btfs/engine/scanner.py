@@ -189,6 +189,9 @@ class Scanner:
 
     def _scan_listed(self, fd: int, path: bytes, node: int | None, rel: bytes,
                      matcher: Matcher, root_dev: int):
+        """The events for one listed directory's entries. Long because it is the
+        per-entry loop of every backup: its steps share locals that a split into
+        functions would turn into calls and lookups per entry."""
         try:
             names = sorted(os.listdir(path))  # no DirEntry objects: only names are needed
         except OSError as e:
