@@ -214,8 +214,10 @@ def to_dict(config: Config, *, full: bool = False) -> dict:
         if t.includes or full:
             entry["includes"] = list(t.includes)
         doc["track"].append(entry)
+    # A local vault's full listing leaves the [s3] table out: none of it applies.
+    full_s3 = full and config.vault.startswith("s3:")
     s3 = {f.name: getattr(config.s3, f.name) for f in dataclasses.fields(S3Settings)
-          if full or getattr(config.s3, f.name) != getattr(defaults.s3, f.name)}
+          if full_s3 or getattr(config.s3, f.name) != getattr(defaults.s3, f.name)}
     if s3:
         doc["s3"] = s3
     return doc

@@ -44,7 +44,8 @@ def init(obj, vault: str | None, endpoint: str | None, region: str | None,
     if vault is None:
         if not interactive:
             raise UsageError("--vault is required with --no-input or without a terminal")
-        vault = click.prompt("Vault directory (where backups are stored)",
+        vault = click.prompt("Vault (where backups are stored: a directory, or "
+                             "s3://BUCKET/PREFIX)",
                              default="~/btfs-vault")
         if not track:
             first = click.prompt("First directory to back up (empty for none)", default="",
