@@ -8,9 +8,10 @@ import os
 import tomllib
 from pathlib import Path
 
+import botocore.exceptions as bex
 import pytest
 from helpers import MiB, backup, rand_bytes
-from s3kit import free_port
+from s3kit import free_port, set_credentials
 
 from btfs import config as config_mod
 from btfs.catalog.model import ChunkRef
@@ -21,7 +22,7 @@ from btfs.repo import Repo, init_repo, track_dirs
 from btfs.vault import normalize_url, open_vault
 from btfs.vault.cache import RangeCache
 from btfs.vault.retry import RetryPolicy
-from btfs.vault.s3 import S3Vault
+from btfs.vault.s3 import S3Vault, is_transient
 from btfs.vault.throttle import AdaptiveLimit, TokenBucket
 
 
@@ -163,6 +164,25 @@ def test_init_says_no_credentials(s3, paths, monkeypatch):
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     with pytest.raises(VaultError, match="no S3 credentials found"):
         init_repo(paths, s3.url(), s3.settings())
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unknown key", "bad credentials: the access key id is not known to http://"),
+    ("wrong secret", "bad credentials: the secret key does not match the access key id$"),
+    ("no permission", "access denied to s3://locked/x "),
+])
+def test_init_says_what_is_wrong_with_the_credentials(moto_auth_server, paths, monkeypatch,
+                                                      case, message):
+    set_credentials(monkeypatch)
+    server = moto_auth_server
+    key, secret = {"unknown key": ("AKIANOBODYKNOWS", "x"),
+                   "wrong secret": (server.key_id, "wrong"),
+                   "no permission": (server.key_id, server.secret)}[case]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    with pytest.raises(VaultError, match=r"^s3://locked/x: " + message):
+        init_repo(paths, "s3://locked/x", S3Settings(endpoint=server.endpoint))
+    assert not paths.config_file.exists()
 
 
 def test_init_says_unknown_profile(s3, paths):
@@ -345,3 +365,53 @@ def _first_ref(repo, path: Path) -> ChunkRef:
     cat = repo.catalog
     version = cat.versions_of(cat.node_for_path(os.fsencode(path)))[-1]
     return cat.content_refs(version.meta.content_id)[0]
+
+
+def _client_error(code: str, status: int) -> bex.ClientError:
+    return bex.ClientError({"Error": {"Code": code, "Message": ""},
+                            "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+
+
+def test_temporary_and_permanent_failures_are_told_apart():
+    transient = [_client_error("SlowDown", 503), _client_error("InternalError", 500),
+                 _client_error("", 502), _client_error("RequestTimeout", 400),
+                 _client_error("", 429), bex.ConnectionClosedError(endpoint_url="u"),
+                 bex.ReadTimeoutError(endpoint_url="u"),
+                 bex.EndpointConnectionError(endpoint_url="u"),
+                 bex.IncompleteReadError(actual_bytes=1, expected_bytes=2),
+                 ConnectionResetError()]
+    permanent = [_client_error("AccessDenied", 403), _client_error("NoSuchBucket", 404),
+                 _client_error("InvalidAccessKeyId", 403),
+                 _client_error("SignatureDoesNotMatch", 403),
+                 _client_error("NotImplemented", 501), bex.NoCredentialsError(),
+                 bex.SSLError(endpoint_url="u", error="certificate verify failed")]
+    assert [e for e in transient if not is_transient(e)] == []
+    assert [e for e in permanent if is_transient(e)] == []
+
+
+def test_slow_down_halves_the_uploads_in_flight_and_success_grows_them(vault):
+    vault._retry = RetryPolicy(budget=60, sleep=lambda s: None)
+    answers = iter([_client_error("SlowDown", 503), _client_error("SlowDown", 503)])
+
+    def put():
+        e = next(answers, None)
+        if e:
+            raise e
+        return "ok"
+
+    assert vault._call("upload x", put) == "ok"
+    assert vault._slots.limit == 2  # 8 halved twice
+    vault.put("packs/a", b"a")
+    assert vault._slots.limit == 3
+
+
+def test_a_permanent_failure_is_one_line_at_once(vault):
+    calls = []
+
+    def denied():
+        calls.append(1)
+        raise _client_error("AccessDenied", 403)
+
+    with pytest.raises(VaultError, match=r"^upload x: access denied to s3://.*/pre \("):
+        vault._call("upload x", denied)
+    assert calls == [1]

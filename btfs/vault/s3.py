@@ -154,10 +154,13 @@ _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnava
 
 def is_transient(e: BaseException) -> bool:
     """True for failures worth retrying: the server or the network may do better later."""
+    if isinstance(e, bex.SSLError):
+        return False  # a certificate that does not verify will not start to
     if isinstance(e, bex.ClientError):
         code, status = _code(e)
         return code in _TRANSIENT_CODES or status == 429 or (status >= 500 and status != 501)
-    return isinstance(e, (bex.HTTPClientError, bex.IncompleteReadError,
+    # bex.ConnectionError is botocore's (refused, DNS, timeouts), not the builtin one.
+    return isinstance(e, (bex.HTTPClientError, bex.ConnectionError, bex.IncompleteReadError,
                           bex.ResponseStreamingError, _Truncated, ConnectionError,
                           TimeoutError))
 
@@ -171,7 +174,10 @@ def _errno_text(e: BaseException) -> str:
     """'[Errno 111] Connection refused' out of a connection error's long message."""
     cause = getattr(e, "kwargs", {}).get("error") or e
     m = re.search(r"\[Errno -?\d+\] [^'\"\)]*", str(cause))
-    return m.group(0).strip() if m else type(e).__name__
+    if m:
+        return m.group(0).strip()
+    text = str(cause).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 class S3Vault(Vault):
@@ -239,6 +245,8 @@ class S3Vault(Vault):
         if isinstance(e, (bex.NoCredentialsError, bex.PartialCredentialsError)):
             return ("no S3 credentials found: set AWS_ACCESS_KEY_ID and "
                     "AWS_SECRET_ACCESS_KEY, write ~/.aws/credentials, or name a profile")
+        if isinstance(e, bex.SSLError):
+            return f"TLS error with {self.endpoint}: {_errno_text(e)}"
         if isinstance(e, (bex.EndpointConnectionError, bex.ConnectTimeoutError,
                           bex.ProxyConnectionError)):
             return f"bad endpoint: cannot connect to {self.endpoint} ({_errno_text(e)})"
