@@ -5,16 +5,19 @@ config table."""
 from __future__ import annotations
 
 import os
+import time
 import tomllib
 from pathlib import Path
 
 import botocore.exceptions as bex
+import click
 import pytest
 from helpers import MiB, backup, rand_bytes
 from s3kit import free_port, set_credentials
 
 from btfs import config as config_mod
 from btfs.catalog.model import ChunkRef
+from btfs.cli.backup import Rate
 from btfs.config import Config, S3Settings
 from btfs.engine.reader import ChunkSource
 from btfs.errors import BtfsError, ConfigError, VaultError
@@ -415,3 +418,28 @@ def test_a_permanent_failure_is_one_line_at_once(vault):
     with pytest.raises(VaultError, match=r"^upload x: access denied to s3://.*/pre \("):
         vault._call("upload x", denied)
     assert calls == [1]
+
+
+def test_limit_upload_holds_a_backup_to_its_rate(s3, paths, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(rand_bytes(3 * MiB, seed=9))
+    init_s3(paths, s3)
+    track_dirs(paths, [str(src)])
+    with Repo.open(paths) as repo, repo.writer():
+        start = time.monotonic()
+        stats = repo.backup(limit_upload=MiB)
+        elapsed = time.monotonic() - start
+    assert stats.bytes_added > 3 * MiB
+    # 3 MiB at 1 MiB/s, the first second's worth at once: at least 2 s, for all the
+    # upload threads together.
+    assert elapsed >= 1.9, elapsed
+
+
+def test_rate_option_parses_sizes():
+    rate = Rate()
+    assert [rate.convert(v, None, None) for v in ("0", "1500", "500K", "20M", "1.5G",
+                                                  "20MiB", "8MB/s")] == [
+        0, 1500, 500 << 10, 20 << 20, 3 << 29, 20 << 20, 8 << 20]
+    with pytest.raises(click.BadParameter, match="not a rate"):
+        rate.convert("fast", None, None)
