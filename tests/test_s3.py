@@ -443,3 +443,53 @@ def test_rate_option_parses_sizes():
         0, 1500, 500 << 10, 20 << 20, 3 << 29, 20 << 20, 8 << 20]
     with pytest.raises(click.BadParameter, match="not a rate"):
         rate.convert("fast", None, None)
+
+
+def test_opening_an_unreachable_vault_fails_soon_not_after_the_backup_budget(
+        s3, paths, monkeypatch):
+    monkeypatch.setattr("btfs.vault.s3.IDENTITY_RETRY_SECONDS", 1.0)
+    cfg = init_s3(paths, s3)  # retry_seconds is the default 900
+    gone = f"http://127.0.0.1:{free_port()}"
+    config_mod.save(paths, config_mod.with_changes(
+        cfg, s3=config_mod.with_changes(cfg.s3, endpoint=gone)))
+    start = time.monotonic()
+    with pytest.raises(VaultError, match=rf"btfs-vault.json: bad endpoint: cannot connect "
+                                         rf"to {gone} "):
+        Repo.open(paths, readonly=True)
+    assert time.monotonic() - start < 10
+
+
+def _hammer_cache(root: str, seed: int) -> int:
+    """Put and get ranges of a small shared cache; return how many reads were wrong."""
+    import random
+
+    cache = RangeCache(Path(root), capacity=200_000)
+    rng = random.Random(seed)
+    wrong = 0
+    for _ in range(400):
+        i = rng.randrange(60)
+        want = bytes([i]) * (5000 + i)
+        got = cache.get("cd" * 32, i, len(want))
+        if got is None:
+            cache.put("cd" * 32, i, len(want), want)
+        elif got != want:
+            wrong += 1
+    return wrong
+
+
+def test_the_read_cache_is_shared_safely_by_processes_and_threads(tmp_path):
+    """Two processes with two threads each (a mount and a restore) filling and evicting
+    one small cache: every hit is a whole, right entry, and the bound holds."""
+    import concurrent.futures
+    import multiprocessing
+
+    root = str(tmp_path / "shared")
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as procs, \
+            concurrent.futures.ThreadPoolExecutor(2) as threads:
+        jobs = [procs.submit(_hammer_cache, root, s) for s in (1, 2)]
+        jobs += [threads.submit(_hammer_cache, root, s) for s in (3, 4)]
+        assert [j.result(timeout=120) for j in jobs] == [0, 0, 0, 0]
+    cache = RangeCache(Path(root), capacity=200_000)
+    assert cache._total() <= 200_000 + 4 * 6000  # each writer may overshoot by one entry
+    assert list((Path(root) / "tmp").iterdir()) == []

@@ -20,6 +20,7 @@ Thread-safe: boto3 clients are, and the limits (`throttle`) are shared by all th
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import logging
@@ -38,7 +39,7 @@ from botocore.config import Config as BotoConfig
 
 from ..config import S3Settings
 from ..errors import ConfigError, VaultError
-from .base import ObjectWriter, Vault, VaultIdentity
+from .base import IDENTITY_KEY, ObjectWriter, Vault, VaultIdentity
 from .cache import RangeCache
 from .retry import RetryPolicy
 from .throttle import AdaptiveLimit, TokenBucket
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PROBE_PREFIX = "btfs-probe-"  # init's access probe; never part of a vault
+IDENTITY_RETRY_SECONDS = 20.0
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -223,10 +225,10 @@ class S3Vault(Vault):
     def _key(self, key: str) -> str:
         return self.prefix + key
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], retry: RetryPolicy | None = None) -> T:
         """fn() with retries; any failure left becomes one VaultError line."""
         try:
-            return self._retry.call(what, fn, is_transient, self._on_retry)
+            return (retry or self._retry).call(what, fn, is_transient, self._on_retry)
         except VaultError:
             raise
         except Exception as e:
@@ -467,6 +469,17 @@ class S3Vault(Vault):
                                  "was written")
 
     # ---- identity ----------------------------------------------------------------------
+
+    def read_identity(self) -> bytes | None:
+        """As Vault's, retrying for at most IDENTITY_RETRY_SECONDS: every command opens the
+        vault first, and one that only reads the catalog (log, snapshots) must say soon
+        that the vault is unreachable rather than wait out a backup's budget."""
+        quick = dataclasses.replace(self._retry,
+                                    budget=min(self._retry.budget, IDENTITY_RETRY_SECONDS))
+        what = f"read {self.url}/{IDENTITY_KEY}"
+        if self._call(what, lambda: self._head(IDENTITY_KEY), quick) is None:
+            return None
+        return self._call(what, lambda: self._get_once(IDENTITY_KEY, 0, None), quick)
 
     def identity(self) -> VaultIdentity | None:
         ident = super().identity()
