@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from . import config as config_mod
 from .catalog import DELETED, FILE, SYMLINK, Catalog, Snapshot
-from .config import Config, Paths, TrackedDir, xdg_paths  # noqa: F401  (xdg_paths: for the CLI)
+from .config import (  # noqa: F401  (xdg_paths: for the CLI)
+    Config,
+    Paths,
+    S3Settings,
+    TrackedDir,
+    xdg_paths,
+)
 from .engine.running import snapshots_now
 from .errors import BtfsError, UsageError, VaultError
 from .lock import WriterLock
@@ -148,7 +154,7 @@ class Repo:
         cfg = config_mod.load(paths)
         if not paths.catalog.exists():
             raise BtfsError(f"no catalog at {paths.catalog}: run 'btfs init' first")
-        vault = open_vault(cfg.vault)
+        vault = open_vault(cfg.vault, cfg.s3, paths.cache_dir)
         try:
             # The format first: a catalog is migrated when opened for writing, and one of
             # a vault this btfs cannot read must be left as it is.
@@ -191,9 +197,16 @@ class Repo:
     # -- setting up (no catalog needed) ----------------------------------------------
 
     @classmethod
-    def init(cls, paths: Paths, vault_url: str, track: list[str] = ()) -> Setup:
-        """`btfs init`: config, catalog and vault (see init_repo), then track `track`."""
-        cfg, created = init_repo(paths, vault_url)
+    def init(cls, paths: Paths, vault_url: str, track: list[str] = (), *,
+             endpoint: str | None = None, region: str | None = None,
+             profile: str | None = None) -> Setup:
+        """`btfs init`: config, catalog and vault (see init_repo), then track `track`.
+        `endpoint`, `region`, `profile`: how an S3 vault is reached (config [s3])."""
+        s3 = None
+        if endpoint or region or profile:
+            s3 = S3Settings(endpoint=endpoint or "", region=region or "", profile=profile or "")
+            config_mod.validate(config_mod.Config(host_id="", vault="", s3=s3), "--endpoint")
+        cfg, created = init_repo(paths, vault_url, s3)
         if track:
             cfg = track_dirs(paths, list(track))
         return Setup(cfg, created, _skipped(paths, cfg))
@@ -219,13 +232,16 @@ class Repo:
         """What the next backup will likely go through, for a progress meter's ETA."""
         return expected_work(self.catalog.snapshots())
 
-    def backup(self, *, one_file_system: bool = False,
+    def backup(self, *, one_file_system: bool = False, limit_upload: int | None = None,
                progress: Callable[[Stats, bytes], None] | None = None) -> Stats:
-        """Run one backup (`one_file_system`: for this run, as the config key would);
-        the caller holds `writer()`. `progress` is called now and then with the stats so
-        far and the path being read."""
+        """Run one backup; the caller holds `writer()`. `one_file_system` and
+        `limit_upload` (bytes per second) override the config's one_file_system and
+        s3.limit_upload for this run. `progress` is called now and then with the stats
+        so far and the path being read."""
         from .engine.backup import run_backup
 
+        if limit_upload is not None:
+            self.vault.limit_upload(limit_upload)
         if one_file_system:
             self.config = config_mod.with_changes(self.config, one_file_system=True)
         with self._store() as store:
@@ -416,9 +432,11 @@ def _skipped(paths: Paths, cfg: Config) -> list[OwnDir]:
     return skipped_inside(paths, cfg, [t.path for t in cfg.tracked])
 
 
-def init_repo(paths: Paths, vault_url: str) -> tuple[Config, bool]:
-    """Create config, catalog and vault; (config, created). Idempotent for the same vault."""
-    from .vault import LocalVault, normalize_url
+def init_repo(paths: Paths, vault_url: str,
+              s3: S3Settings | None = None) -> tuple[Config, bool]:
+    """Create config, catalog and vault; (config, created). Idempotent for the same vault.
+    `s3` holds the settings an S3 vault is reached with (init's --endpoint and friends)."""
+    from .vault import normalize_url, vault_kind
 
     url = normalize_url(vault_url)
     existing = None
@@ -427,21 +445,30 @@ def init_repo(paths: Paths, vault_url: str) -> tuple[Config, bool]:
         if normalize_url(existing.vault) != url:
             raise BtfsError(f"already initialized with vault {existing.vault}; refusing to "
                             f"switch to {url} (edit {paths.config_file} if you mean it)")
-    vault = open_vault(url)
-    ident = vault.identity()
-    if ident is not None:
-        vault.check_format(ident)
-    catalog_exists = paths.catalog.exists()
-    if existing and ident and catalog_exists:
-        return existing, False
-    if ident is None:
-        if isinstance(vault, LocalVault):
-            if vault.root.exists() and any(vault.root.iterdir()):
+        if s3 is not None and s3 != existing.s3:
+            raise BtfsError(f"already initialized; the [s3] settings differ from "
+                            f"{paths.config_file} (edit it if you mean it)")
+    if s3 is not None and s3 != S3Settings() and vault_kind(url).name != "s3":
+        raise UsageError("--endpoint, --region and --profile are for s3:// vaults only")
+    settings = existing.s3 if existing else (s3 or S3Settings())
+    vault = open_vault(url, settings, paths.cache_dir)
+    try:
+        vault.check_access()
+        ident = vault.identity()
+        if ident is not None:
+            vault.check_format(ident)
+        catalog_exists = paths.catalog.exists()
+        if existing and ident and catalog_exists:
+            return existing, False
+        if ident is None:
+            if vault.exists() and not vault.is_empty():
                 raise BtfsError(f"{url} is not empty and is not a btfs vault")
             vault.create()
-        ident = vault.create_identity()
+            ident = vault.create_identity()
+    finally:
+        vault.close()
     paths.ensure()
-    cfg = existing or Config(host_id=str(uuid.uuid4()), vault=url)
+    cfg = existing or Config(host_id=str(uuid.uuid4()), vault=url, s3=settings)
     with Catalog(paths.catalog) as catalog:
         known = catalog.get_meta("vault_id")
         if known is not None and known != ident.vault_id:
