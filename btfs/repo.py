@@ -4,8 +4,8 @@ A `Repo` is config + catalog + vault, opened together (`Repo.open`); writing ope
 run inside `repo.writer()`, which holds the writer lock. Each method takes and returns
 plain values (the records below, the engine's reports, bytes paths), so the CLI, a
 daemon or a web page call the same thing: the CLI only parses, calls one method and
-formats. Setup that needs no catalog yet (init, track, untrack, the config) are
-classmethods taking `Paths`.
+formats. Operations that need no open Repo or open their own (init, track, untrack,
+the config; the mount, whose server may run in a forked process) are classmethods.
 
 Never prints and never exits: results are returned, problems raised as BtfsError. The
 engine is imported inside the methods that need it, so `btfs mount` does not load the
@@ -19,7 +19,7 @@ import os
 import stat
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -197,7 +197,7 @@ class Repo:
     # -- setting up (no catalog needed) ----------------------------------------------
 
     @classmethod
-    def init(cls, paths: Paths, vault_url: str, track: list[str] = (), *,
+    def init(cls, paths: Paths, vault_url: str, track: Sequence[str] = (), *,
              endpoint: str | None = None, region: str | None = None,
              profile: str | None = None) -> Setup:
         """`btfs init`: config, catalog and vault (see init_repo), then track `track`.
@@ -212,16 +212,20 @@ class Repo:
         return Setup(cfg, created, _skipped(paths, cfg))
 
     @classmethod
-    def track(cls, paths: Paths, dirs: list[str], excludes=(), includes=()) -> Setup:
+    def track(cls, paths: Paths, dirs: Sequence[str], excludes: Sequence[str] = (),
+              includes: Sequence[str] = ()) -> Setup:
+        """`btfs track`: add directories to the backup set or replace their patterns."""
         cfg = track_dirs(paths, list(dirs), excludes, includes)
         return Setup(cfg, False, _skipped(paths, cfg))
 
     @classmethod
-    def untrack(cls, paths: Paths, dirs: list[str]) -> Config:
+    def untrack(cls, paths: Paths, dirs: Sequence[str]) -> Config:
+        """`btfs untrack`: the config without these directories."""
         return untrack_dirs(paths, list(dirs))
 
     @classmethod
     def show_config(cls, paths: Paths) -> ConfigView:
+        """`btfs config show`."""
         doc = config_mod.to_dict(config_mod.load(paths), full=True)
         return ConfigView(str(paths.config_file), str(paths.catalog), str(paths.cache_dir),
                           doc, config_mod.dumps(doc))
