@@ -9,12 +9,14 @@ or an overloaded store does.
         relay.stall(30, method="GET")          # the response is held back for 30 s
         relay.truncate(method="GET")           # headers and half the body, then close
         relay.outage(); ...; relay.restore()   # every connection reset until restored
+        relay.outage(after=3, method="PUT")    # 3 PUTs pass, the 4th starts an outage
         relay.injected()["slowdown"], relay.count(method="PUT", status=200)
 
 A fault rule applies to the next `times` requests that match its method (exact, case
-insensitive) and its path (a regex searched in the request target, query included); the
-first pending rule that matches a request is used, in the order they were added. Rules,
-outages and counters may be changed from any thread at any time.
+insensitive) and its path (a regex searched in the request target, query included), after
+letting `after` matching requests through; the first pending rule that matches a request
+is used, in the order they were added. Rules, outages and counters may be changed from any
+thread at any time.
 
 How it works: one accept thread, one thread per client connection, and per client
 connection one upstream connection reused while both sides keep it alive. It understands
@@ -58,10 +60,11 @@ class _Closed(Exception):
 
 @dataclass
 class _Rule:
-    kind: str  # "error", "reset", "stall", "truncate"
+    kind: str  # "error", "reset", "stall", "truncate", "outage"
     times: int  # requests it still applies to
     method: str | None
     path: re.Pattern | None
+    after: int = 0  # matching requests still to let through before it applies
     status: int = 0  # error
     code: str = ""  # error
     message: str = ""  # error
@@ -69,6 +72,7 @@ class _Rule:
     seconds: float = 0.0  # stall
     keep: float = 0.5  # truncate: a fraction (< 1) or a number of body bytes to send
     side: str = "response"  # truncate: the response's body or the request's
+    mode: str = "reset"  # outage: "reset" or "refuse"
 
     def matches(self, method: str, target: str) -> bool:
         return (self.times > 0
@@ -332,40 +336,40 @@ class FaultRelay:
             self._rules.append(rule)
 
     @staticmethod
-    def _matcher(method: str | None, path: str | None) -> dict:
+    def _matcher(method: str | None, path: str | None, after: int = 0) -> dict:
         return {"method": method.upper() if method else None,
-                "path": re.compile(path) if path else None}
+                "path": re.compile(path) if path else None, "after": after}
 
     def slowdown(self, times: int = 1, *, method: str | None = None,
-                 path: str | None = None) -> None:
+                 path: str | None = None, after: int = 0) -> None:
         """Answer the next `times` matching requests with 503 SlowDown, not forwarded."""
         status, code, message = SLOWDOWN
-        self.error(status, code, message, times, method=method, path=path)
+        self.error(status, code, message, times, method=method, path=path, after=after)
 
     def error(self, status: int, code: str, message: str, times: int = 1, *,
-              method: str | None = None, path: str | None = None) -> None:
+              method: str | None = None, path: str | None = None, after: int = 0) -> None:
         """Answer the next `times` matching requests with this S3 error, not forwarded
         (e.g. 403 AccessDenied, 500 InternalError)."""
         self._add(_Rule("error", times, status=status, code=code, message=message,
-                        **self._matcher(method, path)))
+                        **self._matcher(method, path, after)))
 
     def reset(self, times: int = 1, *, when: str = "before", method: str | None = None,
-              path: str | None = None) -> None:
+              path: str | None = None, after: int = 0) -> None:
         """Reset the client's connection on the next `times` matching requests: "before"
         forwarding (the server never sees it) or "after" the server answered (a PUT has
         landed, yet the client sees no answer)."""
         if when not in ("before", "after"):
             raise ValueError(f"when={when!r}: 'before' or 'after'")
-        self._add(_Rule("reset", times, when=when, **self._matcher(method, path)))
+        self._add(_Rule("reset", times, when=when, **self._matcher(method, path, after)))
 
     def stall(self, seconds: float, times: int = 1, *, method: str | None = None,
-              path: str | None = None) -> None:
+              path: str | None = None, after: int = 0) -> None:
         """Hold the server's answer to the next `times` matching requests for `seconds`
         before relaying it (the request itself is forwarded at once)."""
-        self._add(_Rule("stall", times, seconds=seconds, **self._matcher(method, path)))
+        self._add(_Rule("stall", times, seconds=seconds, **self._matcher(method, path, after)))
 
     def truncate(self, times: int = 1, *, keep: float = 0.5, side: str = "response",
-                 method: str | None = None, path: str | None = None) -> None:
+                 method: str | None = None, path: str | None = None, after: int = 0) -> None:
         """Cut a body short, then close: side="response" sends the client the head and
         `keep` of the body (a fraction if < 1, else bytes); side="request" forwards the
         head and that part of the request body to the server, closes it, and resets the
@@ -373,20 +377,33 @@ class FaultRelay:
         if side not in ("response", "request"):
             raise ValueError(f"side={side!r}: 'response' or 'request'")
         self._add(_Rule("truncate", times, keep=keep, side=side,
-                        **self._matcher(method, path)))
+                        **self._matcher(method, path, after)))
 
-    def outage(self, mode: str = "reset") -> None:
+    def outage(self, mode: str = "reset", *, after: int | None = None,
+               method: str | None = None, path: str | None = None) -> None:
         """Until restore(): reset every connection, open or new ("reset"), or refuse new
-        connections and reset open ones ("refuse"). Returns once it is in force."""
+        connections and reset open ones ("refuse"). Now (returning once it is in force),
+        or with `after`, once that many requests matching method/path went through: the
+        next one starts it (and is reset itself), in the middle of whatever runs."""
         if mode not in ("reset", "refuse"):
             raise ValueError(f"mode={mode!r}: 'reset' or 'refuse'")
+        if after is not None:
+            self._add(_Rule("outage", 1, mode=mode, **self._matcher(method, path, after)))
+            return
         with self._changed:
-            self._down = mode
-            self._injected["outage"] += 1
+            self._start_outage(mode)
             # The accept thread closes (and reopens) the listening socket: a socket closed
             # while another thread waits in accept() on it keeps listening until that wait
             # ends, and would let a connection in.
             self._changed.wait_for(lambda: mode == "reset" or self._listener is None, 5)
+
+    def _start_outage(self, mode: str) -> None:
+        """Holding the lock."""
+        self._down = mode
+        self._injected["outage"] += 1
+
+    def outage_active(self) -> bool:
+        return self._down is not None
 
     def restore(self) -> None:
         with self._changed:
@@ -437,6 +454,9 @@ class FaultRelay:
         with self._lock:
             for rule in self._rules:
                 if rule.matches(method, target):
+                    if rule.after:
+                        rule.after -= 1
+                        continue
                     rule.times -= 1
                     return rule
         return None
@@ -554,6 +574,12 @@ class _Connection:
         rule = relay._take(method, target)
         kind = rule.kind if rule else None
 
+        if kind == "outage":
+            with relay._lock:
+                relay._start_outage(rule.mode)
+            relay._note("outage_reset")
+            relay._record(Exchange(method, target, None, "outage", False))
+            self._reset()
         if kind == "reset" and rule.when == "before":
             relay._note("reset_before")
             relay._record(Exchange(method, target, None, "reset_before", False))

@@ -278,6 +278,25 @@ def test_outage_resets_everything_until_restored(relay, direct):
     assert relay.injected()["outage_reset"] >= 3
 
 
+def test_outage_starts_after_n_matching_requests(relay, direct):
+    d, bucket = direct
+    c = client(relay.endpoint)
+    relay.outage(after=2, method="PUT", path=r"/p/")
+    c.put_object(Bucket=bucket, Key="other", Body=b"o")  # does not match: not counted
+    c.put_object(Bucket=bucket, Key="p/1", Body=b"1")
+    c.put_object(Bucket=bucket, Key="p/2", Body=b"2")
+    assert not relay.outage_active()
+    with pytest.raises(NETWORK_ERRORS):
+        c.put_object(Bucket=bucket, Key="p/3", Body=b"3")
+    assert relay.outage_active()
+    with pytest.raises(NETWORK_ERRORS):
+        c.get_object(Bucket=bucket, Key="p/1")
+    relay.restore()
+    assert c.get_object(Bucket=bucket, Key="p/1")["Body"].read() == b"1"
+    assert [o["Key"] for o in d.list_objects_v2(Bucket=bucket)["Contents"]] == [
+        "other", "p/1", "p/2"]
+
+
 def test_outage_refusing_connections(relay, direct):
     d, bucket = direct
     c = client(relay.endpoint)
