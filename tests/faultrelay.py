@@ -2,7 +2,7 @@
 server on 127.0.0.1 (moto) and, when a test asks, breaks exchanges the way a flaky network
 or an overloaded store does.
 
-    with FaultRelay(("127.0.0.1", moto_port)) as relay:
+    with FaultRelay("http://127.0.0.1:PORT") as relay:  # the server behind it
         endpoint = relay.endpoint              # give this to boto3 / btfs
         relay.slowdown(3, method="PUT")        # the next 3 PUTs get 503 SlowDown
         relay.reset(when="after", path="/packs/")  # forwarded, then the client sees an RST
@@ -42,6 +42,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 POLL = 0.05  # seconds between checks of stop/outage in every blocking call
 MAX_HEAD = 64 * 1024  # a request or response head longer than this is a protocol error
@@ -283,7 +284,11 @@ def error_body(code: str, message: str, request_id: str) -> bytes:
 class FaultRelay:
     """The relay; see the module docstring. Start it with `with` (or start()/stop())."""
 
-    def __init__(self, upstream: tuple[str, int], host: str = "127.0.0.1"):
+    def __init__(self, upstream: str | tuple[str, int], host: str = "127.0.0.1"):
+        """`upstream`: the server's "http://host:port" or (host, port)."""
+        if isinstance(upstream, str):
+            parsed = urlparse(upstream)
+            upstream = (parsed.hostname, parsed.port or 80)
         self.upstream = upstream
         self.host = host
         self.port = 0

@@ -9,11 +9,11 @@ import pytest
 
 @dataclass(frozen=True)
 class MotoServer:
-    address: tuple[str, int]
+    port: int
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.address[0]}:{self.address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +23,6 @@ def moto_server():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
-        yield MotoServer(server.get_host_and_port())
+        yield MotoServer(server.get_host_and_port()[1])
     finally:
         server.stop()

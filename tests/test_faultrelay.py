@@ -42,7 +42,7 @@ def client(endpoint: str, read_timeout: float = 10):
 
 @pytest.fixture
 def relay(moto_server):  # noqa: F811
-    with FaultRelay(moto_server.address) as r:
+    with FaultRelay(moto_server.endpoint) as r:
         yield r
 
 
@@ -233,7 +233,7 @@ def test_truncated_request_body_never_lands(relay, direct):
 def test_stall_makes_the_read_timeout_fire_and_does_not_hold_up_stop(moto_server, direct):  # noqa: F811
     d, bucket = direct
     d.put_object(Bucket=bucket, Key="s", Body=b"s")
-    relay = FaultRelay(moto_server.address).start()
+    relay = FaultRelay(moto_server.endpoint).start()
     try:
         c = client(relay.endpoint, read_timeout=1)
         relay.stall(30, method="GET")
@@ -345,7 +345,7 @@ def test_rules_apply_in_order_across_threads(relay, direct):
 
 def test_stop_joins_every_thread(moto_server, direct):  # noqa: F811
     d, bucket = direct
-    with FaultRelay(moto_server.address) as relay:
+    with FaultRelay(moto_server.endpoint) as relay:
         c = client(relay.endpoint)
         for i in range(3):
             c.put_object(Bucket=bucket, Key=f"j{i}", Body=b"j")
