@@ -19,7 +19,7 @@ from btfs import config as config_mod
 from btfs.config import Paths, xdg_paths
 from btfs.repo import Repo, init_repo, track_dirs
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "s3kit"]  # s3kit: the moto S3 server fixtures
 
 
 def pytest_configure(config):

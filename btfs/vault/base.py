@@ -50,6 +50,7 @@ class VaultIdentity:
 
 class Vault(ABC):
     url: str
+    max_uploads: int = 1  # packs a backup may have uploading at once (ChunkStore)
 
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:
@@ -74,6 +75,34 @@ class Vault(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove an object (prune only); no error if it is already gone."""
+
+    # ---- setup (init) ------------------------------------------------------------------
+
+    @abstractmethod
+    def exists(self) -> bool:
+        """Whether the vault's place exists (a directory; a bucket)."""
+
+    @abstractmethod
+    def is_empty(self) -> bool:
+        """Whether nothing is stored there yet (init refuses to take over anything else)."""
+
+    @abstractmethod
+    def create(self) -> None:
+        """Make the vault's place (init only; a no-op where there is nothing to make)."""
+
+    def check_access(self) -> None:  # noqa: B027 (optional hook)
+        """Prove that this process can list, write, read and delete there; VaultError
+        naming the problem if not (init)."""
+
+    # ---- optional hooks ----------------------------------------------------------------
+
+    def drop_cached(self, key: str, offset: int, length: int) -> bool:
+        """Forget a locally cached copy of this range, which failed verification; True if
+        the vault keeps such copies (then reading it again goes to the source)."""
+        return False
+
+    def limit_upload(self, rate: int) -> None:  # noqa: B027 (optional hook)
+        """Cap uploads at `rate` bytes per second for this process (0: no limit)."""
 
     def close(self) -> None:  # noqa: B027 (optional hook: most vaults hold nothing)
         """Release cached resources (open files, connections)."""
