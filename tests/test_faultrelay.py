@@ -10,21 +10,18 @@ import threading
 import time
 import uuid
 
+import boto3
 import pytest
-
-pytest.importorskip("moto")
-boto3 = pytest.importorskip("boto3")
-from botocore.config import Config  # noqa: E402
-from botocore.exceptions import (  # noqa: E402
+from botocore.config import Config
+from botocore.exceptions import (
     ClientError,
     EndpointConnectionError,
     HTTPClientError,
     ReadTimeoutError,
     ResponseStreamingError,
 )
-from faultrelay import FaultRelay  # noqa: E402
-from motokit import moto_server  # noqa: E402, F401  (a fixture)
-from urllib3.exceptions import ProtocolError  # noqa: E402
+from faultrelay import FaultRelay
+from urllib3.exceptions import ProtocolError
 
 MiB = 1 << 20
 # What a client sees when its connection is reset: during a request, or (a new connection
@@ -41,13 +38,13 @@ def client(endpoint: str, read_timeout: float = 10):
 
 
 @pytest.fixture
-def relay(moto_server):  # noqa: F811
+def relay(moto_server):
     with FaultRelay(moto_server.endpoint) as r:
         yield r
 
 
 @pytest.fixture
-def direct(moto_server):  # noqa: F811
+def direct(moto_server):
     """A client straight to moto, and a fresh bucket (the relay's client uses it too)."""
     c = client(moto_server.endpoint)
     bucket = f"relay-{uuid.uuid4().hex[:12]}"
@@ -230,7 +227,7 @@ def test_truncated_request_body_never_lands(relay, direct):
     assert relay.injected()["truncate_request"] == 1
 
 
-def test_stall_makes_the_read_timeout_fire_and_does_not_hold_up_stop(moto_server, direct):  # noqa: F811
+def test_stall_makes_the_read_timeout_fire_and_does_not_hold_up_stop(moto_server, direct):
     d, bucket = direct
     d.put_object(Bucket=bucket, Key="s", Body=b"s")
     relay = FaultRelay(moto_server.endpoint).start()
@@ -343,7 +340,7 @@ def test_rules_apply_in_order_across_threads(relay, direct):
     assert landed == 8 + 3  # a reset after forwarding still landed
 
 
-def test_stop_joins_every_thread(moto_server, direct):  # noqa: F811
+def test_stop_joins_every_thread(moto_server, direct):
     d, bucket = direct
     with FaultRelay(moto_server.endpoint) as relay:
         c = client(relay.endpoint)

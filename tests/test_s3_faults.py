@@ -19,15 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
+from faultrelay import FaultRelay
+from helpers import MiB, assert_same_tree, rand_bytes, source_tree
 
-pytest.importorskip("moto")
-from faultrelay import FaultRelay  # noqa: E402
-from helpers import MiB, assert_same_tree, rand_bytes, source_tree  # noqa: E402
-from s3kit import moto_endpoint, moto_server, s3  # noqa: E402, F401
-
-from btfs import config as config_mod  # noqa: E402
-from btfs.config import S3Settings  # noqa: E402
-from btfs.repo import Repo, init_repo, track_dirs  # noqa: E402
+from btfs import config as config_mod
+from btfs.config import S3Settings
+from btfs.repo import Repo, init_repo, track_dirs
 
 PACKS = r"/packs/"  # the relay's path filter for pack objects
 RETRY = 30  # seconds: the budget for faults a backup must survive
