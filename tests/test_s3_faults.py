@@ -24,12 +24,13 @@ from helpers import MiB, assert_same_tree, rand_bytes, source_tree
 
 from btfs import config as config_mod
 from btfs.config import S3Settings
+from btfs.errors import BtfsError
 from btfs.repo import Repo, init_repo, track_dirs
 
 PACKS = r"/packs/"  # the relay's path filter for pack objects
 RETRY = 30  # seconds: the budget for faults a backup must survive
 SHORT_RETRY = 3  # seconds: the budget for an outage the backup must give up on
-TIMEOUT = 2  # seconds: connect and read timeouts, so that a stall costs little
+TIMEOUT = 2  # seconds: s3.timeout, so that a stall costs little
 
 
 def btfs(*args: str, check: int | None = 0, timeout: float = 180
@@ -63,18 +64,11 @@ def src(tmp_path) -> Path:
 
 def configure(paths, s3, relay: FaultRelay, src: Path, **s3_settings) -> None:
     """init (through the relay), track `src`, 1 MiB packs, short retries and timeouts."""
-    settings = {"retry_seconds": RETRY, **_timeouts(), **s3_settings}
+    settings = {"retry_seconds": RETRY, "timeout": TIMEOUT, **s3_settings}
     init_repo(paths, s3.url(), S3Settings(endpoint=relay.endpoint, **settings))
     track_dirs(paths, [str(src)])
     cfg = config_mod.load(paths)
     config_mod.save(paths, config_mod.with_changes(cfg, pack_size=MiB))
-
-
-def _timeouts() -> dict:
-    """The vault's timeout settings, where it has them."""
-    fields = S3Settings.__dataclass_fields__
-    return {name: TIMEOUT for name in ("timeout", "read_timeout", "connect_timeout")
-            if name in fields}
 
 
 def set_s3(paths, **changes) -> None:
@@ -145,8 +139,6 @@ def test_resets_and_truncated_uploads_are_retried(paths, s3, relay, src, tmp_pat
 
 @pytest.mark.timeout(240)
 def test_a_stalled_upload_times_out_and_is_retried(paths, s3, relay, src):
-    if not _timeouts():
-        pytest.skip("the S3 vault has no timeout setting: a stall costs its 60 s default")
     configure(paths, s3, relay, src)
     relay.stall(30, method="PUT", path=PACKS, after=1)
     t0 = time.monotonic()
@@ -186,8 +178,6 @@ def test_restore_and_check_through_failing_reads(paths, s3, relay, src, tmp_path
 
 @pytest.mark.timeout(240)
 def test_a_stalled_read_times_out_and_is_retried(paths, s3, relay, src, tmp_path):
-    if not _timeouts():
-        pytest.skip("the S3 vault has no timeout setting: a stall costs its 60 s default")
     configure(paths, s3, relay, src, read_cache=0)
     btfs("backup")
     relay.stall(30, method="GET", path=PACKS, after=2)
@@ -282,3 +272,12 @@ def test_an_outage_fails_a_restore_in_one_line(paths, s3, relay, src, tmp_path):
     lines = failed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("btfs: error: "), failed.stderr
 
+
+
+def test_the_timeout_setting_is_validated():
+    base = {"host_id": "h", "vault": "s3://b/p"}
+    assert config_mod.from_dict({**base, "s3": {"timeout": 5}}).s3.timeout == 5
+    assert config_mod.from_dict(base).s3.timeout == 60
+    for bad in (0, 3601):
+        with pytest.raises(BtfsError, match=r"s3\.timeout must be 1\.\.3600"):
+            config_mod.from_dict({**base, "s3": {"timeout": bad}})
