@@ -14,9 +14,9 @@ or an overloaded store does.
 
 A fault rule applies to the next `times` requests that match its method (exact, case
 insensitive) and its path (a regex searched in the request target, query included), after
-letting `after` matching requests through; the first pending rule that matches a request
-is used, in the order they were added. Rules, outages and counters may be changed from any
-thread at any time.
+letting `after` matching requests pass it (on to the rules added after it); the first
+pending rule that matches a request is used, in the order they were added. Rules, outages
+and counters may be changed from any thread at any time.
 
 How it works: one accept thread, one thread per client connection, and per client
 connection one upstream connection reused while both sides keep it alive. It understands

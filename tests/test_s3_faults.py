@@ -216,26 +216,21 @@ def test_cat_through_the_mount_with_failing_reads(paths, s3, relay, src, mountpo
 # ---- giving up -----------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(240)
-def test_an_outage_mid_backup_fails_in_one_line_and_the_rerun_uploads_what_is_missing(
-        paths, s3, relay, src, tmp_path):
-    configure(paths, s3, relay, src, retry_seconds=SHORT_RETRY)
-    relay.outage(after=3, method="PUT", path=PACKS)
+def failed_backup_in_one_line() -> float:
+    """Run a backup that must fail: exit 1, one line on stderr; its duration."""
     t0 = time.monotonic()
     failed = btfs("backup", check=1)
     took = time.monotonic() - t0
     lines = failed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("btfs: error: "), failed.stderr
-    assert "Traceback" not in failed.stderr
-    assert took < SHORT_RETRY + 30, took
-    assert relay.outage_active()
+    return took
 
-    relay.restore()
+
+def rerun_uploads_only_what_is_missing(paths, s3, relay, src, dest: Path) -> None:
     kept = catalog_packs(paths)
-    assert kept, "the packs that landed before the outage are kept"
+    assert kept, "the packs that landed before the failure are kept"
     assert kept <= set(bucket_packs(s3)), "the catalog names only packs that landed"
     assert_clean(paths, s3)
-
     before = len(pack_puts(relay))
     btfs("backup")
     rerun = pack_puts(relay)[before:]
@@ -243,7 +238,34 @@ def test_an_outage_mid_backup_fails_in_one_line_and_the_rerun_uploads_what_is_mi
     assert not set(rerun) & kept, "a pack already recorded was uploaded again"
     assert len(rerun) == len(set(rerun)) == len(final - kept), (rerun, final - kept)
     assert_clean(paths, s3)
-    restored_matches(src, tmp_path / "restored")
+    restored_matches(src, dest)
+
+
+@pytest.mark.timeout(240)
+def test_an_outage_mid_backup_fails_in_one_line_and_the_rerun_uploads_what_is_missing(
+        paths, s3, relay, src, tmp_path):
+    # One upload at a time, so that the packs before the outage have surely landed.
+    configure(paths, s3, relay, src, retry_seconds=SHORT_RETRY, uploads=1)
+    relay.outage(after=4, method="PUT", path=PACKS)
+    took = failed_backup_in_one_line()
+    assert took < SHORT_RETRY + 30, took
+    assert relay.outage_active()
+    relay.restore()
+    rerun_uploads_only_what_is_missing(paths, s3, relay, src, tmp_path / "restored")
+
+
+@pytest.mark.timeout(240)
+def test_a_backup_failing_while_it_waits_for_its_uploads_keeps_what_landed(
+        paths, s3, relay, src, tmp_path):
+    # More uploads at once than the backup has packs, the first four slow to land and every
+    # later one refused: the backup has read everything and waits for its uploads when
+    # the failure comes, so what landed is only kept if a failed backup records it.
+    configure(paths, s3, relay, src, retry_seconds=SHORT_RETRY, uploads=16)
+    relay.reset(10_000, method="PUT", path=PACKS, after=4)
+    relay.stall(1, 4, method="PUT", path=PACKS)
+    failed_backup_in_one_line()
+    relay.clear()
+    rerun_uploads_only_what_is_missing(paths, s3, relay, src, tmp_path / "restored")
 
 
 @pytest.mark.timeout(120)
