@@ -90,6 +90,11 @@ class Exchange:
     status: int | None  # the status the client was sent (None: it got no answer)
     fault: str | None  # the fault injected, if any ("slowdown", "reset_after", ...)
     upstream: bool  # whether the request reached the upstream server
+    headers: tuple[tuple[str, str], ...] = ()  # the request's, as the client sent them
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        return next((v for k, v in self.headers if k.lower() == name), None)
 
 
 class _Stream:
@@ -579,15 +584,18 @@ class _Connection:
         rule = relay._take(method, target)
         kind = rule.kind if rule else None
 
+        def record(status: int | None, fault: str | None, upstream: bool) -> None:
+            relay._record(Exchange(method, target, status, fault, upstream, tuple(req.headers)))
+
         if kind == "outage":
             with relay._lock:
                 relay._start_outage(rule.mode)
             relay._note("outage_reset")
-            relay._record(Exchange(method, target, None, "outage", False))
+            record(None, "outage", False)
             self._reset()
         if kind == "reset" and rule.when == "before":
             relay._note("reset_before")
-            relay._record(Exchange(method, target, None, "reset_before", False))
+            record(None, "reset_before", False)
             self._reset()
         if (req.get("Expect") or "").lower() == "100-continue":
             self.to_client(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -603,14 +611,14 @@ class _Connection:
                     "Content-Type: application/xml\r\n"
                     f"Content-Length: {len(body)}\r\nx-amz-request-id: {rid}\r\n\r\n")
             self.to_client(head.encode() + body)
-            relay._record(Exchange(method, target, rule.status, fault, False))
+            record(rule.status, fault, False)
             return not req.closes()
 
         if self.up is None:
             try:
                 self.up = socket.create_connection(relay.upstream, timeout=5)
             except OSError:
-                relay._record(Exchange(method, target, None, None, False))
+                record(None, None, False)
                 self._reset()
             self.up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.up_in = _Stream(self.up, relay._check)
@@ -619,7 +627,7 @@ class _Connection:
             self.to_up(req.encode())
             _relay_body(self.cin, req, self.to_up, budget=_budget(rule, req))
             relay._note("truncate_request")
-            relay._record(Exchange(method, target, None, "truncate_request", True))
+            record(None, "truncate_request", True)
             self._drop_upstream()  # the server sees the connection close mid-body
             self._reset()
 
@@ -645,7 +653,7 @@ class _Connection:
             if not no_body:
                 _relay_body(self.up_in, resp, lambda _data: None, until_close=up_closes)
             relay._note("reset_after")
-            relay._record(Exchange(method, target, None, "reset_after", True))
+            record(None, "reset_after", True)
             if up_closes:
                 self._drop_upstream()
             self._reset()
@@ -656,14 +664,14 @@ class _Connection:
                 _relay_body(self.up_in, resp, self.to_client, until_close=up_closes,
                             budget=_budget(rule, resp))
             relay._note("truncate_response")
-            relay._record(Exchange(method, target, status, "truncate_response", True))
+            record(status, "truncate_response", True)
             self._drop_upstream()  # the rest of its body is still unread
             return False
 
         self.to_client(resp.encode())
         if not no_body:
             _relay_body(self.up_in, resp, self.to_client, until_close=up_closes)
-        relay._record(Exchange(method, target, status, kind, True))
+        record(status, kind, True)
         if up_closes:
             self._drop_upstream()
         return not (req.closes() or up_closes)

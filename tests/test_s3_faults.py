@@ -187,6 +187,50 @@ def test_a_stalled_read_times_out_and_is_retried(paths, s3, relay, src, tmp_path
     assert relay.injected()["stall"] == 1
 
 
+@pytest.mark.timeout(240)
+def test_check_through_failing_lists_and_lookups(paths, s3, relay, src):
+    """Opening the vault (HEAD and GET of its identity) and check's listing of the packs
+    go through the same retries as the packs themselves."""
+    configure(paths, s3, relay, src)
+    btfs("backup")
+    listing = r"list-type=2"
+    relay.truncate(keep=0.5, method="GET", path=listing)
+    relay.slowdown(method="GET", path=listing)
+    relay.reset(when="after", method="GET", path=listing)
+    relay.reset(method="HEAD", path=r"btfs-vault\.json")
+    relay.error(500, "InternalError", "We encountered an internal error.", method="HEAD")
+    relay.truncate(keep=10, method="GET", path=r"btfs-vault\.json")
+    assert_clean(paths, s3)
+    assert relay.pending() == 0
+    assert relay.injected() == {"truncate_response": 2, "slowdown": 1, "reset_after": 1,
+                                "reset_before": 1, "error_500": 1}
+
+
+@pytest.mark.timeout(240)
+def test_a_store_without_conditional_writes(paths, s3, relay, src, tmp_path):
+    """A server that answers If-None-Match with 501 NotImplemented (some S3-compatible
+    stores): the vault looks before each write instead, and the backup completes."""
+    configure(paths, s3, relay, src)
+    relay.error(501, "NotImplemented", "A header you provided implies functionality that is "
+                "not implemented", method="PUT", path=PACKS)
+    btfs("backup")
+    assert relay.injected() == {"error_501": 1}
+    # Uploads already under way keep their If-None-Match; every later one is a plain PUT
+    # that a HEAD of the same key found missing first.
+    looked = set()
+    plain = 0
+    for e in relay.exchanges():
+        if e.method == "HEAD" and "/packs/" in e.target:
+            looked.add(e.target)
+        elif e.method == "PUT" and "/packs/" in e.target and e.status == 200:
+            if e.header("If-None-Match") is None:
+                plain += 1
+                assert e.target in looked, e.target
+    assert plain > 0
+    assert_clean(paths, s3)
+    restored_matches(src, tmp_path / "restored")
+
+
 @pytest.fixture
 def mountpoint(tmp_path):
     mnt = tmp_path / "mnt"
