@@ -9,7 +9,11 @@ can ask for the fixtures; the server starts only for a session that uses them.
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -47,6 +51,51 @@ class MotoServer:
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+
+@dataclass
+class AuthServer:
+    """A moto server that checks credentials, with one bucket and one IAM user who has
+    keys but no permission at all."""
+
+    endpoint: str
+    bucket: str
+    key_id: str
+    secret: str
+
+
+@pytest.fixture(scope="session")
+def moto_auth_server():
+    """moto with authentication on, in a process of its own: the setting is read once per
+    process, and the session's server must stay open to any key. Its first three requests
+    (bucket, user, key) are let through unchecked, as moto's INITIAL_NO_AUTH_ACTION_COUNT
+    provides."""
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+    proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"),
+                             "-H", "127.0.0.1", "-p", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        admin = {"endpoint_url": endpoint, "region_name": "us-east-1",
+                 "aws_access_key_id": "AKIAADMIN", "aws_secret_access_key": "admin"}
+        boto3.client("s3", **admin).create_bucket(Bucket="locked")
+        iam = boto3.client("iam", **admin)
+        iam.create_user(UserName="nobody")
+        key = iam.create_access_key(UserName="nobody")["AccessKey"]
+        yield AuthServer(endpoint, "locked", key["AccessKeyId"], key["SecretAccessKey"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -5,15 +5,19 @@ config table."""
 from __future__ import annotations
 
 import os
+import time
 import tomllib
 from pathlib import Path
 
+import botocore.exceptions as bex
+import click
 import pytest
 from helpers import MiB, backup, rand_bytes
-from s3kit import free_port
+from s3kit import free_port, set_credentials
 
 from btfs import config as config_mod
 from btfs.catalog.model import ChunkRef
+from btfs.cli.backup import Rate
 from btfs.config import Config, S3Settings
 from btfs.engine.reader import ChunkSource
 from btfs.errors import BtfsError, ConfigError, VaultError
@@ -21,7 +25,7 @@ from btfs.repo import Repo, init_repo, track_dirs
 from btfs.vault import normalize_url, open_vault
 from btfs.vault.cache import RangeCache
 from btfs.vault.retry import RetryPolicy
-from btfs.vault.s3 import S3Vault
+from btfs.vault.s3 import S3Vault, is_transient
 from btfs.vault.throttle import AdaptiveLimit, TokenBucket
 
 
@@ -163,6 +167,25 @@ def test_init_says_no_credentials(s3, paths, monkeypatch):
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     with pytest.raises(VaultError, match="no S3 credentials found"):
         init_repo(paths, s3.url(), s3.settings())
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unknown key", "bad credentials: the access key id is not known to http://"),
+    ("wrong secret", "bad credentials: the secret key does not match the access key id$"),
+    ("no permission", "access denied to s3://locked/x "),
+])
+def test_init_says_what_is_wrong_with_the_credentials(moto_auth_server, paths, monkeypatch,
+                                                      case, message):
+    set_credentials(monkeypatch)
+    server = moto_auth_server
+    key, secret = {"unknown key": ("AKIANOBODYKNOWS", "x"),
+                   "wrong secret": (server.key_id, "wrong"),
+                   "no permission": (server.key_id, server.secret)}[case]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    with pytest.raises(VaultError, match=r"^s3://locked/x: " + message):
+        init_repo(paths, "s3://locked/x", S3Settings(endpoint=server.endpoint))
+    assert not paths.config_file.exists()
 
 
 def test_init_says_unknown_profile(s3, paths):
@@ -345,3 +368,128 @@ def _first_ref(repo, path: Path) -> ChunkRef:
     cat = repo.catalog
     version = cat.versions_of(cat.node_for_path(os.fsencode(path)))[-1]
     return cat.content_refs(version.meta.content_id)[0]
+
+
+def _client_error(code: str, status: int) -> bex.ClientError:
+    return bex.ClientError({"Error": {"Code": code, "Message": ""},
+                            "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+
+
+def test_temporary_and_permanent_failures_are_told_apart():
+    transient = [_client_error("SlowDown", 503), _client_error("InternalError", 500),
+                 _client_error("", 502), _client_error("RequestTimeout", 400),
+                 _client_error("", 429), bex.ConnectionClosedError(endpoint_url="u"),
+                 bex.ReadTimeoutError(endpoint_url="u"),
+                 bex.EndpointConnectionError(endpoint_url="u"),
+                 bex.IncompleteReadError(actual_bytes=1, expected_bytes=2),
+                 ConnectionResetError()]
+    permanent = [_client_error("AccessDenied", 403), _client_error("NoSuchBucket", 404),
+                 _client_error("InvalidAccessKeyId", 403),
+                 _client_error("SignatureDoesNotMatch", 403),
+                 _client_error("NotImplemented", 501), bex.NoCredentialsError(),
+                 bex.SSLError(endpoint_url="u", error="certificate verify failed")]
+    assert [e for e in transient if not is_transient(e)] == []
+    assert [e for e in permanent if is_transient(e)] == []
+
+
+def test_slow_down_halves_the_uploads_in_flight_and_success_grows_them(vault):
+    vault._retry = RetryPolicy(budget=60, sleep=lambda s: None)
+    answers = iter([_client_error("SlowDown", 503), _client_error("SlowDown", 503)])
+
+    def put():
+        e = next(answers, None)
+        if e:
+            raise e
+        return "ok"
+
+    assert vault._call("upload x", put) == "ok"
+    assert vault._slots.limit == 2  # 8 halved twice
+    vault.put("packs/a", b"a")
+    assert vault._slots.limit == 3
+
+
+def test_a_permanent_failure_is_one_line_at_once(vault):
+    calls = []
+
+    def denied():
+        calls.append(1)
+        raise _client_error("AccessDenied", 403)
+
+    with pytest.raises(VaultError, match=r"^upload x: access denied to s3://.*/pre \("):
+        vault._call("upload x", denied)
+    assert calls == [1]
+
+
+def test_limit_upload_holds_a_backup_to_its_rate(s3, paths, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(rand_bytes(3 * MiB, seed=9))
+    init_s3(paths, s3)
+    track_dirs(paths, [str(src)])
+    with Repo.open(paths) as repo, repo.writer():
+        start = time.monotonic()
+        stats = repo.backup(limit_upload=MiB)
+        elapsed = time.monotonic() - start
+    assert stats.bytes_added > 3 * MiB
+    # 3 MiB at 1 MiB/s, the first second's worth at once: at least 2 s, for all the
+    # upload threads together.
+    assert elapsed >= 1.9, elapsed
+
+
+def test_rate_option_parses_sizes():
+    rate = Rate()
+    assert [rate.convert(v, None, None) for v in ("0", "1500", "500K", "20M", "1.5G",
+                                                  "20MiB", "8MB/s")] == [
+        0, 1500, 500 << 10, 20 << 20, 3 << 29, 20 << 20, 8 << 20]
+    with pytest.raises(click.BadParameter, match="not a rate"):
+        rate.convert("fast", None, None)
+
+
+def test_opening_an_unreachable_vault_fails_soon_not_after_the_backup_budget(
+        s3, paths, monkeypatch):
+    monkeypatch.setattr("btfs.vault.s3.IDENTITY_RETRY_SECONDS", 1.0)
+    cfg = init_s3(paths, s3)  # retry_seconds is the default 900
+    gone = f"http://127.0.0.1:{free_port()}"
+    config_mod.save(paths, config_mod.with_changes(
+        cfg, s3=config_mod.with_changes(cfg.s3, endpoint=gone)))
+    start = time.monotonic()
+    with pytest.raises(VaultError, match=rf"btfs-vault.json: bad endpoint: cannot connect "
+                                         rf"to {gone} "):
+        Repo.open(paths, readonly=True)
+    assert time.monotonic() - start < 10
+
+
+def _hammer_cache(root: str, seed: int) -> int:
+    """Put and get ranges of a small shared cache; return how many reads were wrong."""
+    import random
+
+    cache = RangeCache(Path(root), capacity=200_000)
+    rng = random.Random(seed)
+    wrong = 0
+    for _ in range(400):
+        i = rng.randrange(60)
+        want = bytes([i]) * (5000 + i)
+        got = cache.get("cd" * 32, i, len(want))
+        if got is None:
+            cache.put("cd" * 32, i, len(want), want)
+        elif got != want:
+            wrong += 1
+    return wrong
+
+
+def test_the_read_cache_is_shared_safely_by_processes_and_threads(tmp_path):
+    """Two processes with two threads each (a mount and a restore) filling and evicting
+    one small cache: every hit is a whole, right entry, and the bound holds."""
+    import concurrent.futures
+    import multiprocessing
+
+    root = str(tmp_path / "shared")
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as procs, \
+            concurrent.futures.ThreadPoolExecutor(2) as threads:
+        jobs = [procs.submit(_hammer_cache, root, s) for s in (1, 2)]
+        jobs += [threads.submit(_hammer_cache, root, s) for s in (3, 4)]
+        assert [j.result(timeout=120) for j in jobs] == [0, 0, 0, 0]
+    cache = RangeCache(Path(root), capacity=200_000)
+    assert cache._total() <= 200_000 + 4 * 6000  # each writer may overshoot by one entry
+    assert list((Path(root) / "tmp").iterdir()) == []

@@ -112,11 +112,18 @@ class Vault(ABC):
 
     # ---- identity: which vault is this? ----------------------------------------------
 
-    def identity(self) -> VaultIdentity | None:
+    def read_identity(self) -> bytes | None:
+        """The identity object's bytes; None if there is none."""
         if self.size(IDENTITY_KEY) is None:
             return None
+        return self.get(IDENTITY_KEY)
+
+    def identity(self) -> VaultIdentity | None:
+        raw = self.read_identity()
+        if raw is None:
+            return None
         try:
-            doc = json.loads(self.get(IDENTITY_KEY))
+            doc = json.loads(raw)
             return VaultIdentity(vault_id=doc["vault_id"], format=doc["format"])
         except (ValueError, KeyError, TypeError):
             raise VaultError(f"{self.url}: {IDENTITY_KEY} is damaged") from None

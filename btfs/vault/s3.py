@@ -20,6 +20,7 @@ Thread-safe: boto3 clients are, and the limits (`throttle`) are shared by all th
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import logging
@@ -38,7 +39,7 @@ from botocore.config import Config as BotoConfig
 
 from ..config import S3Settings
 from ..errors import ConfigError, VaultError
-from .base import ObjectWriter, Vault, VaultIdentity
+from .base import IDENTITY_KEY, ObjectWriter, Vault, VaultIdentity
 from .cache import RangeCache
 from .retry import RetryPolicy
 from .throttle import AdaptiveLimit, TokenBucket
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PROBE_PREFIX = "btfs-probe-"  # init's access probe; never part of a vault
+IDENTITY_RETRY_SECONDS = 20.0
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -154,10 +156,13 @@ _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnava
 
 def is_transient(e: BaseException) -> bool:
     """True for failures worth retrying: the server or the network may do better later."""
+    if isinstance(e, bex.SSLError):
+        return False  # a certificate that does not verify will not start to
     if isinstance(e, bex.ClientError):
         code, status = _code(e)
         return code in _TRANSIENT_CODES or status == 429 or (status >= 500 and status != 501)
-    return isinstance(e, (bex.HTTPClientError, bex.IncompleteReadError,
+    # bex.ConnectionError is botocore's (refused, DNS, timeouts), not the builtin one.
+    return isinstance(e, (bex.HTTPClientError, bex.ConnectionError, bex.IncompleteReadError,
                           bex.ResponseStreamingError, _Truncated, ConnectionError,
                           TimeoutError))
 
@@ -171,7 +176,10 @@ def _errno_text(e: BaseException) -> str:
     """'[Errno 111] Connection refused' out of a connection error's long message."""
     cause = getattr(e, "kwargs", {}).get("error") or e
     m = re.search(r"\[Errno -?\d+\] [^'\"\)]*", str(cause))
-    return m.group(0).strip() if m else type(e).__name__
+    if m:
+        return m.group(0).strip()
+    text = str(cause).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 class S3Vault(Vault):
@@ -219,10 +227,10 @@ class S3Vault(Vault):
     def _key(self, key: str) -> str:
         return self.prefix + key
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], retry: RetryPolicy | None = None) -> T:
         """fn() with retries; any failure left becomes one VaultError line."""
         try:
-            return self._retry.call(what, fn, is_transient, self._on_retry)
+            return (retry or self._retry).call(what, fn, is_transient, self._on_retry)
         except VaultError:
             raise
         except Exception as e:
@@ -241,6 +249,8 @@ class S3Vault(Vault):
         if isinstance(e, (bex.NoCredentialsError, bex.PartialCredentialsError)):
             return ("no S3 credentials found: set AWS_ACCESS_KEY_ID and "
                     "AWS_SECRET_ACCESS_KEY, write ~/.aws/credentials, or name a profile")
+        if isinstance(e, bex.SSLError):
+            return f"TLS error with {self.endpoint}: {_errno_text(e)}"
         if isinstance(e, (bex.EndpointConnectionError, bex.ConnectTimeoutError,
                           bex.ProxyConnectionError)):
             return f"bad endpoint: cannot connect to {self.endpoint} ({_errno_text(e)})"
@@ -461,6 +471,17 @@ class S3Vault(Vault):
                                  "was written")
 
     # ---- identity ----------------------------------------------------------------------
+
+    def read_identity(self) -> bytes | None:
+        """As Vault's, retrying for at most IDENTITY_RETRY_SECONDS: every command opens the
+        vault first, and one that only reads the catalog (log, snapshots) must say soon
+        that the vault is unreachable rather than wait out a backup's budget."""
+        quick = dataclasses.replace(self._retry,
+                                    budget=min(self._retry.budget, IDENTITY_RETRY_SECONDS))
+        what = f"read {self.url}/{IDENTITY_KEY}"
+        if self._call(what, lambda: self._head(IDENTITY_KEY), quick) is None:
+            return None
+        return self._call(what, lambda: self._get_once(IDENTITY_KEY, 0, None), quick)
 
     def identity(self) -> VaultIdentity | None:
         ident = super().identity()
