@@ -222,10 +222,10 @@ def test_a_store_without_conditional_writes(paths, s3, relay, src, tmp_path):
     for e in relay.exchanges():
         if e.method == "HEAD" and "/packs/" in e.target:
             looked.add(e.target)
-        elif e.method == "PUT" and "/packs/" in e.target and e.status == 200:
-            if e.header("If-None-Match") is None:
-                plain += 1
-                assert e.target in looked, e.target
+        elif (e.method == "PUT" and "/packs/" in e.target and e.status == 200
+              and e.header("If-None-Match") is None):
+            plain += 1
+            assert e.target in looked, e.target
     assert plain > 0
     assert_clean(paths, s3)
     restored_matches(src, tmp_path / "restored")
