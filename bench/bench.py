@@ -499,12 +499,15 @@ def run_main(mode: Mode) -> None:
         + " (bench/work/logs/ and the run's output give it per step)",
     ]
     notes = DROP_CACHES_NOTE + sorted(set(NOTES))
+    only = os.environ.get("BENCH_S3", "1")
+    local = [] if only == "only" else ["", table]
+    s3 = [] if only == "0" else ["", "S3 vault, moto's server on 127.0.0.1 (bench/s3.py; both "
+                                 "tools write to the same server):", "", s3_table]
+    floors = [] if only == "only" else ["", ntable, "", "The goals against the floors "
+                                        "measured in this run:", "", ftable]
     md = "\n".join(
         header_lines(f"btfs benchmark, {mode.name} mode, {started:%Y-%m-%d %H:%M}", info, vers)
-        + data_lines + method + ["", table, "", "S3 vault, moto's server on 127.0.0.1 "
-                                 "(bench/s3.py):", "", s3_table, "", ntable, "",
-                                 "The goals against the floors measured in this run:", "",
-                                 ftable, ""]
+        + data_lines + method + local + s3 + floors + [""]
         + (["Notes:", *(f"- {n}" for n in notes), ""] if notes else [])
     )
     doc = {"mode": mode.name, "started": started.isoformat(), "elapsed_s": elapsed,
@@ -514,13 +517,10 @@ def run_main(mode: Mode) -> None:
                     "change": bench.change},
            "medians": medians, "s3_medians": s3_medians, "native": nmedians, "repetitions": reps,
            "steal_per_repetition": bench.rec.steal, "notes": notes}
-    path = write_results(mode.name, md, doc)
-    log("")
-    log(table)
-    log("")
-    log(s3_table)
-    log("")
-    log(ntable)
+    path = write_results(mode.name + ("-s3" if only == "only" else ""), md, doc)
+    for part in (local, s3, floors):
+        for line in part:
+            log(line)
     for n in notes:
         log(f"note: {n}")
     log(f"\nwritten: {path.relative_to(ROOT)} and .json")

@@ -166,7 +166,7 @@ def cell(s: dict, reps: int) -> str:
 
 def md_table(headers: list[str], rows: list[list[str]]) -> str:
     rows = [[c.replace("|", "\\|") for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
