@@ -257,6 +257,25 @@ def test_cat_through_the_mount_with_failing_reads(paths, s3, relay, src, mountpo
     btfs("umount", str(mountpoint))
 
 
+@pytest.mark.timeout(240)
+def test_the_mount_outlives_an_outage(paths, s3, relay, src, mountpoint):
+    """During an outage a read through the mount fails with EIO once the budget is spent
+    (the mount stays up); after it, the same file reads back whole."""
+    configure(paths, s3, relay, src, read_cache=0)
+    btfs("backup")
+    set_s3(paths, retry_seconds=SHORT_RETRY)
+    btfs("mount", str(mountpoint))
+    latest = mountpoint / "by-time" / "latest" / str(src).lstrip("/")
+    relay.outage()
+    t0 = time.monotonic()
+    got = subprocess.run(["cat", str(latest / "big" / "b3")], capture_output=True, timeout=120)
+    assert got.returncode != 0 and b"Input/output error" in got.stderr, got.stderr
+    assert time.monotonic() - t0 < SHORT_RETRY + 30
+    relay.restore()
+    assert (latest / "big" / "b3").read_bytes() == (src / "big" / "b3").read_bytes()
+    btfs("umount", str(mountpoint))
+
+
 # ---- giving up -----------------------------------------------------------------------------
 
 
