@@ -164,9 +164,17 @@ class ChunkStore:
         self.collect_durable(wait=True)
 
     def close(self) -> None:
-        # After a failure, uploads not yet started are dropped (their packs are not in the
-        # catalog; their spool files are the vault's clean_tmp's).
-        self._uploader.shutdown(wait=True, cancel_futures=True)
+        # Uploads still here belong to a run that failed or was interrupted: those not
+        # started are dropped and those retrying give up (none of them is in the catalog;
+        # a remote vault's retries could otherwise hold Ctrl-C for their whole budget).
+        abandoned = bool(self._uploads)
+        if abandoned:
+            self.vault.abandon_retries()
+        try:
+            self._uploader.shutdown(wait=True, cancel_futures=True)
+        finally:
+            if abandoned:
+                self.vault.abandon_retries(False)
         self._hasher.shutdown(wait=True)
         self._writer.abort()  # the open pack of an interrupted run (empty after finish)
         with self._reader_lock:

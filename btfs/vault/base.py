@@ -101,6 +101,11 @@ class Vault(ABC):
         the vault keeps such copies (then reading it again goes to the source)."""
         return False
 
+    def abandon_retries(self, abandon: bool = True) -> None:  # noqa: B027 (optional hook)
+        """While set, requests waiting to retry a temporary failure give up at once (a
+        backup that failed or was interrupted must not wait out the retry budget of its
+        other uploads); `abandon=False` ends that."""
+
     def limit_upload(self, rate: int) -> None:  # noqa: B027 (optional hook)
         """Cap uploads at `rate` bytes per second for this process (0: no limit)."""
 

@@ -5,9 +5,11 @@ per range read, so a second look at the same chunks (the mount, a restore after 
 local read instead of a GET. Entries are written to `<dir>/<vault id>/tmp/` and renamed into
 place, so a reader sees a whole entry or none; a hit touches the file's mtime, which is the
 LRU order. The bound is kept by whichever process finds it exceeded: it lists the entries
-and removes the oldest until a fraction below the bound. Several threads and several
-processes (a mount and a restore) share one cache safely: entries are immutable, a removed
-entry is just a miss, and an open entry stays readable while another process removes it.
+and removes the oldest until a fraction below the bound (each process recounts the entries
+after adding a sixteenth of the bound, so processes filling it together overshoot by a
+fraction of it, not by a multiple). Several threads and several processes (a mount and a
+restore) share one cache safely: entries are immutable, a removed entry is just a miss,
+and an open entry stays readable while another process removes it.
 
 The cache never vouches for its bytes: every chunk read from it is still verified by the
 codec, and a range that fails (`drop`) is removed so that it is read from the vault again.
@@ -24,6 +26,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _EVICT_TO = 0.8  # after eviction, the cache holds at most this fraction of its bound
+_RESCAN_EVERY = 16  # a process recounts the cache after adding 1/16 of its bound
 
 
 class RangeCache:
@@ -33,6 +36,7 @@ class RangeCache:
         self._tmp = root / "tmp"
         self._lock = threading.Lock()
         self._estimate: int | None = None  # bytes, as this process believes; None: unknown
+        self._since_scan = 0  # bytes this process added since it last counted the cache
 
     def _path(self, pack: str, offset: int, length: int) -> Path:
         return self.root / pack[:2] / f"{pack}-{offset}-{length}"
@@ -70,8 +74,12 @@ class RangeCache:
                 pass
             return
         with self._lock:
-            if self._estimate is None:
+            self._since_scan += len(data)
+            if self._estimate is None or self._since_scan > self.capacity // _RESCAN_EVERY:
+                # Other processes fill the cache too: count what is really there now
+                # and then, so together they overshoot by a fraction, not a multiple.
                 self._estimate = self._total()
+                self._since_scan = 0
             else:
                 self._estimate += len(data)
             over = self._estimate > self.capacity

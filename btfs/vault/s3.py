@@ -26,6 +26,7 @@ import io
 import logging
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -195,7 +196,9 @@ class S3Vault(Vault):
         self._cache_dir = cache_dir / "read-cache"
         self._cache: RangeCache | None = None
         self._vault_id: str | None = None
-        self._retry = retry or RetryPolicy(budget=float(settings.retry_seconds))
+        self._abandoning = threading.Event()  # set: requests waiting to retry give up
+        self._retry = retry or RetryPolicy(budget=float(settings.retry_seconds),
+                                           sleep=self._wait_to_retry)
         self._slots = AdaptiveLimit(settings.uploads)
         self._upload_limit = TokenBucket(settings.limit_upload)
         self._conditional = True  # If-None-Match until the server says it cannot
@@ -238,6 +241,16 @@ class S3Vault(Vault):
                                   ConnectionError, TimeoutError)):
                 raise
             raise VaultError(f"{what}: {self.describe(e)}") from None
+
+    def _wait_to_retry(self, seconds: float) -> None:
+        if self._abandoning.wait(seconds):
+            raise VaultError("given up: the run was abandoned")
+
+    def abandon_retries(self, abandon: bool = True) -> None:
+        if abandon:
+            self._abandoning.set()
+        else:
+            self._abandoning.clear()
 
     def _on_retry(self, e: BaseException) -> None:
         if _is_slow_down(e):

@@ -5,8 +5,10 @@ backup with one line, and the next run completes."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from fusekit import btfs_cli, wait_until
@@ -56,6 +58,21 @@ def test_s3_backup_mount_cp_restore_check(s3, tmp_path, mounter):
     assert btfs_cli("check", "--read-data").stdout.startswith("ok: ")
 
 
+def _start_backup(request, *options: str) -> subprocess.Popen:
+    """`btfs backup` in the background; killed at teardown if the test left it running."""
+    proc = subprocess.Popen([sys.executable, "-m", "btfs", "backup", *options],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+
+    def reap() -> None:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    request.addfinalizer(reap)
+    return proc
+
+
 @pytest.fixture
 def own_server(monkeypatch):
     """A moto server of this test's own, which the test may stop and start again."""
@@ -68,7 +85,7 @@ def own_server(monkeypatch):
 
 @pytest.mark.timeout(180)
 def test_a_vault_that_goes_away_mid_backup_fails_in_one_line_and_the_rerun_completes(
-        own_server, tmp_path, paths):
+        own_server, tmp_path, paths, request):
     kit = S3Kit(own_server.endpoint, "outage")
     kit.client().create_bucket(Bucket=kit.bucket)
     src = tmp_path / "src"
@@ -87,9 +104,7 @@ def test_a_vault_that_goes_away_mid_backup_fails_in_one_line_and_the_rerun_compl
         (src / f"new{i}.bin").write_bytes(rand_bytes(MiB, seed=10 + i))
     # Slowed to 2 MiB/s, the backup is still uploading when the server goes away: some
     # of its packs have landed, the others fail.
-    running = subprocess.Popen([sys.executable, "-m", "btfs", "backup", "--limit-upload", "2M"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               stdin=subprocess.DEVNULL)
+    running = _start_backup(request, "--limit-upload", "2M")
     assert wait_until(lambda: len(_packs(kit, "v")) > len(before), 60, 0.02)
     own_server.stop()
     _, stderr = running.communicate(timeout=120)
@@ -106,3 +121,29 @@ def test_a_vault_that_goes_away_mid_backup_fails_in_one_line_and_the_rerun_compl
     restored = tmp_path / "restored"
     btfs_cli("restore", str(src), "--to", str(restored))
     assert_same_tree(source_tree(restored), source_tree(src), ignore_mtime={b""})
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_during_an_outage_does_not_wait_out_the_retry_budget(own_server, tmp_path,
+                                                                     paths, request):
+    kit = S3Kit(own_server.endpoint, "patience")
+    kit.client().create_bucket(Bucket=kit.bucket)
+    src = tmp_path / "src"
+    src.mkdir()
+    btfs_cli("init", "--vault", kit.url("v"), "--endpoint", kit.endpoint, "--no-input")
+    btfs_cli("track", str(src))
+    cfg = config_mod.load(paths)
+    config_mod.save(paths, config_mod.with_changes(cfg, pack_size=MiB))  # 15 min budget
+    for i in range(12):
+        (src / f"f{i}.bin").write_bytes(rand_bytes(MiB, seed=20 + i))
+    running = _start_backup(request, "--limit-upload", "2M")
+    assert wait_until(lambda: len(_packs(kit, "v")) > 0, 60, 0.02)
+    own_server.stop()
+    time.sleep(1)  # the uploads in flight fail and wait to retry
+    start = time.monotonic()
+    running.send_signal(signal.SIGTERM)  # what systemd sends; Ctrl-C unwinds the same way
+    _, stderr = running.communicate(timeout=120)
+    assert running.returncode == 130 and stderr.strip() == "btfs: interrupted", stderr
+    assert time.monotonic() - start < 20
+    own_server.start()
+    assert btfs_cli("check").stdout.startswith("ok: ")
