@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from .. import digest
 from ..catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Meta, Version
 from ..config import Config, TrackedDir
-from ..errors import BtfsError
+from ..errors import BtfsError, VaultError
 from ..userpath import is_under
 from .files import Batch, Chunker, Piece, WholeFile, cut_file, make_piece, read_batch
 from .memory import rare_collections, tune_allocator
@@ -179,13 +179,33 @@ class Backup:
                 bytes_added=s.bytes_added, errors=s.errors)
             self.catalog.set_meta("roots", json.dumps(sorted(t.path for t in tracked)))
             self.catalog.commit()
-        except BaseException:
+        except BaseException as e:
+            if isinstance(e, VaultError):
+                self._keep_landed()
             self.catalog.rollback()
             self._abandon()
             raise
         finally:
             self.pool.shutdown(wait=True)
         return s
+
+    def _keep_landed(self) -> None:
+        """After the vault failed: commit the packs recorded as durable and the files
+        whose chunks they hold, as _flush_ready would have, so the next backup uploads
+        only what is missing. Several uploads run at once, and the one that fails can
+        surface while those that landed before it are recorded but not yet committed
+        (in `finish`, all of them). A vault error leaves the transaction where a flush
+        may run: it comes from waiting on an upload or from a vault call, never from
+        between the statements of one catalog write."""
+        try:
+            durable = self.store.durable_seq
+            landed = [job for job in self._ready if job.need_seq <= durable]
+            self._insert_file_versions(landed)
+            self._commit()  # (and begins the transaction the caller rolls back)
+        except Exception:  # what was committed before stays; the rest is rolled back
+            log.debug("could not keep what landed before the vault failed", exc_info=True)
+            return
+        log.info("kept %d files whose packs landed before the vault failed", len(landed))
 
     def _abandon(self) -> None:
         """After an error or Ctrl-C: keep what is durable, mark the snapshot interrupted."""
