@@ -49,7 +49,7 @@ class Repo:
         except BaseException:
             vault.close()
             raise
-        if catalog.get_meta("vault_id") != ident.vault_id:
+        if catalog.history.get_meta("vault_id") != ident.vault_id:
             catalog.close()
             vault.close()
             raise VaultError(f"vault {vault.url} is not the one this catalog belongs to")
@@ -76,8 +76,8 @@ class Repo:
         lock = WriterLock(self.paths.lock)
         lock.acquire(wait=wait, what=what)
         try:
-            with self.catalog.transaction():
-                dead = self.catalog.mark_interrupted()
+            with self.catalog.writer.transaction():
+                dead = self.catalog.writer.mark_interrupted()
             if dead:
                 log.info("snapshots %s were interrupted; their committed files are kept", dead)
             self.vault.clean_tmp()
@@ -125,7 +125,7 @@ class Repo:
         --read-data). Recording is a write, so it takes the writer lock, waiting for a
         running backup: a backup that does not know of the damage would only go on
         reusing the damaged chunks. The record is kept only for chunks that still lie
-        where the check read them (Catalog.record_damage)."""
+        where the check read them (ChunkIndex.record_damage)."""
         from .engine.check import check
 
         report = check(self.catalog, self.vault, read_data=read_data, progress=progress)
@@ -133,8 +133,8 @@ class Repo:
             lock = WriterLock(self.paths.lock)
             lock.acquire(wait=True, what="check")
             try:
-                with Catalog(self.paths.catalog) as catalog, catalog.transaction():
-                    marked = catalog.record_damage(report.damaged, report.sound,
+                with Catalog(self.paths.catalog) as catalog, catalog.writer.transaction():
+                    marked = catalog.chunks.record_damage(report.damaged, report.sound,
                                                    time.time_ns())
             finally:
                 lock.release()
@@ -170,12 +170,12 @@ def init_repo(paths: Paths, vault_url: str) -> tuple[Config, bool]:
     paths.ensure()
     cfg = existing or Config(host_id=str(uuid.uuid4()), vault=url)
     with Catalog(paths.catalog) as catalog:
-        known = catalog.get_meta("vault_id")
+        known = catalog.history.get_meta("vault_id")
         if known is not None and known != ident.vault_id:
             raise BtfsError(f"catalog {paths.catalog} belongs to another vault")
-        with catalog.transaction():
-            catalog.set_meta("vault_id", ident.vault_id)
-            catalog.set_meta("host_id", cfg.host_id)
+        with catalog.writer.transaction():
+            catalog.writer.set_meta("vault_id", ident.vault_id)
+            catalog.writer.set_meta("host_id", cfg.host_id)
     os.chmod(paths.catalog, 0o600)
     config_mod.save(paths, cfg)
     return cfg, True

@@ -113,7 +113,7 @@ def backup(obj, wait: bool, one_file_system: bool, progress: bool | None,
         if one_file_system:
             repo.config = config_mod.with_changes(repo.config, one_file_system=True)
         show = progress if progress is not None else (sys.stderr.isatty() and not obj.quiet)
-        meter = Progress(*expected_work(repo.catalog.snapshots())) if show else None
+        meter = Progress(*expected_work(repo.catalog.history.snapshots())) if show else None
         try:
             stats = repo.backup(progress=meter)
         finally:

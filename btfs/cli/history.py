@@ -66,8 +66,8 @@ def snapshots(obj, as_json: bool) -> None:
 
 def _node_for(repo: Repo, path: str) -> tuple[int, bytes]:
     raw = to_catalog_path(path, [t.path for t in repo.config.tracked])
-    node = repo.catalog.node_for_path(raw)
-    if node is None or not repo.catalog.versions_of(node):
+    node = repo.catalog.history.node_for_path(raw)
+    if node is None or not repo.catalog.history.versions_of(node):
         raise UsageError(f"{path} was never backed up")
     return node, raw
 
@@ -88,13 +88,13 @@ def log(obj, path: str, as_json: bool) -> None:
     """
     with Repo.open(obj.paths, readonly=True) as repo:
         node, _ = _node_for(repo, path)
-        names = snapshot_names(repo.catalog.snapshots())
+        names = snapshot_names(repo.catalog.history.snapshots())
         rows = []  # what --json prints
         shown = []  # the table's last column: the content hash, or a symlink's target
         number = 0
-        for v in repo.catalog.versions_of(node):
+        for v in repo.catalog.history.versions_of(node):
             m = v.meta
-            b3 = repo.catalog.content(m.content_id).digest.hex() if v.type == FILE else None
+            b3 = repo.catalog.chunks.content(m.content_id).digest.hex() if v.type == FILE else None
             if v.type != DELETED:
                 number += 1
             rows.append({"version": number if v.type != DELETED else None,
@@ -149,11 +149,11 @@ def restore(obj, path, at, number, snapshot, dest, content_only) -> None:
         name = os.path.basename(raw) or b"root"
         if dest is None:
             if version.type == FILE:
-                tag = repo.catalog.content(version.meta.content_id).digest.hex()[:8]
+                tag = repo.catalog.chunks.content(version.meta.content_id).digest.hex()[:8]
             elif version.type == SYMLINK:
                 tag = digest.hexdigest(version.meta.target)[:8]
             else:
-                tag = snapshot_names(repo.catalog.snapshots())[version.snapshot_id]
+                tag = snapshot_names(repo.catalog.history.snapshots())[version.snapshot_id]
             target = os.path.join(os.path.dirname(raw), name + b"." + tag.encode())
         else:
             target = os.fsencode(os.path.abspath(os.path.expanduser(dest)))

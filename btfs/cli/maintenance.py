@@ -39,7 +39,7 @@ def check(obj, read_data: bool, as_json: bool) -> None:
         report = repo.check(read_data=read_data, progress=progress if show else None)
         if show:
             sys.stderr.write("\r\033[K")
-        names = snapshot_names(repo.catalog.snapshots()) if report.affected else {}
+        names = snapshot_names(repo.catalog.history.snapshots()) if report.affected else {}
     if as_json:
         emit_json({"ok": report.ok, "problems": report.problems,
                    "affected": [{"path": json_path(p), "snapshot": names.get(s)}
@@ -87,7 +87,7 @@ def repair(obj, wait: bool, as_json: bool) -> None:
     """
     with Repo.open(obj.paths) as repo, repo.writer(wait=wait, what="repair"):
         report = repo.repair()
-        names = snapshot_names(repo.catalog.snapshots()) if report.still_damaged else {}
+        names = snapshot_names(repo.catalog.history.snapshots()) if report.still_damaged else {}
     if as_json:
         emit_json({"ok": report.ok, "damaged_chunks": report.damaged,
                    "healed_chunks": report.healed, "files_read": report.files_read,
