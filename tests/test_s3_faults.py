@@ -79,7 +79,7 @@ def set_s3(paths, **changes) -> None:
 
 def catalog_packs(paths) -> set[str]:
     with Repo.open(paths, readonly=True) as repo:
-        return {name for name, _size in repo.catalog.packs()}
+        return {name for name, _size in repo.catalog.chunks.packs()}
 
 
 def bucket_packs(s3) -> dict[str, int]:
