@@ -85,15 +85,19 @@ class Repo:
         finally:
             lock.release()
 
-    def backup(self, *, progress=None):
-        """Run one backup; the caller holds `writer()`."""
+    def backup(self, *, progress=None, only=None, stop=None, skip_unchanged: bool = False):
+        """Run one backup; the caller holds `writer()`. `only` (scanner.Subtree items)
+        records only what changed below those paths; `stop` (a threading.Event) ends it
+        between files; `skip_unchanged` keeps no snapshot when nothing changed
+        (btfs.engine.backup)."""
         from .engine.backup import run_backup
         from .engine.store import ChunkStore
 
         store = ChunkStore(self.catalog, self.vault, self.config.pack_size)
         try:
             return run_backup(self.catalog, store, self.config, progress=progress,
-                              never=never_backed_up(self.paths, self.config))
+                              never=never_backed_up(self.paths, self.config), only=only,
+                              stop=stop, skip_unchanged=skip_unchanged)
         finally:
             store.close()
 

@@ -373,6 +373,12 @@ class Catalog:
         self.db.execute(f"UPDATE snapshot SET {assignments} WHERE id=?",
                         (*fields.values(), snapshot_id))
 
+    def drop_empty_snapshot(self, snapshot_id: int) -> None:
+        """Delete a snapshot that recorded nothing (`btfs watch` keeps no empty ones);
+        one holding any version is left as it is."""
+        self.db.execute("DELETE FROM snapshot WHERE id=? AND NOT EXISTS "
+                        "(SELECT 1 FROM version WHERE snapshot_id=?)", (snapshot_id, snapshot_id))
+
     def snapshots(self) -> list[Snapshot]:
         return [Snapshot(*r) for r in self.db.query(
             f"SELECT {_SNAP_COLS} FROM snapshot ORDER BY started_ns, id")]
