@@ -65,6 +65,8 @@ class Config:
     compression_level: int = 3  # zstd level 1..22; 0 stores chunks uncompressed
     pack_size: int = 16 * MiB  # target size of a pack object in the vault
     threads: int = 0  # hashing/compression threads; 0 means one per core
+    # The [watch] table, carried as parsed; btfs.watch.settings validates it.
+    watch: dict = dataclasses.field(default_factory=dict)
 
     def tracked_dir(self, path: str) -> TrackedDir | None:
         for t in self.tracked:
@@ -132,6 +134,8 @@ def from_dict(doc: dict, where: str = "config") -> Config:
     for key in _BOOL_KEYS:
         if key in doc:
             kwargs[key] = want(key, bool, doc[key])
+    if "watch" in doc:
+        kwargs["watch"] = dict(want("watch", dict, doc["watch"]))
     if "excludes" in doc:
         patterns = want("excludes", list, doc["excludes"])
         kwargs["excludes"] = tuple(want("excludes", str, p) for p in patterns)
@@ -193,8 +197,11 @@ def dumps(doc: dict) -> str:
     lines = []
     tables = {k: v for k, v in doc.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
     for key, value in doc.items():
-        if key not in tables and key != "track":
+        if key not in tables and key != "track" and not isinstance(value, dict):
             lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in doc.items():
+        if isinstance(value, dict) and value:
+            lines += ["", f"[{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in value.items()]
     for key, entries in tables.items():
         for entry in entries:
             lines.append("")
