@@ -360,3 +360,41 @@ def test_a_second_daemon_and_a_bad_watch_table_are_refused(watcher, src, paths):
     bad = btfs("watch", check=False)
     assert bad.returncode != 0
     assert "unknown key 'setle' in [watch]" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_systemd_notify_ready_and_status(watcher, src, tmp_path, monkeypatch):
+    import socket
+
+    address = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(address))
+        sock.settimeout(30)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(address))
+        watcher.start()
+        first = sock.recv(4096).decode().splitlines()
+        assert first[0] == "READY=1"
+        assert first[1].startswith("STATUS=") and "changes pending" in first[1]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_rc_script_starts_reports_and_stops_the_daemon(repo_factory, src):
+    repo_factory(src).close()
+    rc = [str(ROOT / "contrib" / "rc.d" / "rc.btfs-watch")]
+    env = {**os.environ, "BTFS": str(Path(sys.prefix) / "bin" / "btfs")}
+    started = subprocess.run([*rc, "start"], capture_output=True, text=True, env=env,
+                             timeout=60)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.startswith("btfs watch running (pid ")
+        status = subprocess.run([*rc, "status"], capture_output=True, text=True, env=env,
+                                timeout=60)
+        assert status.returncode == 0 and status.stdout.startswith("state: "), status.stderr
+    finally:
+        stopped = subprocess.run([*rc, "stop"], capture_output=True, text=True, env=env,
+                                 timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not control.running()
+    usage = subprocess.run([*rc, "bogus"], capture_output=True, text=True, env=env)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
