@@ -260,10 +260,12 @@ def test_the_watch_limit_is_logged_with_the_sysctl_to_run_and_scans_cover_the_re
     assert len(lines) == 1
     assert "sysctl fs.inotify.max_user_watches=" in lines[0]
     assert w.status()["unwatched_directories"] > 0
-    # A change in an unwatched directory is stored by the next full scan.
-    unwatched = src / "d19" / "late"
-    unwatched.write_text("late")
-    wait_for(lambda: b"d19/late" in w.stored(src), 15, "the full scan", every=0.5)
+    # Changes in the unwatched directories are stored by the next full scan.
+    for i in range(20):
+        (src / f"d{i:02}" / "late").write_text("late")
+    wait_for(lambda: all(b"d%02d/late" % i in w.stored(src) for i in range(20)), 15,
+             "the full scan", every=0.5)
+    assert_stored_as_source(w, src)
     assert len(w.log_lines("inotify watch limit reached")) == 1
 
 

@@ -201,7 +201,8 @@ class Daemon:
 
     async def _backup(self, batch: Batch) -> None:
         self.backing_up = True
-        what = "full scan" if batch.full else f"{len(batch.subtrees)} changed paths"
+        what = ("a full scan" if batch.full
+                else plural(len(batch.subtrees), "changed path"))
         log.info("backing up %s", what)
         started = time.time()
         try:
