@@ -18,6 +18,7 @@ from btfs.catalog import DELETED, DIR, FILE
 from btfs.engine.backup import BackupStopped
 from btfs.engine.check import check
 from btfs.engine.scanner import Subtree
+from btfs.repo import Repo
 
 
 @pytest.fixture
@@ -115,9 +116,17 @@ def test_no_snapshot_when_nothing_changed(repo_factory, src):
         stats = repo.backup(skip_unchanged=True)
     assert stats.state == "unchanged"
     assert len(repo.catalog.snapshots()) == before
+    # A directory above the tracked one changed (as /home does all the time): alone, no
+    # reason for a snapshot; with a change below, recorded with it.
+    (src.parent / "beside").write_text("x")
+    with repo.writer():
+        assert repo.backup(skip_unchanged=True).state == "unchanged"
     (src / "a" / "one").write_text("changed")
-    stats = only_backup(repo, sub(src / "a"), skip_unchanged=True)
+    with repo.writer():
+        stats = repo.backup(skip_unchanged=True)
     assert stats.state == "complete" and len(repo.catalog.snapshots()) == before + 1
+    assert recorded(repo.catalog, stats.snapshot_id, src.parent) == {
+        os.fsencode(src.parent): DIR, os.fsencode(src / "a" / "one"): FILE}
 
 
 def test_a_stop_event_ends_the_backup_cleanly(repo_factory, src):
@@ -134,22 +143,30 @@ def test_a_stop_event_ends_the_backup_cleanly(repo_factory, src):
     assert stats.files_new == 3001
 
 
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def _open_files() -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:
+            pass  # the listing's own descriptor
+    return sorted(found)
 
 
-def test_fifty_backups_in_one_process_leak_nothing(repo_factory, src):
+def test_fifty_backups_in_one_process_leak_nothing(repo_factory, src, paths):
     tree(src)
-    repo = repo_factory(src)
-    backup(repo)
-    threads, fds = threading.active_count(), _fds()
-    rss = []
+    backup(repo_factory(src))
+    threads = threading.active_count()
+    rss, fds = [], []
     for i in range(50):
         (src / "a" / "one").write_text("x" * i)
-        only_backup(repo, sub(src / "a" / "one", deep=False), skip_unchanged=True)
-        with repo.writer():
-            repo.backup(skip_unchanged=True)
+        # As btfs watch runs them: a Repo opened for each backup.
+        with Repo.open(paths) as repo, repo.writer():
+            repo.backup(only=[sub(src / "a" / "one", deep=False)], skip_unchanged=True)
+        with Repo.open(paths) as repo, repo.writer():
+            assert repo.backup(skip_unchanged=True).state == "unchanged"
         rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        fds.append(_open_files())
     assert threading.active_count() == threads
-    assert _fds() == fds
+    assert fds[-1] == fds[4]  # the first runs may open what stays open (a cached handle)
     assert rss[-1] - rss[9] < 16 * 1024  # KiB: no growth per run after warming up

@@ -12,6 +12,8 @@ from ..errors import BtfsError
 from ..watch import control
 from .output import emit_json, human_bytes, local_time
 
+log = logging.getLogger(__name__)
+
 
 @click.command()
 @click.option("--detach", is_flag=True, help="Run in the background (without systemd).")
@@ -42,11 +44,15 @@ def watch(obj, detach: bool) -> None:
                 time.sleep(0.1)
             raise BtfsError(f"btfs watch did not start; see {daemon.log_file()}")
     daemon.setup_logging(level)
-    try:
+    if not detach:
         daemon.run_daemon(obj.paths)
-    finally:
-        if detach:
-            os._exit(0)  # the detached child never returns into click
+        return
+    try:  # the detached child: its stderr is /dev/null, so errors go to the log file
+        daemon.run_daemon(obj.paths)
+    except BaseException as e:
+        log.error("btfs watch: %s", e, exc_info=not isinstance(e, BtfsError))
+        os._exit(1)
+    os._exit(0)  # never back into click, which belongs to the parent
 
 
 def _control(command: str, as_json: bool) -> dict:

@@ -141,6 +141,7 @@ class Backup:
         self.stop = stop
         self.skip_unchanged = skip_unchanged  # no snapshot when nothing changed
         self._versions = 0  # versions recorded in this run
+        self._ancestors_changed: list[Changed] = []  # above a tracked dir, not yet recorded
         self.store = store
         self.config = config
         self.progress = progress
@@ -193,6 +194,9 @@ class Backup:
             self._drain(all_items=True)
             self.store.finish()
             self._flush_ready(final=True)
+            if self._versions:
+                for a in self._ancestors_changed:
+                    self._record(a.node_id, a.path, a.st, a.kind, a.is_new, counted=False)
             s.bytes_added = self.store.bytes_added
             s.finished_ns = time.time_ns()
             s.state = "partial" if s.errors else "complete"
@@ -284,8 +288,12 @@ class Backup:
                 # A directory above the tracked one; roots can share ancestors, each of
                 # which gets at most one version per snapshot, from its first sighting.
                 if isinstance(event, Changed) and event.node_id not in self._ancestors_seen:
-                    self._record(event.node_id, event.path, event.st, event.kind,
-                                 event.is_new, counted=False)
+                    if self.skip_unchanged:
+                        # /home changes all the time; alone it is no reason for a snapshot.
+                        self._ancestors_changed.append(event)
+                    else:
+                        self._record(event.node_id, event.path, event.st, event.kind,
+                                     event.is_new, counted=False)
                 self._ancestors_seen.add(event.node_id)
                 continue
             self.stats.entries += 1

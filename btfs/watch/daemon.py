@@ -32,7 +32,7 @@ import trio
 
 from .. import config as config_mod
 from ..config import Paths
-from ..errors import BtfsError
+from ..errors import BtfsError, VaultError
 from ..own import never_backed_up
 from ..repo import Repo
 from ..text import plural
@@ -92,8 +92,12 @@ class Daemon:
         self.settings = watch_settings_from_dict(config.watch, str(paths.config_file))
         if not config.tracked:
             raise BtfsError("nothing to watch: add a directory with 'btfs track DIR'")
-        with Repo.open(paths, readonly=True):
-            pass  # initialized, vault reachable: fail now rather than at the first backup
+        try:
+            with Repo.open(paths, readonly=True):
+                pass  # fail now on what no retry mends (not initialized, wrong vault)
+        except (VaultError, OSError) as e:
+            # An unplugged disk or S3 down at boot: watch anyway, the backups retry.
+            log.warning("vault unreachable at start (%s); backups will be retried", e)
         self.config = config
         self.settler = Settler(self.settings)
         self.paused = False
@@ -244,7 +248,7 @@ class Daemon:
 
     def _backup_blocking(self, batch: Batch):
         only = None if batch.full else batch.subtrees
-        with Repo.open(self.paths) as repo, repo.writer(what="watch"):
+        with Repo.open(self.paths) as repo, repo.writer():
             return repo.backup(only=only, stop=self.stop_event, skip_unchanged=True)
 
     async def _report(self) -> None:
