@@ -184,7 +184,9 @@ class Watches:
             rel = path[len(root.path.rstrip(b"/")) + 1:]
             if path in self.never or root.matcher.entry_excluded(rel, name, is_dir):
                 continue
-            if is_dir and mask & (flags.MOVED_FROM | flags.DELETE):
+            if is_dir and mask & flags.MOVED_FROM:
+                # Its watches would go on reporting the old paths. (A deleted directory
+                # was empty; IN_IGNORED ends its one watch.)
                 self._forget_below(path)
             if is_dir and mask & (flags.CREATE | flags.MOVED_TO):
                 self.watch_tree(path, root)
