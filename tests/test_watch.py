@@ -92,9 +92,12 @@ class Watcher:
             return [s for s in repo.snapshots() if s.state in ("complete", "partial")]
 
     def stored(self, src: Path) -> dict:
+        """The tree of the newest finished snapshot ({} before the first)."""
         with Repo.open(self.paths, readonly=True) as repo:
-            snapshot = repo.catalog.latest_snapshot_id()
-            return stored_tree(repo.catalog, repo.vault, src, snapshot)
+            done = [s for s in repo.snapshots() if s.state in ("complete", "partial")]
+            if not done:
+                return {}
+            return stored_tree(repo.catalog, repo.vault, src, done[-1].id)
 
     def log_lines(self, text: str) -> list[str]:
         return [line for line in self.log.read_text().splitlines() if text in line]
@@ -400,3 +403,22 @@ def test_rc_script_starts_reports_and_stops_the_daemon(repo_factory, src):
     assert not control.running()
     usage = subprocess.run([*rc, "bogus"], capture_output=True, text=True, env=env)
     assert usage.returncode == 2 and "usage:" in usage.stderr
+
+
+def test_a_daemon_started_without_its_vault_watches_and_retries(watcher, src, vault_dir):
+    (src / "before").write_text("b")
+    away = vault_dir.with_name("vault-unplugged")
+    vault_dir.rename(away)
+    try:
+        with open(watcher.paths.config_file, "a") as f:
+            f.write("\n[watch]\nsettle = 1\nmin_interval = 1\n")
+        watcher.proc = subprocess.Popen([*BTFS, "watch"], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: control.running() and watcher.status()["state"] == "retrying", 30,
+                 "a retrying daemon")
+        assert watcher.log_lines("vault unreachable at start")
+        (src / "while-away").write_text("w")
+    finally:
+        away.rename(vault_dir)
+    wait_for(lambda: b"while-away" in watcher.stored(src), 20, "the retry", every=0.3)
+    assert_stored_as_source(watcher, src)
