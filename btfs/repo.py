@@ -194,6 +194,23 @@ class Repo:
         finally:
             lock.release()
 
+    # -- the always-on daemon (btfs.watch) -------------------------------------------
+
+    @staticmethod
+    def watch(paths: Paths, *, detach: bool, log_level: int) -> str | None:
+        """`btfs watch`: run the daemon until it stops (None), or with `detach` start it
+        in the background and return a line saying where it runs."""
+        from .watch.daemon import start
+
+        return start(paths, detach=detach, log_level=log_level)
+
+    @staticmethod
+    def daemon_request(command: str) -> dict:
+        """`btfs daemon COMMAND`: the running daemon's answer (BtfsError if it refused)."""
+        from .watch.daemon import ask
+
+        return ask(command)
+
     # -- setting up (no catalog needed) ----------------------------------------------
 
     @classmethod

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
-import time
 
 import click
 
-from ..errors import BtfsError
-from ..watch import control
+from ..repo import Repo
 from .output import emit_json, human_bytes, local_time
 
 log = logging.getLogger(__name__)
@@ -27,38 +24,15 @@ def watch(obj, detach: bool) -> None:
     it with 'btfs daemon status|pause|resume|backup-now|stop'. Settings: the [watch]
     table of config.toml.
     """
-    from ..watch import daemon
-
     level = (logging.ERROR if obj.quiet else
              {0: logging.INFO, 1: logging.INFO}.get(obj.verbose, logging.DEBUG))
-    if control.running():
-        raise BtfsError(f"a btfs watch is already running (socket {control.socket_path()})")
-    if detach:
-        daemon.Daemon(obj.paths)  # config and repo errors show here, in the terminal
-        if not daemon.detach():
-            for _ in range(300):
-                if control.running():
-                    pid = control.request("status")["pid"]
-                    click.echo(f"btfs watch running (pid {pid}); log: {daemon.log_file()}")
-                    return
-                time.sleep(0.1)
-            raise BtfsError(f"btfs watch did not start; see {daemon.log_file()}")
-    daemon.setup_logging(level)
-    if not detach:
-        daemon.run_daemon(obj.paths)
-        return
-    try:  # the detached child: its stderr is /dev/null, so errors go to the log file
-        daemon.run_daemon(obj.paths)
-    except BaseException as e:
-        log.error("btfs watch: %s", e, exc_info=not isinstance(e, BtfsError))
-        os._exit(1)
-    os._exit(0)  # never back into click, which belongs to the parent
+    started = Repo.watch(obj.paths, detach=detach, log_level=level)
+    if started:
+        click.echo(started)
 
 
 def _control(command: str, as_json: bool) -> dict:
-    answer = control.request(command)
-    if not answer.get("ok"):
-        raise BtfsError(f"btfs watch: {answer.get('error', 'refused')}")
+    answer = Repo.daemon_request(command)
     if as_json:
         emit_json(answer)
     return answer
