@@ -51,8 +51,11 @@ json_flag = click.option("--json", "as_json", is_flag=True, help="Machine-readab
 def status(as_json: bool) -> None:
     """State, pending changes, last backup, totals and last error."""
     s = _control("status", as_json)
-    if as_json:
-        return
+    if not as_json:
+        _print_status(s)
+
+
+def _print_status(s: dict) -> None:
     click.echo(f"state: {s['state']} (pid {s['pid']}, up {_duration(s['uptime_s'])})")
     click.echo(f"watching: {s['watched_directories']} directories in "
                f"{', '.join(s['tracked'])}"
