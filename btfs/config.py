@@ -65,6 +65,7 @@ class Config:
     compression_level: int = 3  # zstd level 1..22; 0 stores chunks uncompressed
     pack_size: int = 16 * MiB  # target size of a pack object in the vault
     threads: int = 0  # hashing/compression threads; 0 means one per core
+    read_only: bool = False  # `btfs recover --read-only`: browse a host's copy, never write
 
     def tracked_dir(self, path: str) -> TrackedDir | None:
         for t in self.tracked:
@@ -95,7 +96,7 @@ def xdg_paths(config_override: str | os.PathLike | None = None) -> Paths:
 
 _INT_KEYS = ("max_file_size", "chunk_min", "chunk_avg", "chunk_max",
              "compression_level", "pack_size", "threads")
-_BOOL_KEYS = ("exclude_caches", "one_file_system")
+_BOOL_KEYS = ("exclude_caches", "one_file_system", "read_only")
 
 
 def load(paths: Paths) -> Config:

@@ -73,6 +73,9 @@ class Repo:
     @contextmanager
     def writer(self, *, wait: bool = False, what: str = "backup"):
         """Hold the writer lock; clear what a killed writer left behind."""
+        if self.config.read_only:
+            raise BtfsError(f"{what} refused: this machine browses a read-only recovery of "
+                            f"host {self.config.host_id} (config key read_only)")
         lock = WriterLock(self.paths.lock)
         lock.acquire(wait=wait, what=what)
         try:
@@ -89,13 +92,16 @@ class Repo:
         """Run one backup; the caller holds `writer()`."""
         from .engine.backup import run_backup
         from .engine.store import ChunkStore
+        from .replica import publish_repo
 
         store = ChunkStore(self.catalog, self.vault, self.config.pack_size)
         try:
-            return run_backup(self.catalog, store, self.config, progress=progress,
-                              never=never_backed_up(self.paths, self.config))
+            stats = run_backup(self.catalog, store, self.config, progress=progress,
+                               never=never_backed_up(self.paths, self.config))
         finally:
             store.close()
+        publish_repo(self)  # the catalog's copy in the vault (btfs.replica), still locked
+        return stats
 
     def status(self, under: bytes | None = None):
         """What the next backup would record (everywhere, or only below `under`)."""

@@ -45,6 +45,7 @@ COMMANDS = {
     "repair": ("maintenance", "repair"),
     "mount": ("mount", "mount_cmd"),
     "umount": ("mount", "umount_cmd"),
+    "recover": ("recover", "recover_cmd"),
 }
 
 

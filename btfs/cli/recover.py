@@ -1,0 +1,54 @@
+"""`btfs recover`: a machine with nothing set up gets a host's catalog and config back
+from the vault (btfs.replica.recover)."""
+
+from __future__ import annotations
+
+import click
+
+from ..replica import ChooseHost, recover
+from ..replica.fetch import HostCopy
+from .output import human_bytes, local_time, print_table
+
+
+@click.command("recover")
+@click.option("--vault", "vault_url", required=True,
+              help="The vault to recover from: a directory path.")
+@click.option("--host", metavar="NAME|ID",
+              help="The host to recover, when the vault holds several.")
+@click.option("--read-only", is_flag=True,
+              help="Only browse and restore; backups from this machine are refused.")
+@click.pass_obj
+def recover_cmd(obj, vault_url: str, host: str | None, read_only: bool) -> None:
+    """Set up this machine from a vault alone: the catalog and the config of a host.
+
+    Lists the hosts when the vault holds several and no --host is given. Afterwards
+    `btfs log`, `btfs mount` and `btfs restore` work at once; without --read-only,
+    `btfs backup` continues that host's history.
+
+    \b
+    Examples:
+      btfs recover --vault /media/usb/btfs-vault
+      btfs recover --vault /media/usb/btfs-vault --host laptop --read-only
+    """
+    try:
+        done = recover(obj.paths, vault_url, host, read_only=read_only)
+    except ChooseHost as e:
+        _print_hosts(e.hosts)
+        raise
+    for problem in done.fetched.skipped:
+        click.echo(f"skipped catalog copy {problem}", err=True)
+    h = done.host
+    click.echo(f"recovered host {h.name} ({h.host_id}) from catalog generation "
+               f"{done.fetched.generation.number}: {h.snapshots} snapshots, last backup "
+               f"{local_time(h.last_backup_ns)}, catalog {human_bytes(h.catalog_size)}, "
+               f"in {done.seconds:.1f}s")
+    click.echo(f"config written to {obj.paths.config_file}"
+               + (" (read-only: backups are refused)" if read_only else ""))
+    for t in done.config.tracked:
+        click.echo(f"tracking {t.path}")
+
+
+def _print_hosts(hosts: list[HostCopy]) -> None:
+    print_table(["NAME", "ID", "LAST BACKUP", "SNAPSHOTS", "CATALOG"],
+                [[h.name, h.host_id, local_time(h.last_backup_ns), f"{h.snapshots:,}",
+                  human_bytes(h.catalog_size)] for h in hosts], right={3, 4})
