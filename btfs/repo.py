@@ -92,7 +92,7 @@ class Repo:
         """Run one backup; the caller holds `writer()`."""
         from .engine.backup import run_backup
         from .engine.store import ChunkStore
-        from .replica import publish_repo
+        from .replica.publish import publish_repo
 
         store = ChunkStore(self.catalog, self.vault, self.config.pack_size)
         try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import click
 
-from ..replica import ChooseHost, recover
 from ..replica.fetch import HostCopy
+from ..replica.recover import ChooseHost, recover
 from .output import human_bytes, local_time, print_table
 
 

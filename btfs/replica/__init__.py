@@ -10,9 +10,3 @@ It depends on the vault interface and on the catalog's database file only, never
 catalog's tables: a copy is the file's pages, whatever the schema.
 """
 
-from .fetch import HostCopy, fetch_catalog, list_hosts
-from .publish import Published, publish, publish_repo
-from .recover import ChooseHost, Recovered, recover
-
-__all__ = ["HostCopy", "fetch_catalog", "list_hosts", "Published", "publish", "publish_repo",
-           "ChooseHost", "Recovered", "recover"]
