@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import click
 
+from .. import config as config_mod
+from ..config import S3Settings
 from ..replica.fetch import HostCopy
 from ..replica.recover import ChooseHost, recover
 from .output import human_bytes, local_time, print_table
@@ -12,13 +14,18 @@ from .output import human_bytes, local_time, print_table
 
 @click.command("recover")
 @click.option("--vault", "vault_url", required=True,
-              help="The vault to recover from: a directory path.")
+              help="The vault to recover from: a directory or s3://BUCKET/PREFIX.")
+@click.option("--endpoint", metavar="URL",
+              help="S3-compatible service to use instead of AWS (MinIO, B2, R2...).")
+@click.option("--region", help="S3 region [default: boto3's (profile, AWS_REGION)].")
+@click.option("--profile", help="AWS profile for credentials [default: boto3's].")
 @click.option("--host", metavar="NAME|ID",
               help="The host to recover, when the vault holds several.")
 @click.option("--read-only", is_flag=True,
               help="Only browse and restore; backups from this machine are refused.")
 @click.pass_obj
-def recover_cmd(obj, vault_url: str, host: str | None, read_only: bool) -> None:
+def recover_cmd(obj, vault_url: str, endpoint: str | None, region: str | None,
+                profile: str | None, host: str | None, read_only: bool) -> None:
     """Set up this machine from a vault alone: the catalog and the config of a host.
 
     Lists the hosts when the vault holds several and no --host is given. Afterwards
@@ -29,9 +36,16 @@ def recover_cmd(obj, vault_url: str, host: str | None, read_only: bool) -> None:
     Examples:
       btfs recover --vault /media/usb/btfs-vault
       btfs recover --vault /media/usb/btfs-vault --host laptop --read-only
+      btfs recover --vault s3://my-bucket/btfs --region eu-west-1
+
+    S3 credentials come from boto3's usual places, as for `btfs init`.
     """
+    s3 = None
+    if endpoint or region or profile:
+        s3 = S3Settings(endpoint=endpoint or "", region=region or "", profile=profile or "")
+        config_mod.validate(config_mod.Config(host_id="", vault="", s3=s3), "--endpoint")
     try:
-        done = recover(obj.paths, vault_url, host, read_only=read_only)
+        done = recover(obj.paths, vault_url, host, read_only=read_only, s3=s3)
     except ChooseHost as e:
         _print_hosts(e.hosts)
         raise

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .. import config as config_mod
 from ..catalog import Catalog
-from ..config import Config, Paths
+from ..config import Config, Paths, S3Settings
 from ..errors import BtfsError, UsageError, VaultError
 from ..vault import normalize_url, open_vault
 from .fetch import Fetched, HostCopy, check_host_choice, fetch_catalog, list_hosts
@@ -43,14 +43,16 @@ class Recovered:
 
 
 def recover(paths: Paths, vault_url: str, host: str | None = None, *,
-            read_only: bool = False) -> Recovered:
+            read_only: bool = False, s3: S3Settings | None = None) -> Recovered:
+    """`s3`: how to reach an s3:// vault from this machine; the settings it gives
+    (endpoint, region, profile) replace the host's recorded ones in the config written."""
     start = time.monotonic()
     for existing in (paths.config_file, paths.catalog):
         if existing.exists():
             raise BtfsError(f"btfs is already set up here ({existing} exists); recover is "
                             "for a machine without one: move it away first")
     url = normalize_url(vault_url)
-    vault = open_vault(url)
+    vault = open_vault(url, s3, paths.cache_dir)
     try:
         ident = vault.checked_identity()
         hosts = list_hosts(vault)
@@ -71,6 +73,9 @@ def recover(paths: Paths, vault_url: str, host: str | None = None, *,
                    "vault": url}
             if read_only:
                 doc["read_only"] = True
+            if s3 is not None:
+                given = config_mod.to_dict(Config("", "", s3=s3)).get("s3", {})
+                doc["s3"] = {**doc.get("s3", {}), **given}
             cfg = config_mod.from_dict(doc, f"the config in {fetched.generation.key}")
             with Catalog(tmp) as catalog:
                 if catalog.get_meta("vault_id") != ident.vault_id:
