@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 from helpers import backup, make_awkward_tree, rand_bytes, source_tree
 
+import btfs.replica.publish as publish_mod
 from btfs.config import xdg_paths
+from btfs.replica.fetch import read_manifest
 from btfs.replica.objects import generations
 from btfs.replica.pages import STATE_FILE, load_state, scan
 from btfs.vault import LocalVault
@@ -208,25 +210,60 @@ def test_a_no_change_backup_uploads_a_small_delta(tmp_path, repo_factory, vault_
 def test_a_state_that_lags_the_vault_is_rebuilt_from_it(tmp_path, repo_factory, vault_dir,
                                                         paths):
     """A publisher killed after its put and before saving its local state: the next one
-    builds on the vault's head, not on what the stale state says."""
+    compares against the vault's head, not against the older pages the state holds."""
     src = tmp_path / "src"
-    src.mkdir()
-    (src / "a").write_text("a\n")
+    for d in ("a", "b"):
+        (src / d).mkdir(parents=True)
+        for i in range(1500):
+            (src / d / f"f{i}").write_text(f"{d}{i}\n")
     repo = repo_factory(src)
     backup(repo)
     stale = (paths.data_dir / STATE_FILE).read_bytes()
-    (src / "b").write_text("b\n")
+    for i in range(0, 1500, 5):  # generation 2 changes many pages...
+        (src / "a" / f"f{i}").write_text("changed\n")
     backup(repo)
+    second = scan(paths.catalog)
     (paths.data_dir / STATE_FILE).write_bytes(stale)
-    (src / "c").write_text("c\n")
+    (src / "b" / "f7").write_text("changed\n")  # ...generation 3 a few others
     backup(repo)
+    third = scan(paths.catalog)
     gens = catalog_objects(vault_dir)
-    assert [g.number for g in gens] == [1, 2, 3]
+    assert [(g.number, g.kind) for g in gens] == [(1, "base"), (2, "delta"), (3, "delta")]
+    manifest = read_manifest(LocalVault(vault_dir), gens[-1])
+    assert manifest["file_digest"] == third.file_digest
+    assert manifest["pages"] == sum(third.page(n) != second.page(n)
+                                    for n in range(third.page_count))
     repo.close()
-    theirs = scan(paths.catalog).file_digest
     wipe_home(tmp_path)
     btfs("recover", "--vault", str(vault_dir))
-    assert scan(xdg_paths().catalog).file_digest == theirs
+    assert scan(xdg_paths().catalog).file_digest == third.file_digest
+
+
+def test_old_generations_go_only_after_newer_bases_landed(tmp_path, repo_factory, vault_dir,
+                                                          paths, monkeypatch):
+    monkeypatch.setattr(publish_mod, "MAX_DELTAS", 2)
+    monkeypatch.setattr(publish_mod, "REBASE_FRACTION", 1000)  # tiny bases: count only
+    src = tmp_path / "src"
+    src.mkdir()
+    repo = repo_factory(src)
+    seen = []
+    for i in range(14):
+        (src / f"f{i}").write_text(f"{i}\n")
+        backup(repo)
+        gens = catalog_objects(vault_dir)
+        seen.append([(g.number, g.kind) for g in gens])
+        bases = [g.number for g in gens if g.kind == "base"]
+        # KEEP_BASES bases once that many were written (none deleted before), and the
+        # oldest object left is a base: no chain is cut.
+        assert len(bases) == publish_mod.KEEP_BASES or gens[0].number == 1
+        assert len(bases) <= publish_mod.KEEP_BASES
+        assert gens[0].kind == "base" and gens[-1].number == i + 1
+    # A base after every two deltas; the chains of the three newest bases kept.
+    assert seen[-1] == [(7, "base"), (8, "delta"), (9, "delta"), (10, "base"), (11, "delta"),
+                        (12, "delta"), (13, "base"), (14, "delta")]
+    repo.close()
+    wipe_home(tmp_path)
+    assert "from catalog generation 14:" in btfs("recover", "--vault", str(vault_dir)).stdout
 
 
 SLOW_PUBLISH = textwrap.dedent("""
