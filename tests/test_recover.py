@@ -396,3 +396,29 @@ def test_recover_round_trip_on_an_s3_vault(s3, tmp_path):
     dest = tmp_path / "restored"
     btfs("restore", str(src), "--to", str(dest))
     assert source_tree(dest) == before
+
+
+@pytest.mark.expect_warnings(r"the catalog's copy in the vault was not updated")
+def test_a_failed_publish_warns_keeps_the_backup_and_the_next_one_publishes(
+        tmp_path, repo_factory, vault_dir, paths):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_text("a\n")
+    repo = repo_factory(src)
+    backup(repo)
+    catalog_dir = vault_dir / catalog_objects(vault_dir)[0].key.rpartition("/")[0]
+    if subprocess.run(["chattr", "+i", str(catalog_dir)], capture_output=True).returncode:
+        pytest.skip("chattr +i unavailable here")
+    try:
+        (src / "b").write_text("b\n")
+        stats = backup(repo)
+    finally:
+        subprocess.run(["chattr", "-i", str(catalog_dir)], check=True)
+    assert stats.state == "complete"
+    assert [g.number for g in catalog_objects(vault_dir)] == [1]
+    backup(repo)
+    assert [g.number for g in catalog_objects(vault_dir)] == [1, 2]
+    repo.close()
+    wipe_home(tmp_path)
+    btfs("recover", "--vault", str(vault_dir))
+    assert btfs("snapshots").stdout.count("complete") == 3
