@@ -2,6 +2,7 @@
 
     python -m bench.catalog_copy --files 20000          # a synthetic tree
     python -m bench.catalog_copy --tree /path/to/linux  # a real tree (1% of it is changed)
+    python -m bench.catalog_copy --s3 ...               # the vault on S3 (moto, 127.0.0.1)
 
 Runs the real `btfs` in a scratch HOME under --work: an initial backup, a no-change
 backup, a backup after appending a line to 1% of the files, then `btfs recover` in a
@@ -35,10 +36,31 @@ def btfs(env: dict, *args: str) -> float:
     return time.monotonic() - start
 
 
-def copies(vault: Path) -> dict[str, int]:
-    hosts = vault / "hosts"
-    return {str(p): p.stat().st_size for p in hosts.rglob("*") if p.is_file()} \
-        if hosts.exists() else {}
+def copies(vault: str) -> dict[str, int]:
+    from btfs.config import S3Settings
+    from btfs.vault import open_vault
+
+    settings = S3Settings(endpoint=os.environ.get("BENCH_S3_ENDPOINT", ""))
+    v = open_vault(vault, settings, Path("/tmp/btfs-bench-catalog-copy-cache"))
+    try:
+        return dict(v.list("hosts/"))
+    finally:
+        v.close()
+
+
+def moto() -> tuple[str, list[str]]:
+    """A moto S3 server on 127.0.0.1 in this process: (vault URL, options to reach it)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{server._server.server_port}"
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                      AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+                      BENCH_S3_ENDPOINT=endpoint)
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
+    return "s3://bench/vault", ["--endpoint", endpoint]
 
 
 def synthetic(root: Path, files: int) -> None:
@@ -54,14 +76,15 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--tree", type=Path)
     parser.add_argument("--work", type=Path, default=Path("/tmp/btfs-bench-catalog-copy"))
+    parser.add_argument("--s3", action="store_true", help="the vault on moto, 127.0.0.1")
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     src = args.tree or args.work / "src"
     if args.tree is None:
         synthetic(src, args.files)
-    vault = args.work / "vault"
+    vault, reach = moto() if args.s3 else (str(args.work / "vault"), [])
     env = env_for(args.work / "host")
-    btfs(env, "init", "--vault", str(vault), "--no-input")
+    btfs(env, "init", "--vault", vault, *reach, "--no-input")
     btfs(env, "track", str(src))
     catalog = args.work / "host" / "data" / "btfs" / "catalog.db"
     files = sorted(p for p in src.rglob("*") if p.is_file() and not p.is_symlink())
@@ -79,7 +102,7 @@ def main() -> None:
         print(f"{step:28} {took:8.1f} {catalog.stat().st_size:12,} "
               f"{sum(new.values()):12,} {len(new):8}")
     fresh = env_for(args.work / "fresh")
-    took = btfs(fresh, "recover", "--vault", str(vault))
+    took = btfs(fresh, "recover", "--vault", vault, *reach)
     print(f"btfs recover (the whole command): {took:.1f} s")
 
 
