@@ -1,14 +1,12 @@
 """`btfs recover`: a machine with nothing set up gets a host's catalog and config back
-from the vault (btfs.replica.recover)."""
+from the vault (Repo.recover)."""
 
 from __future__ import annotations
 
 import click
 
-from .. import config as config_mod
-from ..config import S3Settings
-from ..replica.fetch import HostCopy
-from ..replica.recover import ChooseHost, recover
+from ..errors import ChooseHost
+from ..repo import Repo
 from .output import human_bytes, local_time, print_table
 
 
@@ -40,14 +38,13 @@ def recover_cmd(obj, vault_url: str, endpoint: str | None, region: str | None,
 
     S3 credentials come from boto3's usual places, as for `btfs init`.
     """
-    s3 = None
-    if endpoint or region or profile:
-        s3 = S3Settings(endpoint=endpoint or "", region=region or "", profile=profile or "")
-        config_mod.validate(config_mod.Config(host_id="", vault="", s3=s3), "--endpoint")
     try:
-        done = recover(obj.paths, vault_url, host, read_only=read_only, s3=s3)
+        done = Repo.recover(obj.paths, vault_url, host, read_only=read_only,
+                            endpoint=endpoint, region=region, profile=profile)
     except ChooseHost as e:
-        _print_hosts(e.hosts)
+        print_table(["NAME", "ID", "LAST BACKUP", "SNAPSHOTS", "CATALOG"],
+                    [[h.name, h.host_id, local_time(h.last_backup_ns), f"{h.snapshots:,}",
+                      human_bytes(h.catalog_size)] for h in e.hosts], right={3, 4})
         raise
     for problem in done.fetched.skipped:
         click.echo(f"skipped catalog copy {problem}", err=True)
@@ -60,9 +57,3 @@ def recover_cmd(obj, vault_url: str, endpoint: str | None, region: str | None,
                + (" (read-only: backups are refused)" if read_only else ""))
     for t in done.config.tracked:
         click.echo(f"tracking {t.path}")
-
-
-def _print_hosts(hosts: list[HostCopy]) -> None:
-    print_table(["NAME", "ID", "LAST BACKUP", "SNAPSHOTS", "CATALOG"],
-                [[h.name, h.host_id, local_time(h.last_backup_ns), f"{h.snapshots:,}",
-                  human_bytes(h.catalog_size)] for h in hosts], right={3, 4})

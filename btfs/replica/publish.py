@@ -76,7 +76,9 @@ def publish_repo(repo) -> Published | None:
     done = [s for s in repo.snapshots() if s.finished_ns is not None]
     facts = {"last_backup_ns": max((s.finished_ns for s in done), default=None),
              "snapshots": len(done)}
-    doc = {k: v for k, v in config_mod.to_dict(repo.config).items() if k not in LOCAL_KEYS}
+    # The config file as the user keeps it, not this run's overrides (--one-file-system).
+    doc = {k: v for k, v in config_mod.to_dict(config_mod.load(repo.paths)).items()
+           if k not in LOCAL_KEYS}
     try:
         published = publish(repo.vault, repo.paths.data_dir, repo.paths.catalog,
                             repo.config.host_id, config_doc=doc, facts=facts)

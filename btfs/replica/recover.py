@@ -18,20 +18,12 @@ from dataclasses import dataclass
 from .. import config as config_mod
 from ..catalog import Catalog
 from ..config import Config, Paths, S3Settings
-from ..errors import BtfsError, UsageError, VaultError
+from ..errors import BtfsError, ChooseHost, VaultError
 from ..vault import normalize_url, open_vault
 from .fetch import Fetched, HostCopy, check_host_choice, fetch_catalog, list_hosts
 from .pages import State, save_state
 
 log = logging.getLogger(__name__)
-
-
-class ChooseHost(UsageError):
-    """The vault holds several hosts and none was named; `hosts` lists them."""
-
-    def __init__(self, hosts: list[HostCopy]):
-        super().__init__(f"the vault holds {len(hosts)} hosts: choose one with --host NAME|ID")
-        self.hosts = hosts
 
 
 @dataclass(frozen=True)
@@ -62,7 +54,8 @@ def recover(paths: Paths, vault_url: str, host: str | None = None, *,
         if host is not None:
             chosen = check_host_choice(hosts, host)
         elif len(hosts) > 1:
-            raise ChooseHost(hosts)
+            raise ChooseHost(f"the vault holds {len(hosts)} hosts: choose one with "
+                             "--host NAME|ID", hosts)
         else:
             chosen = hosts[0]
         paths.ensure()
