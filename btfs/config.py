@@ -84,6 +84,7 @@ class Config:
     s3: S3Settings = S3Settings()
     # The [watch] table, carried as parsed; btfs.watch.settings validates it.
     watch: dict = dataclasses.field(default_factory=dict)
+    read_only: bool = False  # `btfs recover --read-only`: browse a host's copy, never write
 
     def tracked_dir(self, path: str) -> TrackedDir | None:
         for t in self.tracked:
@@ -114,7 +115,7 @@ def xdg_paths(config_override: str | os.PathLike | None = None) -> Paths:
 
 _INT_KEYS = ("max_file_size", "chunk_min", "chunk_avg", "chunk_max",
              "compression_level", "pack_size", "threads")
-_BOOL_KEYS = ("exclude_caches", "one_file_system")
+_BOOL_KEYS = ("exclude_caches", "one_file_system", "read_only")
 
 
 def load(paths: Paths) -> Config:

@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # the engine is imported where it is used (see above)
     from .engine.repair import RepairReport
     from .engine.restore import RestoreResult
     from .engine.status import Status
+    from .replica.recover import Recovered
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,9 @@ class Repo:
     @contextmanager
     def writer(self, *, wait: bool = False, what: str = "backup"):
         """Hold the writer lock; clear what a killed writer left behind."""
+        if self.config.read_only:
+            raise BtfsError(f"{what} refused: this machine browses a read-only recovery of "
+                            f"host {self.config.host_id} (config key read_only)")
         lock = WriterLock(self.paths.lock)
         lock.acquire(wait=wait, what=what)
         try:
@@ -219,14 +223,22 @@ class Repo:
              profile: str | None = None) -> Setup:
         """`btfs init`: config, catalog and vault (see init_repo), then track `track`.
         `endpoint`, `region`, `profile`: how an S3 vault is reached (config [s3])."""
-        s3 = None
-        if endpoint or region or profile:
-            s3 = S3Settings(endpoint=endpoint or "", region=region or "", profile=profile or "")
-            config_mod.validate(config_mod.Config(host_id="", vault="", s3=s3), "--endpoint")
-        cfg, created = init_repo(paths, vault_url, s3)
+        cfg, created = init_repo(paths, vault_url, _s3_options(endpoint, region, profile))
         if track:
             cfg = track_dirs(paths, list(track))
         return Setup(cfg, created, _skipped(paths, cfg))
+
+    @classmethod
+    def recover(cls, paths: Paths, vault_url: str, host: str | None = None, *,
+                read_only: bool = False, endpoint: str | None = None,
+                region: str | None = None, profile: str | None = None) -> Recovered:
+        """`btfs recover`: this machine set up from the vault alone (btfs.replica.recover).
+        ChooseHost (a UsageError listing them) when the vault holds several hosts and
+        `host` is None."""
+        from .replica.recover import recover
+
+        return recover(paths, vault_url, host, read_only=read_only,
+                       s3=_s3_options(endpoint, region, profile))
 
     @classmethod
     def track(cls, paths: Paths, dirs: Sequence[str], excludes: Sequence[str] = (),
@@ -263,15 +275,19 @@ class Repo:
         changed below those paths; `stop` (a threading.Event) ends it between files;
         `skip_unchanged` keeps no snapshot when nothing changed (btfs.engine.backup)."""
         from .engine.backup import run_backup
+        from .replica.publish import publish_repo
 
         if limit_upload is not None:
             self.vault.limit_upload(limit_upload)
         if one_file_system:
             self.config = config_mod.with_changes(self.config, one_file_system=True)
         with self._store() as store:
-            return run_backup(self.catalog, store, self.config, progress=progress,
-                              never=never_backed_up(self.paths, self.config), only=only,
-                              stop=stop, skip_unchanged=skip_unchanged)
+            stats = run_backup(self.catalog, store, self.config, progress=progress,
+                               never=never_backed_up(self.paths, self.config), only=only,
+                               stop=stop, skip_unchanged=skip_unchanged)
+        if stats.state != "unchanged":  # a snapshot landed: the catalog's copy in the vault
+            publish_repo(self)  # (btfs.replica), still holding the writer lock
+        return stats
 
     def add(self, paths: list[str]) -> list[str]:
         """`btfs add`: stage files and symlinks now; the absolute paths staged. The
@@ -455,6 +471,16 @@ class Repo:
 
 def _skipped(paths: Paths, cfg: Config) -> list[OwnDir]:
     return skipped_inside(paths, cfg, [t.path for t in cfg.tracked])
+
+
+def _s3_options(endpoint: str | None, region: str | None,
+                profile: str | None) -> S3Settings | None:
+    """The [s3] settings given on a command line, validated; None when none is given."""
+    if not (endpoint or region or profile):
+        return None
+    s3 = S3Settings(endpoint=endpoint or "", region=region or "", profile=profile or "")
+    config_mod.validate(config_mod.Config(host_id="", vault="", s3=s3), "--endpoint")
+    return s3
 
 
 def init_repo(paths: Paths, vault_url: str,
