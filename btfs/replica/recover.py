@@ -71,7 +71,7 @@ def recover(paths: Paths, vault_url: str, host: str | None = None, *,
                 doc["s3"] = {**doc.get("s3", {}), **given}
             cfg = config_mod.from_dict(doc, f"the config in {fetched.generation.key}")
             with Catalog(tmp) as catalog:
-                if catalog.get_meta("vault_id") != ident.vault_id:
+                if catalog.history.get_meta("vault_id") != ident.vault_id:
                     raise VaultError(f"the catalog copy of host {chosen.host_id} belongs to "
                                      f"another vault than {url}")
             os.replace(tmp, paths.catalog)
