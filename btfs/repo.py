@@ -13,6 +13,8 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from . import config as config_mod
 from .catalog import Catalog, Snapshot
@@ -24,6 +26,9 @@ from .own import check_trackable, never_backed_up
 from .text import display_path
 from .userpath import to_catalog_path
 from .vault import Vault, open_vault
+
+if TYPE_CHECKING:
+    from .engine.codec import Codec
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,15 @@ class Repo:
             vault.close()
             raise VaultError(f"vault {vault.url} is not the one this catalog belongs to")
         return cls(paths, cfg, catalog, vault)
+
+    @cached_property
+    def codec(self) -> Codec:
+        """How this repo's chunks are stored (btfs.engine.codec), made once from the config
+        and handed to whatever writes or reads chunks. Imported when first needed: zstd is
+        not loaded by commands that never touch a chunk."""
+        from .engine.codec import Codec
+
+        return Codec(self.config.compression_level)
 
     def close(self) -> None:
         self.catalog.close()
@@ -92,7 +106,7 @@ class Repo:
 
         store = ChunkStore(self.catalog, self.vault, self.config.pack_size)
         try:
-            return run_backup(self.catalog, store, self.config, progress=progress,
+            return run_backup(self.catalog, store, self.config, self.codec, progress=progress,
                               never=never_backed_up(self.paths, self.config))
         finally:
             store.close()
@@ -112,7 +126,7 @@ class Repo:
 
         store = ChunkStore(self.catalog, self.vault, self.config.pack_size)
         try:
-            return repair(self.catalog, store, self.config)
+            return repair(self.catalog, store, self.config, self.codec)
         finally:
             store.close()
 
@@ -128,7 +142,8 @@ class Repo:
         where the check read them (Catalog.record_damage)."""
         from .engine.check import check
 
-        report = check(self.catalog, self.vault, read_data=read_data, progress=progress)
+        report = check(self.catalog, self.vault, self.codec, read_data=read_data,
+                       progress=progress)
         if report.damaged or report.sound:
             lock = WriterLock(self.paths.lock)
             lock.acquire(wait=True, what="check")

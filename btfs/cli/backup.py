@@ -149,7 +149,7 @@ def add(obj, paths, wait: bool) -> None:
     with Repo.open(obj.paths) as repo, repo.writer(wait=wait, what="backup"):
         store = ChunkStore(repo.catalog, repo.vault, repo.config.pack_size)
         try:
-            staged = stage_paths(repo.catalog, store, repo.config, list(paths))
+            staged = stage_paths(repo.catalog, store, repo.config, repo.codec, list(paths))
         finally:
             store.close()
     for path in staged:

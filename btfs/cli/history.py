@@ -159,7 +159,7 @@ def restore(obj, path, at, number, snapshot, dest, content_only) -> None:
             target = os.fsencode(os.path.abspath(os.path.expanduser(dest)))
             if os.path.isdir(target) and not os.path.islink(target):
                 target = os.path.join(target, name)
-        restorer = Restorer(repo.catalog, ChunkSource(repo.vault, cache_bytes=16 << 20),
+        restorer = Restorer(repo.catalog, ChunkSource(repo.vault, repo.codec, cache_bytes=16 << 20),
                             content_only=content_only)
         result = restorer.restore(node, version, snapshot_id, target, raw)
     hint = "damaged in the vault? see 'btfs check --read-data' and 'btfs repair'"

@@ -26,6 +26,7 @@ from .. import digest
 from ..catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Meta, Version
 from ..config import Config, TrackedDir
 from ..errors import BtfsError
+from .codec import Codec
 from .files import Batch, Chunker, Piece, WholeFile, cut_file, make_piece, read_batch
 from .memory import rare_collections, tune_allocator
 from .meta import meta_from_stat, read_xattrs
@@ -112,7 +113,7 @@ class _FileJob:
 
 
 class Backup:
-    def __init__(self, catalog: Catalog, store: ChunkStore, config: Config, *,
+    def __init__(self, catalog: Catalog, store: ChunkStore, config: Config, codec: Codec, *,
                  progress: Callable[[Stats, bytes], None] | None = None,
                  never: frozenset[bytes] = frozenset()):
         self.catalog = catalog
@@ -127,7 +128,7 @@ class Backup:
         threads = config.threads or max(4, 2 * (os.cpu_count() or 2))
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="btfs-hash")
         self.chunker = Chunker(config.chunk_min, config.chunk_avg, config.chunk_max)
-        self.level = config.compression_level
+        self.codec = codec
         self._window: deque[tuple[list[_FileJob], Future, int]] = deque()
         self._batch: list[_FileJob] = []  # small files not yet handed to a worker
         self._batch_stats: list[os.stat_result] = []  # their lstat from the scan
@@ -357,7 +358,7 @@ class Backup:
         for job in batch:
             job.reading_done = True
         self._submit(batch, nbytes, SMALL_WINDOW_BYTES, read_batch, [j.path for j in batch], stats,
-                     self.level, self.store.lookup_many)
+                     self.codec, self.store.lookup_many)
 
     def _read_large(self, job: _FileJob) -> None:
         """Cut a large file on this thread (the chunker runs without the GIL) and hash and
@@ -366,7 +367,7 @@ class Backup:
         current = job
 
         def submit(data: bytes) -> None:
-            self._submit([current], len(data), WINDOW_BYTES, make_piece, data, self.level,
+            self._submit([current], len(data), WINDOW_BYTES, make_piece, data, self.codec,
                          self.store.lookup)
             # A large file can take minutes: report its bytes as they are taken, not
             # only at the next scan event (a time check per chunk, none per small file).
@@ -515,9 +516,9 @@ class Backup:
             self.progress(self.stats, path)
 
 
-def run_backup(catalog: Catalog, store: ChunkStore, config: Config, *, progress=None,
-               never: frozenset[bytes] = frozenset()) -> Stats:
+def run_backup(catalog: Catalog, store: ChunkStore, config: Config, codec: Codec, *,
+               progress=None, never: frozenset[bytes] = frozenset()) -> Stats:
     if not config.tracked:
         raise BtfsError("nothing to back up: add a directory with 'btfs track DIR'")
-    backup = Backup(catalog, store, config, progress=progress, never=never)
+    backup = Backup(catalog, store, config, codec, progress=progress, never=never)
     return backup.run(config.host_id, config.tracked)

@@ -28,7 +28,7 @@ from ..errors import IntegrityError
 
 RAW = 0  # payload is the chunk itself (incompressible data, or compression off)
 ZSTD = 1  # payload is one zstd frame with the content size in its header
-GROUP = 2  # payload is one zstd frame of a member table and several chunks, see encode_group
+GROUP = 2  # payload is one zstd frame of a member table and several chunks, see _encode_group
 
 GROUP_BYTES = 512 * 1024  # members' raw bytes in one group, about: what a read decompresses
 _GROUP_LIMIT = 8 << 20  # a group frame claiming more is damaged (never decompressed)
@@ -81,11 +81,40 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-def chunk_hash(data: bytes | memoryview) -> bytes:
-    return digest.digest(data)
+class Codec:
+    """How chunks are stored: their ids, and their stored forms both ways. One is made by
+    `btfs.repo.Repo` from the configuration and handed to everything that writes or reads
+    chunks, so a setting (the compression level today; a key for keyed ids and encryption
+    later) is decided in one place and never passed around as loose values. Holds no
+    caches: those are process-wide (below), shared by every Codec, and keyed by the
+    bytes they hold, so they never mix settings. Thread-safe."""
+
+    def __init__(self, level: int):
+        self.level = level  # zstd level; 0 stores every chunk uncompressed
+
+    def __repr__(self) -> str:
+        return f"Codec(level={self.level})"
+
+    @staticmethod
+    def chunk_hash(data: bytes | memoryview) -> bytes:
+        """A chunk's id: the digest of its raw bytes."""
+        return digest.digest(data)
+
+    def encode(self, data: bytes | memoryview) -> bytes:
+        """The stored form of a chunk: compressed when that saves space, raw otherwise."""
+        return _encode(data, self.level)
+
+    def encode_group(self, members: list[tuple[bytes, bytes]]) -> bytes | None:
+        """One stored form for several small chunks (see `_encode_group`), or None."""
+        return _encode_group(members, self.level)
+
+    @staticmethod
+    def decode(stored: bytes, expected_hash: bytes, size: int) -> bytes | memoryview:
+        """The raw chunk, verified; IntegrityError on any mismatch (see `_decode`)."""
+        return _decode(stored, expected_hash, size)
 
 
-def encode(data: bytes | memoryview, level: int) -> bytes:
+def _encode(data: bytes | memoryview, level: int) -> bytes:
     """The stored form of a chunk: compressed when that saves space, raw otherwise."""
     if level > 0 and len(data) > 64 and not _looks_incompressible(data):
         compressed = _compressors.compress(data, level)
@@ -96,7 +125,7 @@ def encode(data: bytes | memoryview, level: int) -> bytes:
 
 
 def is_group(stored: bytes) -> bool:
-    """Whether a stored form holds several chunks (see encode_group)."""
+    """Whether a stored form holds several chunks (see _encode_group)."""
     return bool(stored) and stored[0] == GROUP
 
 
@@ -124,7 +153,7 @@ def _looks_incompressible(data: bytes | memoryview) -> bool:
 
 def group_runs(members: list[tuple[bytes, bytes]]) -> Iterator[list[tuple[bytes, bytes]]]:
     """Small chunks, (id, raw bytes) in order, cut into runs of about GROUP_BYTES: what
-    `encode_group` stores together."""
+    `Codec.encode_group` stores together."""
     run: list[tuple[bytes, bytes]] = []
     size = 0
     for member in members:
@@ -137,7 +166,7 @@ def group_runs(members: list[tuple[bytes, bytes]]) -> Iterator[list[tuple[bytes,
         yield run
 
 
-def encode_group(members: list[tuple[bytes, bytes]], level: int) -> bytes | None:
+def _encode_group(members: list[tuple[bytes, bytes]], level: int) -> bytes | None:
     """One stored form for several small chunks, (id, raw bytes) each, compressed together:
     a zstd frame of [member count (u16), (id[:8], size u32) per member, the members'
     bytes in order]. None when compressing them together does not pay (or compression is
@@ -230,7 +259,7 @@ def _group_member(stored: bytes, expected_hash: bytes, size: int) -> bytes:
     return raw[start:start + size]
 
 
-def decode(stored: bytes, expected_hash: bytes, size: int) -> bytes | memoryview:
+def _decode(stored: bytes, expected_hash: bytes, size: int) -> bytes | memoryview:
     """The raw chunk, verified; IntegrityError on any mismatch. An uncompressed chunk comes
     back as a view of `stored` (no copy of up to 4 MiB: a cold read of random data is
     bound by this verification)."""

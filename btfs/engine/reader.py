@@ -1,7 +1,7 @@
 """Reading file content back: chunk fetch + verify, with a bounded cache, and byte ranges.
 
 Used by restore, check --read-data and the mount. Every chunk is verified against its hash
-(codec.decode) before anyone sees its bytes. Thread-safe: the mount calls it from worker
+(Codec.decode) before anyone sees its bytes. Thread-safe: the mount calls it from worker
 threads; the cache lock is never held during vault I/O or decompression.
 """
 
@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from ..catalog.model import ChunkRef
 from ..errors import BtfsError
 from ..vault import Vault, pack_key
-from . import codec
+from .codec import Codec, is_group
 
 log = logging.getLogger(__name__)
 
 
-# Stored forms of groups (codec.encode_group) kept by where they are in the vault. Every
+# Stored forms of groups (Codec.encode_group) kept by where they are in the vault. Every
 # member of a group points at the whole group: reading the members of one directory one
 # after another (restore, a cp through the mount) would read the group again for each,
 # and the codec would compare each copy with the one it decompressed: for linux-6.1's
@@ -32,8 +32,9 @@ _GROUPS_KEPT = 8
 class ChunkSource:
     """Decoded, verified chunks by reference, with an LRU cache bounded in bytes."""
 
-    def __init__(self, vault: Vault, cache_bytes: int = 64 << 20):
+    def __init__(self, vault: Vault, codec: Codec, cache_bytes: int = 64 << 20):
         self.vault = vault
+        self.codec = codec
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._cached = 0
@@ -52,7 +53,7 @@ class ChunkSource:
         data = self.peek(ref.hash)
         if data is not None:
             return data
-        data = codec.decode(self._stored(ref), ref.hash, ref.size)
+        data = self.codec.decode(self._stored(ref), ref.hash, ref.size)
         self._keep(ref.hash, data)
         return data
 
@@ -66,7 +67,7 @@ class ChunkSource:
                 self._groups.move_to_end(where)
                 return stored
         stored = self.vault.get(pack_key(ref.pack), ref.offset, ref.stored_len)
-        if codec.is_group(stored):
+        if is_group(stored):
             with self._lock:
                 self._groups[where] = stored
                 while len(self._groups) > _GROUPS_KEPT:
@@ -92,7 +93,7 @@ class ChunkSource:
                 span = (ref.offset, ref.stored_len)
                 piece = stored[ref.offset - start:ref.offset - start + ref.stored_len]
             try:
-                data = codec.decode(piece, ref.hash, ref.size)
+                data = self.codec.decode(piece, ref.hash, ref.size)
             except BtfsError as e:
                 log.debug("read-ahead of chunk %s: %s", ref.hash.hex()[:16], e)
                 continue

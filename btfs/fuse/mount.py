@@ -116,7 +116,7 @@ def serve(repo: Repo, mountpoint: str, *, allow_other: bool = False) -> None:
     # 1 MiB read reply an mmap and its page faults: cold `cat` 950 -> 630 MB/s.)
     limit_arenas(2)
     tree = Tree(repo.catalog, WriterLock(repo.paths.lock))
-    ops = Operations(tree, ChunkSource(repo.vault, cache_bytes=CHUNK_CACHE_BYTES),
+    ops = Operations(tree, ChunkSource(repo.vault, repo.codec, cache_bytes=CHUNK_CACHE_BYTES),
                      xattrs=repo.catalog.has_xattrs())
     pyfuse3.init(ops, mountpoint, fuse_options(allow_other))
     log.info("mounted %s at %s", repo.vault.url, mountpoint)

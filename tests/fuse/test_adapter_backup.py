@@ -32,7 +32,7 @@ def ops_for(repo_factory, tmp_path):
     with repo.writer():
         assert repo.backup().state == "complete"
     tree = Tree(Catalog(repo.catalog.path, readonly=True))
-    ops = Operations(tree, ChunkSource(repo.vault, cache_bytes=8 << 20))
+    ops = Operations(tree, ChunkSource(repo.vault, repo.codec, cache_bytes=8 << 20))
     return ops, os.fsencode(src), repo
 
 
@@ -115,7 +115,7 @@ def small_files(repo_factory, tmp_path):
     with repo.writer():
         assert repo.backup().state == "complete"
     tree = Tree(Catalog(repo.catalog.path, readonly=True))
-    ops = Operations(tree, ChunkSource(repo.vault, cache_bytes=8 << 20))
+    ops = Operations(tree, ChunkSource(repo.vault, repo.codec, cache_bytes=8 << 20))
 
     async def files():
         out = []
