@@ -102,8 +102,10 @@ class Repo:
     def backup(self, *, progress=None):
         """Run one backup; the caller holds `writer()`."""
         from .engine.backup import run_backup
+        from .engine.memory import tune_process_for_backup
         from .engine.store import ChunkStore
 
+        tune_process_for_backup()  # once per process: a daemon runs many backups
         store = ChunkStore(self.catalog, self.vault, self.config.pack_size)
         try:
             return run_backup(self.catalog, store, self.config, self.codec, progress=progress,

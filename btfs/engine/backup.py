@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,7 +27,6 @@ from ..config import Config, TrackedDir
 from ..errors import BtfsError
 from .codec import Codec
 from .files import Batch, Chunker, Piece, WholeFile, cut_file, make_piece, read_batch
-from .memory import rare_collections, tune_allocator
 from .meta import meta_from_stat, read_xattrs
 from .scanner import Changed, Deleted, Listed, Scanner
 from .store import STORED, ChunkStore
@@ -54,13 +52,6 @@ BATCH_BYTES = 2 << 20
 # trees of many small files).
 MAX_FILES_PER_PACK = 4096
 COMMIT_EVERY_S = 30.0  # also commit directory/metadata-only changes at least this often
-# The main thread (scan, catalog, bookkeeping) is what an initial backup waits on, and it
-# lets go of the GIL at every syscall and SQLite statement. Getting it back from workers
-# running Python took up to the default 5 ms switch interval: py-spy showed 16% of its
-# time in os.listdir and 20% in SQLite execute. At 0.5 ms, linux-6.1's initial backup
-# took 7.1-7.8 s instead of 8.0-8.7 s (3 runs each); large files were unchanged, and so
-# was the mount (tar), where it is not set.
-SWITCH_INTERVAL_S = 0.0005
 PROGRESS_EVERY_S = 0.2  # the progress callback is called at most this often
 
 
@@ -122,7 +113,6 @@ class Backup:
         self.progress = progress
         self.never = never  # paths never backed up (btfs/own.py)
         self.stats = Stats()
-        tune_allocator()
         # Small files are I/O-bound on a cold cache: twice as many workers as cores keeps
         # the disk busy while hashing and compression (which release the GIL) use the CPUs.
         threads = config.threads or max(4, 2 * (os.cpu_count() or 2))
@@ -147,15 +137,8 @@ class Backup:
     # ---- the run ------------------------------------------------------------------------
 
     def run(self, host_id: str, tracked: tuple[TrackedDir, ...]) -> Stats:
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
-        try:
-            with rare_collections():
-                return self._run(host_id, tracked)
-        finally:
-            sys.setswitchinterval(switch_interval)
-
-    def _run(self, host_id: str, tracked: tuple[TrackedDir, ...]) -> Stats:
+        """One backup. The process's tuning for backups (btfs.engine.memory) is its
+        owner's business, set once before the first run, never per run."""
         s = self.stats
         s.started_ns = time.time_ns()
         with self.catalog.transaction():
