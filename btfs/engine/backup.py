@@ -35,21 +35,20 @@ log = logging.getLogger(__name__)
 
 DELETED_META = Meta(DELETED, 0, 0, 0, 0, 0, 0, 0, None, 0, 0)
 WINDOW_JOBS = 24  # jobs in flight; with WINDOW_BYTES bounds the memory of reads in progress
-# A large file's chunks in flight, each also held compressed until it is taken: memray put
-# the window at ~30 of a backup's 63 MB of peak heap. 8 MiB took 7-9 MB off the peak RSS of
-# the 2 GiB of large files against 12 MiB, in the same time (5.8 s either way, alternating
-# runs); 6 MiB made them ~6% slower.
+# A large file's chunks in flight, each also held compressed until it is taken: the window
+# is about half of a backup's peak heap. Smaller saves memory until the workers starve: a
+# few chunks per worker keep them busy.
 WINDOW_BYTES = 8 << 20
 # Small files travel in batches that are read, hashed and compressed whole, and each file
-# brings its own objects along: a tighter window for them saved ~8 MB of a source-tree
-# backup's peak RSS at no cost in time.
+# brings its own objects along: a tighter window for them saves memory at no cost in
+# time.
 SMALL_WINDOW_BYTES = 6 << 20
 BATCH_FILES = 64  # small files per worker job
 BATCH_BYTES = 2 << 20
 # Files read and waiting for the open pack to be durable are held in memory (a few hundred
-# bytes each). Small source files fill a 16 MiB pack ~14,000 at a time, which was ~10 MB
-# of a backup's peak RSS; past this many the pack is sealed early (smaller packs only for
-# trees of many small files).
+# bytes each). Small source files fill a 16 MiB pack over ten thousand at a time, a good
+# part of a backup's peak memory; past this many the pack is sealed early (smaller packs
+# only for trees of many small files).
 MAX_FILES_PER_PACK = 4096
 COMMIT_EVERY_S = 30.0  # also commit directory/metadata-only changes at least this often
 PROGRESS_EVERY_S = 0.2  # the progress callback is called at most this often

@@ -8,7 +8,7 @@ engine runs these functions in worker threads.
 
 Small chunks (whole small files) are compressed together in groups: one stored form shared
 by several chunks, which compresses far better than each alone (source files share
-vocabulary: linux-6.1's files under 256 KiB store ~17% smaller in groups of 512 KiB). Every
+vocabulary, which zstd only finds within one frame). Every
 member of a group is stored at the group's place in its pack; decoding decompresses the
 group, finds the member by its id and verifies it like any chunk.
 """
@@ -41,8 +41,8 @@ _local = threading.local()
 class _CompressorPool:
     """zstd compression contexts shared by all threads, at most one per CPU per level.
 
-    A context keeps its working memory (about 3.5 MB at level 3 after a 4 MiB chunk), so
-    one per thread cost 4.8 MB per backup worker, and a backup runs twice as many workers
+    A context keeps its working memory (megabytes, after a large chunk), so one per
+    thread would cost that per backup worker, and a backup runs twice as many workers
     as cores (for the disk's sake, not the CPUs'). More compressions at once than cores
     gain nothing: a worker that finds every context busy waits, holding its chunk."""
 
@@ -140,9 +140,9 @@ _SAMPLE = 16 * 1024
 def _looks_incompressible(data: bytes | memoryview) -> bool:
     """Four 16 KiB samples spread over a big chunk, at zstd's fastest level: when they do
     not shrink, the whole chunk would not either (random, encrypted or already compressed
-    data), and zstd at level 3 spends ~1.7 ms per MiB of such data finding that out
-    (random 512 MiB files: ~0.9 s of CPU each, now ~0.1 s). Like borg's `auto`
-    compression, a chunk whose samples miss its compressible parts is stored raw."""
+    data), and zstd at the configured level spends far more CPU than the samples do
+    finding that out on the whole chunk. Like borg's `auto` compression, a chunk whose
+    samples miss its compressible parts is stored raw."""
     if len(data) < SAMPLED_FROM:
         return False
     step = len(data) // 4
@@ -196,9 +196,8 @@ _groups: OrderedDict[tuple[int, bytes], tuple[bytes, bytes, dict[tuple[bytes, in
     = OrderedDict()
 _groups_lock = threading.Lock()
 # Groups being decompressed, by cache key: threads reading files one after another (a
-# restore's workers) often want members of one group at the same moment, and each
-# decompressed it (linux-6.1's restore: 3,702 decompressions of 2,224 groups with two
-# workers, 2,416 with one). A thread waits for the one already at it instead.
+# restore's workers) often want members of one group at the same moment, and each would
+# decompress it. A thread waits for the one already at it instead.
 _decoding: dict[tuple[int, bytes], threading.Event] = {}
 
 

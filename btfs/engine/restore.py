@@ -87,7 +87,7 @@ def write_content(fd: int, source: ChunkSource, refs: list[ChunkRef]) -> int:
             block = view[start:start + HOLE_BLOCK]
             # Most blocks show data in their first or last byte; only the others are
             # compared whole (bytes == bytes is a memcmp; a memoryview compares item by
-            # item, ~50x slower; both copy, which was a fifth of a restore's worker time).
+            # item, far slower; comparing every block whole copies every block).
             if not (block[0] or block[-1]) and bytes(block) == zero[:len(block)]:
                 continue  # leave a hole; ftruncate below sets the length
             os.pwrite(fd, block, pos + start)
@@ -105,9 +105,8 @@ class Restorer:
         self.source = source
         self.content_only = content_only
         # One worker per core. Each file costs its worker ~10 syscalls, each a GIL
-        # hand-off; with 4 workers on 2 cores, perf put ~28% of the restore's CPU time in
-        # futex waits and wake-ups, and 2 workers restored linux-6.1 faster (9.8-13.1 s
-        # against 13.8-15.0 s).
+        # hand-off: more workers than cores spend their time in futex waits and
+        # wake-ups, and restore slower.
         self.threads = threads or max(2, os.cpu_count() or 2)
         # Hard links: files that shared an inode at backup time (same st_ino, nlink > 1,
         # same content) are linked again within one restore, as tar and rsync -H do.
@@ -147,8 +146,8 @@ class Restorer:
                     dirs.append((path, ver))
                     entries = self.catalog.children_at(node, snapshot_id)
                     # The main thread walks the catalog and creates every entry: two
-                    # queries per file for its chunks' places were ~45% of its py-spy
-                    # samples; now it is two more queries per directory.
+                    # queries per file for its chunks' places would be most of its
+                    # work; instead, two more queries per directory.
                     refs_of = self.catalog.contents_refs(
                         e.version.meta.content_id for e in entries if e.version.type == FILE)
                     # Pushed in reverse so they are taken in name order: the order a

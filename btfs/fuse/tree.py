@@ -403,7 +403,7 @@ class Tree:
 
         One open loads the refs of the next REFS_AHEAD versions too: `cp -a` and `tar`
         open files in directory order, which a backup wrote as consecutive versions, and
-        two queries per open were ~12% of a `cp -a` out of the mount. A loaded entry is
+        two queries per open were a noticeable part of a `cp -a` out of the mount. A loaded entry is
         used once (most files are opened once); versions never change, so it cannot be
         stale."""
         kind, ident = split_ino(ino)
