@@ -51,9 +51,23 @@ class Paths:
 
 
 @dataclass(frozen=True)
+class S3Settings:
+    """The `[s3]` table: how to reach an S3 vault. Never credentials: those come from
+    boto3's own chain (environment, ~/.aws/credentials, a profile, an instance role)."""
+
+    endpoint: str = ""  # URL of an S3-compatible service (MinIO, B2, R2...); "" for AWS
+    region: str = ""  # "" lets boto3 decide (profile, AWS_REGION, us-east-1)
+    profile: str = ""  # a profile in ~/.aws/config and ~/.aws/credentials; "" for default
+    uploads: int = 8  # packs uploaded at once
+    retry_seconds: int = 900  # how long one request keeps retrying temporary failures
+    read_cache: int = 1 << 30  # bytes of vault reads kept on local disk
+    limit_upload: int = 0  # bytes per second for the whole process; 0 means no limit
+
+
+@dataclass(frozen=True)
 class Config:
     host_id: str
-    vault: str  # a local path or file:// URL; s3:// in a later release
+    vault: str  # a local path, or s3://bucket/prefix (settings in `s3`)
     tracked: tuple[TrackedDir, ...] = ()
     excludes: tuple[str, ...] = DEFAULT_EXCLUDES  # applied in every tracked directory
     exclude_caches: bool = True  # skip directories holding a valid CACHEDIR.TAG
@@ -65,6 +79,7 @@ class Config:
     compression_level: int = 3  # zstd level 1..22; 0 stores chunks uncompressed
     pack_size: int = 16 * MiB  # target size of a pack object in the vault
     threads: int = 0  # hashing/compression threads; 0 means one per core
+    s3: S3Settings = S3Settings()
 
     def tracked_dir(self, path: str) -> TrackedDir | None:
         for t in self.tracked:
@@ -151,9 +166,21 @@ def from_dict(doc: dict, where: str = "config") -> Config:
             includes=tuple(want("track.includes", str, p) for p in entry.get("includes", [])),
         ))
     kwargs["tracked"] = tuple(tracked)
+    if "s3" in doc:
+        kwargs["s3"] = _s3_from_dict(want("s3", dict, doc["s3"]), want, where)
     config = Config(**kwargs)
     validate(config, where)
     return config
+
+
+def _s3_from_dict(table: dict, want, where: str) -> S3Settings:
+    fields = {f.name: f for f in dataclasses.fields(S3Settings)}
+    unknown = set(table) - set(fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key 's3.{sorted(unknown)[0]}'")
+    kinds = {"endpoint": str, "region": str, "profile": str}
+    return S3Settings(**{key: want(f"s3.{key}", kinds.get(key, int), value)
+                         for key, value in table.items()})
 
 
 def validate(config: Config, where: str = "config") -> None:
@@ -165,6 +192,14 @@ def validate(config: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: pack_size must be between 1 MiB and 1 GiB")
     if config.max_file_size < 0 or config.threads < 0:
         raise ConfigError(f"{where}: max_file_size and threads must not be negative")
+    s3 = config.s3
+    if not 1 <= s3.uploads <= 64:
+        raise ConfigError(f"{where}: s3.uploads must be 1..64")
+    if s3.retry_seconds < 0 or s3.read_cache < 0 or s3.limit_upload < 0:
+        raise ConfigError(f"{where}: s3.retry_seconds, s3.read_cache and s3.limit_upload "
+                          "must not be negative")
+    if s3.endpoint and not s3.endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: s3.endpoint must be an http:// or https:// URL")
 
 
 def to_dict(config: Config, *, full: bool = False) -> dict:
@@ -172,7 +207,7 @@ def to_dict(config: Config, *, full: bool = False) -> dict:
     defaults = Config(host_id="", vault="")
     doc: dict = {}
     for f in dataclasses.fields(Config):
-        if f.name == "tracked":
+        if f.name in ("tracked", "s3"):
             continue
         value = getattr(config, f.name)
         if full or f.name in ("host_id", "vault") or value != getattr(defaults, f.name):
@@ -185,16 +220,29 @@ def to_dict(config: Config, *, full: bool = False) -> dict:
         if t.includes or full:
             entry["includes"] = list(t.includes)
         doc["track"].append(entry)
+    # A local vault's full listing leaves the [s3] table out: none of it applies.
+    full_s3 = full and config.vault.startswith("s3:")
+    s3 = {f.name: getattr(config.s3, f.name) for f in dataclasses.fields(S3Settings)
+          if full_s3 or getattr(config.s3, f.name) != getattr(defaults.s3, f.name)}
+    if s3:
+        doc["s3"] = s3
     return doc
 
 
 def dumps(doc: dict) -> str:
-    """A minimal TOML writer for our flat schema: scalars, string lists, [[track]] tables."""
+    """A minimal TOML writer for our schema: scalars, string lists, [[track]] tables and
+    plain tables of scalars ([s3])."""
     lines = []
     tables = {k: v for k, v in doc.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
     for key, value in doc.items():
-        if key not in tables and key != "track":
+        if key not in tables and key != "track" and not isinstance(value, dict):
             lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            lines.append("")
+            lines.append(f"[{key}]")
+            for k, v in value.items():
+                lines.append(f"{k} = {_toml_value(v)}")
     for key, entries in tables.items():
         for entry in entries:
             lines.append("")

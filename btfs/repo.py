@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from . import config as config_mod
 from .catalog import Catalog, Snapshot
-from .config import Config, Paths, TrackedDir
+from .config import Config, Paths, S3Settings, TrackedDir
 from .engine.running import snapshots_now
 from .errors import BtfsError, UsageError, VaultError
 from .lock import WriterLock
@@ -45,7 +45,7 @@ class Repo:
         cfg = config_mod.load(paths)
         if not paths.catalog.exists():
             raise BtfsError(f"no catalog at {paths.catalog}: run 'btfs init' first")
-        vault = open_vault(cfg.vault)
+        vault = open_vault(cfg.vault, cfg.s3, paths.cache_dir)
         try:
             # The format first: a catalog is migrated when opened for writing, and one of
             # a vault this btfs cannot read must be left as it is.
@@ -99,13 +99,16 @@ class Repo:
         finally:
             lock.release()
 
-    def backup(self, *, progress=None):
-        """Run one backup; the caller holds `writer()`."""
+    def backup(self, *, progress=None, limit_upload: int | None = None):
+        """Run one backup; the caller holds `writer()`. `limit_upload` (bytes per second)
+        overrides the config's s3.limit_upload for this run."""
         from .engine.backup import run_backup
         from .engine.memory import tune_process_for_backup
         from .engine.store import ChunkStore
 
         tune_process_for_backup()  # once per process: a daemon runs many backups
+        if limit_upload is not None:
+            self.vault.limit_upload(limit_upload)
         store = ChunkStore(self.catalog, self.vault, self.config.pack_size)
         try:
             return run_backup(self.catalog, store, self.config, self.codec, progress=progress,
@@ -160,9 +163,11 @@ class Repo:
         return report
 
 
-def init_repo(paths: Paths, vault_url: str) -> tuple[Config, bool]:
-    """Create config, catalog and vault; (config, created). Idempotent for the same vault."""
-    from .vault import LocalVault, normalize_url
+def init_repo(paths: Paths, vault_url: str,
+              s3: S3Settings | None = None) -> tuple[Config, bool]:
+    """Create config, catalog and vault; (config, created). Idempotent for the same vault.
+    `s3` holds the settings an S3 vault is reached with (init's --endpoint and friends)."""
+    from .vault import normalize_url, vault_kind
 
     url = normalize_url(vault_url)
     existing = None
@@ -171,21 +176,30 @@ def init_repo(paths: Paths, vault_url: str) -> tuple[Config, bool]:
         if normalize_url(existing.vault) != url:
             raise BtfsError(f"already initialized with vault {existing.vault}; refusing to "
                             f"switch to {url} (edit {paths.config_file} if you mean it)")
-    vault = open_vault(url)
-    ident = vault.identity()
-    if ident is not None:
-        vault.check_format(ident)
-    catalog_exists = paths.catalog.exists()
-    if existing and ident and catalog_exists:
-        return existing, False
-    if ident is None:
-        if isinstance(vault, LocalVault):
-            if vault.root.exists() and any(vault.root.iterdir()):
+        if s3 is not None and s3 != existing.s3:
+            raise BtfsError(f"already initialized; the [s3] settings differ from "
+                            f"{paths.config_file} (edit it if you mean it)")
+    if s3 is not None and s3 != S3Settings() and vault_kind(url).name != "s3":
+        raise UsageError("--endpoint, --region and --profile are for s3:// vaults only")
+    settings = existing.s3 if existing else (s3 or S3Settings())
+    vault = open_vault(url, settings, paths.cache_dir)
+    try:
+        vault.check_access()
+        ident = vault.identity()
+        if ident is not None:
+            vault.check_format(ident)
+        catalog_exists = paths.catalog.exists()
+        if existing and ident and catalog_exists:
+            return existing, False
+        if ident is None:
+            if vault.exists() and not vault.is_empty():
                 raise BtfsError(f"{url} is not empty and is not a btfs vault")
             vault.create()
-        ident = vault.create_identity()
+            ident = vault.create_identity()
+    finally:
+        vault.close()
     paths.ensure()
-    cfg = existing or Config(host_id=str(uuid.uuid4()), vault=url)
+    cfg = existing or Config(host_id=str(uuid.uuid4()), vault=url, s3=settings)
     with Catalog(paths.catalog) as catalog:
         known = catalog.get_meta("vault_id")
         if known is not None and known != ident.vault_id:

@@ -20,6 +20,10 @@ from btfs.config import Paths, xdg_paths
 from btfs.repo import Repo, init_repo, track_dirs
 
 pytest_plugins = ["pytester"]
+# s3kit: the moto S3 server fixtures, for every test module. A test that copies this file
+# into a pytester directory (test_unexpected_btfs_warnings_fail_a_test) has no s3kit.
+if (Path(__file__).parent / "s3kit.py").exists():
+    pytest_plugins.append("s3kit")
 
 
 def pytest_configure(config):

@@ -54,6 +54,29 @@ def _clock(seconds: float) -> str:
     return f"{s // 60}:{s % 60:02d}"
 
 
+class Rate(click.ParamType):
+    """Bytes per second: 500K, 20M, 1.5G (powers of 1024), a bare number of bytes; 0 for
+    no limit."""
+
+    name = "RATE"
+    _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+    def convert(self, value, param, ctx) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("/S").removesuffix("IB")
+        text = text.removesuffix("B")
+        unit = text[-1:] if text[-1:] in ("K", "M", "G") else ""
+        try:
+            number = float(text[:-1] if unit else text)
+        except ValueError:
+            self.fail(f"{value!r} is not a rate (e.g. 500K, 20M, 1G bytes per second)",
+                      param, ctx)
+        if number < 0:
+            self.fail(f"{value!r}: a rate cannot be negative", param, ctx)
+        return int(number * self._UNITS[unit])
+
+
 class Progress:
     """One self-rewriting line on a terminal, never wider than it; silent otherwise (e.g.
     under a timer). Called by the backup at most every PROGRESS_EVERY_S, also while it
@@ -95,10 +118,13 @@ class Progress:
               help="Do not descend into other mounted filesystems (config: one_file_system).")
 @click.option("--progress/--no-progress", default=None,
               help="Show progress [default: on when stderr is a terminal].")
+@click.option("--limit-upload", type=Rate(), default=None,
+              help="Upload at most RATE bytes per second to an S3 vault, e.g. 20M "
+                   "(config: s3.limit_upload; 0 for no limit).")
 @json_option
 @click.pass_obj
 def backup(obj, wait: bool, one_file_system: bool, progress: bool | None,
-           as_json: bool) -> int:
+           limit_upload: int | None, as_json: bool) -> int:
     """Back up every tracked directory: store what changed since the last backup.
 
     Unchanged files (same size, mtime, ctime and inode) are not read. Exit code 3 means
@@ -115,7 +141,7 @@ def backup(obj, wait: bool, one_file_system: bool, progress: bool | None,
         show = progress if progress is not None else (sys.stderr.isatty() and not obj.quiet)
         meter = Progress(*expected_work(repo.catalog.snapshots())) if show else None
         try:
-            stats = repo.backup(progress=meter)
+            stats = repo.backup(progress=meter, limit_upload=limit_upload)
         finally:
             if meter:
                 meter.done()

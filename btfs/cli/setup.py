@@ -7,6 +7,7 @@ import sys
 import click
 
 from .. import config as config_mod
+from ..config import S3Settings
 from ..errors import UsageError
 from ..own import skipped_inside
 from ..repo import init_repo, track_dirs, untrack_dirs
@@ -14,12 +15,18 @@ from .output import emit_json, json_option, plural
 
 
 @click.command()
-@click.option("--vault", help="Where backups are stored: a directory (created if missing).")
+@click.option("--vault", help="Where backups are stored: a directory (created if missing) "
+                             "or s3://BUCKET/PREFIX.")
+@click.option("--endpoint", metavar="URL",
+              help="S3-compatible service to use instead of AWS (MinIO, B2, R2...).")
+@click.option("--region", help="S3 region [default: boto3's (profile, AWS_REGION)].")
+@click.option("--profile", help="AWS profile for credentials [default: boto3's].")
 @click.option("--track", "track", multiple=True, type=click.Path(),
               help="Also start tracking this directory (repeatable).")
 @click.option("--no-input", is_flag=True, help="Never prompt; fail if something is missing.")
 @click.pass_obj
-def init(obj, vault: str | None, track: tuple[str, ...], no_input: bool) -> None:
+def init(obj, vault: str | None, endpoint: str | None, region: str | None,
+         profile: str | None, track: tuple[str, ...], no_input: bool) -> None:
     """Create the configuration, the catalog and the vault.
 
     Running it again with the same vault changes nothing; with another vault it refuses.
@@ -28,18 +35,28 @@ def init(obj, vault: str | None, track: tuple[str, ...], no_input: bool) -> None
     Examples:
       btfs init                                  # asks on a terminal
       btfs init --vault ~/btfs-vault --track ~/notes --no-input
+      btfs init --vault s3://my-bucket/btfs --region eu-west-1
+      btfs init --vault s3://backups/laptop --endpoint https://minio.example:9000
+
+    S3 credentials come from boto3's usual places (AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, --profile); btfs never stores them.
     """
     interactive = not no_input and sys.stdin.isatty()
     if vault is None:
         if not interactive:
             raise UsageError("--vault is required with --no-input or without a terminal")
-        vault = click.prompt("Vault directory (where backups are stored)",
+        vault = click.prompt("Vault (where backups are stored: a directory, or "
+                             "s3://BUCKET/PREFIX)",
                              default="~/btfs-vault")
         if not track:
             first = click.prompt("First directory to back up (empty for none)", default="",
                                  show_default=False)
             track = (first,) if first.strip() else ()
-    cfg, created = init_repo(obj.paths, vault)
+    s3 = None
+    if endpoint or region or profile:
+        s3 = S3Settings(endpoint=endpoint or "", region=region or "", profile=profile or "")
+        config_mod.validate(config_mod.Config(host_id="", vault="", s3=s3), "--endpoint")
+    cfg, created = init_repo(obj.paths, vault, s3)
     if track:
         cfg = track_dirs(obj.paths, list(track))
     if created:

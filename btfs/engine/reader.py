@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from ..catalog.model import ChunkRef
-from ..errors import BtfsError
+from ..errors import BtfsError, IntegrityError
 from ..vault import Vault, pack_key
 from .codec import Codec, is_group
 
@@ -53,7 +53,19 @@ class ChunkSource:
         data = self.peek(ref.hash)
         if data is not None:
             return data
-        data = self.codec.decode(self._stored(ref), ref.hash, ref.size)
+        try:
+            data = self.codec.decode(self._stored(ref), ref.hash, ref.size)
+        except IntegrityError:
+            # A damaged copy in a local cache (a disk error, a crash mid-write on a
+            # filesystem without ordered writes) must not fail a read the vault can serve:
+            # drop it and read from the source once more; damage there still raises.
+            if not self.vault.drop_cached(pack_key(ref.pack), ref.offset, ref.stored_len):
+                raise
+            log.info("chunk %s: cached copy damaged, reading it again from the vault",
+                     ref.hash.hex()[:16])
+            with self._lock:
+                self._groups.pop((ref.pack, ref.offset, ref.stored_len), None)
+            data = self.codec.decode(self._stored(ref), ref.hash, ref.size)
         self._keep(ref.hash, data)
         return data
 
@@ -96,6 +108,8 @@ class ChunkSource:
                 data = self.codec.decode(piece, ref.hash, ref.size)
             except BtfsError as e:
                 log.debug("read-ahead of chunk %s: %s", ref.hash.hex()[:16], e)
+                # Do not keep a damaged span cached for the next reader.
+                self.vault.drop_cached(pack_key(refs[0].pack), start, end - start)
                 continue
             self._keep(ref.hash, data)
             cached += 1

@@ -26,18 +26,23 @@ STORED = -1  # "pack sequence" of a chunk that is already in the catalog
 
 
 class ChunkStore:
-    def __init__(self, catalog: Catalog, vault: Vault, pack_size: int, max_uploads: int = 1):
+    def __init__(self, catalog: Catalog, vault: Vault, pack_size: int,
+                 max_uploads: int | None = None):
         self.catalog = catalog
         self.vault = vault
         self.pack_size = pack_size
-        self.max_uploads = max_uploads
+        # A local vault commits one pack at a time (fsync is the cost, and one is enough to
+        # overlap it with the next pack); a remote one keeps several PUTs in flight, each
+        # from a spool file, so memory does not grow with the number.
+        self.max_uploads = max_uploads or vault.max_uploads
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="btfs-packhash")
         self._writer = vault.writer()
         self._builder = PackBuilder(self._writer, self._hasher)
         self._seq = 0  # sequence number of the open pack
-        # Sealed packs whose writers are committing (fsync, link) on the upload thread.
+        # Sealed packs whose writers are committing (fsync and link, or a PUT) on the
+        # upload threads, one thread per upload slot.
         self._uploads: deque[tuple[int, SealedPack, Future]] = deque()
-        self._uploader = ThreadPoolExecutor(1, thread_name_prefix="btfs-upload")
+        self._uploader = ThreadPoolExecutor(self.max_uploads, thread_name_prefix="btfs-upload")
         # hash -> pack sequence, for chunks accepted but not yet in the catalog. Worker
         # threads read it without a lock: a stale answer only costs a wasted compression.
         self._pending: dict[bytes, int] = {}
@@ -161,7 +166,17 @@ class ChunkStore:
         self.collect_durable(wait=True)
 
     def close(self) -> None:
-        self._uploader.shutdown(wait=True)
+        # Uploads still here belong to a run that failed or was interrupted: those not
+        # started are dropped and those retrying give up (none of them is in the catalog;
+        # a remote vault's retries could otherwise hold Ctrl-C for their whole budget).
+        abandoned = bool(self._uploads)
+        if abandoned:
+            self.vault.abandon_retries()
+        try:
+            self._uploader.shutdown(wait=True, cancel_futures=True)
+        finally:
+            if abandoned:
+                self.vault.abandon_retries(False)
         self._hasher.shutdown(wait=True)
         self._writer.abort()  # the open pack of an interrupted run (empty after finish)
         with self._reader_lock:

@@ -50,6 +50,7 @@ class VaultIdentity:
 
 class Vault(ABC):
     url: str
+    max_uploads: int = 1  # packs a backup may have uploading at once (ChunkStore)
 
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:
@@ -75,6 +76,39 @@ class Vault(ABC):
     def delete(self, key: str) -> None:
         """Remove an object (prune only); no error if it is already gone."""
 
+    # ---- setup (init) ------------------------------------------------------------------
+
+    @abstractmethod
+    def exists(self) -> bool:
+        """Whether the vault's place exists (a directory; a bucket)."""
+
+    @abstractmethod
+    def is_empty(self) -> bool:
+        """Whether nothing is stored there yet (init refuses to take over anything else)."""
+
+    @abstractmethod
+    def create(self) -> None:
+        """Make the vault's place (init only; a no-op where there is nothing to make)."""
+
+    def check_access(self) -> None:  # noqa: B027 (optional hook)
+        """Prove that this process can list, write, read and delete there; VaultError
+        naming the problem if not (init)."""
+
+    # ---- optional hooks ----------------------------------------------------------------
+
+    def drop_cached(self, key: str, offset: int, length: int) -> bool:
+        """Forget a locally cached copy of this range, which failed verification; True if
+        the vault keeps such copies (then reading it again goes to the source)."""
+        return False
+
+    def abandon_retries(self, abandon: bool = True) -> None:  # noqa: B027 (optional hook)
+        """While set, requests waiting to retry a temporary failure give up at once (a
+        backup that failed or was interrupted must not wait out the retry budget of its
+        other uploads); `abandon=False` ends that."""
+
+    def limit_upload(self, rate: int) -> None:  # noqa: B027 (optional hook)
+        """Cap uploads at `rate` bytes per second for this process (0: no limit)."""
+
     def close(self) -> None:  # noqa: B027 (optional hook: most vaults hold nothing)
         """Release cached resources (open files, connections)."""
 
@@ -83,11 +117,18 @@ class Vault(ABC):
 
     # ---- identity: which vault is this? ----------------------------------------------
 
-    def identity(self) -> VaultIdentity | None:
+    def read_identity(self) -> bytes | None:
+        """The identity object's bytes; None if there is none."""
         if self.size(IDENTITY_KEY) is None:
             return None
+        return self.get(IDENTITY_KEY)
+
+    def identity(self) -> VaultIdentity | None:
+        raw = self.read_identity()
+        if raw is None:
+            return None
         try:
-            doc = json.loads(self.get(IDENTITY_KEY))
+            doc = json.loads(raw)
             return VaultIdentity(vault_id=doc["vault_id"], format=doc["format"])
         except (ValueError, KeyError, TypeError):
             raise VaultError(f"{self.url}: {IDENTITY_KEY} is damaged") from None

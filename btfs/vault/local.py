@@ -126,6 +126,12 @@ class LocalVault(Vault):
             return "packs/" + rel.name
         return str(rel)
 
+    def exists(self) -> bool:
+        return self.root.exists()
+
+    def is_empty(self) -> bool:
+        return not any(self.root.iterdir())
+
     def create(self) -> None:
         """Make the directory skeleton (init only)."""
         for d in (self.root, self.root / "packs", self.root / "tmp"):

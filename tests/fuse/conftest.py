@@ -21,23 +21,45 @@ from helpers import backup
 from btfs.catalog import Catalog
 from btfs.vault import LocalVault
 
+SESSION_MARK = ".btfs-test-session"  # in each session's base temp dir: the session's pid
+
+
+def _session_alive(mountpoint: str) -> bool | None:
+    """Whether the test session whose temp dir holds `mountpoint` is still running; None
+    when no session marked that dir (runs from before the mark existed)."""
+    for parent in Path(mountpoint).parents:
+        try:
+            pid = int((parent / SESSION_MARK).read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    return None
+
 
 @pytest.fixture(scope="session", autouse=True)
-def sweep_stale_mounts():
+def sweep_stale_mounts(tmp_path_factory):
     """Unmount btfs mounts that earlier, killed test runs left in pytest's temp dirs: dead
-    ones (their process is gone), and any in a base temp dir older than the three pytest
-    keeps. Mounts of a test session running at the same time are left alone."""
+    ones (their server is gone), those of a session that is no longer running, and unmarked
+    ones in a base temp dir older than the three pytest keeps. Mounts of a session running
+    at the same time (another checkout's, or one with its own --basetemp) are left alone."""
+    (tmp_path_factory.getbasetemp() / SESSION_MARK).write_text(str(os.getpid()))
     bases = sorted(glob.glob("/tmp/pytest-of-*/pytest-*"), key=os.path.getmtime)
     old = set(bases[:-3])
     for mp in btfs_fuse_mounts():
-        if "/pytest-of-" not in mp:
-            continue
         try:
-            os.stat(mp)
+            os.statvfs(mp)
             dead = False
         except OSError:
             dead = True
-        if dead or any(mp.startswith(b + "/") for b in old):
+        alive = _session_alive(mp)
+        unmarked_and_old = alive is None and any(mp.startswith(b + "/") for b in old)
+        if dead or alive is False or unmarked_and_old:
             force_unmount(mp)
 
 
