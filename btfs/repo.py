@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import config as config_mod
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # the engine is imported where it is used (see above)
     from .catalog import Version
     from .engine.backup import Stats
     from .engine.check import CheckReport
+    from .engine.codec import Codec
     from .engine.repair import RepairReport
     from .engine.restore import RestoreResult
     from .engine.status import Status
@@ -170,6 +172,15 @@ class Repo:
             raise VaultError(f"vault {vault.url} is not the one this catalog belongs to")
         return cls(paths, cfg, catalog, vault)
 
+    @cached_property
+    def codec(self) -> Codec:
+        """How this repo's chunks are stored (btfs.engine.codec), made once from the config
+        and handed to whatever writes or reads chunks. Imported when first needed: zstd is
+        not loaded by commands that never touch a chunk."""
+        from .engine.codec import Codec
+
+        return Codec(self.config.compression_level)
+
     def close(self) -> None:
         self.catalog.close()
         self.vault.close()
@@ -275,14 +286,16 @@ class Repo:
         changed below those paths; `stop` (a threading.Event) ends it between files;
         `skip_unchanged` keeps no snapshot when nothing changed (btfs.engine.backup)."""
         from .engine.backup import run_backup
+        from .engine.memory import tune_process_for_backup
         from .replica.publish import publish_repo
 
+        tune_process_for_backup()  # once per process: a daemon runs many backups
         if limit_upload is not None:
             self.vault.limit_upload(limit_upload)
         if one_file_system:
             self.config = config_mod.with_changes(self.config, one_file_system=True)
         with self._store() as store:
-            stats = run_backup(self.catalog, store, self.config, progress=progress,
+            stats = run_backup(self.catalog, store, self.config, self.codec, progress=progress,
                                never=never_backed_up(self.paths, self.config), only=only,
                                stop=stop, skip_unchanged=skip_unchanged)
         if stats.state != "unchanged":  # a snapshot landed: the catalog's copy in the vault
@@ -295,7 +308,7 @@ class Repo:
         from .engine.stage import stage_paths
 
         with self._store() as store:
-            return stage_paths(self.catalog, store, self.config, list(paths))
+            return stage_paths(self.catalog, store, self.config, self.codec, list(paths))
 
     def status(self, path: str | bytes | None = None) -> Status:
         """What the next backup would record (everywhere, or only at `path` and below)."""
@@ -350,8 +363,8 @@ class Repo:
         version, snapshot_id = pick_version(self.catalog, node, at=at, number=number,
                                             snapshot=snapshot)
         target = self._restore_target(raw, version, dest)
-        restorer = Restorer(self.catalog, ChunkSource(self.vault, cache_bytes=RESTORE_CACHE_BYTES),
-                            content_only=content_only)
+        source = ChunkSource(self.vault, self.codec, cache_bytes=RESTORE_CACHE_BYTES)
+        restorer = Restorer(self.catalog, source, content_only=content_only)
         result = restorer.restore(node, version, snapshot_id, target, raw)
         return Restored(result, version.type == FILE)
 
@@ -390,7 +403,8 @@ class Repo:
         where the check read them (ChunkIndex.record_damage)."""
         from .engine.check import check
 
-        report = check(self.catalog, self.vault, read_data=read_data, progress=progress)
+        report = check(self.catalog, self.vault, self.codec, read_data=read_data,
+                       progress=progress)
         if report.damaged or report.sound:
             lock = WriterLock(self.paths.lock)
             lock.acquire(wait=True, what="check")
@@ -412,7 +426,7 @@ class Repo:
         from .engine.repair import repair
 
         with self._store() as store:
-            report = repair(self.catalog, store, self.config)
+            report = repair(self.catalog, store, self.config, self.codec)
         if report.still_damaged:
             report.names = snapshot_names(self.catalog.history.snapshots())
         return report
