@@ -162,6 +162,32 @@ def test_version_names_of_long_file_names_fit_name_max(hand, name):
                        next(iter(versions))).size == len(b"first")
 
 
+@pytest.mark.parametrize("name, shown", [
+    (b"archive.tar.gz", b"archive.2026-11-23_093000.tar.gz"),
+    (b"a.b.tar.xz", b"a.b.2026-11-23_093000.tar.xz"),
+    (b"src.tar.zst", b"src.2026-11-23_093000.tar.zst"),
+    (b"old.tar.bz2", b"old.2026-11-23_093000.tar.bz2"),
+    (b"notes.gz", b"notes.2026-11-23_093000.gz"),
+    (b"plain.tar", b"plain.2026-11-23_093000.tar"),
+    (b".tar.gz", b".tar.2026-11-23_093000.gz"),  # a dot file: nothing before the suffix
+    (b"x" * 240 + b".tar.gz", None),  # shortened: the compound suffix still ends it
+])
+def test_compound_suffixes_stay_together_in_version_names(hand, name, shown):
+    stamp = "2026-11-23_093000"
+    made = version_name(name, stamp)
+    if shown is not None:
+        assert made == shown
+    else:
+        assert len(made) <= NAME_MAX and made.endswith(b"." + stamp.encode() + b".tar.gz")
+    hand.begin(MON)
+    hand.dirs(b"/c")
+    hand.file(b"/c/" + name, b"data")
+    tree = Tree(hand.catalog)
+    versions = walk(tree, BY_FILE_INO, b"/c/" + name)
+    assert list(entries(tree, versions)) == [made]
+    assert tree.lookup(versions, made).size == 4
+
+
 def test_long_names_sharing_a_beginning_get_distinct_version_names():
     one, two = b"s" * 250 + b"1.txt", b"s" * 250 + b"2.txt"
     assert version_name(one, "2026-11-23_093000") != version_name(two, "2026-11-23_093000")
@@ -224,7 +250,7 @@ def test_by_file_has_one_entry_per_change_and_keeps_deleted_files(hand):
     assert list(entries(tree, tree.lookup(p, b".bashrc").ino)) == [
         b".bashrc.2026-11-23_093000"]
     assert list(entries(tree, tree.lookup(p, b"archive.tar.gz").ino)) == [
-        b"archive.tar.2026-11-23_093000.gz"]
+        b"archive.2026-11-23_093000.tar.gz"]
     # Deleted: still there, with its one version; the deletion is not an entry.
     assert list(entries(tree, tree.lookup(p, b"README").ino)) == [b"README.2026-11-23_093000"]
     links = tree.lookup(p, b"link").ino
