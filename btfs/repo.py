@@ -20,6 +20,7 @@ from .config import Config, Paths, S3Settings, TrackedDir
 from .engine.running import snapshots_now
 from .errors import BtfsError, UsageError, VaultError
 from .lock import WriterLock
+from .names import snapshot_names
 from .own import check_trackable, never_backed_up
 from .text import display_path
 from .userpath import to_catalog_path
@@ -144,6 +145,57 @@ class Repo:
             log.info("recorded %d damaged chunks; %d known damaged verified", marked,
                      len(report.sound))
         return report
+
+
+    # ---- browsing history (btfs.engine.browse) ----------------------------------------
+
+    def find(self, pattern: str, *, under: str | None = None, since: str | None = None,
+             until: str | None = None, deleted: bool = False) -> list:
+        """Every path in the history matching `pattern`, with its versions (FoundPath)."""
+        from .engine.browse import find
+        from .engine.history import parse_time
+
+        snaps = self.snapshots()
+        low = parse_time(since) if since else None
+        high = parse_time(until) if until else None
+        shown = None if low is None and high is None else {
+            s.id for s in snaps if (low is None or s.started_ns >= low)
+            and (high is None or s.started_ns <= high)}
+        top = self._catalog_path(under) if under is not None else None
+        return list(find(self.catalog, snapshot_names(snaps), pattern, under=top,
+                         shown=shown, deleted_only=deleted))
+
+    def diff(self, before: str, after: str, under: str | None = None) -> list:
+        """What changed from snapshot `before` to `after` (names, ids or 'latest'), below
+        `under` if given (Change records)."""
+        from .engine.browse import diff
+
+        ids = [self._snapshot_id(name) for name in (before, after)]
+        top = self._catalog_path(under) if under is not None else None
+        return diff(self.catalog, *ids, under=top)
+
+    def folder_log(self, path: str, *, files: bool = False) -> list | None:
+        """The backups in which something below directory `path` changed (FolderStep),
+        or None when `path` is not a directory in the history (its own log then)."""
+        from .engine.browse import folder_log
+
+        node = self.catalog.node_for_path(self._catalog_path(path))
+        if node is None or not self.catalog.node_has_children(node):
+            return None
+        return folder_log(self.catalog, node, snapshot_names(self.snapshots()), files=files)
+
+    def _catalog_path(self, path: str) -> bytes:
+        return to_catalog_path(path, [t.path for t in self.config.tracked])
+
+    def _snapshot_id(self, name: str) -> int:
+        from .engine.history import find_snapshot
+
+        if name == "latest":
+            snaps = self.snapshots()
+            if not snaps:
+                raise UsageError("no backups yet: run 'btfs backup'")
+            return snaps[-1].id
+        return find_snapshot(self.catalog, name).id
 
 
 def init_repo(paths: Paths, vault_url: str,

@@ -17,6 +17,7 @@ from ..errors import EXIT_PARTIAL, BtfsError, UsageError
 from ..names import snapshot_names
 from ..repo import Repo
 from ..userpath import to_catalog_path
+from .browse import print_folder_log
 from .output import (
     display_path,
     emit_json,
@@ -74,19 +75,27 @@ def _node_for(repo: Repo, path: str) -> tuple[int, bytes]:
 
 @click.command()
 @click.argument("path", type=click.Path())
+@click.option("--files", is_flag=True, help="A directory: list the paths that changed.")
 @json_option
 @click.pass_obj
-def log(obj, path: str, as_json: bool) -> None:
+def log(obj, path: str, files: bool, as_json: bool) -> None:
     """Every version of a path: backup time, size, mode, mtime, BLAKE3 of the content.
 
     Versions are numbered from 1 (oldest); `btfs restore --version N` takes that number.
     The BLAKE3 digest is what `b3sum` prints for the file's bytes.
 
+    A directory: every backup in which something below it was added, modified or
+    deleted, with counts; --files lists those paths (+ added, M modified, - deleted).
+
     \b
-    Example:
+    Examples:
       btfs log ~/notes/plan.md
+      btfs log ~/notes --files
     """
     with Repo.open(obj.paths, readonly=True) as repo:
+        steps = repo.folder_log(path, files=files)
+        if steps is not None:
+            return print_folder_log(steps, files, as_json)
         node, _ = _node_for(repo, path)
         names = snapshot_names(repo.catalog.snapshots())
         rows = []  # what --json prints
