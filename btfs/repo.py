@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from . import config as config_mod
-from .catalog import Catalog, Snapshot
-from .config import Config, Paths, S3Settings, TrackedDir
+from .catalog import DIR, Catalog, Snapshot
+from .config import Config, Paths, S3Settings, TrackedDir, xdg_paths  # noqa: F401 (for cli)
 from .engine.running import snapshots_now
 from .errors import BtfsError, UsageError, VaultError
 from .lock import WriterLock
@@ -183,6 +183,29 @@ class Repo:
         if node is None or not self.catalog.node_has_children(node):
             return None
         return folder_log(self.catalog, node, snapshot_names(self.snapshots()), files=files)
+
+    def snapshot_names(self) -> list[str]:
+        """Every snapshot's name, oldest first (shell completion)."""
+        return list(snapshot_names(self.snapshots()).values())
+
+    def complete_path(self, incomplete: str) -> list[str]:
+        """Paths the history has ever held that start with `incomplete` (shell completion,
+        deleted paths included), spelled as typed: `~/no` -> `~/notes/`. A directory
+        ends in '/'."""
+        typed_dir, _, prefix = incomplete.rpartition("/")
+        base = (typed_dir or "/") if incomplete.startswith("/") else (typed_dir or ".")
+        node = self.catalog.node_for_path(self._catalog_path(base + "/"))
+        if node is None:
+            return []
+        lead = typed_dir + "/" if "/" in incomplete else ""
+        wanted = os.fsencode(prefix)
+        return [lead + os.fsdecode(name) + ("/" if self._is_dir(child) else "")
+                for child, name in self.catalog.node_children(node)
+                if name.startswith(wanted)]
+
+    def _is_dir(self, node: int) -> bool:
+        head = self.catalog.head(node)
+        return (head is not None and head.type == DIR) or self.catalog.node_has_children(node)
 
     def _catalog_path(self, path: str) -> bytes:
         return to_catalog_path(path, [t.path for t in self.config.tracked])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..repo import Repo
+from .complete import complete_paths, complete_snapshots
 from .output import display_path, emit_json, json_option, json_path, plural, print_table
 
 # The mark of each kind of change, as `restic diff` prints them.
@@ -14,7 +15,8 @@ _FOLDER_MARKS = {"added": "+", "modified": "M", "deleted": "-"}
 
 @click.command()
 @click.argument("pattern")
-@click.option("--path", "under", metavar="DIR", help="Only paths below DIR.")
+@click.option("--path", "under", metavar="DIR", help="Only paths below DIR.",
+              shell_complete=complete_paths)
 @click.option("--since", metavar="TIME", help="Only versions from backups at or after TIME.")
 @click.option("--until", metavar="TIME", help="Only versions from backups at or before TIME.")
 @click.option("--deleted", is_flag=True, help="Only paths deleted since (not in the newest "
@@ -55,9 +57,9 @@ def find(obj, pattern, under, since, until, deleted, as_json) -> None:
 
 
 @click.command()
-@click.argument("before", metavar="A")
-@click.argument("after", metavar="B")
-@click.argument("path", required=False)
+@click.argument("before", metavar="A", shell_complete=complete_snapshots)
+@click.argument("after", metavar="B", shell_complete=complete_snapshots)
+@click.argument("path", required=False, shell_complete=complete_paths)
 @json_option
 @click.pass_obj
 def diff(obj, before, after, path, as_json) -> None:

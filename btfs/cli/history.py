@@ -18,6 +18,7 @@ from ..names import snapshot_names
 from ..repo import Repo
 from ..userpath import to_catalog_path
 from .browse import print_folder_log
+from .complete import complete_paths, complete_snapshots
 from .output import (
     display_path,
     emit_json,
@@ -74,7 +75,7 @@ def _node_for(repo: Repo, path: str) -> tuple[int, bytes]:
 
 
 @click.command()
-@click.argument("path", type=click.Path())
+@click.argument("path", type=click.Path(), shell_complete=complete_paths)
 @click.option("--files", is_flag=True, help="A directory: list the paths that changed.")
 @json_option
 @click.pass_obj
@@ -124,12 +125,13 @@ def log(obj, path: str, files: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("path", type=click.Path())
+@click.argument("path", type=click.Path(), shell_complete=complete_paths)
 @click.option("--at", "at", metavar="TIME",
               help="As it was at this time: YYYY-MM-DD (end of that day), "
                    "'YYYY-MM-DD HH:MM[:SS]' or a snapshot name.")
 @click.option("--version", "number", type=int, metavar="N", help="Version N from 'btfs log'.")
-@click.option("--snapshot", metavar="NAME", help="A snapshot by name or id.")
+@click.option("--snapshot", metavar="NAME", help="A snapshot by name or id.",
+              shell_complete=complete_snapshots)
 @click.option("--to", "dest", type=click.Path(), help="Where to write it (a new path, or an "
               "existing directory to write into) [default: beside the original].")
 @click.option("--content-only", is_flag=True,

@@ -7,6 +7,11 @@ The engine answers are checked exactly; the CLI's output and exit codes once eac
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from builder import NS, T0, History, local_ns
@@ -184,3 +189,38 @@ def test_the_commands(history):
     files = btfs_cli("log", "/h/docs", "--files").stdout.splitlines()
     assert files[:2] == [f"{ONE}  4 added, 0 modified, 0 deleted", "  +  /h/docs/mode.txt"]
     assert "deleted" in btfs_cli("log", "/h/docs/plan.md").stdout  # a file: as before
+
+
+COMPLETIONS = Path(__file__).resolve().parents[2] / "contrib" / "completions"
+
+
+def complete(*words: str) -> list[str]:
+    """What bash offers for the last of `words` (after `btfs`), through the installed
+    completion script asking `btfs` itself, as bash's completion would call it; the
+    script's `compopt` requests are listed too ("-o default": the shell's own files)."""
+    line = " ".join(shlex.quote(w) if w else "''" for w in ("btfs", *words))
+    script = (f"source {shlex.quote(str(COMPLETIONS / 'btfs.bash'))}\n"
+              "complete -p btfs >/dev/null || exit 9\n"  # the script registered itself
+              # compopt works only while bash itself completes: record what is asked.
+              "compopt() { printf compopt; printf ' %s' \"$@\"; echo; }\n"
+              f"COMP_WORDS=({line}); COMP_CWORD={len(words)}\n"
+              "_btfs_completion btfs\n"
+              "compgen -W '${COMPREPLY[*]}' -- \"${COMP_WORDS[COMP_CWORD]}\" || true\n")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr
+    return [line for line in proc.stdout.splitlines() if not line.startswith("compopt -o nospace")]
+
+
+def test_completion_offers_backup_names_and_paths_from_the_history(history):
+    assert complete("restore", "x", "--snapshot", "") == [ONE, TWO, THREE, FOUR, "latest"]
+    assert complete("restore", "x", "--snapshot", "2026-11-23_0932") == [THREE]
+    assert complete("diff", ONE, "la") == ["latest"]
+    assert complete("log", "/h/") == ["/h/docs/", "/h/other", "/h/thing/"]
+    # plan.md is deleted: still offered, as history holds it.
+    assert complete("restore", "/h/docs/p") == ["/h/docs/plan.md"]
+    assert complete("log", "/h/docs/") == ["/h/docs/mode.txt", "/h/docs/new.txt",
+                                           "/h/docs/old.txt", "/h/docs/plan.md",
+                                           "/h/docs/sub/"]
+    assert complete("log", "/nowhere/x") == ["compopt -o default"]  # the shell's files
