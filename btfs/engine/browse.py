@@ -162,7 +162,7 @@ def diff(catalog: Catalog, before: int, after: int, *,
         change = _compare(old, new)
         if change is None:
             continue
-        path = search.path(row.node_id)
+        path = search.parent_path(row.parent) + b"/" + row.name
         if prefix is not None and not path.startswith(prefix):
             continue
         changes.append(Change(path, *change))
