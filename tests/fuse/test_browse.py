@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -224,3 +225,84 @@ def test_completion_offers_backup_names_and_paths_from_the_history(history):
                                            "/h/docs/old.txt", "/h/docs/plan.md",
                                            "/h/docs/sub/"]
     assert complete("log", "/nowhere/x") == ["compopt -o default"]  # the shell's files
+
+
+# ---- the mount: by-file against by-time, deleted paths marked -------------------------
+
+
+def _files_below(root: Path) -> dict[str, Path]:
+    """relative path -> path of every file and symlink below `root` (as find lists)."""
+    out = subprocess.run(["find", str(root), "(", "-type", "f", "-o", "-type", "l", ")",
+                          "-printf", "%P\\0"], check=True, capture_output=True).stdout
+    return {rel: root / rel for rel in os.fsdecode(out).split("\0")[:-1]}
+
+
+def test_find_over_by_file_and_by_time_list_the_same_files(repo_dirs, mounter):
+    """Every file any backup holds (by-time: one path per backup) is in by-file as the
+    version of the backup that recorded it, with the same bytes, and by-file holds
+    nothing else but the marks of deleted paths."""
+    from btfs.names import version_name
+
+    src, _ = repo_dirs
+    (src / "docs" / "deep").mkdir(parents=True)
+    (src / "docs" / "plan.md").write_text("one")
+    (src / "docs" / "deep" / "a.tar.gz").write_bytes(b"gz")
+    (src / "keep").write_text("same")
+    (src / "link").symlink_to("keep")
+    btfs_cli("-q", "backup")
+    (src / "docs" / "plan.md").write_text("two")
+    (src / "new").write_text("new")
+    btfs_cli("-q", "backup")
+    (src / "docs" / "deep" / "a.tar.gz").unlink()
+    (src / "docs" / "plan.md").write_text("three")
+    btfs_cli("-q", "backup")
+    mnt = mounter()
+    snaps = sorted(n for n in os.listdir(mnt / "by-time") if n != "latest")
+    by_file = mnt / "by-file" / str(src).lstrip("/")
+    listed = _files_below(by_file)
+    expected = {}
+    for snap in snaps:
+        for rel, path in _files_below(mnt / "by-time" / snap / str(src).lstrip("/")).items():
+            # The version shown at `snap` is the newest one recorded at or before it.
+            recorded = [s for s in snaps[:snaps.index(snap) + 1]
+                        if os.fsdecode(version_name(os.fsencode(Path(rel).name), s)) in
+                        os.listdir(by_file / rel)][-1]
+            name = os.fsdecode(version_name(os.fsencode(Path(rel).name), recorded))
+            version = f"{rel}/{name}"
+            assert version in listed, version
+            if path.is_symlink():
+                assert os.readlink(listed[version]) == os.readlink(path)
+            else:
+                assert listed[version].read_bytes() == path.read_bytes()
+            expected[version] = True
+    marks = {rel for rel in listed if Path(rel).name.startswith("(deleted in ")}
+    assert marks == {f"docs/deep/a.tar.gz/(deleted in {snaps[2]})"}
+    assert set(listed) - marks == set(expected)
+    assert len([v for v in expected if v.startswith("docs/plan.md/")]) == 3
+
+
+def test_a_deleted_file_is_marked_in_the_mount_and_its_versions_copy_out(repo_dirs, mounter,
+                                                                         tmp_path):
+    src, _ = repo_dirs
+    (src / "report.txt").write_text("draft")
+    btfs_cli("-q", "backup")
+    (src / "report.txt").write_text("final")
+    btfs_cli("-q", "backup")
+    (src / "report.txt").unlink()
+    btfs_cli("-q", "backup")
+    mnt = mounter()
+    one, two, three = sorted(n for n in os.listdir(mnt / "by-time") if n != "latest")
+    gone = mnt / "by-file" / str(src).lstrip("/") / "report.txt"
+    mark = f"(deleted in {three})"
+    assert sorted(os.listdir(gone)) == sorted([mark, f"report.{one}.txt", f"report.{two}.txt"])
+    st = os.stat(gone / mark)
+    assert stat.S_ISREG(st.st_mode) and st.st_size == 0 and not os.access(gone / mark, os.W_OK)
+    out = tmp_path / "out"
+    subprocess.run(["cp", "-a", str(gone), str(out)], check=True)
+    assert (out / f"report.{one}.txt").read_text() == "draft"
+    assert (out / f"report.{two}.txt").read_text() == "final"
+    assert (out / mark).read_bytes() == b""
+    # Not in the newest backup; the CLI agrees.
+    assert "report.txt" not in os.listdir(mnt / "by-time" / three / str(src).lstrip("/"))
+    found = json.loads(btfs_cli("find", "report.txt", "--deleted", "--json").stdout)
+    assert [v["snapshot"] for v in found[0]["versions"]] == [one, two, three]

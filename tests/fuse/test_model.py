@@ -251,8 +251,9 @@ def test_by_file_has_one_entry_per_change_and_keeps_deleted_files(hand):
         b".bashrc.2026-11-23_093000"]
     assert list(entries(tree, tree.lookup(p, b"archive.tar.gz").ino)) == [
         b"archive.2026-11-23_093000.tar.gz"]
-    # Deleted: still there, with its one version; the deletion is not an entry.
-    assert list(entries(tree, tree.lookup(p, b"README").ino)) == [b"README.2026-11-23_093000"]
+    # Deleted: still there, with its one version, and marked.
+    assert list(entries(tree, tree.lookup(p, b"README").ino)) == [
+        b"README.2026-11-23_093000", b"(deleted in 2026-11-23_093100)"]
     links = tree.lookup(p, b"link").ino
     targets = sorted(tree.readlink(a.ino) for a in entries(tree, links).values())
     assert targets == [b"elsewhere", b"plan.md"]
@@ -260,6 +261,50 @@ def test_by_file_has_one_entry_per_change_and_keeps_deleted_files(hand):
     assert tree.lookup(p, b"README").is_dir
     v = tree.lookup(tree.lookup(p, b"plan.md").ino, b"plan.2026-11-23_093100.md")
     assert stat.S_ISREG(v.mode) and v.size == 2
+
+
+@pytest.mark.parametrize("page", [1, 2, 256])
+def test_a_path_gone_from_the_newest_backup_is_marked_in_by_file(hand, page):
+    """Its by-file directory ends with an empty read-only file naming the backup that
+    found it gone; a path that came back, or was never deleted, has none."""
+    hand.begin(MON)
+    hand.dirs(b"/d/old")
+    hand.file(b"/d/gone.txt", b"one")
+    hand.file(b"/d/back.txt", b"b")
+    hand.file(b"/d/old/inside", b"i")
+    hand.begin(MON + 60 * NS)
+    hand.file(b"/d/gone.txt", b"two")
+    hand.delete(b"/d/back.txt")
+    hand.begin(MON + 120 * NS)
+    hand.delete(b"/d/gone.txt")
+    hand.delete(b"/d/old/inside")
+    hand.delete(b"/d/old")
+    hand.file(b"/d/back.txt", b"b again")
+    tree = Tree(hand.catalog)
+    mark = b"(deleted in 2026-11-23_093200)"
+    gone = walk(tree, BY_FILE_INO, b"/d/gone.txt")
+    listing = entries(tree, gone, page)
+    assert list(listing) == [b"gone.2026-11-23_093000.txt", b"gone.2026-11-23_093100.txt", mark]
+    attr = tree.lookup(gone, mark)
+    assert stat.S_ISREG(attr.mode) and attr.mode & 0o777 == 0o444 and attr.size == 0
+    assert attr == listing[mark] == tree.getattr(attr.ino)
+    assert attr.mtime_ns == MON + 120 * NS
+    assert tree.file_refs(attr.ino) == []  # opens as an empty file
+    # A deleted directory: its children (themselves marked), then its mark.
+    old = walk(tree, BY_FILE_INO, b"/d/old")
+    assert list(entries(tree, old, page)) == [b"inside", mark]
+    assert list(entries(tree, tree.lookup(old, b"inside").ino, page)) == [
+        b"inside.2026-11-23_093000", mark]
+    back = walk(tree, BY_FILE_INO, b"/d/back.txt")
+    assert list(entries(tree, back, page)) == [b"back.2026-11-23_093000.txt",
+                                               b"back.2026-11-23_093200.txt"]
+    for wrong in (b"(deleted in 2026-11-23_093100)", b"(deleted in nothing)"):
+        with pytest.raises(NotFound):
+            tree.lookup(gone, wrong)
+    with pytest.raises(NotFound):
+        tree.lookup(back, b"(deleted in 2026-11-23_093100)")
+    assert sorted(entries(tree, walk(tree, BY_FILE_INO, b"/d"), page)) == [
+        b"back.txt", b"gone.txt", b"old"]
 
 
 def test_a_path_that_was_a_directory_and_a_file_is_a_directory_in_by_file(hand):
@@ -280,7 +325,7 @@ def test_a_path_that_was_a_directory_and_a_file_is_a_directory_in_by_file(hand):
     assert tree.getattr(thing).is_dir
     assert list(entries(tree, thing)) == [b"inside"]
     assert list(entries(tree, tree.lookup(thing, b"inside").ino)) == [
-        f"inside.{one}".encode()]
+        f"inside.{one}".encode(), f"(deleted in {two})".encode()]
 
 
 def test_names_are_bytes_end_to_end(hand):
