@@ -56,6 +56,33 @@ class ChangedRow(NamedTuple):
     after: State
 
 
+class ByFileChild(NamedTuple):
+    """A child path in a by-file listing, with its newest version that is not a deletion
+    (None fields when it has none up to the snapshot asked)."""
+
+    node_id: int
+    name: bytes
+    snapshot_id: int | None
+    type: str | None
+    mode: int
+    uid: int
+    gid: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    nlink: int
+    size: int
+
+
+class ByFileNode(NamedTuple):
+    """What a by-file directory's listing needs of its own path."""
+
+    name: bytes
+    has_children: bool  # ever: then it lists its children, else its versions
+    head_type: str | None  # of its newest version (DELETED: gone from the newest backup)
+    head_snapshot: int | None
+
+
 class SubtreeChange(NamedTuple):
     """A version below a directory and what it did to its path (folder log)."""
 
@@ -143,6 +170,30 @@ class HistorySearch:
                 f"{_SUBTREE} SELECT snapshot_id, node_id, {_CHANGE} AS change FROM steps "
                 "WHERE change IS NOT NULL ORDER BY snapshot_id, node_id", (node_id,)):
             yield SubtreeChange(*row)
+
+    # ---- the mount's by-file listings (btfs.fuse.tree) ------------------------------
+
+    def by_file_children(self, parent: int, upto: int, after: int, limit: int
+                         ) -> list[ByFileChild]:
+        """Children of `parent` in node id order from `after` on, each with its newest
+        version that is not a deletion in snapshots <= `upto`: a by-file directory's page
+        in one query, where one per child made `find` over by-file wait on the catalog."""
+        new = tuple.__new__  # once per entry listed: a third cheaper than ByFileChild(*r)
+        return [new(ByFileChild, r) for r in self.db.query(
+            "SELECT n.id, n.name, v.snapshot_id, v.type, v.mode, v.uid, v.gid, v.atime_ns, "
+            "v.mtime_ns, v.ctime_ns, v.nlink, v.size FROM node n INDEXED BY node_by_parent_id "
+            "LEFT JOIN version v ON v.id = (SELECT id FROM version WHERE node_id = n.id "
+            "AND snapshot_id <= ? AND type != 'deleted' ORDER BY snapshot_id DESC LIMIT 1) "
+            "WHERE n.parent = ? AND n.id > ? ORDER BY n.id LIMIT ?",
+            (upto, parent, after, limit))]
+
+    def by_file_node(self, node_id: int) -> ByFileNode:
+        """Name, kind and newest version of a by-file directory's path, in one query."""
+        name, has_children, head_type, head_snapshot = self.db.get_row(
+            "SELECT n.name, EXISTS (SELECT 1 FROM node c INDEXED BY node_by_parent_id "
+            "WHERE c.parent = n.id), v.type, v.snapshot_id FROM node n "
+            "LEFT JOIN version v ON v.id = n.head WHERE n.id = ?", (node_id,))
+        return ByFileNode(name, bool(has_children), head_type, head_snapshot)
 
     def path(self, node_id: int) -> bytes:
         if node_id == ROOT:

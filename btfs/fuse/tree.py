@@ -44,6 +44,7 @@ import time
 from typing import NamedTuple
 
 from ..catalog import DELETED, DIR, FILE, ROOT, SYMLINK, Catalog, ChunkRef, Meta, Snapshot
+from ..catalog.search import ByFileChild, ByFileNode, HistorySearch
 from ..engine.meta import decode_xattrs
 from ..engine.running import RUNNING, snapshots_now
 from ..lock import WriterLock
@@ -147,6 +148,15 @@ def _attr_from_meta(ino: int, meta: Meta, *, stable: bool = True) -> Attr:
                 meta.mtime_ns, meta.ctime_ns, stable, meta.xattrs if stable else None)
 
 
+def _file_dir(ino: int, kind: str, mode: int, uid: int, gid: int, atime_ns: int,
+              mtime_ns: int, ctime_ns: int, nlink: int, size: int) -> Attr:
+    """A by-file directory's attributes from its path's newest version (not a deletion):
+    a directory's own; a file's or symlink's owner and mtime on a read-only directory."""
+    if kind == DIR:
+        return Attr(ino, mode, nlink, uid, gid, size, atime_ns, mtime_ns, ctime_ns, False)
+    return Attr(ino, stat.S_IFDIR | 0o555, 2, uid, gid, 0, mtime_ns, mtime_ns, mtime_ns, False)
+
+
 def is_stable(ino: int) -> bool:
     """Snapshot contents (a version, a directory inside a snapshot) never change."""
     return split_ino(ino)[0] in (_VERSION, _TREE_DIR)
@@ -157,6 +167,7 @@ class Tree:
         """`lock`: the catalog's writer lock, asked (never taken) whether a snapshot
         marked running is still being written; without it, running ones stay hidden."""
         self.catalog = catalog
+        self.search = HistorySearch(catalog.db)  # by-file pages in one query each
         self.lock = lock
         self._hidden_running = False  # a snapshot marked running is hidden
         self.uid, self.gid = os.getuid(), os.getgid()
@@ -246,8 +257,11 @@ class Tree:
         head = self.catalog.head(node_id)
         if head is None or head.type != DELETED or not self._visible(head.snapshot_id):
             raise NotFound(node_id)
-        ns = self._snapshot(head.snapshot_id).started_ns
-        return (deleted_mark_name(self.names[head.snapshot_id]),
+        return self._mark(node_id, head.snapshot_id)
+
+    def _mark(self, node_id: int, snapshot_id: int) -> tuple[bytes, Attr]:
+        ns = self._snapshot(snapshot_id).started_ns
+        return (deleted_mark_name(self.names[snapshot_id]),
                 Attr((_DELETED_MARK << _KIND_SHIFT) | node_id, stat.S_IFREG | 0o444, 1,
                      self.uid, self.gid, 0, ns, ns, ns, False))
 
@@ -272,11 +286,9 @@ class Tree:
             version = shown[-1] if shown else None
         if version is None:
             raise NotFound(ino)
-        newest = version.meta
-        if version.type == DIR:
-            return _attr_from_meta(ino, newest, stable=False)
-        ns = newest.mtime_ns
-        return Attr(ino, stat.S_IFDIR | 0o555, 2, newest.uid, newest.gid, 0, ns, ns, ns, False)
+        m = version.meta
+        return _file_dir(ino, version.type, m.mode, m.uid, m.gid, m.atime_ns, m.mtime_ns,
+                         m.ctime_ns, m.nlink, m.size)
 
     # ---- lookup ----------------------------------------------------------------------
 
@@ -394,37 +406,48 @@ class Tree:
         if kind == _FILE_DIR:
             if after >= MARK_COOKIE:
                 return []
-            out, ended = self._by_file_page(ident, after, limit)
-            if ended and ident != ROOT:  # the listing's end: a deleted path's mark
-                try:
-                    mark, attr = self._deleted_mark(ident)
-                except NotFound:
-                    return out
-                out.append((mark, attr, MARK_COOKIE))
+            node = self.search.by_file_node(ident) if ident != ROOT else None
+            out, ended = self._by_file_page(ident, node, after, limit)
+            if (ended and node is not None and node.head_type == DELETED
+                    and self._visible(node.head_snapshot)):
+                out.append((*self._mark(ident, node.head_snapshot), MARK_COOKIE))
             return out
         raise NotFound(ino)
 
-    def _by_file_page(self, node_id: int, after: int, limit: int
+    def _by_file_page(self, node_id: int, node: ByFileNode | None, after: int, limit: int
                       ) -> tuple[list[tuple[bytes, Attr, int]], bool]:
-        """(entries, whether the listing ended): a page can hold fewer than `limit`
-        entries and still not be the last, when some were not shown."""
+        """(entries, whether the listing ended) of by-file directory `node_id` (`node`:
+        None for by-file/ itself): a page can hold fewer than `limit` entries and still
+        not be the last, when some were not shown. One query per page: `find` lists every
+        by-file directory, and one query per child made it wait on the catalog."""
         out = []
-        if self._is_dir_path(node_id):
-            rows = self.catalog.node_children_page(node_id, after, limit)
-            for child, name in rows:
-                try:
-                    out.append((name, self._file_dir_attr(child), child))
-                except NotFound:  # only versions in snapshots not shown yet
-                    continue
+        if node is None or node.has_children:
+            rows = self.search.by_file_children(node_id, self.horizon, after, limit)
+            for row in rows:
+                attr = self._child_dir_attr(row)
+                if attr is not None:
+                    out.append((row.name, attr, row.node_id))
             return out, len(rows) < limit
         # Cookie: the version's snapshot id, so each page is one indexed range.
-        name = self.catalog.node_name(node_id)
+        name = node.name
         rows = self.catalog.versions_page(node_id, self.horizon, after, limit)
         for version in rows:
             if self._visible(version.snapshot_id):
                 out.append((version_name(name, self.names[version.snapshot_id]),
                             self._version_attr(version), version.snapshot_id))
         return out, len(rows) < limit
+
+    def _child_dir_attr(self, row: ByFileChild) -> Attr | None:
+        """A listed child's by-file directory attributes; None when it has no version
+        shown yet."""
+        if row.snapshot_id is None:
+            return None
+        if not self._visible(row.snapshot_id):  # rare: see _file_dir_attr
+            try:
+                return self._file_dir_attr(row.node_id)
+            except NotFound:
+                return None
+        return _file_dir(file_dir_ino(row.node_id), *row[3:])
 
     # ---- content ---------------------------------------------------------------------
 
