@@ -1,11 +1,12 @@
-"""The mount table as btfs needs it: where btfs's FUSE mounts are, which are dead, and
-clearing a dead one.
+"""The mount table as btfs needs it: where btfs's FUSE mounts are, which are dead;
+clearing a dead one, and `btfs umount`.
 
 A btfs mount whose server died (kill -9, OOM) stays in the mount table; every access to
 it fails with ENOTCONN ("Transport endpoint is not connected") and `os.path.ismount` says
 False. So mounts are found in /proc/self/mountinfo by their type (`fuse.btfs`, from the
 `subtype=btfs` mount option), never by stat-ing them. No pyfuse3 here: the backup and
-`btfs umount` use this without it. Never unmounts a live mount or anything not btfs's.
+`btfs umount` use this without it. Never unmounts a live mount unless `btfs umount` asks
+(`unmount`), and never clears anything not btfs's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import re
 import subprocess
 
-from .errors import BtfsError
+from .errors import BtfsError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +73,18 @@ def clear_dead(mountpoint: str) -> bool:
         raise BtfsError(f"cannot clear the dead mount at {mountpoint}: {reason}")
     log.info("cleared the dead btfs mount at %s", mountpoint)
     return True
+
+
+def unmount(mountpoint: str) -> bool:
+    """`btfs umount`: unmount a live btfs mount, or clear a dead one; True when it was
+    dead. A UsageError when nothing is mounted there."""
+    target = os.path.abspath(os.path.expanduser(mountpoint))
+    if clear_dead(target):
+        return True
+    if not os.path.ismount(target):
+        raise UsageError(f"{mountpoint} is not mounted")
+    proc = subprocess.run(["fusermount3", "-u", target], capture_output=True, text=True)
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or ["fusermount3 failed"])[-1]
+        raise BtfsError(f"cannot unmount {mountpoint}: {reason}")
+    return False

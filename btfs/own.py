@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from .config import Config, Paths
 from .errors import UsageError
 from .mounts import btfs_mounts
+from .userpath import is_under
 from .vault import normalize_url
 
 # The kernel's and the running system's state, not files anyone restores; /proc and /sys
@@ -32,10 +33,6 @@ SYSTEM_DIRS = ("/proc", "/sys", "/dev", "/run")
 class OwnDir:
     path: str  # absolute, symlinks resolved
     what: str  # for the user: "the vault", "a btfs mount", ...
-
-
-def _under(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 def vault_dir(config: Config) -> str | None:
@@ -73,12 +70,12 @@ def skipped_inside(paths: Paths, config: Config, dirs: Iterable[str]) -> list[Ow
     """btfs's own directories inside any of `dirs` (tracked directories)."""
     dirs = list(dirs)
     return [d for d in own_dirs(paths, config)
-            if any(_under(d.path, t) and d.path != t for t in dirs)]
+            if any(is_under(d.path, t) and d.path != t for t in dirs)]
 
 
 def check_trackable(path: str, paths: Paths, config: Config) -> None:
     """Refuse (UsageError) a directory that must not be tracked. `path` is resolved."""
     for own in own_dirs(paths, config):
-        if _under(path, own.path):
+        if is_under(path, own.path):
             where = own.what if path == own.path else f"inside {own.what} ({own.path})"
             raise UsageError(f"cannot track {path}: it is {where}, which is never backed up")

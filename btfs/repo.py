@@ -1,32 +1,143 @@
-"""The service layer's front door: config + catalog + vault (+ writer lock) opened together.
+"""The service layer: every operation a user can ask btfs for, as a method of `Repo`.
 
-The CLI, the mount and tests open a `Repo` and call into `btfs.engine` with it. Reading
-commands use `Repo.open(readonly=True)` and never wait on a writer; writing commands use
-`Repo.open()` inside `repo.writer()`, which holds the lock.
+A `Repo` is config + catalog + vault, opened together (`Repo.open`); writing operations
+run inside `repo.writer()`, which holds the writer lock. Each method takes and returns
+plain values (the records below, the engine's reports, bytes paths), so the CLI, a
+daemon or a web page call the same thing: the CLI only parses, calls one method and
+formats. Operations that need no open Repo or open their own (init, track, untrack,
+the config; the mount, whose server may run in a forked process) are classmethods.
+
+Never prints and never exits: results are returned, problems raised as BtfsError. The
+engine is imported inside the methods that need it, so `btfs mount` does not load the
+backup engine.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import config as config_mod
-from .catalog import DIR, Catalog, Snapshot
-from .config import Config, Paths, S3Settings, TrackedDir, xdg_paths  # noqa: F401 (for cli)
+from .catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Snapshot
+from .config import (  # noqa: F401  (xdg_paths: for the CLI)
+    Config,
+    Paths,
+    S3Settings,
+    TrackedDir,
+    xdg_paths,
+)
 from .engine.running import snapshots_now
 from .errors import BtfsError, UsageError, VaultError
 from .lock import WriterLock
 from .names import snapshot_names
-from .own import check_trackable, never_backed_up
+from .own import OwnDir, check_trackable, data_dirs, never_backed_up, skipped_inside
 from .text import display_path
-from .userpath import to_catalog_path
+from .userpath import is_under, to_catalog_path
 from .vault import Vault, open_vault
 
+if TYPE_CHECKING:  # the engine is imported where it is used (see above)
+    from .catalog import Version
+    from .engine.backup import Stats
+    from .engine.check import CheckReport
+    from .engine.repair import RepairReport
+    from .engine.restore import RestoreResult
+    from .engine.status import Status
+
 log = logging.getLogger(__name__)
+
+# Chunks the restore keeps decoded: a file's chunks are read in order, so a small cache
+# only serves the chunks that hard links and repeated content share.
+RESTORE_CACHE_BYTES = 16 << 20
+
+
+class Setup(NamedTuple):
+    """What init and track leave: the config, whether init created anything, and btfs's
+    own directories inside what is tracked (never backed up, see btfs.own)."""
+
+    config: Config
+    created: bool
+    skipped: list[OwnDir]
+
+
+class ConfigView(NamedTuple):
+    """`btfs config show`: where btfs keeps its files and every setting, defaults filled."""
+
+    config_file: str
+    catalog: str
+    cache_dir: str
+    settings: dict  # config key -> value, as config.to_dict(full=True)
+    text: str  # the settings as TOML
+
+
+class Work(NamedTuple):
+    """How much the next backup will likely go through (for its progress and ETA)."""
+
+    entries: int
+    bytes: int
+
+
+class NamedSnapshot(NamedTuple):
+    name: str  # as under by-time/ in the mount, and as --snapshot takes it
+    snapshot: Snapshot
+
+
+@dataclass
+class LogRow:
+    """One version of a path, as `btfs log` shows it."""
+
+    version: int | None  # its number (btfs.engine.history.numbered); None: a deletion
+    snapshot: str  # the snapshot's name
+    snapshot_id: int
+    type: str
+    size: int
+    blake3: str | None  # hex digest of a file's content
+    target: bytes | None  # a symlink's target
+    mode: str | None  # as `ls -l` shows it
+    uid: int
+    gid: int
+    mtime_ns: int
+
+    @property
+    def deleted(self) -> bool:
+        return self.version is None
+
+
+@dataclass
+class Restored:
+    """What a restore wrote (RestoreResult) and whether it was one file (then a failure
+    is the whole restore failing, not a partial one)."""
+
+    result: RestoreResult
+    single_file: bool
+
+
+def expected_work(snaps: list[Snapshot]) -> Work:
+    """(entries, bytes) the next backup will likely go through, from the last finished
+    one: its entries, and the bytes it read — unless most of its entries were new (an
+    initial backup, or a newly tracked directory), whose reads will not come again."""
+    done = [s for s in snaps if s.state in ("complete", "partial")]
+    if not done:
+        return Work(0, 0)
+    last = done[-1]
+    repeats = last.files_new * 2 < last.entries
+    return Work(last.entries, last.bytes_read if repeats else 0)
+
+
+def _fuse_mount():
+    """btfs.fuse.mount, or the one-line reason it cannot be loaded: everything else
+    works without pyfuse3."""
+    try:
+        from .fuse import mount
+    except ImportError as e:
+        raise BtfsError(f"mounting needs pyfuse3 and trio: {e}") from None
+    return mount
 
 
 @dataclass
@@ -35,6 +146,8 @@ class Repo:
     config: Config
     catalog: Catalog
     vault: Vault
+
+    # -- opening ---------------------------------------------------------------------
 
     @classmethod
     def open(cls, paths: Paths, *, readonly: bool = False) -> Repo:
@@ -66,11 +179,6 @@ class Repo:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def snapshots(self) -> list[Snapshot]:
-        """Every snapshot, oldest first; one whose backup was killed is 'interrupted'
-        (btfs.engine.running), even before the next writer marks it so."""
-        return snapshots_now(self.catalog, WriterLock(self.paths.lock))
-
     @contextmanager
     def writer(self, *, wait: bool = False, what: str = "backup"):
         """Hold the writer lock; clear what a killed writer left behind."""
@@ -86,44 +194,157 @@ class Repo:
         finally:
             lock.release()
 
-    def backup(self, *, progress=None, limit_upload: int | None = None):
-        """Run one backup; the caller holds `writer()`. `limit_upload` (bytes per second)
-        overrides the config's s3.limit_upload for this run."""
+    # -- setting up (no catalog needed) ----------------------------------------------
+
+    @classmethod
+    def init(cls, paths: Paths, vault_url: str, track: Sequence[str] = (), *,
+             endpoint: str | None = None, region: str | None = None,
+             profile: str | None = None) -> Setup:
+        """`btfs init`: config, catalog and vault (see init_repo), then track `track`.
+        `endpoint`, `region`, `profile`: how an S3 vault is reached (config [s3])."""
+        s3 = None
+        if endpoint or region or profile:
+            s3 = S3Settings(endpoint=endpoint or "", region=region or "", profile=profile or "")
+            config_mod.validate(config_mod.Config(host_id="", vault="", s3=s3), "--endpoint")
+        cfg, created = init_repo(paths, vault_url, s3)
+        if track:
+            cfg = track_dirs(paths, list(track))
+        return Setup(cfg, created, _skipped(paths, cfg))
+
+    @classmethod
+    def track(cls, paths: Paths, dirs: Sequence[str], excludes: Sequence[str] = (),
+              includes: Sequence[str] = ()) -> Setup:
+        """`btfs track`: add directories to the backup set or replace their patterns."""
+        cfg = track_dirs(paths, list(dirs), excludes, includes)
+        return Setup(cfg, False, _skipped(paths, cfg))
+
+    @classmethod
+    def untrack(cls, paths: Paths, dirs: Sequence[str]) -> Config:
+        """`btfs untrack`: the config without these directories."""
+        return untrack_dirs(paths, list(dirs))
+
+    @classmethod
+    def show_config(cls, paths: Paths) -> ConfigView:
+        """`btfs config show`."""
+        doc = config_mod.to_dict(config_mod.load(paths), full=True)
+        return ConfigView(str(paths.config_file), str(paths.catalog), str(paths.cache_dir),
+                          doc, config_mod.dumps(doc))
+
+    # -- recording -------------------------------------------------------------------
+
+    def expected_work(self) -> Work:
+        """What the next backup will likely go through, for a progress meter's ETA."""
+        return expected_work(self.catalog.snapshots())
+
+    def backup(self, *, one_file_system: bool = False, limit_upload: int | None = None,
+               progress: Callable[[Stats, bytes], None] | None = None) -> Stats:
+        """Run one backup; the caller holds `writer()`. `one_file_system` and
+        `limit_upload` (bytes per second) override the config's one_file_system and
+        s3.limit_upload for this run. `progress` is called now and then with the stats
+        so far and the path being read."""
         from .engine.backup import run_backup
-        from .engine.store import ChunkStore
 
         if limit_upload is not None:
             self.vault.limit_upload(limit_upload)
-        store = ChunkStore(self.catalog, self.vault, self.config.pack_size)
-        try:
+        if one_file_system:
+            self.config = config_mod.with_changes(self.config, one_file_system=True)
+        with self._store() as store:
             return run_backup(self.catalog, store, self.config, progress=progress,
                               never=never_backed_up(self.paths, self.config))
-        finally:
-            store.close()
 
-    def status(self, under: bytes | None = None):
-        """What the next backup would record (everywhere, or only below `under`)."""
+    def add(self, paths: list[str]) -> list[str]:
+        """`btfs add`: stage files and symlinks now; the absolute paths staged. The
+        caller holds `writer()`."""
+        from .engine.stage import stage_paths
+
+        with self._store() as store:
+            return stage_paths(self.catalog, store, self.config, list(paths))
+
+    def status(self, path: str | bytes | None = None) -> Status:
+        """What the next backup would record (everywhere, or only at `path` and below)."""
         from .engine.status import status
 
+        under = to_catalog_path(path, self._tracked()) if path else None
         return status(self.catalog, self.config, under,
                       never=never_backed_up(self.paths, self.config))
 
-    def repair(self):
-        """Store afresh the damaged chunks still found in files; the caller holds
-        `writer()`. Returns a RepairReport."""
-        from .engine.repair import repair
-        from .engine.store import ChunkStore
+    # -- reading history -------------------------------------------------------------
 
-        store = ChunkStore(self.catalog, self.vault, self.config.pack_size)
-        try:
-            return repair(self.catalog, store, self.config)
-        finally:
-            store.close()
+    def snapshots(self) -> list[Snapshot]:
+        """Every snapshot, oldest first; one whose backup was killed is 'interrupted'
+        (btfs.engine.running), even before the next writer marks it so."""
+        return snapshots_now(self.catalog, WriterLock(self.paths.lock))
 
-    def check(self, *, read_data: bool = False, progress=None):
+    def named_snapshots(self) -> list[NamedSnapshot]:
+        """`btfs snapshots`: every snapshot with the name the mount shows it by."""
+        snaps = self.snapshots()
+        names = snapshot_names(snaps)
+        return [NamedSnapshot(names[s.id], s) for s in snaps]
+
+    def log(self, path: str) -> list[LogRow]:
+        """`btfs log`: every version of `path`, oldest first, numbered."""
+        from .engine.history import numbered
+
+        node, _ = self._node(path)
+        names = snapshot_names(self.catalog.snapshots())
+        rows = []
+        for number, v in numbered(self.catalog.versions_of(node)):
+            m = v.meta
+            b3 = self.catalog.content(m.content_id).digest.hex() if v.type == FILE else None
+            rows.append(LogRow(number, names[v.snapshot_id], v.snapshot_id, v.type, m.size,
+                               b3, m.target,
+                               stat.filemode(m.mode) if v.type != DELETED else None,
+                               m.uid, m.gid, m.mtime_ns))
+        return rows
+
+    def restore(self, path: str, *, at: str | None = None, number: int | None = None,
+                snapshot: str | None = None, dest: str | None = None,
+                content_only: bool = False) -> Restored:
+        """`btfs restore`: `path` as it was (newest, or at a time, version number or
+        snapshot: one of them), written to `dest` or beside the original; never
+        overwrites (btfs.engine.restore)."""
+        from .engine.history import pick_version
+        from .engine.reader import ChunkSource
+        from .engine.restore import Restorer
+
+        if sum(x is not None for x in (at, number, snapshot)) > 1:
+            raise UsageError("give only one of --at, --version, --snapshot")
+        node, raw = self._node(path)
+        version, snapshot_id = pick_version(self.catalog, node, at=at, number=number,
+                                            snapshot=snapshot)
+        target = self._restore_target(raw, version, dest)
+        restorer = Restorer(self.catalog, ChunkSource(self.vault, cache_bytes=RESTORE_CACHE_BYTES),
+                            content_only=content_only)
+        result = restorer.restore(node, version, snapshot_id, target, raw)
+        return Restored(result, version.type == FILE)
+
+    def _restore_target(self, raw: bytes, version: Version, dest: str | None) -> bytes:
+        """Where a restore writes: into `dest` if it is a directory, else at `dest`;
+        without one, beside the original as NAME.<tag> (a file's content digest, a
+        symlink's target digest, a directory's snapshot name)."""
+        from . import digest
+
+        name = os.path.basename(raw) or b"root"
+        if dest is not None:
+            target = os.fsencode(os.path.abspath(os.path.expanduser(dest)))
+            if os.path.isdir(target) and not os.path.islink(target):
+                target = os.path.join(target, name)
+            return target
+        if version.type == FILE:
+            tag = self.catalog.content(version.meta.content_id).digest.hex()[:8]
+        elif version.type == SYMLINK:
+            tag = digest.hexdigest(version.meta.target)[:8]
+        else:
+            tag = snapshot_names(self.catalog.snapshots())[version.snapshot_id]
+        return os.path.join(os.path.dirname(raw), name + b"." + tag.encode())
+
+    # -- looking after the vault -----------------------------------------------------
+
+    def check(self, *, read_data: bool = False,
+              progress: Callable[[int, int], None] | None = None) -> CheckReport:
         """`btfs check`, and the damage it found recorded in the catalog (schema v6), so
-        that the next backup and `btfs repair` store those chunks afresh. Returns a
-        CheckReport.
+        that the next backup and `btfs repair` store those chunks afresh. The report's
+        `names` name the snapshots of its `affected` versions.
 
         The check reads (a reader's connection, no lock: it may take hours with
         --read-data). Recording is a write, so it takes the writer lock, waiting for a
@@ -144,8 +365,46 @@ class Repo:
                 lock.release()
             log.info("recorded %d damaged chunks; %d known damaged verified", marked,
                      len(report.sound))
+        if report.affected:
+            report.names = snapshot_names(self.catalog.snapshots())
         return report
 
+    def repair(self) -> RepairReport:
+        """Store afresh the damaged chunks still found in files; the caller holds
+        `writer()`. The report's `names` name the snapshots of `still_damaged`."""
+        from .engine.repair import repair
+
+        with self._store() as store:
+            report = repair(self.catalog, store, self.config)
+        if report.still_damaged:
+            report.names = snapshot_names(self.catalog.snapshots())
+        return report
+
+    # -- mounting --------------------------------------------------------------------
+
+    @classmethod
+    def prepare_mountpoint(cls, paths: Paths, mountpoint: str) -> str:
+        """The absolute mountpoint, checked (btfs.fuse.mount.check_mountpoint: not over
+        files, a tracked directory, btfs's own directories or another btfs mount) and
+        ready; a dead btfs mount there is cleared."""
+        fuse_mount = _fuse_mount()
+        with cls.open(paths, readonly=True) as repo:
+            return fuse_mount.check_mountpoint(mountpoint, repo._tracked(),
+                                               data_dirs(paths, repo.config))
+
+    @classmethod
+    def serve_mount(cls, paths: Paths, mountpoint: str, *, allow_other: bool = False) -> None:
+        """Serve the history at `mountpoint` (from prepare_mountpoint) until unmounted."""
+        fuse_mount = _fuse_mount()
+        with cls.open(paths, readonly=True) as repo:
+            fuse_mount.serve(repo, mountpoint, allow_other=allow_other)
+
+    @staticmethod
+    def unmount(mountpoint: str) -> bool:
+        """`btfs umount`; True when the mount was dead (its server killed) and cleared."""
+        from .mounts import unmount
+
+        return unmount(mountpoint)
 
     # ---- browsing history (btfs.engine.browse) ----------------------------------------
 
@@ -208,7 +467,7 @@ class Repo:
         return (head is not None and head.type == DIR) or self.catalog.node_has_children(node)
 
     def _catalog_path(self, path: str) -> bytes:
-        return to_catalog_path(path, [t.path for t in self.config.tracked])
+        return to_catalog_path(path, self._tracked())
 
     def _snapshot_id(self, name: str) -> int:
         from .engine.history import find_snapshot
@@ -219,6 +478,35 @@ class Repo:
                 raise UsageError("no backups yet: run 'btfs backup'")
             return snaps[-1].id
         return find_snapshot(self.catalog, name).id
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _tracked(self) -> list[str]:
+        return [t.path for t in self.config.tracked]
+
+    def _node(self, path: str) -> tuple[int, bytes]:
+        """The node and catalog path of a path the user gave, which must have been
+        backed up."""
+        raw = to_catalog_path(path, self._tracked())
+        node = self.catalog.node_for_path(raw)
+        if node is None or not self.catalog.versions_of(node):
+            raise UsageError(f"{path} was never backed up")
+        return node, raw
+
+    @contextmanager
+    def _store(self):
+        """A ChunkStore writing to this vault, closed after."""
+        from .engine.store import ChunkStore
+
+        store = ChunkStore(self.catalog, self.vault, self.config.pack_size)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+def _skipped(paths: Paths, cfg: Config) -> list[OwnDir]:
+    return skipped_inside(paths, cfg, [t.path for t in cfg.tracked])
 
 
 def init_repo(paths: Paths, vault_url: str,
@@ -280,8 +568,7 @@ def track_dirs(paths: Paths, dirs: list[str], excludes=(), includes=()) -> Confi
             raise UsageError(f"not a directory: {d}")
         check_trackable(path, paths, cfg)
         for t in tracked:
-            if t.path != path and (path.startswith(t.path.rstrip("/") + "/")
-                                   or t.path.startswith(path.rstrip("/") + "/")):
+            if t.path != path and (is_under(path, t.path) or is_under(t.path, path)):
                 raise UsageError(f"{display_path(path)} overlaps tracked directory "
                                  f"{display_path(t.path)}")
         entry = TrackedDir(path, tuple(excludes), tuple(includes))

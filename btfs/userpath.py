@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import AnyStr
 
 
-def _under(path: bytes, top: bytes) -> bool:
-    return path == top or path.startswith(top.rstrip(b"/") + b"/")
+def is_under(path: AnyStr, root: AnyStr) -> bool:
+    """Whether `path` is `root` or lies below it, by whole components: /a/bc is not
+    under /a/b. Both absolute and normalized (as `to_catalog_path` returns them), both
+    bytes or both str; a trailing slash on `root` is allowed."""
+    if path == root:
+        return True
+    sep = b"/" if isinstance(root, bytes) else "/"
+    return path.startswith(root.rstrip(sep) + sep)
 
 
 def to_catalog_path(path: str | bytes, tracked: Iterable[str | bytes] = (), *,
@@ -57,8 +64,8 @@ def to_catalog_path(path: str | bytes, tracked: Iterable[str | bytes] = (), *,
     if directory:
         return target
     roots = [os.fsencode(t) for t in tracked]
-    if not os.path.isdir(target) or any(_under(candidate, r) for r in roots):
+    if not os.path.isdir(target) or any(is_under(candidate, r) for r in roots):
         return candidate
-    if any(_under(target, r) or _under(r, target) for r in roots):
+    if any(is_under(target, r) or is_under(r, target) for r in roots):
         return target
     return candidate

@@ -382,3 +382,23 @@ def test_sigterm_during_backup_leaves_an_interrupted_snapshot(ready, src):
     assert snaps[-1]["state"] == "interrupted"
     btfs(ready, "check", "--read-data", check=0)
     btfs(ready, "backup", check=0)
+
+
+def test_log_and_restore_number_versions_alike_across_a_deletion(ready, src, tmp_path):
+    btfs(ready, "backup", check=0)
+    (src / "plan.md").unlink()
+    time.sleep(1.1)  # distinct by-time names
+    btfs(ready, "backup", check=0)
+    (src / "plan.md").write_text("back again\n")
+    time.sleep(1.1)
+    btfs(ready, "backup", check=0)
+    log = json.loads(btfs(ready, "log", str(src / "plan.md"), "--json", check=0).stdout)
+    assert [(v["version"], v["type"]) for v in log] == [(1, "file"), (None, "deleted"),
+                                                        (2, "file")]
+    table = btfs(ready, "log", str(src / "plan.md"), check=0).stdout.splitlines()
+    assert [row.split()[0] for row in table[1:]] == ["1", "-", "2"]
+    for number, content in (("1", "v1\n"), ("2", "back again\n")):
+        dest = tmp_path / f"v{number}"
+        btfs(ready, "restore", str(src / "plan.md"), "--version", number, "--to", str(dest),
+             check=0)
+        assert dest.read_text() == content

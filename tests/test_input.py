@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from btfs import config as config_mod
-from btfs.cli.backup import Progress, eta_seconds, expected_work
+from btfs.cli.backup import Progress, eta_seconds
 from btfs.engine import backup as backup_mod
 from btfs.engine.backup import Stats
 from btfs.engine.history import parse_time
+from btfs.repo import expected_work
 from btfs.text import display_path, plural
-from btfs.userpath import to_catalog_path
+from btfs.userpath import is_under, to_catalog_path
 
 
 @pytest.fixture
@@ -332,3 +333,13 @@ def test_cli_progress_shows_bytes_moving(env, tmp_path):
     shown = re.findall(r"\x1b\[K[\d,]+ \w+  ([\d.]+ [KMG]?i?B) read", proc.stderr)
     moving = [s for s in shown if not s.startswith("0 B")]
     assert len(set(moving)) >= 2, proc.stderr[:2000]
+
+
+@pytest.mark.parametrize(("path", "root", "under"), [
+    ("/a/b", "/a/b", True), ("/a/b/c", "/a/b", True), ("/a/b/c", "/a/b/", True),
+    ("/a/bc", "/a/b", False), ("/a", "/a/b", False), ("/anything", "/", True),
+    ("/", "/", True),
+])
+def test_is_under_goes_by_whole_components_in_bytes_and_text(path, root, under):
+    assert is_under(path, root) is under
+    assert is_under(os.fsencode(path), os.fsencode(root)) is under

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import NamedTuple
 
 FILE, DIR, SYMLINK, DELETED = "file", "dir", "symlink", "deleted"
+
+# The one rule for "this file looks unchanged" without reading it: these fields of its
+# newest version equal its lstat now. st_dev is left out on purpose: a btrfs/ZFS snapshot
+# of the source has a new device but the same files. Meta.same_stat applies it; the
+# scanner's per-entry loop compares a LiveChild (these fields after its node_id) with one
+# tuple, and engine/files.py `same_content_stat` compares two stats of a file being read
+# (its type cannot change under an open descriptor): both spell it inline for speed, and
+# tests/test_layout.py holds them to this list.
+UNCHANGED_BY_STAT = ("type", "size", "mtime_ns", "ctime_ns", "ino")
+_unchanged_key = attrgetter(*UNCHANGED_BY_STAT)
 
 
 class Meta(NamedTuple):
@@ -31,11 +42,8 @@ class Meta(NamedTuple):
     content_id: int | None = None
 
     def same_stat(self, other: Meta) -> bool:
-        """True when a file looks unchanged by stat alone (st_dev deliberately ignored:
-        a btrfs/ZFS snapshot of the source has a new device but the same files)."""
-        return (self.type == other.type and self.size == other.size
-                and self.mtime_ns == other.mtime_ns and self.ctime_ns == other.ctime_ns
-                and self.ino == other.ino)
+        """True when a file looks unchanged by stat alone (see UNCHANGED_BY_STAT)."""
+        return _unchanged_key(self) == _unchanged_key(other)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +60,8 @@ class Version:
 
 class LiveChild(NamedTuple):
     """What change detection needs of a path's newest version: the scanner compares
-    (type, size, mtime_ns, ctime_ns, ino) with lstat for every entry, so this stays a
-    plain tuple rather than a full Version."""
+    the fields after node_id (UNCHANGED_BY_STAT, in that order) with lstat for every
+    entry, so this stays a plain tuple rather than a full Version."""
 
     node_id: int
     type: str

@@ -8,31 +8,14 @@ import time
 
 import click
 
-from .. import config as config_mod
-from ..catalog import Snapshot
-from ..engine.stage import stage_paths
-from ..engine.store import ChunkStore
 from ..errors import EXIT_PARTIAL
-from ..repo import Repo
-from ..userpath import to_catalog_path
+from .main import pass_repo
 from .output import display_path, emit_json, human_bytes, json_option, json_path, plural
 
 # For the ETA, a scanned entry (lstat, catalog lookup) counts as much work as reading,
 # hashing and compressing this many bytes: a rough exchange rate that lets entries and
 # bytes add up to one measure of work.
 ENTRY_WORK_BYTES = 4096
-
-
-def expected_work(snaps: list[Snapshot]) -> tuple[int, int]:
-    """(entries, bytes) the next backup will likely go through, from the last finished
-    one: its entries, and the bytes it read — unless most of its entries were new (an
-    initial backup, or a newly tracked directory), whose reads will not come again."""
-    done = [s for s in snaps if s.state in ("complete", "partial")]
-    if not done:
-        return 0, 0
-    last = done[-1]
-    repeats = last.files_new * 2 < last.entries
-    return last.entries, last.bytes_read if repeats else 0
 
 
 def eta_seconds(elapsed: float, entries: int, bytes_read: int, expected_entries: int,
@@ -122,8 +105,8 @@ class Progress:
               help="Upload at most RATE bytes per second to an S3 vault, e.g. 20M "
                    "(config: s3.limit_upload; 0 for no limit).")
 @json_option
-@click.pass_obj
-def backup(obj, wait: bool, one_file_system: bool, progress: bool | None,
+@pass_repo(writer="backup")
+def backup(obj, repo, one_file_system: bool, progress: bool | None,
            limit_upload: int | None, as_json: bool) -> int:
     """Back up every tracked directory: store what changed since the last backup.
 
@@ -135,16 +118,14 @@ def backup(obj, wait: bool, one_file_system: bool, progress: bool | None,
       btfs backup
       btfs backup --json --wait          # from a script or timer
     """
-    with Repo.open(obj.paths) as repo, repo.writer(wait=wait):
-        if one_file_system:
-            repo.config = config_mod.with_changes(repo.config, one_file_system=True)
-        show = progress if progress is not None else (sys.stderr.isatty() and not obj.quiet)
-        meter = Progress(*expected_work(repo.catalog.snapshots())) if show else None
-        try:
-            stats = repo.backup(progress=meter, limit_upload=limit_upload)
-        finally:
-            if meter:
-                meter.done()
+    show = progress if progress is not None else (sys.stderr.isatty() and not obj.quiet)
+    meter = Progress(*repo.expected_work()) if show else None
+    try:
+        stats = repo.backup(one_file_system=one_file_system, limit_upload=limit_upload,
+                            progress=meter)
+    finally:
+        if meter:
+            meter.done()
     if as_json:
         emit_json(stats.as_dict())
     elif not obj.quiet:
@@ -163,8 +144,8 @@ def backup(obj, wait: bool, one_file_system: bool, progress: bool | None,
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--wait", is_flag=True, help="If a backup is running, wait for it.")
-@click.pass_obj
-def add(obj, paths, wait: bool) -> None:
+@pass_repo(writer="backup")
+def add(obj, repo, paths) -> None:
     """Stage files now: their current content goes to the vault at once, and the next
     backup records exactly this state for them.
 
@@ -172,21 +153,15 @@ def add(obj, paths, wait: bool) -> None:
     Example:
       btfs add ~/notes/plan.md
     """
-    with Repo.open(obj.paths) as repo, repo.writer(wait=wait, what="backup"):
-        store = ChunkStore(repo.catalog, repo.vault, repo.config.pack_size)
-        try:
-            staged = stage_paths(repo.catalog, store, repo.config, list(paths))
-        finally:
-            store.close()
-    for path in staged:
+    for path in repo.add(list(paths)):
         click.echo(f"staged {display_path(path)}")
 
 
 @click.command()
 @click.argument("path", required=False, type=click.Path())
 @json_option
-@click.pass_obj
-def status(obj, path: str | None, as_json: bool) -> None:
+@pass_repo(readonly=True)
+def status(obj, repo, path: str | None, as_json: bool) -> None:
     """What changed since the last backup: new, modified, deleted and staged paths.
 
     Looks at file metadata only; nothing is read or written.
@@ -196,9 +171,7 @@ def status(obj, path: str | None, as_json: bool) -> None:
       btfs status
       btfs status ~/notes --json
     """
-    with Repo.open(obj.paths, readonly=True) as repo:
-        under = to_catalog_path(path, [t.path for t in repo.config.tracked]) if path else None
-        result = repo.status(under)
+    result = repo.status(path)
     groups = [("staged", result.staged), ("new", result.new), ("modified", result.modified),
               ("deleted", result.deleted)]
     if as_json:

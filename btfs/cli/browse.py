@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..repo import Repo
 from .complete import complete_paths, complete_snapshots
+from .main import pass_repo
 from .output import display_path, emit_json, json_option, json_path, plural, print_table
 
 # The mark of each kind of change, as `restic diff` prints them.
@@ -22,8 +22,8 @@ _FOLDER_MARKS = {"added": "+", "modified": "M", "deleted": "-"}
 @click.option("--deleted", is_flag=True, help="Only paths deleted since (not in the newest "
               "backup).")
 @json_option
-@click.pass_obj
-def find(obj, pattern, under, since, until, deleted, as_json) -> None:
+@pass_repo(readonly=True)
+def find(obj, repo, pattern, under, since, until, deleted, as_json) -> None:
     """Every path in the whole history whose name matches PATTERN, with its versions.
 
     PATTERN is a glob (* ? [abc] [!abc]; quote it) matched against the last component of
@@ -38,8 +38,7 @@ def find(obj, pattern, under, since, until, deleted, as_json) -> None:
       btfs find '*.md' --path ~/notes
       btfs find 'docs/**/draft*' --deleted
     """
-    with Repo.open(obj.paths, readonly=True) as repo:
-        found = repo.find(pattern, under=under, since=since, until=until, deleted=deleted)
+    found = repo.find(pattern, under=under, since=since, until=until, deleted=deleted)
     if as_json:
         emit_json([{"path": json_path(f.path), "deleted": f.deleted,
                     "versions": [{"snapshot": v.snapshot, "snapshot_id": v.snapshot_id,
@@ -61,8 +60,8 @@ def find(obj, pattern, under, since, until, deleted, as_json) -> None:
 @click.argument("after", metavar="B", shell_complete=complete_snapshots)
 @click.argument("path", required=False, shell_complete=complete_paths)
 @json_option
-@click.pass_obj
-def diff(obj, before, after, path, as_json) -> None:
+@pass_repo(readonly=True)
+def diff(obj, repo, before, after, path, as_json) -> None:
     """What changed between backups A and B (names from 'btfs snapshots', ids, or
     'latest'), below PATH if given.
 
@@ -75,8 +74,7 @@ def diff(obj, before, after, path, as_json) -> None:
       btfs diff 2026-11-20_093000 latest
       btfs diff 3 5 ~/notes --json
     """
-    with Repo.open(obj.paths, readonly=True) as repo:
-        changes = repo.diff(before, after, path)
+    changes = repo.diff(before, after, path)
     if as_json:
         emit_json([{"path": json_path(c.path), "change": c.change, "type": c.type,
                     "content": c.content, "metadata": list(c.metadata),

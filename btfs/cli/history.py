@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import stat
 
 import click
 
-from .. import digest
-from ..catalog import DELETED, FILE, SYMLINK
-from ..engine.history import pick_version
-from ..engine.reader import ChunkSource
-from ..engine.restore import Restorer
-from ..errors import EXIT_PARTIAL, BtfsError, UsageError
-from ..names import snapshot_names
-from ..repo import Repo
-from ..userpath import to_catalog_path
+from ..errors import EXIT_PARTIAL, BtfsError
 from .browse import print_folder_log
 from .complete import complete_paths, complete_snapshots
+from .main import pass_repo
 from .output import (
     display_path,
     emit_json,
@@ -33,8 +24,8 @@ from .output import (
 
 @click.command()
 @json_option
-@click.pass_obj
-def snapshots(obj, as_json: bool) -> None:
+@pass_repo(readonly=True)
+def snapshots(obj, repo, as_json: bool) -> None:
     """List backups, oldest first: time, files changed, bytes added, state.
 
     STATE is complete, partial (some entries could not be read), running, or interrupted
@@ -47,39 +38,29 @@ def snapshots(obj, as_json: bool) -> None:
       btfs snapshots
       btfs snapshots --json | jq '.[-1].name'
     """
-    with Repo.open(obj.paths, readonly=True) as repo:
-        snaps = repo.snapshots()
-    names = snapshot_names(snaps)
+    snaps = repo.named_snapshots()
     if as_json:
-        emit_json([{"name": names[s.id], **dataclasses.asdict(s)} for s in snaps])
+        emit_json([{"name": name, **dataclasses.asdict(s)} for name, s in snaps])
         return
     if not snaps:
         click.echo("no backups yet: run 'btfs backup'")
         return
     rows = []
-    for s in snaps:
+    for name, s in snaps:
         took = f"{(s.finished_ns - s.started_ns) / 1e9:.1f}s" if s.finished_ns else "-"
-        rows.append([str(s.id), names[s.id], s.state, f"{s.entries:,}",
+        rows.append([str(s.id), name, s.state, f"{s.entries:,}",
                      f"{s.files_new + s.files_changed:,}", f"{s.files_deleted:,}",
                      human_bytes(s.bytes_added), took])
     print_table(["ID", "NAME", "STATE", "ENTRIES", "CHANGED", "DELETED", "ADDED", "TOOK"],
                 rows, right={0, 3, 4, 5, 6, 7})
 
 
-def _node_for(repo: Repo, path: str) -> tuple[int, bytes]:
-    raw = to_catalog_path(path, [t.path for t in repo.config.tracked])
-    node = repo.catalog.node_for_path(raw)
-    if node is None or not repo.catalog.versions_of(node):
-        raise UsageError(f"{path} was never backed up")
-    return node, raw
-
-
 @click.command()
 @click.argument("path", type=click.Path(), shell_complete=complete_paths)
 @click.option("--files", is_flag=True, help="A directory: list the paths that changed.")
 @json_option
-@click.pass_obj
-def log(obj, path: str, files: bool, as_json: bool) -> None:
+@pass_repo(readonly=True)
+def log(obj, repo, path: str, files: bool, as_json: bool) -> None:
     """Every version of a path: backup time, size, mode, mtime, BLAKE3 of the content.
 
     Versions are numbered from 1 (oldest); `btfs restore --version N` takes that number.
@@ -93,35 +74,20 @@ def log(obj, path: str, files: bool, as_json: bool) -> None:
       btfs log ~/notes/plan.md
       btfs log ~/notes --files
     """
-    with Repo.open(obj.paths, readonly=True) as repo:
-        steps = repo.folder_log(path, files=files)
-        if steps is not None:
-            return print_folder_log(steps, files, as_json)
-        node, _ = _node_for(repo, path)
-        names = snapshot_names(repo.catalog.snapshots())
-        rows = []  # what --json prints
-        shown = []  # the table's last column: the content hash, or a symlink's target
-        number = 0
-        for v in repo.catalog.versions_of(node):
-            m = v.meta
-            b3 = repo.catalog.content(m.content_id).digest.hex() if v.type == FILE else None
-            if v.type != DELETED:
-                number += 1
-            rows.append({"version": number if v.type != DELETED else None,
-                         "snapshot": names[v.snapshot_id], "snapshot_id": v.snapshot_id,
-                         "type": v.type, "size": m.size, "blake3": b3,
-                         "target": json_path(m.target) if m.target is not None else None,
-                         "mode": stat.filemode(m.mode) if v.type != DELETED else None,
-                         "uid": m.uid, "gid": m.gid, "mtime_ns": m.mtime_ns})
-            shown.append(b3 or ("-> " + display_path(m.target) if v.type == SYMLINK else ""))
+    steps = repo.folder_log(path, files=files)
+    if steps is not None:
+        return print_folder_log(steps, files, as_json)
+    rows = repo.log(path)
     if as_json:
-        emit_json(rows)
+        emit_json([{**dataclasses.asdict(r), "target": json_path(r.target)
+                    if r.target is not None else None} for r in rows])
         return
     print_table(["#", "BACKUP", "TYPE", "SIZE", "MODE", "MTIME", "BLAKE3"],
-                [[str(r["version"] or "-"), r["snapshot"], r["type"],
-                  f"{r['size']:,}" if r["type"] != DELETED else "-", r["mode"] or "-",
-                  local_time(r["mtime_ns"]) if r["type"] != DELETED else "-", col]
-                 for r, col in zip(rows, shown, strict=True)], right={0, 3})
+                [[str(r.version or "-"), r.snapshot, r.type,
+                  f"{r.size:,}" if not r.deleted else "-", r.mode or "-",
+                  local_time(r.mtime_ns) if not r.deleted else "-",
+                  r.blake3 or ("-> " + display_path(r.target) if r.target is not None else "")]
+                 for r in rows], right={0, 3})
 
 
 @click.command()
@@ -136,8 +102,8 @@ def log(obj, path: str, files: bool, as_json: bool) -> None:
               "existing directory to write into) [default: beside the original].")
 @click.option("--content-only", is_flag=True,
               help="Do not restore owner, mode, times or xattrs.")
-@click.pass_obj
-def restore(obj, path, at, number, snapshot, dest, content_only) -> None:
+@pass_repo(readonly=True)
+def restore(obj, repo, path, at, number, snapshot, dest, content_only) -> None:
     """Restore a file, symlink or directory as it was. Never overwrites anything.
 
     Without --to, writes beside the original as NAME.<first 8 hex of its BLAKE3> (a
@@ -151,30 +117,11 @@ def restore(obj, path, at, number, snapshot, dest, content_only) -> None:
       btfs restore ~/notes/plan.md --at 2026-11-20
       btfs restore ~/notes --version 3 --to /tmp/notes-then
     """
-    if sum(x is not None for x in (at, number, snapshot)) > 1:
-        raise UsageError("give only one of --at, --version, --snapshot")
-    with Repo.open(obj.paths, readonly=True) as repo:
-        node, raw = _node_for(repo, path)
-        version, snapshot_id = pick_version(repo.catalog, node, at=at, number=number,
-                                            snapshot=snapshot)
-        name = os.path.basename(raw) or b"root"
-        if dest is None:
-            if version.type == FILE:
-                tag = repo.catalog.content(version.meta.content_id).digest.hex()[:8]
-            elif version.type == SYMLINK:
-                tag = digest.hexdigest(version.meta.target)[:8]
-            else:
-                tag = snapshot_names(repo.catalog.snapshots())[version.snapshot_id]
-            target = os.path.join(os.path.dirname(raw), name + b"." + tag.encode())
-        else:
-            target = os.fsencode(os.path.abspath(os.path.expanduser(dest)))
-            if os.path.isdir(target) and not os.path.islink(target):
-                target = os.path.join(target, name)
-        restorer = Restorer(repo.catalog, ChunkSource(repo.vault, cache_bytes=16 << 20),
+    restored = repo.restore(path, at=at, number=number, snapshot=snapshot, dest=dest,
                             content_only=content_only)
-        result = restorer.restore(node, version, snapshot_id, target, raw)
+    result = restored.result
     hint = "damaged in the vault? see 'btfs check --read-data' and 'btfs repair'"
-    if version.type == FILE and result.failed:
+    if restored.single_file and result.failed:
         (path, why), = result.failed
         raise BtfsError(f"cannot restore {display_path(path)}: {why} ({hint})", EXIT_PARTIAL)
     click.echo(f"restored {display_path(result.target)}: {plural(result.files, 'file')}, "

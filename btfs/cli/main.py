@@ -1,8 +1,10 @@
-"""The `btfs` command: one click group; each command module parses, calls the service
-layer and prints. Errors are turned into one stderr line and an exit code here, once."""
+"""The `btfs` command: one click group; each command module parses, calls one method of
+the service layer (btfs.repo.Repo) and prints. `pass_repo` opens the Repo for a command.
+Errors are turned into one stderr line and an exit code here, once."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import signal
@@ -12,10 +14,9 @@ from dataclasses import dataclass
 import click
 
 from .. import __version__
-from ..config import Paths, xdg_paths
 from ..errors import EXIT_ERROR, BtfsError
-from ..text import display_path
-from .output import setup_logging
+from ..repo import Paths, Repo, xdg_paths
+from .output import display_path, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,28 @@ COMMANDS = {
     "mount": ("mount", "mount_cmd"),
     "umount": ("mount", "umount_cmd"),
 }
+
+
+def pass_repo(*, readonly: bool = False, writer: str | None = None):
+    """Open the Repo for a command: the command gets (obj, repo, its parameters...), and
+    the Repo is closed when it returns. `readonly`: a reader's connection, never waiting
+    on a writer. `writer`: the command writes, as `writer` (the name another command
+    waiting on it is told); it runs holding the writer lock, waiting for it if the
+    command's --wait option is given."""
+
+    def decorate(command):
+        @click.pass_obj
+        @functools.wraps(command)
+        def run(obj: Context, *args, **kwargs):
+            with Repo.open(obj.paths, readonly=readonly) as repo:
+                if writer is None:
+                    return command(obj, repo, *args, **kwargs)
+                with repo.writer(wait=kwargs.pop("wait"), what=writer):
+                    return command(obj, repo, *args, **kwargs)
+
+        return run
+
+    return decorate
 
 
 class LazyGroup(click.Group):

@@ -7,8 +7,7 @@ import sys
 import click
 
 from ..errors import CheckFailed
-from ..names import snapshot_names
-from ..repo import Repo
+from .main import pass_repo
 from .output import display_path, emit_json, human_bytes, json_option, json_path, plural
 
 
@@ -16,8 +15,8 @@ from .output import display_path, emit_json, human_bytes, json_option, json_path
 @click.option("--read-data", is_flag=True,
               help="Also read every pack and verify every chunk against its hash.")
 @json_option
-@click.pass_obj
-def check(obj, read_data: bool, as_json: bool) -> None:
+@pass_repo(readonly=True)
+def check(obj, repo, read_data: bool, as_json: bool) -> None:
     """Verify the catalog and the vault. Exit code 5 and the affected files on problems.
 
     Without --read-data: the catalog is consistent, every pack it refers to exists with
@@ -30,17 +29,12 @@ def check(obj, read_data: bool, as_json: bool) -> None:
       btfs check
       btfs check --read-data
     """
-    with Repo.open(obj.paths, readonly=True) as repo:
-        def progress(done: int, total: int) -> None:
-            sys.stderr.write(f"\r\033[Kchecked {done}/{total} packs")
-            sys.stderr.flush()
-
-        show = sys.stderr.isatty() and not obj.quiet and not as_json
-        report = repo.check(read_data=read_data, progress=progress if show else None)
-        if show:
-            sys.stderr.write("\r\033[K")
-        names = snapshot_names(repo.catalog.snapshots()) if report.affected else {}
+    show = sys.stderr.isatty() and not obj.quiet and not as_json
+    report = repo.check(read_data=read_data, progress=_pack_progress if show else None)
+    if show:
+        sys.stderr.write("\r\033[K")
     if as_json:
+        names = report.names
         emit_json({"ok": report.ok, "problems": report.problems,
                    "affected": [{"path": json_path(p), "snapshot": names.get(s)}
                                 for p, s in report.affected],
@@ -48,30 +42,40 @@ def check(obj, read_data: bool, as_json: bool) -> None:
                    "bytes_read": report.bytes_read, "notes": report.notes,
                    "unreferenced_packs": report.unreferenced_packs})
     else:
-        for problem in report.problems:
-            click.echo(f"problem: {problem}")
-        for path, snap in report.affected:
-            click.echo(f"affected: {display_path(path)} (backup {names.get(snap, snap)})")
-        if report.ok:
-            verified = (f", {plural(report.chunks_verified, 'chunk')} verified "
-                        f"({human_bytes(report.bytes_read)} read)" if read_data else "")
-            click.echo(f"ok: {plural(report.packs, 'pack')}{verified}")
-        for note in report.notes:
-            click.echo(f"note: {note}")
-        if report.unreferenced_packs:
-            are = "is" if report.unreferenced_packs == 1 else "are"
-            click.echo(f"note: {plural(report.unreferenced_packs, 'pack')} in the vault {are} "
-                       "not referenced (left by an interrupted backup; harmless)")
+        _print_check(report, read_data)
     if not report.ok:
         hint = "; run 'btfs repair'" if report.affected else ""
         raise CheckFailed(f"{plural(len(report.problems), 'problem')} found{hint}")
 
 
+def _print_check(report, read_data: bool) -> None:
+    """The check's report for people: problems and affected files, then the summary."""
+    for problem in report.problems:
+        click.echo(f"problem: {problem}")
+    for path, snap in report.affected:
+        click.echo(f"affected: {display_path(path)} (backup {report.names.get(snap, snap)})")
+    if report.ok:
+        verified = (f", {plural(report.chunks_verified, 'chunk')} verified "
+                    f"({human_bytes(report.bytes_read)} read)" if read_data else "")
+        click.echo(f"ok: {plural(report.packs, 'pack')}{verified}")
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    if report.unreferenced_packs:
+        are = "is" if report.unreferenced_packs == 1 else "are"
+        click.echo(f"note: {plural(report.unreferenced_packs, 'pack')} in the vault {are} "
+                   "not referenced (left by an interrupted backup; harmless)")
+
+
+def _pack_progress(done: int, total: int) -> None:
+    sys.stderr.write(f"\r\033[Kchecked {done}/{total} packs")
+    sys.stderr.flush()
+
+
 @click.command()
 @click.option("--wait", is_flag=True, help="If a backup is running, wait for it.")
 @json_option
-@click.pass_obj
-def repair(obj, wait: bool, as_json: bool) -> None:
+@pass_repo(writer="repair")
+def repair(obj, repo, as_json: bool) -> None:
     """Store afresh the damaged chunks that files on disk still hold.
 
     Damage is what 'btfs check' found (it remembers it). For each damaged chunk, repair
@@ -85,9 +89,8 @@ def repair(obj, wait: bool, as_json: bool) -> None:
       btfs check --read-data; btfs repair
       btfs repair --json
     """
-    with Repo.open(obj.paths) as repo, repo.writer(wait=wait, what="repair"):
-        report = repo.repair()
-        names = snapshot_names(repo.catalog.snapshots()) if report.still_damaged else {}
+    report = repo.repair()
+    names = report.names
     if as_json:
         emit_json({"ok": report.ok, "damaged_chunks": report.damaged,
                    "healed_chunks": report.healed, "files_read": report.files_read,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -13,9 +12,7 @@ from typing import NoReturn
 
 import click
 
-from ..errors import BtfsError, UsageError
-from ..mounts import clear_dead
-from ..own import data_dirs
+from ..errors import BtfsError
 from ..repo import Repo
 
 READY_TIMEOUT = 30.0
@@ -52,25 +49,18 @@ def mount_cmd(obj, mountpoint: str, foreground: bool, allow_other: bool) -> None
       cp -a ~/backups/by-time/2026-11-20_093000/home/me/notes /tmp/notes-then
       btfs umount ~/backups
     """
-    try:
-        from ..fuse.mount import check_mountpoint, serve
-    except ImportError as e:  # everything else works without pyfuse3
-        raise BtfsError(f"mounting needs pyfuse3 and trio: {e}") from None
-
-    with Repo.open(obj.paths, readonly=True) as repo:
-        target = check_mountpoint(mountpoint, [t.path for t in repo.config.tracked],
-                                  data_dirs(obj.paths, repo.config))
-        if foreground:
-            serve(repo, target, allow_other=allow_other)
-            return
-    _start_background(obj, target, allow_other)
+    target = Repo.prepare_mountpoint(obj.paths, mountpoint)
+    if foreground:
+        Repo.serve_mount(obj.paths, target, allow_other=allow_other)
+    else:
+        _start_background(obj, target, allow_other)
 
 
 def _start_background(obj, target: str, allow_other: bool) -> None:
     """Fork a detached server (its own session, output to a log in the cache directory)
     and return once the mount answers, so a script can use it at once. A fork rather than
     a new `btfs mount --foreground` process: the interpreter and pyfuse3/trio are already
-    loaded, which halves the time to a ready mount."""
+    loaded, and loading them again would be most of the time to a ready mount."""
     obj.paths.ensure()
     log_path = obj.paths.cache_dir / f"mount-{target.strip('/').replace('/', '_')}.log"
     sys.stdout.flush()
@@ -90,15 +80,15 @@ def _start_background(obj, target: str, allow_other: bool) -> None:
             else:
                 click.echo(f"mounted at {target} (pid {pid}; log {log_path})")
                 _exit_at_once()
-        time.sleep(0.002)  # the server answers ~15 ms after the fork
+        time.sleep(0.002)  # short: a forked server is ready soon, and a script waits on us
     os.kill(pid, signal.SIGTERM)
     raise BtfsError(f"mount did not answer within {READY_TIMEOUT:.0f}s (log: {log_path})")
 
 
 def _exit_at_once() -> NoReturn:
     """The mount is up and this process has nothing left to do: skip the interpreter's
-    teardown of the modules pyfuse3 and trio bring, ~50 ms of CPU and ~90 ms of a
-    300-400 ms `btfs mount` (alternating runs), which a script waiting on it pays."""
+    teardown of the modules pyfuse3 and trio bring, a large share of a `btfs mount`
+    that a script waiting on it would pay for nothing."""
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -108,8 +98,6 @@ def _exit_at_once() -> NoReturn:
 
 def _serve_detached(paths, target: str, allow_other: bool, log_path) -> NoReturn:
     """The forked child: never returns into click; its exit code is for the log only."""
-    from ..fuse.mount import serve
-
     code = 1
     try:
         os.setsid()
@@ -122,8 +110,7 @@ def _serve_detached(paths, target: str, allow_other: bool, log_path) -> NoReturn
         os.close(out)
         root = logging.getLogger()
         root.setLevel(min(root.level, logging.INFO))  # the log says what the mount did
-        with Repo.open(paths, readonly=True) as repo:
-            serve(repo, target, allow_other=allow_other)
+        Repo.serve_mount(paths, target, allow_other=allow_other)
         code = 0
     except BtfsError as e:
         print(f"btfs: error: {e}", file=sys.stderr)
@@ -154,13 +141,5 @@ def umount_cmd(mountpoint: str) -> None:
     Example:
       btfs umount ~/backups
     """
-    target = os.path.abspath(os.path.expanduser(mountpoint))
-    if clear_dead(target):
+    if Repo.unmount(mountpoint):
         click.echo(f"unmounted {mountpoint} (its server had died)")
-        return
-    if not os.path.ismount(target):
-        raise UsageError(f"{mountpoint} is not mounted")
-    proc = subprocess.run(["fusermount3", "-u", target], capture_output=True, text=True)
-    if proc.returncode != 0:
-        reason = (proc.stderr.strip().splitlines() or ["fusermount3 failed"])[-1]
-        raise BtfsError(f"cannot unmount {mountpoint}: {reason}")

@@ -6,11 +6,8 @@ import sys
 
 import click
 
-from .. import config as config_mod
-from ..config import S3Settings
 from ..errors import UsageError
-from ..own import skipped_inside
-from ..repo import init_repo, track_dirs, untrack_dirs
+from ..repo import Repo, Setup
 from .output import emit_json, json_option, plural
 
 
@@ -52,20 +49,16 @@ def init(obj, vault: str | None, endpoint: str | None, region: str | None,
             first = click.prompt("First directory to back up (empty for none)", default="",
                                  show_default=False)
             track = (first,) if first.strip() else ()
-    s3 = None
-    if endpoint or region or profile:
-        s3 = S3Settings(endpoint=endpoint or "", region=region or "", profile=profile or "")
-        config_mod.validate(config_mod.Config(host_id="", vault="", s3=s3), "--endpoint")
-    cfg, created = init_repo(obj.paths, vault, s3)
-    if track:
-        cfg = track_dirs(obj.paths, list(track))
-    if created:
-        click.echo(f"initialized btfs: vault {cfg.vault}, config {obj.paths.config_file}")
+    done = Repo.init(obj.paths, vault, list(track), endpoint=endpoint, region=region,
+                     profile=profile)
+    if done.created:
+        click.echo(f"initialized btfs: vault {done.config.vault}, "
+                   f"config {obj.paths.config_file}")
     else:
-        click.echo(f"already initialized with vault {cfg.vault}; nothing changed")
-    for t in cfg.tracked:
+        click.echo(f"already initialized with vault {done.config.vault}; nothing changed")
+    for t in done.config.tracked:
         click.echo(f"tracking {t.path}")
-    _note_skipped(obj.paths, cfg)
+    _note_skipped(done)
 
 
 @click.command()
@@ -91,20 +84,19 @@ def track(obj, dirs, excludes, includes) -> None:
       btfs track ~/notes ~/photos --exclude '*.tmp' --exclude 'build/'
       btfs track ~/downloads --include '*.tgz' --include '*.zip'
     """
-    cfg = track_dirs(obj.paths, list(dirs), excludes, includes)
-    for t in cfg.tracked:
+    done = Repo.track(obj.paths, list(dirs), excludes, includes)
+    for t in done.config.tracked:
         extra = "".join(f" --exclude {p}" for p in t.excludes) + "".join(
             f" --include {p}" for p in t.includes)
         click.echo(f"tracking {t.path}{extra}")
-    _note_skipped(obj.paths, cfg)
+    _note_skipped(done)
 
 
-def _note_skipped(paths, cfg: config_mod.Config) -> None:
+def _note_skipped(done: Setup) -> None:
     """One line naming btfs's own directories and mounts inside what is tracked."""
-    skipped = skipped_inside(paths, cfg, [t.path for t in cfg.tracked])
-    if skipped:
+    if done.skipped:
         click.echo("note: never backed up: "
-                   + ", ".join(f"{d.path} ({d.what})" for d in skipped))
+                   + ", ".join(f"{d.path} ({d.what})" for d in done.skipped))
 
 
 @click.command()
@@ -118,7 +110,7 @@ def untrack(obj, dirs) -> None:
     Example:
       btfs untrack ~/photos
     """
-    cfg = untrack_dirs(obj.paths, list(dirs))
+    cfg = Repo.untrack(obj.paths, list(dirs))
     click.echo(f"{plural(len(cfg.tracked), 'directory')} tracked")
 
 
@@ -142,15 +134,13 @@ def config_show(obj, as_json: bool) -> None:
     Example:
       btfs config show
     """
-    cfg = config_mod.load(obj.paths)
-    doc = config_mod.to_dict(cfg, full=True)
+    view = Repo.show_config(obj.paths)
     if as_json:
-        emit_json({"config_file": str(obj.paths.config_file),
-                   "catalog": str(obj.paths.catalog), "cache_dir": str(obj.paths.cache_dir),
-                   **doc})
+        emit_json({"config_file": view.config_file, "catalog": view.catalog,
+                   "cache_dir": view.cache_dir, **view.settings})
         return
-    click.echo(f"# {obj.paths.config_file}")
-    click.echo(f"# catalog: {obj.paths.catalog}")
-    click.echo(f"# cache:   {obj.paths.cache_dir}")
-    click.echo(config_mod.dumps(doc), nl=False)
+    click.echo(f"# {view.config_file}")
+    click.echo(f"# catalog: {view.catalog}")
+    click.echo(f"# cache:   {view.cache_dir}")
+    click.echo(view.text, nl=False)
 

@@ -26,6 +26,7 @@ from .. import digest
 from ..catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Meta, Version
 from ..config import Config, TrackedDir
 from ..errors import BtfsError
+from ..userpath import is_under
 from .files import Batch, Chunker, Piece, WholeFile, cut_file, make_piece, read_batch
 from .memory import rare_collections, tune_allocator
 from .meta import meta_from_stat, read_xattrs
@@ -299,12 +300,8 @@ class Backup:
         where a directory that is still tracked covers them (a parent or a child)."""
         roots = {os.fsencode(t.path) for t in tracked}
         before = {os.fsencode(p) for p in json.loads(self.catalog.get_meta("roots") or "[]")}
-
-        def under(path: bytes, top: bytes) -> bool:
-            return path == top or path.startswith(top.rstrip(b"/") + b"/")
-
         for path in sorted(before - roots):
-            if any(under(path, root) for root in roots):
+            if any(is_under(path, root) for root in roots):
                 continue  # still backed up as part of a tracked parent
             node = self.catalog.node_for_path(path)
             head = self.catalog.head(node) if node else None
@@ -313,7 +310,7 @@ class Backup:
             stack = [(node, head.type, path)]
             while stack:
                 node_id, kind, entry_path = stack.pop()
-                if any(under(root, entry_path) for root in roots):
+                if any(is_under(root, entry_path) for root in roots):
                     # Holds a tracked directory: end its other contents, keep it.
                     if kind == DIR and entry_path not in roots:
                         for name, child in self.catalog.live_children(node_id).items():

@@ -41,6 +41,8 @@ class CheckReport:
     damaged: list[tuple[int, str, str]] = field(default_factory=list)
     # (chunk id, pack name) of chunks recorded damaged that verified where they lie now.
     sound: list[tuple[int, str]] = field(default_factory=list)
+    # snapshot id -> name, for the snapshots listed above (filled by Repo).
+    names: dict[int, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -61,6 +61,9 @@ def open_for_backup(path: bytes) -> int:
 
 
 def same_content_stat(a: os.stat_result, b: os.stat_result) -> bool:
+    """Whether a file read between two stats of it was left alone: the rule of
+    catalog.model.UNCHANGED_BY_STAT, without its type (it cannot change under an open
+    descriptor), spelled out because it runs for every file read."""
     return (a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
             and a.st_ctime_ns == b.st_ctime_ns and a.st_ino == b.st_ino)
 

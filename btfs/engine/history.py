@@ -4,6 +4,7 @@ or snapshot name. Pure catalog reads."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Iterator
 
 from ..catalog import DELETED, Catalog, Snapshot, Version
 from ..errors import UsageError
@@ -45,9 +46,22 @@ def parse_time(text: str) -> int:
                      "or a snapshot name like 2026-11-20_093000")
 
 
+def numbered(versions: Iterable[Version]) -> Iterator[tuple[int | None, Version]]:
+    """The one numbering of a path's versions (oldest first), shown by `btfs log` and
+    taken by `btfs restore --version N`: 1, 2, ... for the versions a user can restore;
+    a deletion gets no number (None) and does not advance the count."""
+    number = 0
+    for version in versions:
+        if version.type == DELETED:
+            yield None, version
+        else:
+            number += 1
+            yield number, version
+
+
 def committed_versions(catalog: Catalog, node_id: int) -> list[Version]:
-    """The versions a user can restore (numbered from 1 in `btfs log`): no deletions."""
-    return [v for v in catalog.versions_of(node_id) if v.type != DELETED]
+    """The versions a user can restore, version N at index N - 1 (see `numbered`)."""
+    return [v for n, v in numbered(catalog.versions_of(node_id)) if n is not None]
 
 
 def find_snapshot(catalog: Catalog, name_or_id: str) -> Snapshot:

@@ -37,6 +37,8 @@ class RepairReport:
     files_read: int = 0
     # (path, snapshot id) of versions that still use a damaged chunk.
     still_damaged: list[tuple[bytes, int]] = field(default_factory=list)
+    # snapshot id -> name, for the snapshots listed above (filled by Repo).
+    names: dict[int, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

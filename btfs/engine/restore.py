@@ -86,8 +86,8 @@ def write_content(fd: int, source: ChunkSource, refs: list[ChunkRef]) -> int:
         for start in range(0, len(data), HOLE_BLOCK):
             block = view[start:start + HOLE_BLOCK]
             # Most blocks show data in their first or last byte; only the others are
-            # compared whole (bytes == bytes is a memcmp; a memoryview compares item by
-            # item, ~50x slower; both copy, which was a fifth of a restore's worker time).
+            # compared whole, as bytes (one memcmp; a memoryview compares item by item),
+            # since both that compare and its copy are a restore worker's own work.
             if not (block[0] or block[-1]) and bytes(block) == zero[:len(block)]:
                 continue  # leave a hole; ftruncate below sets the length
             os.pwrite(fd, block, pos + start)
@@ -104,10 +104,9 @@ class Restorer:
         self.catalog = catalog
         self.source = source
         self.content_only = content_only
-        # One worker per core. Each file costs its worker ~10 syscalls, each a GIL
-        # hand-off; with 4 workers on 2 cores, perf put ~28% of the restore's CPU time in
-        # futex waits and wake-ups, and 2 workers restored linux-6.1 faster (9.8-13.1 s
-        # against 13.8-15.0 s).
+        # One worker per core (at least two). Each file costs its worker a handful of
+        # syscalls, each a GIL hand-off: more workers than cores spend their time in
+        # futex waits and wake-ups handing the GIL around, not restoring.
         self.threads = threads or max(2, os.cpu_count() or 2)
         # Hard links: files that shared an inode at backup time (same st_ino, nlink > 1,
         # same content) are linked again within one restore, as tar and rsync -H do.
@@ -146,9 +145,9 @@ class Restorer:
                     result.dirs += 1
                     dirs.append((path, ver))
                     entries = self.catalog.children_at(node, snapshot_id)
-                    # The main thread walks the catalog and creates every entry: two
-                    # queries per file for its chunks' places were ~45% of its py-spy
-                    # samples; now it is two more queries per directory.
+                    # The main thread walks the catalog and creates every entry, so it
+                    # must not query per file: its files' chunk places come in one
+                    # batch per directory.
                     refs_of = self.catalog.contents_refs(
                         e.version.meta.content_id for e in entries if e.version.type == FILE)
                     # Pushed in reverse so they are taken in name order: the order a

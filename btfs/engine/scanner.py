@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from ..catalog import DELETED, DIR, FILE, ROOT, SYMLINK, Catalog, LiveChild
 from ..config import Config, TrackedDir
+from ..userpath import is_under
 from .excludes import Matcher, is_cache_dir
 from .meta import meta_from_stat
 
@@ -126,7 +127,7 @@ class Scanner:
         if not stat.S_ISDIR(root_st.st_mode):
             self.warn(f"tracked directory {tracked.path} is not a directory; skipped")
             return
-        if any(root == p or root.startswith(p + b"/") for p in self.never):
+        if any(is_under(root, p) for p in self.never):
             self.warn(f"tracked directory {tracked.path} is never backed up (btfs's own "
                       "files or mount, or /proc, /sys, /dev, /run); skipped")
             return
@@ -188,6 +189,9 @@ class Scanner:
 
     def _scan_listed(self, fd: int, path: bytes, node: int | None, rel: bytes,
                      matcher: Matcher, root_dev: int):
+        """The events for one listed directory's entries. Long because it is the
+        per-entry loop of every backup: its steps share locals that a split into
+        functions would turn into calls and lookups per entry."""
         try:
             names = sorted(os.listdir(path))  # no DirEntry objects: only names are needed
         except OSError as e:
@@ -230,8 +234,9 @@ class Scanner:
                          os.fsdecode(path + b"/" + name))
                 continue
             entry = live.pop(name, None)  # what is left in `live` at the end is gone
-            # Change detection: lstat against the newest version, st_dev deliberately not
-            # compared (a btrfs/ZFS snapshot as source would look all new).
+            # Change detection: lstat against the newest version by the one rule,
+            # catalog.model.UNCHANGED_BY_STAT (LiveChild holds those fields after its
+            # node_id), spelled as one tuple compare: this runs for every entry.
             same = entry is not None and entry[1:] == (kind, st.st_size, st.st_mtime_ns,
                                                        st.st_ctime_ns, st.st_ino)
             if same and kind != DIR and entry.node_id not in report:

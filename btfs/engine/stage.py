@@ -13,7 +13,7 @@ import os
 from ..catalog import FILE, SYMLINK, Catalog
 from ..config import Config
 from ..errors import UsageError
-from ..userpath import to_catalog_path
+from ..userpath import is_under, to_catalog_path
 from .files import Chunker, cut_file, make_piece
 from .meta import file_type, meta_from_stat, read_xattrs
 from .store import ChunkStore
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def tracked_root(config: Config, path: str) -> str | None:
     for t in config.tracked:
-        if path == t.path or path.startswith(t.path.rstrip("/") + "/"):
+        if is_under(path, t.path):
             return t.path
     return None
 

@@ -10,6 +10,7 @@ from ..catalog import Catalog
 from ..config import Config
 from ..errors import UsageError
 from ..text import display_path
+from ..userpath import is_under
 from .scanner import Changed, Deleted, Scanner
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def status(catalog: Catalog, config: Config, under: bytes | None = None, *,
         return catalog.child_node(parent, name) if parent is not None else None
 
     def inside(path: bytes) -> bool:
-        return under is None or path == under or path.startswith(under.rstrip(b"/") + b"/")
+        return under is None or is_under(path, under)
 
     def warn(message: str) -> None:
         log.warning("%s", message)
@@ -50,14 +51,14 @@ def status(catalog: Catalog, config: Config, under: bytes | None = None, *,
     scanner = Scanner(catalog, config, lookup, warn, never=never)
     for tracked in config.tracked:
         root = os.fsencode(tracked.path)
-        if under is not None and not (inside(root) or under.startswith(root + b"/")):
+        if under is not None and not (inside(root) or is_under(under, root)):
             continue
         for event in scanner.scan(tracked):
             if not event.counted:
                 continue
             if not inside(event.path):
                 # `under` is gone with a deleted directory above it: report that one.
-                if isinstance(event, Deleted) and under.startswith(event.path + b"/"):
+                if isinstance(event, Deleted) and is_under(under, event.path):
                     result.deleted.append(event.path)
                 continue
             if isinstance(event, Deleted):
@@ -73,11 +74,7 @@ def status(catalog: Catalog, config: Config, under: bytes | None = None, *,
 
 def _check_under(catalog: Catalog, config: Config, under: bytes) -> None:
     roots = [os.fsencode(t.path) for t in config.tracked]
-
-    def below(path: bytes, top: bytes) -> bool:
-        return path == top or path.startswith(top.rstrip(b"/") + b"/")
-
-    if not any(below(under, r) or below(r, under) for r in roots):
+    if not any(is_under(under, r) or is_under(r, under) for r in roots):
         raise UsageError(f"{display_path(under)} is not inside a tracked directory")
     if not os.path.lexists(under) and catalog.node_for_path(under) is None:
         raise UsageError(f"{display_path(under)} does not exist and was never backed up")

@@ -23,6 +23,7 @@ from ..errors import UsageError
 from ..lock import WriterLock
 from ..own import OwnDir
 from ..repo import Repo
+from ..userpath import is_under
 from .ops import Operations
 from .tree import Tree
 
@@ -139,16 +140,16 @@ def check_mountpoint(path: str, tracked: Iterable[str] = (),
     full = os.path.abspath(os.path.expanduser(path))
     mounts.clear_dead(full)
     for other in mounts.btfs_mounts():
-        if full.startswith(other.rstrip("/") + "/"):
+        if full != other and is_under(full, other):
             raise UsageError(f"mountpoint {path} is inside the btfs mount {other}")
     if os.path.ismount(full) or full in mounts.btfs_mounts():
         raise UsageError(f"{path} is already mounted")
     real = os.path.realpath(full)
     for d in own:
-        if real == d.path or real.startswith(d.path.rstrip("/") + "/"):
+        if is_under(real, d.path):
             raise UsageError(f"mountpoint {path} is inside {d.what} ({d.path})")
     for t in tracked:
-        if t == real or t.startswith(real.rstrip("/") + "/"):
+        if is_under(t, real):
             what = "is tracked" if t == real else f"holds the tracked directory {t}"
             raise UsageError(f"mountpoint {path} {what}: a mount would hide it from backups")
     if not os.path.lexists(full):
