@@ -137,10 +137,10 @@ class _Recorder:
 
     def __init__(self, path: str, source: bytes):
         self.catalog = Catalog(path)
-        with self.catalog.transaction():
-            self.snapshot = self.catalog.begin_snapshot("floor", time.time_ns())
-        self.catalog.begin()
-        self.root = self.catalog.node_for_path(source, create=True)
+        with self.catalog.writer.transaction():
+            self.snapshot = self.catalog.writer.begin_snapshot("floor", time.time_ns())
+        self.catalog.writer.begin()
+        self.root = self.catalog.writer.node_for_path(source)
         self.ids: dict[bytes, int | None] = {}  # chunk hash -> id (None: in the open pack)
         self.open_chunks: list[NewChunk] = []
         self.files: list[tuple[int, object, list[bytes]]] = []  # read, not yet recorded
@@ -148,15 +148,15 @@ class _Recorder:
     def entry(self, parent: int, name: bytes, path: bytes, st: os.stat_result,
               kind: str | None) -> int:
         """A node for the entry; a version now unless it is a file with content."""
-        node = self.catalog.add_node(parent, name)
+        node = self.catalog.writer.add_node(parent, name)
         if kind == DIR:
-            self.catalog.add_version(node, self.snapshot, meta_from_stat(st, DIR))
+            self.catalog.writer.add_version(node, self.snapshot, meta_from_stat(st, DIR))
         elif kind == SYMLINK:
-            self.catalog.add_version(node, self.snapshot, meta_from_stat(
+            self.catalog.writer.add_version(node, self.snapshot, meta_from_stat(
                 st, SYMLINK, target=os.readlink(path)))
         elif kind == FILE and st.st_size == 0:
-            content = self.catalog.add_content(digest.EMPTY, 0, ())
-            self.catalog.add_version(node, self.snapshot, meta_from_stat(
+            content = self.catalog.chunks.add_content(digest.EMPTY, 0, ())
+            self.catalog.writer.add_version(node, self.snapshot, meta_from_stat(
                 st, FILE, content_id=content))
         return node
 
@@ -173,20 +173,20 @@ class _Recorder:
         self.files.append((node, meta_from_stat(st, FILE), hashes))
 
     def sealed(self, name: str, size: int) -> None:
-        self.ids.update(self.catalog.add_pack(name, size, self.open_chunks, time.time_ns()))
+        self.ids.update(self.catalog.chunks.add_pack(name, size, self.open_chunks, time.time_ns()))
         self.open_chunks = []
         ready, waiting = [], []
         for f in self.files:
             (waiting if any(self.ids[h] is None for h in f[2]) else ready).append(f)
         self.files = waiting
-        self.catalog.add_file_versions(self.snapshot, [
+        self.catalog.writer.add_file_versions(self.snapshot, [
             (node, meta, hashes[0] if len(hashes) == 1 else digest.digest(b"".join(hashes)),
              meta.size, [self.ids[h] for h in hashes]) for node, meta, hashes in ready])
-        self.catalog.commit()
-        self.catalog.begin()
+        self.catalog.writer.commit()
+        self.catalog.writer.begin()
 
     def close(self) -> None:
-        self.catalog.commit()
+        self.catalog.writer.commit()
         self.catalog.close()
 
 

@@ -37,6 +37,9 @@ Steps, per repetition, tools interleaved (the order rotates from one repetition 
   6. restore the source tree: btfs ``cp -a`` out of its mount, ``restic restore``,
      ``borg extract`` (and, for reference, ``btfs restore PATH --to DEST``); the restored
      file count and bytes are checked against the source (a mismatch becomes a note).
+  7. the S3 rows (bench/s3.py): btfs and restic backing up copies of the same data to one
+     moto server on 127.0.0.1: initial, no-change and after-change backups of the source
+     tree, restore, cold ``cat`` through the mount, peak RSS.
 Native limits: ``find``, ``tar`` and cold ``cat`` on the source itself, and the ``cp -a``;
 and the floors: ``find``, ``tar`` and ``cp -a`` of the source tree through bench/floor.py,
 a pyfuse3 server that answers from memory and passes reads to the disk; and an initial
@@ -58,7 +61,8 @@ BENCH_SCALE_BACKUPS backups (default 100) at 1% churn plus one file changed ever
 then catalog size, a no-change backup, mount ready time, ``ls`` of ``by-time/`` and of the
 ``by-file/`` directory of the file with one version per backup, RSS of backup and mount.
 
-Env: BENCH_REPS (repetitions), BENCH_BTFS (btfs executable, default .venv/bin/btfs),
+Env: BENCH_REPS (repetitions), BENCH_S3 (1: local and S3 rows, the default; 0: local rows
+only; only: S3 rows only), BENCH_BTFS (btfs executable, default .venv/bin/btfs),
 BENCH_SCALE_FILES, BENCH_SCALE_BACKUPS, BENCH_SCALE_REUSE=1 (remeasure on the repository
 an earlier scale run left in bench/work: its churn backup times are carried over from the
 report that run left beside the repository, the initial backup is redone into a fresh
@@ -121,9 +125,11 @@ from .report import (
     main_steps,
     main_table,
     native_table,
+    s3_steps,
     versions,
     write_results,
 )
+from .s3 import moto_version, run_s3_pass
 from .scale import run_scale
 from .tools import Borg, Btfs, Dataset, Floor, Restic, Tool
 
@@ -236,6 +242,13 @@ class MainBench:
         shell(f"cat '{self.large.path}'/* > /dev/null", name="warm-large", timeout=limit)
 
     def repetition(self, tools: list[Tool]) -> None:
+        s3 = os.environ.get("BENCH_S3", "1")
+        if s3 != "only":
+            self.local_steps(tools)
+        if s3 != "0":
+            run_s3_pass(self, len(self.rec.reps) - 1)
+
+    def local_steps(self, tools: list[Tool]) -> None:
         r = self.rec
         self.reset_data()
         self.native()
@@ -451,6 +464,7 @@ def run_main(mode: Mode) -> None:
     started = dt.datetime.now()
     bench = MainBench(mode)
     info, vers = machine_info(), versions(bench.tools)
+    vers["moto"] = moto_version()
     src_desc = describe_tree(bench.src_pristine)
     try:
         bench.run()
@@ -459,6 +473,7 @@ def run_main(mode: Mode) -> None:
     reps = bench.rec.reps
     steps = main_steps(mode)
     table, medians = main_table(steps, reps)
+    s3_table, s3_medians = main_table(s3_steps(mode), reps, others=("restic",))
     ntable, nmedians = native_table(reps)
     ftable = floors_table(steps, medians, nmedians)
     elapsed = (dt.datetime.now() - started).total_seconds()
@@ -484,11 +499,15 @@ def run_main(mode: Mode) -> None:
         + " (bench/work/logs/ and the run's output give it per step)",
     ]
     notes = DROP_CACHES_NOTE + sorted(set(NOTES))
+    only = os.environ.get("BENCH_S3", "1")
+    local = [] if only == "only" else ["", table]
+    s3 = [] if only == "0" else ["", "S3 vault, moto's server on 127.0.0.1 (bench/s3.py; both "
+                                 "tools write to the same server):", "", s3_table]
+    floors = [] if only == "only" else ["", ntable, "", "The goals against the floors "
+                                        "measured in this run:", "", ftable]
     md = "\n".join(
         header_lines(f"btfs benchmark, {mode.name} mode, {started:%Y-%m-%d %H:%M}", info, vers)
-        + data_lines + method + ["", table, "", ntable, "",
-                                 "The goals against the floors measured in this run:", "",
-                                 ftable, ""]
+        + data_lines + method + local + s3 + floors + [""]
         + (["Notes:", *(f"- {n}" for n in notes), ""] if notes else [])
     )
     doc = {"mode": mode.name, "started": started.isoformat(), "elapsed_s": elapsed,
@@ -496,13 +515,12 @@ def run_main(mode: Mode) -> None:
            "data": {"source": str(bench.src_pristine), **src_desc,
                     "large": list(mode.large), "large_size": mode.large_size,
                     "change": bench.change},
-           "medians": medians, "native": nmedians, "repetitions": reps,
+           "medians": medians, "s3_medians": s3_medians, "native": nmedians, "repetitions": reps,
            "steal_per_repetition": bench.rec.steal, "notes": notes}
-    path = write_results(mode.name, md, doc)
-    log("")
-    log(table)
-    log("")
-    log(ntable)
+    path = write_results(mode.name + ("-s3" if only == "only" else ""), md, doc)
+    for part in (local, s3, floors):
+        for line in part:
+            log(line)
     for n in notes:
         log(f"note: {n}")
     log(f"\nwritten: {path.relative_to(ROOT)} and .json")

@@ -79,6 +79,29 @@ def main_steps(mode: Mode) -> list[Step]:
     ]
 
 
+def s3_steps(mode: Mode) -> list[Step]:
+    """The S3 rows (bench/s3.py): btfs and restic against one moto server on 127.0.0.1."""
+    return [
+        Step("s3_backup_initial_src", "S3: initial backup, source tree", "s",
+             Goal("restic", "<=", 0.6)),
+        Step("s3_backup_nochange_src", "S3: no-change backup, source tree", "s",
+             Goal("restic", "<=", 0.25)),
+        Step("s3_backup_change_src", "S3: after-change backup, source tree", "s",
+             Goal("restic", "<=", 0.3)),
+        Step("s3_rss_backup_src", "S3: peak RSS of a backup, source tree (max of 3)", "MB",
+             Goal(None, "<=", 100, "MB")),
+        Step("s3_repo_src", "S3: bytes in the bucket (btfs: + catalog), source tree", "MB"),
+        Step("s3_backup_initial_large", f"S3: initial backup of the {mode.large_size // MiB} "
+             "MiB file", "s"),
+        Step("s3_restore", "S3: restore source tree (btfs: cp -a from mount)", "s",
+             Goal("restic", "<=", 1.0)),
+        Step("s3_restore_cli", "S3: restore source tree with btfs restore", "s",
+             Goal("restic", "<=", 1.0), ref_step="s3_restore"),
+        Step("s3_cat_mount", f"S3: cold cat of the {mode.large_size // MiB} MiB file through "
+             "the mount (read cache empty)", "MB/s", Goal(None, ">=", 200, "MB/s")),
+    ]
+
+
 NATIVE_STEPS = [
     Step("native_cp", "cp -a of the source tree", "s"),
     Step("native_find", "find over the source tree", "s"),
@@ -143,7 +166,7 @@ def cell(s: dict, reps: int) -> str:
 
 def md_table(headers: list[str], rows: list[list[str]]) -> str:
     rows = [[c.replace("|", "\\|") for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
@@ -151,25 +174,25 @@ def md_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), sep, *(line(r) for r in rows)])
 
 
-def main_table(steps: list[Step], reps: list[dict]) -> tuple[str, dict]:
+def main_table(steps: list[Step], reps: list[dict],
+               others: tuple[str, ...] = ("restic", "borg")) -> tuple[str, dict]:
+    """The table of `steps`: btfs, then each of `others`, ratios and goals."""
     n = len(reps)
     rows, medians = [], {}
     for st in steps:
-        s = {t: summarize(reps, st.key, t) for t in ("btfs", "restic", "borg")}
+        s = {t: summarize(reps, st.key, t) for t in ("btfs", *others)}
         medians[st.key] = {t: v.get("median", {"failed": v.get("failed")}) for t, v in s.items()}
         b = s["btfs"].get("median")
-        refs = {t: summarize(reps, st.ref_step or st.key, t).get("median")
-                for t in ("restic", "borg")}
+        refs = {t: summarize(reps, st.ref_step or st.key, t).get("median") for t in others}
         ratio = {t: f"{b / o:.2f}×" if b is not None and o else "-" for t, o in refs.items()}
         goal = ""
         if st.goal:
             ref = refs[st.goal.ref] if st.goal.ref else None
             ok = st.goal.met(b, ref) if b is not None else None
             goal = st.goal.text() + {True: " ✓", False: " ✗", None: ""}[ok]
-        rows.append([f"{st.label} ({st.unit})", cell(s["btfs"], n), cell(s["restic"], n),
-                     cell(s["borg"], n), ratio["restic"], ratio["borg"], goal])
-    table = md_table(["step", "btfs", "restic", "borg", "btfs/restic", "btfs/borg", "goal"],
-                     rows)
+        rows.append([f"{st.label} ({st.unit})", cell(s["btfs"], n),
+                     *(cell(s[t], n) for t in others), *(ratio[t] for t in others), goal])
+    table = md_table(["step", "btfs", *others, *(f"btfs/{t}" for t in others), "goal"], rows)
     return table, medians
 
 

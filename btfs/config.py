@@ -62,6 +62,8 @@ class S3Settings:
     retry_seconds: int = 900  # how long one request keeps retrying temporary failures
     read_cache: int = 1 << 30  # bytes of vault reads kept on local disk
     limit_upload: int = 0  # bytes per second for the whole process; 0 means no limit
+    timeout: int = 60  # seconds a request waits for the server (to connect, or for more of
+    # its answer) before it counts as failed and is retried
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,8 @@ def validate(config: Config, where: str = "config") -> None:
     if s3.retry_seconds < 0 or s3.read_cache < 0 or s3.limit_upload < 0:
         raise ConfigError(f"{where}: s3.retry_seconds, s3.read_cache and s3.limit_upload "
                           "must not be negative")
+    if not 1 <= s3.timeout <= 3600:
+        raise ConfigError(f"{where}: s3.timeout must be 1..3600 seconds")
     if s3.endpoint and not s3.endpoint.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: s3.endpoint must be an http:// or https:// URL")
 

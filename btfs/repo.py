@@ -163,7 +163,7 @@ class Repo:
         except BaseException:
             vault.close()
             raise
-        if catalog.get_meta("vault_id") != ident.vault_id:
+        if catalog.history.get_meta("vault_id") != ident.vault_id:
             catalog.close()
             vault.close()
             raise VaultError(f"vault {vault.url} is not the one this catalog belongs to")
@@ -185,8 +185,8 @@ class Repo:
         lock = WriterLock(self.paths.lock)
         lock.acquire(wait=wait, what=what)
         try:
-            with self.catalog.transaction():
-                dead = self.catalog.mark_interrupted()
+            with self.catalog.writer.transaction():
+                dead = self.catalog.writer.mark_interrupted()
             if dead:
                 log.info("snapshots %s were interrupted; their committed files are kept", dead)
             self.vault.clean_tmp()
@@ -234,7 +234,7 @@ class Repo:
 
     def expected_work(self) -> Work:
         """What the next backup will likely go through, for a progress meter's ETA."""
-        return expected_work(self.catalog.snapshots())
+        return expected_work(self.catalog.history.snapshots())
 
     def backup(self, *, one_file_system: bool = False, limit_upload: int | None = None,
                progress: Callable[[Stats, bytes], None] | None = None) -> Stats:
@@ -286,11 +286,11 @@ class Repo:
         from .engine.history import numbered
 
         node, _ = self._node(path)
-        names = snapshot_names(self.catalog.snapshots())
+        names = snapshot_names(self.catalog.history.snapshots())
         rows = []
-        for number, v in numbered(self.catalog.versions_of(node)):
+        for number, v in numbered(self.catalog.history.versions_of(node)):
             m = v.meta
-            b3 = self.catalog.content(m.content_id).digest.hex() if v.type == FILE else None
+            b3 = self.catalog.chunks.content(m.content_id).digest.hex() if v.type == FILE else None
             rows.append(LogRow(number, names[v.snapshot_id], v.snapshot_id, v.type, m.size,
                                b3, m.target,
                                stat.filemode(m.mode) if v.type != DELETED else None,
@@ -331,11 +331,11 @@ class Repo:
                 target = os.path.join(target, name)
             return target
         if version.type == FILE:
-            tag = self.catalog.content(version.meta.content_id).digest.hex()[:8]
+            tag = self.catalog.chunks.content(version.meta.content_id).digest.hex()[:8]
         elif version.type == SYMLINK:
             tag = digest.hexdigest(version.meta.target)[:8]
         else:
-            tag = snapshot_names(self.catalog.snapshots())[version.snapshot_id]
+            tag = snapshot_names(self.catalog.history.snapshots())[version.snapshot_id]
         return os.path.join(os.path.dirname(raw), name + b"." + tag.encode())
 
     # -- looking after the vault -----------------------------------------------------
@@ -350,7 +350,7 @@ class Repo:
         --read-data). Recording is a write, so it takes the writer lock, waiting for a
         running backup: a backup that does not know of the damage would only go on
         reusing the damaged chunks. The record is kept only for chunks that still lie
-        where the check read them (Catalog.record_damage)."""
+        where the check read them (ChunkIndex.record_damage)."""
         from .engine.check import check
 
         report = check(self.catalog, self.vault, read_data=read_data, progress=progress)
@@ -358,15 +358,15 @@ class Repo:
             lock = WriterLock(self.paths.lock)
             lock.acquire(wait=True, what="check")
             try:
-                with Catalog(self.paths.catalog) as catalog, catalog.transaction():
-                    marked = catalog.record_damage(report.damaged, report.sound,
+                with Catalog(self.paths.catalog) as catalog, catalog.writer.transaction():
+                    marked = catalog.chunks.record_damage(report.damaged, report.sound,
                                                    time.time_ns())
             finally:
                 lock.release()
             log.info("recorded %d damaged chunks; %d known damaged verified", marked,
                      len(report.sound))
         if report.affected:
-            report.names = snapshot_names(self.catalog.snapshots())
+            report.names = snapshot_names(self.catalog.history.snapshots())
         return report
 
     def repair(self) -> RepairReport:
@@ -377,7 +377,7 @@ class Repo:
         with self._store() as store:
             report = repair(self.catalog, store, self.config)
         if report.still_damaged:
-            report.names = snapshot_names(self.catalog.snapshots())
+            report.names = snapshot_names(self.catalog.history.snapshots())
         return report
 
     # -- mounting --------------------------------------------------------------------
@@ -438,8 +438,8 @@ class Repo:
         or None when `path` is not a directory in the history (its own log then)."""
         from .engine.browse import folder_log
 
-        node = self.catalog.node_for_path(self._catalog_path(path))
-        if node is None or not self.catalog.node_has_children(node):
+        node = self.catalog.history.node_for_path(self._catalog_path(path))
+        if node is None or not self.catalog.history.node_has_children(node):
             return None
         return folder_log(self.catalog, node, snapshot_names(self.snapshots()), files=files)
 
@@ -453,18 +453,19 @@ class Repo:
         ends in '/'."""
         typed_dir, _, prefix = incomplete.rpartition("/")
         base = (typed_dir or "/") if incomplete.startswith("/") else (typed_dir or ".")
-        node = self.catalog.node_for_path(self._catalog_path(base + "/"))
+        node = self.catalog.history.node_for_path(self._catalog_path(base + "/"))
         if node is None:
             return []
         lead = typed_dir + "/" if "/" in incomplete else ""
         wanted = os.fsencode(prefix)
         return [lead + os.fsdecode(name) + ("/" if self._is_dir(child) else "")
-                for child, name in self.catalog.node_children(node)
+                for child, name in self.catalog.history.node_children(node)
                 if name.startswith(wanted)]
 
     def _is_dir(self, node: int) -> bool:
-        head = self.catalog.head(node)
-        return (head is not None and head.type == DIR) or self.catalog.node_has_children(node)
+        history = self.catalog.history
+        head = history.head(node)
+        return (head is not None and head.type == DIR) or history.node_has_children(node)
 
     def _catalog_path(self, path: str) -> bytes:
         return to_catalog_path(path, self._tracked())
@@ -488,8 +489,8 @@ class Repo:
         """The node and catalog path of a path the user gave, which must have been
         backed up."""
         raw = to_catalog_path(path, self._tracked())
-        node = self.catalog.node_for_path(raw)
-        if node is None or not self.catalog.versions_of(node):
+        node = self.catalog.history.node_for_path(raw)
+        if node is None or not self.catalog.history.versions_of(node):
             raise UsageError(f"{path} was never backed up")
         return node, raw
 
@@ -547,12 +548,12 @@ def init_repo(paths: Paths, vault_url: str,
     paths.ensure()
     cfg = existing or Config(host_id=str(uuid.uuid4()), vault=url, s3=settings)
     with Catalog(paths.catalog) as catalog:
-        known = catalog.get_meta("vault_id")
+        known = catalog.history.get_meta("vault_id")
         if known is not None and known != ident.vault_id:
             raise BtfsError(f"catalog {paths.catalog} belongs to another vault")
-        with catalog.transaction():
-            catalog.set_meta("vault_id", ident.vault_id)
-            catalog.set_meta("host_id", cfg.host_id)
+        with catalog.writer.transaction():
+            catalog.writer.set_meta("vault_id", ident.vault_id)
+            catalog.writer.set_meta("host_id", cfg.host_id)
     os.chmod(paths.catalog, 0o600)
     config_mod.save(paths, cfg)
     return cfg, True

@@ -213,23 +213,23 @@ class StoredReader:
         self.source = ChunkSource(vault, cache_bytes=8 * MiB)
 
     def content(self, content_id: int) -> bytes:
-        content = self.catalog.content(content_id)
-        layout = FileLayout(self.catalog.chunk_refs(content.chunk_ids))
+        content = self.catalog.chunks.content(content_id)
+        layout = FileLayout(self.catalog.chunks.chunk_refs(content.chunk_ids))
         assert layout.size == content.size
         data = read_range(self.source, layout, 0, layout.size) if layout.size else b""
         assert blake3(data).digest() == content.digest
         return data
 
     def tree(self, root: Path | bytes, snapshot_id: int) -> dict[bytes, Item]:
-        node = self.catalog.node_for_path(os.fsencode(root))
+        node = self.catalog.history.node_for_path(os.fsencode(root))
         assert node is not None, f"{root} was never backed up"
-        version = self.catalog.version_at(node, snapshot_id)
+        version = self.catalog.history.version_at(node, snapshot_id)
         assert version is not None, f"{root} is not in snapshot {snapshot_id}"
         tree = {b"": self._item(version)}
         stack = [(b"", node)]
         while stack:
             rel, parent = stack.pop()
-            for entry in self.catalog.children_at(parent, snapshot_id):
+            for entry in self.catalog.history.children_at(parent, snapshot_id):
                 child = rel + b"/" + entry.name if rel else entry.name
                 tree[child] = self._item(entry.version)
                 if entry.version.type == DIR:
@@ -288,7 +288,7 @@ def recorded(catalog: Catalog, snapshot_id: int, under: Path | bytes) -> dict[by
     out = {}
     for node_id, kind in catalog.db.query(
             "SELECT node_id, type FROM version WHERE snapshot_id=?", (snapshot_id,)):
-        path = catalog.node_path(node_id)
+        path = catalog.history.node_path(node_id)
         if path == prefix or path.startswith(prefix + b"/"):
             out[path] = kind
     return out

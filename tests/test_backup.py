@@ -56,7 +56,7 @@ def test_awkward_tree_round_trip(repo_factory, src):
     repo = repo_factory(src)
     stats = backup(repo)
     assert stats.state == "complete" and stats.errors == 0
-    assert repo.catalog.snapshot(stats.snapshot_id).state == "complete"
+    assert repo.catalog.history.snapshot(stats.snapshot_id).state == "complete"
 
     stored = stored_tree(repo.catalog, repo.vault, src, stats.snapshot_id)
     source = source_tree(src)
@@ -89,10 +89,11 @@ def test_hard_links_share_inode_and_content(repo_factory, src):
     repo = repo_factory(src)
     stats = backup(repo)
     cat = repo.catalog
-    a = cat.version_at(cat.node_for_path(os.fsencode(src) + b"/" + t.notes["hard_a"]),
-                       stats.snapshot_id)
-    b = cat.version_at(cat.node_for_path(os.fsencode(src) + b"/" + t.notes["hard_b"]),
-                       stats.snapshot_id)
+    history = cat.history
+    a = history.version_at(history.node_for_path(os.fsencode(src) + b"/" + t.notes["hard_a"]),
+                           stats.snapshot_id)
+    b = history.version_at(history.node_for_path(os.fsencode(src) + b"/" + t.notes["hard_b"]),
+                           stats.snapshot_id)
     assert a.meta.ino == b.meta.ino == os.lstat(src / "hard-a").st_ino
     assert a.meta.nlink == b.meta.nlink == 2
     assert a.meta.content_id == b.meta.content_id
@@ -105,8 +106,9 @@ def test_sparse_file_reads_back_with_its_holes(repo_factory, src):
         f.write(b"x" * 777)
     repo = repo_factory(src)
     stats = backup(repo)
-    version = repo.catalog.version_at(repo.catalog.node_for_path(os.fsencode(src / "disk.img")),
-                                      stats.snapshot_id)
+    history = repo.catalog.history
+    version = history.version_at(history.node_for_path(os.fsencode(src / "disk.img")),
+                                 stats.snapshot_id)
     data = StoredReader(repo.catalog, repo.vault).content(version.meta.content_id)
     assert data == (src / "disk.img").read_bytes()
     # Zeros compress and deduplicate: far less than the apparent size is stored.
@@ -132,9 +134,9 @@ def test_large_file_is_chunked_and_an_insertion_adds_few_chunks(repo_factory, sr
     assert second.bytes_added < 20 * MiB / 4, second.bytes_added
     assert second.bytes_read == len(changed)
 
-    node = repo.catalog.node_for_path(os.fsencode(src / "big.bin"))
+    node = repo.catalog.history.node_for_path(os.fsencode(src / "big.bin"))
     reader = StoredReader(repo.catalog, repo.vault)
-    v1, v2 = repo.catalog.versions_of(node)
+    v1, v2 = repo.catalog.history.versions_of(node)
     assert reader.content(v1.meta.content_id) == data
     assert reader.content(v2.meta.content_id) == changed
 
@@ -166,8 +168,9 @@ def _file_places(repo, root: Path) -> list[tuple[str, tuple[str, int]]]:
             if entry.is_dir():
                 walk(entry)
                 continue
-            meta = repo.catalog.head(repo.catalog.node_for_path(os.fsencode(entry))).meta
-            ref = repo.catalog.content_refs(meta.content_id)[0]
+            history = repo.catalog.history
+            meta = history.head(history.node_for_path(os.fsencode(entry))).meta
+            ref = repo.catalog.chunks.content_refs(meta.content_id)[0]
             out.append((str(entry.relative_to(root)), (ref.pack, ref.offset)))
 
     walk(root)
@@ -209,7 +212,7 @@ def test_trees_deeper_than_the_open_directory_limit(repo_factory, src, monkeypat
         return sum(os.path.realpath(fd).startswith(str(src)) for fd in fds)
 
     # The scan as `status` runs it (no nodes created), looking at each event.
-    walk = scanner.Scanner(repo.catalog, repo.config, lambda *_: None, pytest.fail)
+    walk = scanner.Scanner(repo.catalog.history, repo.config, lambda *_: None, pytest.fail)
     peak = max(open_dirs_under_src() for _ in walk.scan(repo.config.tracked[0]))
     assert 3 <= peak <= 4  # the open levels, and the one walked after its parent
     stats = backup(repo)
@@ -256,8 +259,8 @@ def test_deleting_a_directory_marks_every_descendant_deleted(repo_factory, src):
     assert recorded(repo.catalog, second.snapshot_id, src) == {
         **{s + g: DELETED for g in gone}, s: DIR}
     assert second.files_deleted == len(gone)
-    assert [e.name for e in repo.catalog.children_at(
-        repo.catalog.node_for_path(s), second.snapshot_id)] == [b"keep"]
+    assert [e.name for e in repo.catalog.history.children_at(
+        repo.catalog.history.node_for_path(s), second.snapshot_id)] == [b"keep"]
     # The old snapshot still has all of it.
     old = stored_tree(repo.catalog, repo.vault, src, first.snapshot_id)
     assert {b"gone/sub/deeper/z", b"keep/k"} <= old.keys()
@@ -266,8 +269,8 @@ def test_deleting_a_directory_marks_every_descendant_deleted(repo_factory, src):
     (src / "gone").mkdir()
     (src / "gone" / "x").write_text("back")
     third = backup(repo)
-    node = repo.catalog.node_for_path(s + b"/gone/x")
-    assert [v.type for v in repo.catalog.versions_of(node)] == [FILE, DELETED, FILE]
+    node = repo.catalog.history.node_for_path(s + b"/gone/x")
+    assert [v.type for v in repo.catalog.history.versions_of(node)] == [FILE, DELETED, FILE]
     assert third.files_new == 2
     assert_same_tree(stored_tree(repo.catalog, repo.vault, src, third.snapshot_id),
                      source_tree(src))
@@ -287,7 +290,7 @@ def test_default_excludes_skip_junk(repo_factory, src):
     assert files == set(kept)
     assert b"__pycache__" not in stored and b".cache" not in stored
     # Excluded entries do not even get a node.
-    assert repo.catalog.node_for_path(os.fsencode(src / "stray.pyc")) is None
+    assert repo.catalog.history.node_for_path(os.fsencode(src / "stray.pyc")) is None
 
 
 def test_cachedir_tag_keeps_the_directory_but_not_its_contents(repo_factory, src):
@@ -384,7 +387,7 @@ def test_untracking_marks_the_directory_deleted(repo_factory, tmp_path):
         os.fsencode(a / "sub" / "f"): DELETED}
     assert recorded(repo.catalog, second.snapshot_id, b) == {}
     assert stored_tree(repo.catalog, repo.vault, a, first.snapshot_id)[b"sub/f"].size == 1
-    assert repo.catalog.version_at(repo.catalog.node_for_path(os.fsencode(a)),
+    assert repo.catalog.history.version_at(repo.catalog.history.node_for_path(os.fsencode(a)),
                                    second.snapshot_id) is None
 
 
@@ -400,7 +403,7 @@ def test_many_small_files_are_spread_over_packs_of_bounded_file_count(repo_facto
     assert stats.files_new == 46  # and the tracked directory itself
     packs = list(repo.vault.list("packs/"))
     assert 5 <= len(packs) <= 6  # 45 files, at most 10 waiting per pack (and no tiny ones)
-    assert repo.catalog.integrity_problems() == []
+    assert repo.catalog.chunks.integrity_problems() == []
     assert_same_tree(stored_tree(repo.catalog, repo.vault, src, stats.snapshot_id),
                      source_tree(src))
 
@@ -478,7 +481,7 @@ def test_unreadable_entries_make_a_partial_snapshot(repo_factory, src, paths):
     result = json.loads(proc.stdout)
     assert result["state"] == "partial"
     assert result["errors"] == 4, result["warnings"]
-    assert repo.catalog.snapshot(result["id"]).state == "partial"
+    assert repo.catalog.history.snapshot(result["id"]).state == "partial"
     stored = stored_tree(repo.catalog, repo.vault, src, result["id"])
     before = stored_tree(repo.catalog, repo.vault, src, first.snapshot_id)
     assert stored[b"good"].size == len("readable, changed")
@@ -539,7 +542,7 @@ def test_first_backup_of_two_dirs_with_shared_new_ancestors(repo_factory, tmp_pa
     assert stats.state == "complete"
     assert stored_tree(repo.catalog, repo.vault, a, stats.snapshot_id)[b"cv.txt"].size == 2
     assert stored_tree(repo.catalog, repo.vault, b, stats.snapshot_id)[b"cat.jpg"].size == 4
-    assert repo.catalog.integrity_problems() == []
+    assert repo.catalog.chunks.integrity_problems() == []
 
 
 @pytest.mark.expect_warnings(r"tracked directory .*: No such file")
@@ -606,10 +609,10 @@ def test_a_directory_replaced_by_a_file_ends_its_children(repo_factory, src, rep
     cat = repo.catalog
     s = os.fsencode(src)
     for child in (b"/d/c", b"/d/sub", b"/d/sub/gc"):
-        node = cat.node_for_path(s + child)
-        assert cat.version_at(node, first.snapshot_id) is not None
-        assert cat.version_at(node, second.snapshot_id) is None, child
-    assert cat.live_children(cat.node_for_path(s + b"/d")) == {}
+        node = cat.history.node_for_path(s + child)
+        assert cat.history.version_at(node, first.snapshot_id) is not None
+        assert cat.history.version_at(node, second.snapshot_id) is None, child
+    assert cat.history.live_children(cat.history.node_for_path(s + b"/d")) == {}
     assert_same_tree(stored_tree(cat, repo.vault, src, second.snapshot_id), source_tree(src))
 
 
@@ -621,8 +624,8 @@ def test_a_file_replaced_by_a_directory(repo_factory, src):
     (src / "x").mkdir()
     (src / "x" / "inner").write_text("inside")
     stats = backup(repo)
-    node = repo.catalog.node_for_path(os.fsencode(src / "x"))
-    assert [v.type for v in repo.catalog.versions_of(node)] == [FILE, DIR]
+    node = repo.catalog.history.node_for_path(os.fsencode(src / "x"))
+    assert [v.type for v in repo.catalog.history.versions_of(node)] == [FILE, DIR]
     assert_same_tree(stored_tree(repo.catalog, repo.vault, src, stats.snapshot_id),
                      source_tree(src))
 
@@ -686,7 +689,7 @@ def test_metadata_only_changes_make_versions_without_new_data(repo_factory, src)
     cat = repo.catalog
     changed = recorded(cat, second.snapshot_id, src)
     assert os.fsencode(src / "f") in changed
-    f1, f2 = cat.versions_of(cat.node_for_path(os.fsencode(src / "f")))
+    f1, f2 = cat.history.versions_of(cat.history.node_for_path(os.fsencode(src / "f")))
     assert f1.meta.content_id == f2.meta.content_id
     assert f2.meta.mode & 0o777 == 0o600
     assert_same_tree(stored_tree(cat, repo.vault, src, second.snapshot_id), source_tree(src))
@@ -701,8 +704,8 @@ def test_entries_counts_the_backup_set(repo_factory, src):
     assert stats.entries == len(source)
     assert stats.files_new == len(source)
     ancestors = len(src.parts) - 2  # above src, below '/' (which has no version)
-    assert repo.catalog.count_entries(stats.snapshot_id) == len(source) + ancestors
-    assert repo.catalog.snapshot(stats.snapshot_id).entries == len(source)
+    assert repo.catalog.history.count_entries(stats.snapshot_id) == len(source) + ancestors
+    assert repo.catalog.history.snapshot(stats.snapshot_id).entries == len(source)
 
 
 def test_tracking_the_parent_of_an_untracked_directory(repo_factory, tmp_path, paths):
@@ -719,7 +722,7 @@ def test_tracking_the_parent_of_an_untracked_directory(repo_factory, tmp_path, p
     assert stats.state == "complete"
     assert_same_tree(stored_tree(repo.catalog, repo.vault, a, stats.snapshot_id),
                      source_tree(a))
-    assert repo.catalog.integrity_problems() == []
+    assert repo.catalog.chunks.integrity_problems() == []
 
 
 def test_tracking_a_child_of_an_untracked_directory(repo_factory, tmp_path, paths):
@@ -736,10 +739,10 @@ def test_tracking_a_child_of_an_untracked_directory(repo_factory, tmp_path, path
     assert stats.state == "complete"
     assert_same_tree(stored_tree(repo.catalog, repo.vault, a / "b", stats.snapshot_id),
                      source_tree(a / "b"))
-    top = repo.catalog.node_for_path(os.fsencode(a / "top"))
-    assert repo.catalog.version_at(top, first.snapshot_id) is not None
-    assert repo.catalog.version_at(top, stats.snapshot_id) is None
-    assert repo.catalog.integrity_problems() == []
+    top = repo.catalog.history.node_for_path(os.fsencode(a / "top"))
+    assert repo.catalog.history.version_at(top, first.snapshot_id) is not None
+    assert repo.catalog.history.version_at(top, stats.snapshot_id) is None
+    assert repo.catalog.chunks.integrity_problems() == []
 
 
 def test_a_shared_ancestor_changing_during_the_backup(repo_factory, tmp_path):
@@ -846,7 +849,7 @@ def test_random_histories_read_back_at_every_snapshot(tmp_path_factory, steps):
             expected.append((stats.snapshot_id, source_tree(src)))
         idle = backup(repo)
         assert recorded(repo.catalog, idle.snapshot_id, src) == {}
-        assert repo.catalog.integrity_problems() == []
+        assert repo.catalog.chunks.integrity_problems() == []
         for snapshot_id, source in expected:
             assert_same_tree(stored_tree(repo.catalog, repo.vault, src, snapshot_id), source)
     shutil.rmtree(base)

@@ -111,12 +111,12 @@ def kill_backup(vault_dir, *, delay: float | None = None, packs: int | None = No
 def assert_consistent(repo: Repo) -> None:
     """What must hold after any crash, before anyone repairs anything."""
     cat = repo.catalog
-    assert cat.integrity_problems() == []
-    for name, size in cat.packs():
+    assert cat.chunks.integrity_problems() == []
+    for name, size in cat.chunks.packs():
         assert repo.vault.size(pack_key(name)) == size, f"pack {name} missing or wrong size"
         data = repo.vault.get(pack_key(name))
         assert blake3(data).hexdigest() == name
-        for _, chunk_hash, raw_size, offset, stored_len in cat.pack_chunks(name):
+        for _, chunk_hash, raw_size, offset, stored_len in cat.chunks.pack_chunks(name):
             codec.decode(data[offset:offset + stored_len], chunk_hash, raw_size)
     # Every content a committed version uses reads back whole and matches its SHA-256.
     reader = StoredReader(cat, repo.vault)
@@ -129,12 +129,12 @@ def assert_consistent(repo: Repo) -> None:
 def recover_and_finish(paths, crash_src):
     with Repo.open(paths) as repo:
         assert_consistent(repo)
-        states = {s.id: s.state for s in repo.catalog.snapshots()}
+        states = {s.id: s.state for s in repo.catalog.history.snapshots()}
         assert set(states.values()) <= {"running", "complete", "interrupted"}, states
         killed = [i for i, state in states.items() if state == "running"]
         with repo.writer():
             pass
-        after = {s.id: s.state for s in repo.catalog.snapshots()}
+        after = {s.id: s.state for s in repo.catalog.history.snapshots()}
         assert all(after[i] == "interrupted" for i in killed)
         assert "running" not in after.values()
         assert os.listdir(repo.vault.root / "tmp") == []  # a killed put's temp file is gone
@@ -169,7 +169,7 @@ def test_kill_when_packs_exist_then_again_and_again(crash_repo, crash_src, paths
         with Repo.open(paths) as repo:
             assert_consistent(repo)
     with Repo.open(paths) as repo:
-        snapshots = repo.catalog.snapshots()
+        snapshots = repo.catalog.history.snapshots()
         assert [s.state for s in snapshots] == ["interrupted", "interrupted", "running"]
         committed = repo.catalog.db.get_val("SELECT count(*) FROM version WHERE type='file'")
     assert committed > 0
@@ -211,7 +211,7 @@ def test_a_failing_vault_write_aborts_cleanly(repo_factory, tmp_path, paths, vau
     immutable(vault_dir / "packs")
     with pytest.raises(VaultError, match="cannot write"):
         backup(repo)
-    assert [s.state for s in repo.catalog.snapshots()] == ["complete", "interrupted"]
+    assert [s.state for s in repo.catalog.history.snapshots()] == ["complete", "interrupted"]
     assert_consistent(repo)
     subprocess.run(["chattr", "-i", str(vault_dir / "packs")], check=True)
     stats = backup(repo)

@@ -25,9 +25,9 @@ def flip_chunk(repo: Repo, path: Path) -> int:
     """Flip a byte in the middle of the first chunk's stored form of the file backed up
     from `path`; returns that chunk's id."""
     catalog = repo.catalog
-    content = catalog.content(catalog.head(catalog.node_for_path(os.fsencode(path)))
-                              .meta.content_id)
-    ref = catalog.chunk_refs(content.chunk_ids[:1])[0]
+    head = catalog.history.head(catalog.history.node_for_path(os.fsencode(path)))
+    content = catalog.chunks.content(head.meta.content_id)
+    ref = catalog.chunks.chunk_refs(content.chunk_ids[:1])[0]
     pack = repo.vault._path(f"packs/{ref.pack}")
     data = bytearray(pack.read_bytes())
     data[ref.offset + ref.stored_len // 2] ^= 0xFF
@@ -49,18 +49,18 @@ def test_a_backup_that_meets_damaged_content_again_heals_every_snapshot(repo_fac
     found = repo.check(read_data=True)
     assert not found.ok
     assert {p for p, _ in found.affected} == {os.fsencode(src / "a.bin")}
-    assert set(repo.catalog.damaged_chunks()) == {chunk_id}
+    assert set(repo.catalog.chunks.damaged_chunks()) == {chunk_id}
     assert not repo.check().ok  # remembered: no need to read the packs again
 
-    old_pack = repo.catalog.chunk_refs([chunk_id])[0].pack
+    old_pack = repo.catalog.chunks.chunk_refs([chunk_id])[0].pack
     (src / "copy.bin").write_bytes(body)  # the same bytes, in a file the backup reads
     second = backup(repo)
     assert second.bytes_added > size  # stored afresh, not deduplicated against the damage
-    assert repo.catalog.damaged_chunks() == {}
+    assert repo.catalog.chunks.damaged_chunks() == {}
     healed = repo.check(read_data=True)
     assert healed.ok, healed.problems
     # The same chunk row, at a new place: the first snapshot reads the right bytes too.
-    assert repo.catalog.chunk_refs([chunk_id])[0].pack != old_pack
+    assert repo.catalog.chunks.chunk_refs([chunk_id])[0].pack != old_pack
     assert stored_tree(repo.catalog, repo.vault, src, first.snapshot_id) == before
 
 
@@ -74,10 +74,10 @@ def test_check_records_a_damaged_chunk_only_where_it_read_it(repo_factory, src):
     chunk_id = flip_chunk(repo, src / "a.bin")
     report = check(repo.catalog, repo.vault, read_data=True)
     assert [c for c, _, _ in report.damaged] == [chunk_id]
-    with repo.catalog.transaction():
-        assert repo.catalog.record_damage([(chunk_id, "0" * 64, "elsewhere")], [], 1) == 0
-        assert repo.catalog.record_damage(report.damaged, [], 1) == 1
-    assert set(repo.catalog.damaged_chunks()) == {chunk_id}
+    with repo.catalog.writer.transaction():
+        assert repo.catalog.chunks.record_damage([(chunk_id, "0" * 64, "elsewhere")], [], 1) == 0
+        assert repo.catalog.chunks.record_damage(report.damaged, [], 1) == 1
+    assert set(repo.catalog.chunks.damaged_chunks()) == {chunk_id}
 
 
 def test_a_directory_restore_over_damage_restores_every_other_file(repo_factory, src,
@@ -99,10 +99,10 @@ def test_a_directory_restore_over_damage_restores_every_other_file(repo_factory,
     repo = repo_factory(src)
     snap = backup(repo).snapshot_id
     flip_chunk(repo, src / "aaa-damaged.bin")
-    node = repo.catalog.node_for_path(os.fsencode(src))
+    node = repo.catalog.history.node_for_path(os.fsencode(src))
     out = tmp_path / "out"
     restorer = Restorer(repo.catalog, ChunkSource(repo.vault))
-    result = restorer.restore(node, repo.catalog.version_at(node, snap), snap,
+    result = restorer.restore(node, repo.catalog.history.version_at(node, snap), snap,
                               os.fsencode(out), os.fsencode(src))
     (damaged, why), link = result.failed
     assert damaged == os.fsencode(src / "aaa-damaged.bin")

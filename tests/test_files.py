@@ -120,15 +120,15 @@ def test_backup_of_a_file_appended_to_during_the_backup(repo_factory, tmp_path):
     assert stats.state == "complete" and stats.errors == 0
     assert any("app.log changed while being read" in w for w in stats.warnings)
     cat = repo.catalog
-    version = cat.head(cat.node_for_path(os.fsencode(log)))
-    content = cat.content(version.meta.content_id)
-    layout = FileLayout(cat.chunk_refs(content.chunk_ids))
+    version = cat.history.head(cat.history.node_for_path(os.fsencode(log)))
+    content = cat.chunks.content(version.meta.content_id)
+    layout = FileLayout(cat.chunks.chunk_refs(content.chunk_ids))
     stored = read_range(ChunkSource(repo.vault), layout, 0, layout.size)
     final = log.read_bytes()
     assert len(stored) >= 16 << 20
     assert stored == final[:len(stored)]  # what was read, exactly: the file only grew
     assert blake3(stored).digest() == content.digest
-    assert cat.integrity_problems() == []
+    assert cat.chunks.integrity_problems() == []
 
 
 @settings(max_examples=60, deadline=None,
@@ -164,9 +164,9 @@ def test_members_of_a_group_read_its_stored_form_from_the_vault_once(repo_factor
     cat = repo.catalog
     refs = {}
     for name in texts:
-        content = cat.content(cat.head(cat.node_for_path(os.fsencode(src / name)))
-                              .meta.content_id)
-        (refs[name],) = cat.chunk_refs(content.chunk_ids)
+        head = cat.history.head(cat.history.node_for_path(os.fsencode(src / name)))
+        content = cat.chunks.content(head.meta.content_id)
+        (refs[name],) = cat.chunks.chunk_refs(content.chunk_ids)
     groups = {(r.pack, r.offset, r.stored_len) for r in refs.values()}
     assert len(groups) < len(refs)  # small files share stored forms
     reads = []

@@ -375,8 +375,8 @@ def init_s3(paths, s3, **settings):
 
 def _first_ref(repo, path: Path) -> ChunkRef:
     cat = repo.catalog
-    version = cat.versions_of(cat.node_for_path(os.fsencode(path)))[-1]
-    return cat.content_refs(version.meta.content_id)[0]
+    version = cat.history.versions_of(cat.history.node_for_path(os.fsencode(path)))[-1]
+    return cat.chunks.content_refs(version.meta.content_id)[0]
 
 
 def _client_error(code: str, status: int) -> bex.ClientError:

@@ -60,7 +60,7 @@ def test_lookup_many_knows_pending_stored_and_new_chunks(tmp_path):
         try:
             stored, pending, new = b"stored" * 100, b"pending" * 100, b"new" * 100
             h_stored, h_pending, h_new = map(codec.chunk_hash, (stored, pending, new))
-            with repo.catalog.transaction():
+            with repo.catalog.writer.transaction():
                 store.add(h_stored, len(stored), codec.encode(stored, 3))
                 store.finish()
             store.forget_recorded()

@@ -71,8 +71,8 @@ def test_round_trip_backup_read_check_restore(any_repo, src, tmp_path):
     assert report.ok, report.problems
     assert report.chunks_verified > 0 and report.unreferenced_packs == 0
 
-    node = repo.catalog.node_for_path(os.fsencode(src))
-    version = repo.catalog.version_at(node, stats.snapshot_id)
+    node = repo.catalog.history.node_for_path(os.fsencode(src))
+    version = repo.catalog.history.version_at(node, stats.snapshot_id)
     dest = tmp_path / "restored"
     Restorer(repo.catalog, ChunkSource(repo.vault)).restore(node, version, stats.snapshot_id,
                                                             os.fsencode(dest))
@@ -106,7 +106,7 @@ def test_many_packs_in_flight_all_land_in_order(any_repo, src, paths, kind):
     assert repo.vault.max_uploads == (8 if kind == "s3" else 1)
     stats = backup(repo)
     assert stats.bytes_added > 8 * MiB
-    packs = list(repo.catalog.packs())
+    packs = list(repo.catalog.chunks.packs())
     assert len(packs) >= 6
     assert dict(repo.vault.list("packs/")) == {f"packs/{n}": s for n, s in packs}
     assert check(repo.catalog, repo.vault, read_data=True).ok

@@ -1,13 +1,16 @@
 """A small wrapper over an apsw connection: one-line call sites for the catalog.
 
-Owns the PRAGMAs (each with its reason). Never used outside `btfs.catalog`. A connection is
-used from one thread at a time; the engine's worker threads open their own read-only ones.
+Owns the PRAGMAs (each with its reason) and the one transaction style: `begin()`,
+`commit()`, `rollback()` (and `transaction()`, which is exactly those three around a block).
+No statement here opens a transaction, sends queued rows or does anything but itself; the
+batch writer (writer.py) queues rows and says when they are sent. Never used outside
+`btfs.catalog`. A connection is used from one thread at a time; the engine's worker threads
+open their own read-only ones.
 
-Rows can be queued (`later`) and go in as multi-row statements before the next statement
-of any kind, so every read sees them and a COMMIT includes them.
-apsw lets go of the GIL at every step of a statement, `executemany` included (one step
-per row); beside worker threads that hold the GIL, getting it back is what a backup's
-main thread waited on most. One statement per ROWS_PER_STATEMENT rows makes that rare.
+`run_rows` sends many rows as multi-row statements: apsw lets go of the GIL at every step of
+a statement, `executemany` included (one step per row); beside worker threads that hold the
+GIL, getting it back is what a backup's main thread waits on most, so fewer statements
+means fewer waits.
 """
 
 from __future__ import annotations
@@ -46,15 +49,13 @@ class Database:
         flags = apsw.SQLITE_OPEN_READONLY if readonly else (
             apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
         self.conn = apsw.Connection(self.path, flags=flags)
-        self._later: dict[str, list[tuple]] = {}  # statement -> rows queued for it
-        self._queued = 0  # rows in _later
         # Readers must never wait on a running backup, and a backup must not wait long on
         # a reader's short transaction: WAL gives both; the timeout covers checkpoints.
         self.conn.set_busy_timeout(10_000)
         # The query planner stability guarantee: plan a statement once, not again for each
         # new set of bound values. apsw's SQLite is built with STAT4, under which a cached
-        # statement that joins tables was planned afresh at every execution: 40 us of the
-        # mount's 60 us directory page query, and 8 of 12 us of a two-table lookup by id.
+        # statement that joins tables is planned afresh at every execution, which was most
+        # of the time of the mount's directory page query (bench/README.md has figures).
         # btfs never runs ANALYZE, so no plan depended on the values anyway.
         self.conn.config(apsw.SQLITE_DBCONFIG_ENABLE_QPSG, 1)
         if not readonly:
@@ -68,9 +69,8 @@ class Database:
         self.execute("PRAGMA foreign_keys=ON")
         # Page cache, 4 MiB per connection: the writer's holds the B-tree pages an
         # initial backup appends to, a reader's (the mount, the backup's worker threads)
-        # the upper levels of the indexes it searches. At 8 MiB the writer's cache was
-        # ~10 MB of an initial backup's peak heap; 4 MiB lowered linux-6.1's peak RSS by
-        # 3-8 MB in the same time (alternating runs).
+        # the upper levels of the indexes it searches. A bigger cache was a large share of
+        # an initial backup's peak heap and bought no time.
         self.execute("PRAGMA cache_size=-4096")
         self.execute("PRAGMA temp_store=MEMORY")
 
@@ -84,14 +84,7 @@ class Database:
         self.close()
 
     def execute(self, sql: str, args: tuple | dict = ()) -> apsw.Cursor:
-        if self._queued:
-            self.send_queued()
         return self.conn.execute(sql, args)
-
-    def executemany(self, sql: str, rows) -> None:
-        if self._queued:
-            self.send_queued()
-        self.conn.executemany(sql, rows)
 
     def query(self, sql: str, args: tuple | dict = ()) -> Iterator[tuple]:
         return self.execute(sql, args)
@@ -116,53 +109,34 @@ class Database:
     def in_transaction(self) -> bool:
         return self.conn.in_transaction
 
-    def queue_in_order(self, *statements: str) -> None:
-        """The statements `later` may queue rows for, in the order they are sent (a
-        statement may refer to rows of the ones before it)."""
-        self._later = {statement: [] for statement in statements}
-
-    def later(self, statement: str, row: tuple) -> None:
-        """Queue `row` for `statement` (with `{rows}` where its VALUES list goes), sent
-        before the next statement of any kind. Only inside a transaction: a constraint
-        the row breaks fails that next statement."""
-        assert self.conn.in_transaction, "queued rows need a transaction to land in"
-        rows = self._later[statement]
-        rows.append(row)
-        self._queued += 1
-        if len(rows) >= ROWS_PER_STATEMENT:
-            self.send_queued()
-
-    def send_queued(self) -> None:
-        self._queued = 0
-        for statement, rows in self._later.items():
-            if rows:
-                self._later[statement] = []
-                self.run_rows(statement, rows)
-
-    def drop_queued(self) -> None:
-        """Before a ROLLBACK: what was queued goes with the rest of the transaction."""
-        self._queued = 0
-        for rows in self._later.values():
-            rows.clear()
-
     def run_rows(self, statement: str, rows: list[tuple], args: tuple = ()) -> None:
         """`statement` with its `{rows}` replaced by a VALUES list, ROWS_PER_STATEMENT rows
         at a time; `args` are bound before the rows' values."""
-        if self._queued:
-            self.send_queued()
         for start in range(0, len(rows), ROWS_PER_STATEMENT):
             part = rows[start:start + ROWS_PER_STATEMENT]
             self.conn.execute(statement.format(rows=placeholders(len(part[0]), len(part))),
                               [*args, *chain.from_iterable(part)])
 
+    # ---- transactions: the one style ------------------------------------------------------
+
+    def begin(self) -> None:
+        """BEGIN IMMEDIATE: take the write lock now, so that nothing read in the
+        transaction can change under it and ids taken from max(id) stay free."""
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.conn.execute("ROLLBACK")
+
     @contextmanager
-    def transaction(self):
-        """BEGIN IMMEDIATE ... COMMIT; rolled back on any exception, including kill -9."""
-        self.execute("BEGIN IMMEDIATE")
+    def transaction(self) -> Iterator[None]:
+        """begin() ... commit(); rollback() on any exception (kill -9 rolls back anyway)."""
+        self.begin()
         try:
             yield
         except BaseException:
-            self.drop_queued()
-            self.execute("ROLLBACK")
+            self.rollback()
             raise
-        self.execute("COMMIT")
+        self.commit()

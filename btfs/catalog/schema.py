@@ -1,7 +1,8 @@
-"""The catalog schema, documented column by column, and its migrations.
+"""The catalog schema as it is today, whole and commented column by column.
 
-The schema version lives in SQLite's `user_version`. `MIGRATIONS[i]` takes a catalog from
-version i to i + 1; a new catalog runs them all. Never edit a released migration: add one.
+A new catalog is made from SCHEMA; an older one reaches the same schema through
+migrations.py (a test builds a catalog both ways and compares sqlite_master, so this file
+always shows what a catalog holds). A schema change is a new migration AND a change here.
 
 Invariants the rest of btfs relies on:
 - A `chunk` row exists only once its pack is durable in the vault.
@@ -11,12 +12,17 @@ Invariants the rest of btfs relies on:
   version_by_node, never a scan.
 - `node.head` is the newest committed version of that path in any snapshot; it is updated
   in the same transaction that inserts the version.
+- Digests are BLAKE3 (btfs.digest, vault format 2); a format-1 vault (SHA-256) is refused
+  before its catalog is opened.
 """
 
 from __future__ import annotations
 
-SCHEMA_V1 = """
--- Catalog-wide facts: 'vault_id' (must match the vault's own id), 'host_id'.
+ROOT = 1  # node id of '/'
+
+SCHEMA = """
+-- Catalog-wide facts: 'vault_id' (must match the vault's own id), 'host_id', and 'roots'
+-- (JSON list of the directories the last backup tracked).
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -32,6 +38,9 @@ CREATE TABLE node (
                                          -- until the first one (no FK: set after insert)
 );
 CREATE UNIQUE INDEX node_by_parent ON node(parent, name);
+-- Children in id order (an index entry carries the rowid): the mount pages directory
+-- listings by node id, which is stable and puts paths added later at the end.
+CREATE INDEX node_by_parent_id ON node(parent);
 
 -- One row per backup run.
 CREATE TABLE snapshot (
@@ -57,7 +66,7 @@ CREATE TABLE snapshot (
 -- Immutable objects in the vault holding chunks; see btfs.engine.pack for the format.
 CREATE TABLE pack (
     id         INTEGER PRIMARY KEY,
-    name       TEXT NOT NULL UNIQUE,  -- hex SHA-256 of the pack's bytes; its vault key
+    name       TEXT NOT NULL UNIQUE,  -- hex BLAKE3 of the pack's bytes; its vault key
     size       INTEGER NOT NULL,      -- bytes; `check` compares it with the vault's
     chunks     INTEGER NOT NULL,      -- how many chunks it holds
     created_ns INTEGER NOT NULL
@@ -66,7 +75,7 @@ CREATE TABLE pack (
 -- A deduplicated piece of file content.
 CREATE TABLE chunk (
     id         INTEGER PRIMARY KEY,
-    hash       BLOB NOT NULL UNIQUE,  -- SHA-256 of the raw (uncompressed) bytes: its identity
+    hash       BLOB NOT NULL UNIQUE,  -- BLAKE3 of the raw (uncompressed) bytes: its identity
     size       INTEGER NOT NULL,      -- raw length
     pack_id    INTEGER NOT NULL REFERENCES pack(id),
     offset     INTEGER NOT NULL,      -- where its stored form starts in the pack
@@ -74,10 +83,22 @@ CREATE TABLE chunk (
 );
 CREATE INDEX chunk_by_pack ON chunk(pack_id);
 
+-- Chunks known to be damaged. `btfs check` records every chunk whose stored form failed
+-- verification (or whose pack is missing or has the wrong size). While a chunk is listed
+-- here a backup does not count it as stored: content with its digest is stored afresh, and
+-- recording the new pack points the chunk's row (same id, so every content and snapshot
+-- that uses it) at the good copy and deletes this row. `btfs repair` does that on purpose.
+-- Empty but after a check found damage.
+CREATE TABLE damaged_chunk (
+    chunk_id INTEGER PRIMARY KEY REFERENCES chunk(id),  -- the chunk, at its current place
+    found_ns INTEGER NOT NULL,  -- when a check found it damaged, ns since the epoch
+    problem  TEXT NOT NULL      -- what the check saw, as a sentence for the user
+);
+
 -- The content of a regular file, shared by every version with the same bytes.
 CREATE TABLE content (
     id     INTEGER PRIMARY KEY,
-    sha256 BLOB NOT NULL UNIQUE,  -- SHA-256 of the whole content
+    digest BLOB NOT NULL UNIQUE,  -- BLAKE3 of the whole content
     size   INTEGER NOT NULL,
     chunks BLOB NOT NULL          -- chunk.id of each chunk in file order, packed as
                                   -- little-endian int64; empty for an empty file
@@ -107,49 +128,16 @@ CREATE TABLE version (
 CREATE UNIQUE INDEX version_by_node ON version(node_id, snapshot_id);
 CREATE INDEX version_by_snapshot ON version(snapshot_id);
 CREATE INDEX version_by_content ON version(content_id);
-"""
-
-# v2: children in id order (an index entry carries the rowid). The mount pages directory
-# listings by node id, which is stable and puts paths added later at the end.
-SCHEMA_V2 = """
-CREATE INDEX node_by_parent_id ON node(parent);
-"""
-
-# v3: hard-link groups. Files that shared an inode at a backup (same snapshot, same st_ino,
-# nlink > 1) are shown as one inode by the mount. Partial, so it costs nothing for the
-# vast majority of files that have a single link.
-SCHEMA_V3 = """
+-- Hard-link groups: files that shared an inode at a backup (same snapshot, same st_ino,
+-- nlink > 1) are shown as one inode by the mount. Partial, so it costs nothing for the
+-- vast majority of files that have a single link.
 CREATE INDEX version_hardlinks ON version(snapshot_id, ino) WHERE type = 'file' AND nlink > 1;
-"""
-
-# v4: the versions that carry extended attributes. Partial, so it holds only those: most
-# trees have none, and then "does any backup have xattrs?" is one probe of an empty index.
-# A mount of such a catalog tells the kernel it has no xattrs at all, which spares a
-# listxattr and a getxattr round trip per file that `cp -a` would otherwise make.
-SCHEMA_V4 = """
+-- The versions that carry extended attributes. Partial, so it holds only those: most trees
+-- have none, and then "does any backup have xattrs?" is one probe of an empty index, and a
+-- mount tells the kernel it has no xattrs at all (sparing a listxattr and a getxattr round
+-- trip per file that `cp -a` would otherwise make).
 CREATE INDEX version_with_xattrs ON version(snapshot_id) WHERE xattrs IS NOT NULL;
 """
 
-# v5: vault format 2 names chunks, contents and packs by BLAKE3 (btfs.digest) instead of
-# SHA-256: wherever v1's comments above say SHA-256, read the digest. The content key's
-# column now says what it holds without naming an algorithm. Digests cannot be converted
-# without the data, so btfs refuses a format-1 vault before its catalog is opened
-# (Repo.open): this runs on catalogs of format 2 only.
-SCHEMA_V5 = """
-ALTER TABLE content RENAME COLUMN sha256 TO digest;
-"""
-
-# v6: chunks known to be damaged. `btfs check` records every chunk whose stored form failed
-# verification (or whose pack is missing or has the wrong size). While a chunk is listed
-# here a backup does not count it as stored: content with its digest is stored afresh, and
-# recording the new pack points the chunk's row (same id, so every content and snapshot
-# that uses it) at the good copy and deletes this row. `btfs repair` does that on purpose.
-SCHEMA_V6 = """
-CREATE TABLE damaged_chunk (
-    chunk_id INTEGER PRIMARY KEY REFERENCES chunk(id),  -- the chunk, at its current place
-    found_ns INTEGER NOT NULL,  -- when a check found it damaged, ns since the epoch
-    problem  TEXT NOT NULL      -- what the check saw, as a sentence for the user
-);
-"""
-
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6]
+# Rows every catalog starts with: the root of the path tree.
+FIRST_ROWS = f"INSERT INTO node (id, parent, name) VALUES ({ROOT}, NULL, x'')"

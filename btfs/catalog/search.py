@@ -14,8 +14,8 @@ import logging
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from .catalog import ROOT
 from .db import Database
+from .schema import ROOT
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from .. import digest
 from ..catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Meta, Version
 from ..config import Config, TrackedDir
-from ..errors import BtfsError
+from ..errors import BtfsError, VaultError
 from ..userpath import is_under
 from .files import Batch, Chunker, Piece, WholeFile, cut_file, make_piece, read_batch
 from .memory import rare_collections, tune_allocator
@@ -135,7 +135,7 @@ class Backup:
         self._batch_bytes = 0
         self._window_bytes = 0
         self._ready: list[_FileJob] = []  # read, waiting for their packs to be durable
-        self._staged = {v.node_id: v for v in catalog.all_staged()}
+        self._staged = {v.node_id: v for v in catalog.history.all_staged()}
         self._new_nodes: set[int] = set()
         self._ancestors_seen: set[int] = set()
         self._last_commit = time.monotonic()
@@ -158,9 +158,9 @@ class Backup:
     def _run(self, host_id: str, tracked: tuple[TrackedDir, ...]) -> Stats:
         s = self.stats
         s.started_ns = time.time_ns()
-        with self.catalog.transaction():
-            s.snapshot_id = self.catalog.begin_snapshot(host_id, s.started_ns)
-        self.catalog.begin()
+        with self.catalog.writer.transaction():
+            s.snapshot_id = self.catalog.writer.begin_snapshot(host_id, s.started_ns)
+        self.catalog.writer.begin()
         try:
             self._forget_untracked(tracked)
             for t in tracked:
@@ -172,33 +172,53 @@ class Backup:
             s.bytes_added = self.store.bytes_added
             s.finished_ns = time.time_ns()
             s.state = "partial" if s.errors else "complete"
-            self.catalog.update_snapshot(
+            self.catalog.writer.update_snapshot(
                 s.snapshot_id, finished_ns=s.finished_ns, state=s.state,
                 files_new=s.files_new, files_changed=s.files_changed,
                 files_deleted=s.files_deleted, entries=s.entries, bytes_read=s.bytes_read,
                 bytes_added=s.bytes_added, errors=s.errors)
-            self.catalog.set_meta("roots", json.dumps(sorted(t.path for t in tracked)))
-            self.catalog.commit()
-        except BaseException:
-            self.catalog.rollback()
+            self.catalog.writer.set_meta("roots", json.dumps(sorted(t.path for t in tracked)))
+            self.catalog.writer.commit()
+        except BaseException as e:
+            if isinstance(e, VaultError):
+                self._keep_landed()
+            self.catalog.writer.rollback()
             self._abandon()
             raise
         finally:
             self.pool.shutdown(wait=True)
         return s
 
+    def _keep_landed(self) -> None:
+        """After the vault failed: commit the packs recorded as durable and the files
+        whose chunks they hold, as _flush_ready would have, so the next backup uploads
+        only what is missing. Several uploads run at once, and the one that fails can
+        surface while those that landed before it are recorded but not yet committed
+        (in `finish`, all of them). A vault error leaves the transaction where a flush
+        may run: it comes from waiting on an upload or from a vault call, never from
+        between the statements of one catalog write."""
+        try:
+            durable = self.store.durable_seq
+            landed = [job for job in self._ready if job.need_seq <= durable]
+            self._insert_file_versions(landed)
+            self._commit()  # (and begins the transaction the caller rolls back)
+        except Exception:  # what was committed before stays; the rest is rolled back
+            log.debug("could not keep what landed before the vault failed", exc_info=True)
+            return
+        log.info("kept %d files whose packs landed before the vault failed", len(landed))
+
     def _abandon(self) -> None:
         """After an error or Ctrl-C: keep what is durable, mark the snapshot interrupted."""
         try:
-            with self.catalog.transaction():
-                self.catalog.update_snapshot(self.stats.snapshot_id, state="interrupted")
+            with self.catalog.writer.transaction():
+                self.catalog.writer.update_snapshot(self.stats.snapshot_id, state="interrupted")
         except Exception:  # the next writer marks it interrupted anyway
             log.debug("could not mark snapshot interrupted", exc_info=True)
 
     def _commit(self) -> None:
-        self.catalog.commit()
+        self.catalog.writer.commit()
         self.store.forget_recorded()
-        self.catalog.begin()
+        self.catalog.writer.begin()
         self._last_commit = time.monotonic()
 
     # ---- scanning -----------------------------------------------------------------------
@@ -208,11 +228,11 @@ class Backup:
         # initial backup creates every node this way. Only new directories are remembered
         # (only they have children): a million new files would hold ~60 MB of ids.
         if parent in self._new_nodes:
-            node = self.catalog.add_node(parent, name)
+            node = self.catalog.writer.add_node(parent, name)
         else:
-            node = self.catalog.child_node(parent, name)
+            node = self.catalog.writer.child_node(parent, name)
             if node is None:
-                node = self.catalog.add_node(parent, name)
+                node = self.catalog.writer.add_node(parent, name)
             else:
                 return node
         if is_dir and len(self._new_nodes) < 1_000_000:  # bounded: past that, only slower
@@ -222,7 +242,7 @@ class Backup:
     def _backup_root(self, tracked: TrackedDir) -> None:
         self._new_nodes.clear()  # roots share ancestors: a new one may have children now
         # Unchanged entries are only counted, except staged ones, which are committed.
-        scanner = Scanner(self.catalog, self.config, self._resolve, self._warn,
+        scanner = Scanner(self.catalog.writer, self.config, self._resolve, self._warn,
                           report_unchanged=self._staged, fresh=self._new_nodes,
                           never=self.never)
         for n, event in enumerate(scanner.scan(tracked)):
@@ -268,13 +288,13 @@ class Backup:
             return
         content_id = None
         if kind == FILE:
-            content_id = self.catalog.add_content(digest.EMPTY, 0, ())
+            content_id = self.catalog.chunks.add_content(digest.EMPTY, 0, ())
         self._add_version(node, meta_from_stat(st, kind, target=target, xattrs=xattrs,
                                                content_id=content_id), is_new, counted=counted)
 
     def _add_version(self, node: int, meta: Meta, is_new: bool, *, counted: bool = True,
                      content_id: int | None = None) -> None:
-        self.catalog.add_version(node, self.stats.snapshot_id, meta, content_id=content_id)
+        self.catalog.writer.add_version(node, self.stats.snapshot_id, meta, content_id=content_id)
         if counted:
             self._count(is_new)
 
@@ -289,22 +309,23 @@ class Backup:
         stack = [(node_id, kind)]
         while stack:
             node_id, kind = stack.pop()
-            self.catalog.add_version(node_id, self.stats.snapshot_id, DELETED_META)
+            self.catalog.writer.add_version(node_id, self.stats.snapshot_id, DELETED_META)
             self.stats.files_deleted += 1
             if kind == DIR:
                 stack.extend((c.node_id, c.type)
-                             for c in self.catalog.live_children(node_id).values())
+                             for c in self.catalog.writer.live_children(node_id).values())
 
     def _forget_untracked(self, tracked: tuple[TrackedDir, ...]) -> None:
         """Directories tracked by the last backup but not by this one end here, except
         where a directory that is still tracked covers them (a parent or a child)."""
         roots = {os.fsencode(t.path) for t in tracked}
-        before = {os.fsencode(p) for p in json.loads(self.catalog.get_meta("roots") or "[]")}
+        before = {os.fsencode(p)
+                  for p in json.loads(self.catalog.history.get_meta("roots") or "[]")}
         for path in sorted(before - roots):
             if any(is_under(path, root) for root in roots):
                 continue  # still backed up as part of a tracked parent
-            node = self.catalog.node_for_path(path)
-            head = self.catalog.head(node) if node else None
+            node = self.catalog.writer.find_node(path)
+            head = self.catalog.writer.head(node) if node else None
             if head is None or head.type == DELETED:
                 continue
             stack = [(node, head.type, path)]
@@ -313,7 +334,7 @@ class Backup:
                 if any(is_under(root, entry_path) for root in roots):
                     # Holds a tracked directory: end its other contents, keep it.
                     if kind == DIR and entry_path not in roots:
-                        for name, child in self.catalog.live_children(node_id).items():
+                        for name, child in self.catalog.writer.live_children(node_id).items():
                             stack.append((child.node_id, child.type, entry_path + b"/" + name))
                     continue
                 self._mark_deleted(node_id, kind)
@@ -321,13 +342,13 @@ class Backup:
     # ---- staged files ('btfs add') -------------------------------------------------------
 
     def _commit_one_staged(self, staged: Version, *, is_new: bool) -> None:
-        self.catalog.commit_staged(staged.id, self.stats.snapshot_id)
+        self.catalog.writer.commit_staged(staged.id, self.stats.snapshot_id)
         self._count(is_new)
 
     def _commit_staged_leftovers(self) -> None:
         """Staged paths the scan did not reach (excluded since, or unreadable now)."""
         for staged in self._staged.values():
-            head = self.catalog.head(staged.node_id)
+            head = self.catalog.writer.head(staged.node_id)
             self._commit_one_staged(staged, is_new=head is None or head.type == DELETED)
         self._staged.clear()
 
@@ -484,11 +505,11 @@ class Backup:
         recent = self.store.recorded_ids
         files = []
         for job in jobs:
-            chunk_ids = [recent.get(h) or self.catalog.chunk_id(h) for h, _ in job.pieces]
+            chunk_ids = [recent.get(h) or self.catalog.chunks.chunk_id(h) for h, _ in job.pieces]
             files.append((job.node_id, job.meta, job.digest,
                           sum(size for _, size in job.pieces), chunk_ids))
             self._count(job.is_new)
-        self.catalog.add_file_versions(self.stats.snapshot_id, files)
+        self.catalog.writer.add_file_versions(self.stats.snapshot_id, files)
 
     # ---- reporting ----------------------------------------------------------------------
 

@@ -52,11 +52,11 @@ class CheckReport:
 def check(catalog: Catalog, vault: Vault, *, read_data: bool = False,
           progress: Callable[[int, int], None] | None = None) -> CheckReport:
     report = CheckReport()
-    report.problems += catalog.integrity_problems()
-    known = dict(catalog.damaged_problems())
+    report.problems += catalog.chunks.integrity_problems()
+    known = dict(catalog.chunks.damaged_problems())
     in_vault = dict(vault.list("packs/"))
     bad_chunks: set[int] = set()
-    packs = list(catalog.packs())
+    packs = list(catalog.chunks.packs())
     for n, (name, size) in enumerate(packs):
         report.packs += 1
         key = pack_key(name)
@@ -68,7 +68,7 @@ def check(catalog: Catalog, vault: Vault, *, read_data: bool = False,
             problem = f"pack {name} has {plural(actual, 'byte')}, the catalog says {size:,}"
         if problem is not None:
             report.problems.append(problem)
-            ids = catalog.pack_chunk_ids(name)
+            ids = catalog.chunks.pack_chunk_ids(name)
             bad_chunks |= ids
             report.damaged += [(i, name, problem) for i in ids if i not in known]
         elif read_data:
@@ -83,7 +83,7 @@ def check(catalog: Catalog, vault: Vault, *, read_data: bool = False,
                 bad_chunks.add(chunk_id)
     report.unreferenced_packs = len(in_vault)
     if bad_chunks:
-        report.affected = catalog.paths_using_chunks(bad_chunks)
+        report.affected = catalog.chunks.paths_using_chunks(bad_chunks)
     return report
 
 
@@ -94,12 +94,12 @@ def _verify_pack(catalog: Catalog, vault: Vault, name: str, known: dict[int, str
     except BtfsError as e:
         problem = f"pack {name}: {e}"
         report.problems.append(problem)
-        ids = catalog.pack_chunk_ids(name)
+        ids = catalog.chunks.pack_chunk_ids(name)
         report.damaged += [(i, name, problem) for i in ids if i not in known]
         return ids
     report.bytes_read += len(data)
     bad = set()
-    for chunk_id, chunk_hash, size, offset, stored_len in catalog.pack_chunks(name):
+    for chunk_id, chunk_hash, size, offset, stored_len in catalog.chunks.pack_chunks(name):
         try:
             codec.decode(data[offset:offset + stored_len], chunk_hash, size)
             report.chunks_verified += 1

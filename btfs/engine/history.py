@@ -61,11 +61,11 @@ def numbered(versions: Iterable[Version]) -> Iterator[tuple[int | None, Version]
 
 def committed_versions(catalog: Catalog, node_id: int) -> list[Version]:
     """The versions a user can restore, version N at index N - 1 (see `numbered`)."""
-    return [v for n, v in numbered(catalog.versions_of(node_id)) if n is not None]
+    return [v for n, v in numbered(catalog.history.versions_of(node_id)) if n is not None]
 
 
 def find_snapshot(catalog: Catalog, name_or_id: str) -> Snapshot:
-    snaps = catalog.snapshots()
+    snaps = catalog.history.snapshots()
     names = snapshot_names(snaps)
     for snap in snaps:
         if names[snap.id] == name_or_id or str(snap.id) == name_or_id:
@@ -85,7 +85,7 @@ def pick_version(catalog: Catalog, node_id: int, *, at: str | None = None,
         version = versions[number - 1]
         return version, version.snapshot_id
     if at is not None:
-        snap = catalog.snapshot_at(parse_time(at))
+        snap = catalog.history.snapshot_at(parse_time(at))
         if snap is None:
             raise UsageError(f"no backup at or before {at}")
         snapshot_id = snap.id
@@ -95,11 +95,11 @@ def pick_version(catalog: Catalog, node_id: int, *, at: str | None = None,
         versions = committed_versions(catalog, node_id)
         if not versions:
             raise UsageError("this path was never backed up")
-        head = catalog.head(node_id)
+        head = catalog.history.head(node_id)
         if head is not None and head.type != DELETED:
-            return head, catalog.latest_snapshot_id()
+            return head, catalog.history.latest_snapshot_id()
         return versions[-1], versions[-1].snapshot_id
-    version = catalog.version_at(node_id, snapshot_id)
+    version = catalog.history.version_at(node_id, snapshot_id)
     if version is None:
         raise UsageError("this path did not exist at that backup")
     return version, snapshot_id

@@ -4,7 +4,7 @@ A backup reads only files that changed, so a chunk that `btfs check` found damag
 recorded, schema v6) in an unchanged file is not met again by the next backup. Repair
 looks the damaged chunks up in the files whose versions use them, newest version first,
 cuts each such file that still exists with the backup's own chunker and stores every chunk
-whose hash is damaged. Recording the pack (Catalog.add_pack, once the pack is durable in
+whose hash is damaged. Recording the pack (ChunkIndex.add_pack, once the pack is durable in
 the vault) points each chunk's row at its new copy, which heals every snapshot that used
 it. Runs under the writer lock, on the writer's catalog connection; never changes a
 version or a content row, and never reads more than one chunk of a file at a time.
@@ -48,17 +48,17 @@ class RepairReport:
 def repair(catalog: Catalog, store: ChunkStore, config: Config) -> RepairReport:
     """The caller holds the writer lock; `store` writes to the vault of `catalog`."""
     report = RepairReport()
-    damaged = catalog.damaged_chunks()
+    damaged = catalog.chunks.damaged_chunks()
     report.damaged = len(damaged)
     if not damaged:
         return report
     wanted = set(damaged.values())
     # Newest version first: the file most likely to still hold these bytes.
-    versions = sorted(catalog.paths_using_chunks(set(damaged), limit=MAX_VERSIONS),
+    versions = sorted(catalog.chunks.paths_using_chunks(set(damaged), limit=MAX_VERSIONS),
                       key=lambda v: v[1], reverse=True)
     chunker = Chunker(config.chunk_min, config.chunk_avg, config.chunk_max)
     tried: set[bytes] = set()
-    with catalog.transaction():
+    with catalog.writer.transaction():
         for path, _ in versions:
             if not wanted:
                 break
@@ -71,10 +71,10 @@ def repair(catalog: Catalog, store: ChunkStore, config: Config) -> RepairReport:
             report.files_read += 1
             wanted -= found
         store.finish()  # the new packs durable, their chunks' rows pointed at them
-    left = catalog.damaged_chunks()
+    left = catalog.chunks.damaged_chunks()
     report.healed = report.damaged - len(left)
     if left:
-        report.still_damaged = catalog.paths_using_chunks(set(left), limit=MAX_VERSIONS)
+        report.still_damaged = catalog.chunks.paths_using_chunks(set(left), limit=MAX_VERSIONS)
     return report
 
 

@@ -144,11 +144,11 @@ class Restorer:
                     os.mkdir(path, 0o777 if self.content_only else 0o700)
                     result.dirs += 1
                     dirs.append((path, ver))
-                    entries = self.catalog.children_at(node, snapshot_id)
+                    entries = self.catalog.history.children_at(node, snapshot_id)
                     # The main thread walks the catalog and creates every entry, so it
                     # must not query per file: its files' chunk places come in one
                     # batch per directory.
-                    refs_of = self.catalog.contents_refs(
+                    refs_of = self.catalog.chunks.contents_refs(
                         e.version.meta.content_id for e in entries if e.version.type == FILE)
                     # Pushed in reverse so they are taken in name order: the order a
                     # backup packs them in, so each pack is read forwards.
@@ -162,7 +162,7 @@ class Restorer:
                     self._finish_meta(path, ver, result)
                 elif ver.type == FILE:
                     if refs is None:
-                        refs = self.catalog.content_refs(ver.meta.content_id)
+                        refs = self.catalog.chunks.content_refs(ver.meta.content_id)
                     temp, fd = self._create_temp(os.path.dirname(path))
                     writes.append((pool.submit(self._fill, fd, temp, path, ver, refs), path))
                     while len(writes) >= IN_FLIGHT:

@@ -24,10 +24,10 @@ def snapshots_now(catalog: Catalog, lock: WriterLock) -> list[Snapshot]:
     reads, with the lock free in between, was running while no writer was alive, so its
     writer died. One read would not do: a backup that finishes (or starts) between the
     read and the look would be called interrupted."""
-    snaps = catalog.snapshots()
+    snaps = catalog.history.snapshots()
     running = {s.id for s in snaps if s.state == RUNNING}
     if not running or lock.is_held():
         return snaps
     return [dataclasses.replace(s, state=INTERRUPTED)
             if s.state == RUNNING and s.id in running else s
-            for s in catalog.snapshots()]
+            for s in catalog.history.snapshots()]

@@ -22,7 +22,7 @@ import stat
 from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 
-from ..catalog import DELETED, DIR, FILE, ROOT, SYMLINK, Catalog, LiveChild
+from ..catalog import DELETED, DIR, FILE, ROOT, SYMLINK, BackupWriter, History, LiveChild
 from ..config import Config, TrackedDir
 from ..userpath import is_under
 from .excludes import Matcher, is_cache_dir
@@ -94,10 +94,12 @@ MAX_OPEN_LEVELS = 128
 
 
 class Scanner:
-    def __init__(self, catalog: Catalog, config: Config, resolve: NodeResolver,
+    def __init__(self, reads: History | BackupWriter, config: Config, resolve: NodeResolver,
                  warn: Callable[[str], None], report_unchanged: Container[int] = (),
                  fresh: Container[int] = (), never: Iterable[bytes] = ()):
-        self.catalog = catalog
+        # The newest versions to compare with: a backup's writer (its reads see the rows
+        # it has queued) or, for status, the catalog's history.
+        self.reads = reads
         self.config = config
         self.resolve = resolve
         self.warn = warn
@@ -159,7 +161,7 @@ class Scanner:
 
     def _compare_ancestor(self, node: int | None, path: bytes, st: os.stat_result, *,
                           counted: bool) -> Changed | Unchanged:
-        head = self.catalog.head(node) if node else None
+        head = self.reads.head(node) if node else None
         live = head is not None and head.type != DELETED
         if live and head.meta.same_stat(meta_from_stat(st, DIR)):
             return Unchanged(node, path, counted)
@@ -207,7 +209,7 @@ class Scanner:
             # Left out like an excluded entry: not stat-ed (a dead mount would fail), not
             # recorded, and what an earlier backup recorded of it is deleted from here on.
             names = [n for n in names if n not in hidden]
-        live = (self.catalog.live_children(node)
+        live = (self.reads.live_children(node)
                 if node is not None and node not in self.fresh else {})
         unchanged = 0
         report = self.report_unchanged
@@ -245,7 +247,7 @@ class Scanner:
             child_path = path + b"/" + name
             if entry is not None and entry.type == DIR and kind != DIR:
                 # A directory replaced by a file or symlink: its old contents end here.
-                for gone_name, gone in self.catalog.live_children(entry.node_id).items():
+                for gone_name, gone in self.reads.live_children(entry.node_id).items():
                     yield Deleted(gone, child_path + b"/" + gone_name)
             child = entry.node_id if entry else self.resolve(node, name, kind == DIR)
             if not same:

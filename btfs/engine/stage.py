@@ -44,7 +44,7 @@ def stage_paths(catalog: Catalog, store: ChunkStore, config: Config, paths: list
             raise UsageError(f"cannot stage {p}: only files and symlinks can be staged")
         targets.append(path)
     chunker = Chunker(config.chunk_min, config.chunk_avg, config.chunk_max)
-    with catalog.transaction():
+    with catalog.writer.transaction():
         staged = []
         for path in targets:
             raw = os.fsencode(path)
@@ -65,15 +65,15 @@ def stage_paths(catalog: Catalog, store: ChunkStore, config: Config, paths: list
                 staged.append((path, raw, st, kind, os.readlink(raw)))
         store.finish()  # every chunk is now durable and recorded
         for path, raw, st, kind, extra in staged:
-            node = catalog.node_for_path(raw, create=True)
+            node = catalog.writer.node_for_path(raw)
             if kind == FILE:
                 content_digest, hashes = extra
-                chunk_ids = [catalog.chunk_id(h) for h in hashes]
-                content_id = catalog.add_content(content_digest, st.st_size, chunk_ids)
+                chunk_ids = [catalog.chunks.chunk_id(h) for h in hashes]
+                content_id = catalog.chunks.add_content(content_digest, st.st_size, chunk_ids)
                 target = None
             else:
                 content_id, target = None, extra
-            catalog.stage(node, meta_from_stat(st, kind, target=target,
+            catalog.writer.stage(node, meta_from_stat(st, kind, target=target,
                                                xattrs=read_xattrs(raw), content_id=content_id))
             log.info("staged %s", path)
     return [t[0] for t in staged]

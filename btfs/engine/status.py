@@ -39,7 +39,7 @@ def status(catalog: Catalog, config: Config, under: bytes | None = None, *,
         _check_under(catalog, config, under)
 
     def lookup(parent: int | None, name: bytes, is_dir: bool) -> int | None:
-        return catalog.child_node(parent, name) if parent is not None else None
+        return catalog.history.child_node(parent, name) if parent is not None else None
 
     def inside(path: bytes) -> bool:
         return under is None or is_under(path, under)
@@ -48,7 +48,7 @@ def status(catalog: Catalog, config: Config, under: bytes | None = None, *,
         log.warning("%s", message)
         result.warnings.append(message)
 
-    scanner = Scanner(catalog, config, lookup, warn, never=never)
+    scanner = Scanner(catalog.history, config, lookup, warn, never=never)
     for tracked in config.tracked:
         root = os.fsencode(tracked.path)
         if under is not None and not (inside(root) or is_under(under, root)):
@@ -65,8 +65,8 @@ def status(catalog: Catalog, config: Config, under: bytes | None = None, *,
                 result.deleted.append(event.path)
             elif isinstance(event, Changed):
                 (result.new if event.is_new else result.modified).append(event.path)
-    for version in catalog.all_staged():
-        path = catalog.node_path(version.node_id)
+    for version in catalog.history.all_staged():
+        path = catalog.history.node_path(version.node_id)
         if inside(path):
             result.staged.append(path)
     return result
@@ -76,5 +76,5 @@ def _check_under(catalog: Catalog, config: Config, under: bytes) -> None:
     roots = [os.fsencode(t.path) for t in config.tracked]
     if not any(is_under(under, r) or is_under(r, under) for r in roots):
         raise UsageError(f"{display_path(under)} is not inside a tracked directory")
-    if not os.path.lexists(under) and catalog.node_for_path(under) is None:
+    if not os.path.lexists(under) and catalog.history.node_for_path(under) is None:
         raise UsageError(f"{display_path(under)} does not exist and was never backed up")

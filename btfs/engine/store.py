@@ -2,7 +2,7 @@
 
 Owned by the backup's main thread, except `lookup`, which worker threads call to skip
 compressing chunks that are already stored. A chunk known damaged (schema v6) does not
-count as stored: its content is stored again, and `Catalog.add_pack` points its row at the
+count as stored: its content is stored again, and `ChunkIndex.add_pack` points its row at the
 new copy once that pack is durable. A chunk enters the catalog only in
 `collect_durable`, after the vault has confirmed its pack; until then it is "pending" and
 identified by the sequence number of the pack that will hold it.
@@ -78,7 +78,7 @@ class ChunkStore:
             with self._reader_lock:
                 if self._reader is None:
                     self._reader = Catalog(self.catalog.path, readonly=True)
-                stored = self._reader.stored_chunks(unknown)
+                stored = self._reader.chunks.stored_chunks(unknown)
         return [None if known or h in stored else generation
                 for h, known in zip(hashes, on_the_way, strict=True)]
 
@@ -94,7 +94,7 @@ class ChunkStore:
         if seq is not None:
             return seq
         if stored is None or checked_at != self.generation:
-            if self.catalog.sound_chunk_id(chunk_hash) is not None:
+            if self.catalog.chunks.sound_chunk_id(chunk_hash) is not None:
                 return STORED
             if stored is None:
                 raise AssertionError("chunk reported stored but unknown to the catalog")
@@ -112,7 +112,7 @@ class ChunkStore:
         `add(hash, size, None)` of any member returns where it is."""
         new = [(h, size) for h, size, checked_at in members
                if h not in self._pending
-               and (checked_at == self.generation or self.catalog.sound_chunk_id(h) is None)]
+               and (checked_at == self.generation or self.catalog.chunks.sound_chunk_id(h) is None)]
         if not new:
             return
         self._builder.add_shared(stored, new)
@@ -145,7 +145,7 @@ class ChunkStore:
     def _record_oldest(self) -> None:
         seq, sealed, future = self._uploads.popleft()
         future.result()  # a failed upload raises here, before anything refers to it
-        self.recorded_ids.update(self.catalog.add_pack(
+        self.recorded_ids.update(self.catalog.chunks.add_pack(
             sealed.name, sealed.size, sealed.chunks, time.time_ns()))
         self.bytes_added += sealed.size
         self.packs_written += 1

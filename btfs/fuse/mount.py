@@ -118,7 +118,7 @@ def serve(repo: Repo, mountpoint: str, *, allow_other: bool = False) -> None:
     limit_arenas(2)
     tree = Tree(repo.catalog, WriterLock(repo.paths.lock))
     ops = Operations(tree, ChunkSource(repo.vault, cache_bytes=CHUNK_CACHE_BYTES),
-                     xattrs=repo.catalog.has_xattrs())
+                     xattrs=repo.catalog.history.has_xattrs())
     pyfuse3.init(ops, mountpoint, fuse_options(allow_other))
     log.info("mounted %s at %s", repo.vault.url, mountpoint)
     try:

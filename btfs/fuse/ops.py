@@ -205,7 +205,7 @@ class Operations(pyfuse3.Operations):
             except OSError as e:
                 if e.errno != errno.ENOENT:  # ENOENT: the kernel had nothing cached
                     log.warning("cannot invalidate inode %d: %s", ino, e)
-        if not self.xattrs and not self._xattrs_warned and self.tree.catalog.has_xattrs():
+        if not self.xattrs and not self._xattrs_warned and self.tree.catalog.history.has_xattrs():
             # The kernel was told this filesystem has no xattrs; only a new mount can
             # take that back.
             log.warning("backup %s has extended attributes; remount to see them",
@@ -388,8 +388,8 @@ class Operations(pyfuse3.Operations):
     def _report(self, ino: int, error: Exception) -> None:
         kind, ident = split_ino(ino)
         try:
-            version = self.tree.catalog.version_or_none(ident)
-            where = os.fsdecode(self.tree.catalog.node_path(version.node_id))
+            version = self.tree.catalog.history.version_or_none(ident)
+            where = os.fsdecode(self.tree.catalog.history.node_path(version.node_id))
             snapshot = self.tree.names.get(version.snapshot_id, version.snapshot_id)
             log.error("read of %s (backup %s) failed: %s", where, snapshot, error)
         except Exception:  # naming the file must never hide the error itself

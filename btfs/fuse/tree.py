@@ -43,7 +43,18 @@ import stat
 import time
 from typing import NamedTuple
 
-from ..catalog import DELETED, DIR, FILE, ROOT, SYMLINK, Catalog, ChunkRef, Meta, Snapshot
+from ..catalog import (
+    DELETED,
+    DIR,
+    FILE,
+    ROOT,
+    SYMLINK,
+    Catalog,
+    ChildRow,
+    ChunkRef,
+    Meta,
+    Snapshot,
+)
 from ..catalog.search import ByFileChild, ByFileNode, HistorySearch
 from ..engine.meta import decode_xattrs
 from ..engine.running import RUNNING, snapshots_now
@@ -187,12 +198,12 @@ class Tree:
         snapshot's writer died (a killed backup changes nothing in the catalog); True if
         what by-time shows did. Cheap when nothing changed: one PRAGMA, plus a look at
         the writer lock while a snapshot is hidden."""
-        version = self.catalog.data_version()
+        version = self.catalog.history.data_version()
         if version == self._data_version and not (
                 self._hidden_running and self.lock is not None and not self.lock.is_held()):
             return False
         snaps = (snapshots_now(self.catalog, self.lock) if self.lock is not None
-                 else self.catalog.snapshots())
+                 else self.catalog.history.snapshots())
         self._data_version = version  # only once read: a failed read is retried
         self._hidden_running = any(s.state == RUNNING for s in snaps)
         snaps = [s for s in snaps if s.state != RUNNING]
@@ -231,7 +242,7 @@ class Tree:
                         ns, ns, False)
         kind, ident = split_ino(ino)
         if kind == _VERSION:
-            version = self.catalog.version_or_none(ident)
+            version = self.catalog.history.version_or_none(ident)
             if version is None or version.type == DELETED:
                 raise NotFound(ino)
             return _attr_from_meta(ino, version.meta)
@@ -241,7 +252,7 @@ class Tree:
                 raise NotFound(ino)
             if node_id == ROOT:
                 return self._synthetic_dir(ino, self._snapshot(snapshot_id).started_ns)
-            version = self.catalog.version_at(node_id, snapshot_id)
+            version = self.catalog.history.version_at(node_id, snapshot_id)
             if version is None or version.type != DIR:
                 raise NotFound(ino)
             return _attr_from_meta(ino, version.meta)
@@ -254,7 +265,7 @@ class Tree:
     def _deleted_mark(self, node_id: int) -> tuple[bytes, Attr]:
         """(name, attributes) of a deleted path's mark: an empty read-only file dated by
         the backup that found the path gone. NotFound while the path exists."""
-        head = self.catalog.head(node_id)
+        head = self.catalog.history.head(node_id)
         if head is None or head.type != DELETED or not self._visible(head.snapshot_id):
             raise NotFound(node_id)
         return self._mark(node_id, head.snapshot_id)
@@ -277,11 +288,11 @@ class Tree:
         ino = file_dir_ino(node_id)
         if node_id == ROOT:
             return self._synthetic_dir(ino)
-        version = self.catalog.newest_live_version(node_id, self.horizon)
+        version = self.catalog.history.newest_live_version(node_id, self.horizon)
         if version is not None and not self._visible(version.snapshot_id):
             # Below the horizon but hidden: a backup still running, or one left 'running'
             # by a killed process while the lock is taken again. Rare; take the long way.
-            shown = [v for v in self.catalog.versions_of(node_id)
+            shown = [v for v in self.catalog.history.versions_of(node_id)
                      if v.type != DELETED and self._visible(v.snapshot_id)]
             version = shown[-1] if shown else None
         if version is None:
@@ -309,7 +320,7 @@ class Tree:
         kind, ident = split_ino(parent)
         if kind == _TREE_DIR:
             snapshot_id, node_id = _tree_dir_parts(ident)
-            entry = self.catalog.child_at(node_id, name, snapshot_id)
+            entry = self.catalog.history.child_at(node_id, name, snapshot_id)
             if entry is None:
                 raise NotFound(name)
             return self._entry_attr(snapshot_id, entry.node_id, entry.version)
@@ -322,24 +333,23 @@ class Tree:
             return _attr_from_meta(tree_dir_ino(snapshot_id, node_id), version.meta)
         return self._version_attr(version)
 
-    def _row_attr(self, snapshot_id: int, row: tuple) -> Attr:
-        """_entry_attr of a catalog.children_rows_page row, without building records."""
-        (node_id, _, version_id, version_snapshot, kind, size, mode, uid, gid, atime_ns,
-         mtime_ns, ctime_ns, ino, nlink, xattrs) = row
+    def _row_attr(self, snapshot_id: int, row: ChildRow) -> Attr:
+        """_entry_attr of a History.children_page row, without building records."""
+        kind = row.type
         if kind == DIR:
-            inode = tree_dir_ino(snapshot_id, node_id)
-        elif kind == FILE and nlink > 1:
-            inode = version_ino(self.catalog.hardlink_leader(version_snapshot, ino))
+            inode = tree_dir_ino(snapshot_id, row.node_id)
+        elif kind == FILE and row.nlink > 1:
+            inode = version_ino(self.catalog.history.hardlink_leader(row.snapshot_id, row.ino))
         else:
-            inode = version_ino(version_id)
-        return Attr(inode, mode, nlink, uid, gid, size, atime_ns, mtime_ns, ctime_ns, True,
-                    xattrs)
+            inode = version_ino(row.version_id)
+        return Attr(inode, row.mode, row.nlink, row.uid, row.gid, row.size, row.atime_ns,
+                    row.mtime_ns, row.ctime_ns, True, row.xattrs)
 
     def _version_attr(self, version) -> Attr:
         """A file or symlink version; hard-link groups share one inode."""
         ident = version.id
         if version.type == FILE and version.meta.nlink > 1:
-            ident = self.catalog.hardlink_leader(version.snapshot_id, version.meta.ino)
+            ident = self.catalog.history.hardlink_leader(version.snapshot_id, version.meta.ino)
         return _attr_from_meta(version_ino(ident), version.meta)
 
     def _lookup_by_file(self, node_id: int, name: bytes) -> Attr:
@@ -355,15 +365,15 @@ class Tree:
 
     def _lookup_by_file_entry(self, node_id: int, name: bytes) -> Attr:
         if self._is_dir_path(node_id):
-            child = self.catalog.child_node(node_id, name)
+            child = self.catalog.history.child_node(node_id, name)
             if child is None:
                 raise NotFound(name)
             return self._file_dir_attr(child)
-        stamp = version_stamp(self.catalog.node_name(node_id), name)
+        stamp = version_stamp(self.catalog.history.node_name(node_id), name)
         snapshot_id = self.by_name.get(stamp) if stamp is not None else None
         if snapshot_id is None:
             raise NotFound(name)
-        version = self.catalog.version_at(node_id, snapshot_id)
+        version = self.catalog.history.version_at(node_id, snapshot_id)
         if version is None or version.snapshot_id != snapshot_id or version.type not in (
                 FILE, SYMLINK):
             raise NotFound(name)
@@ -371,7 +381,7 @@ class Tree:
 
     def _is_dir_path(self, node_id: int) -> bool:
         """In by-file, a path with children (ever) lists them; otherwise its versions."""
-        return node_id == ROOT or self.catalog.node_has_children(node_id)
+        return node_id == ROOT or self.catalog.history.node_has_children(node_id)
 
     # ---- readdir ---------------------------------------------------------------------
 
@@ -400,8 +410,8 @@ class Tree:
         kind, ident = split_ino(ino)
         if kind == _TREE_DIR:
             snapshot_id, node_id = _tree_dir_parts(ident)
-            return [(row[1], self._row_attr(snapshot_id, row), row[0])
-                    for row in self.catalog.children_rows_page(node_id, snapshot_id, after,
+            return [(row.name, self._row_attr(snapshot_id, row), row.node_id)
+                    for row in self.catalog.history.children_page(node_id, snapshot_id, after,
                                                                limit)]
         if kind == _FILE_DIR:
             if after >= MARK_COOKIE:
@@ -430,7 +440,7 @@ class Tree:
             return out, len(rows) < limit
         # Cookie: the version's snapshot id, so each page is one indexed range.
         name = node.name
-        rows = self.catalog.versions_page(node_id, self.horizon, after, limit)
+        rows = self.catalog.history.versions_page(node_id, self.horizon, after, limit)
         for version in rows:
             if self._visible(version.snapshot_id):
                 out.append((version_name(name, self.names[version.snapshot_id]),
@@ -454,7 +464,7 @@ class Tree:
     def _version_of(self, ino: int, kind: str):
         """The file or symlink version an inode names, if it is of `kind`."""
         ino_kind, ident = split_ino(ino)
-        version = self.catalog.version_or_none(ident) if ino_kind == _VERSION else None
+        version = self.catalog.history.version_or_none(ident) if ino_kind == _VERSION else None
         if version is None or version.type != kind:
             raise NotFound(ino)
         return version
@@ -483,28 +493,28 @@ class Tree:
         refs = self._refs_ahead.pop(ident, None)
         if refs is not None:
             return refs
-        loaded = self.catalog.file_chunk_refs_from(ident, REFS_AHEAD, REFS_AHEAD_CHUNKS)
+        loaded = self.catalog.chunks.file_chunk_refs_from(ident, REFS_AHEAD, REFS_AHEAD_CHUNKS)
         refs = loaded.pop(ident, None)
         if len(self._refs_ahead) + len(loaded) > REFS_AHEAD_KEPT:
             self._refs_ahead.clear()
         self._refs_ahead.update(loaded)
         if refs is None:  # not a file version, or damaged: let the one-version query say
-            refs = self.catalog.file_chunk_refs(ident)
+            refs = self.catalog.chunks.file_chunk_refs(ident)
             if refs is None:
                 raise NotFound(ino)
         return refs
 
     def chunks_after(self, ref: ChunkRef, max_bytes: int) -> list[ChunkRef]:
         """The chunks stored after `ref` in its pack, up to `max_bytes` of content."""
-        return self.catalog.chunks_after(ref.hash, max_bytes)
+        return self.catalog.chunks.chunks_after(ref.hash, max_bytes)
 
     def xattrs(self, ino: int) -> list[tuple[bytes, bytes]]:
         kind, ident = split_ino(ino)
         if kind == _VERSION:
-            version = self.catalog.version_or_none(ident)
+            version = self.catalog.history.version_or_none(ident)
         elif kind == _TREE_DIR and _tree_dir_parts(ident)[1] != ROOT:
             snapshot_id, node_id = _tree_dir_parts(ident)
-            version = self.catalog.version_at(node_id, snapshot_id)
+            version = self.catalog.history.version_at(node_id, snapshot_id)
         else:
             return []
         return decode_xattrs(version.meta.xattrs) if version else []

@@ -219,7 +219,9 @@ class S3Vault(Vault):
                 response_checksum_validation="when_required",
                 # The uploads, plus the mount's and a restore's readers.
                 max_pool_connections=settings.uploads + 16,
-                connect_timeout=10, read_timeout=60, tcp_keepalive=True,
+                # A stalled connection fails after `timeout` and is retried on a new one.
+                connect_timeout=min(10, settings.timeout), read_timeout=settings.timeout,
+                tcp_keepalive=True,
                 # Custom endpoints rarely have per-bucket DNS names.
                 s3={"addressing_style": "path"} if settings.endpoint else None))
 

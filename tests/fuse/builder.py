@@ -38,25 +38,26 @@ class History:
     # ---- snapshots ---------------------------------------------------------------------
 
     def begin(self, started_ns: int, state: str = "complete") -> int:
-        with self.catalog.transaction():
-            self.snapshot_id = self.catalog.begin_snapshot("host", started_ns)
+        with self.catalog.writer.transaction():
+            self.snapshot_id = self.catalog.writer.begin_snapshot("host", started_ns)
             if state != "running":
-                self.catalog.update_snapshot(self.snapshot_id, state=state,
+                self.catalog.writer.update_snapshot(self.snapshot_id, state=state,
                                              finished_ns=started_ns + NS)
         return self.snapshot_id
 
     def finish(self, snapshot_id: int, state: str = "complete") -> None:
-        with self.catalog.transaction():
-            self.catalog.update_snapshot(snapshot_id, state=state, finished_ns=time.time_ns())
+        with self.catalog.writer.transaction():
+            self.catalog.writer.update_snapshot(snapshot_id, state=state,
+                                                finished_ns=time.time_ns())
 
     # ---- versions ----------------------------------------------------------------------
 
     def _node(self, path: bytes) -> int:
-        return self.catalog.node_for_path(path, create=True)
+        return self.catalog.writer.node_for_path(path)
 
     def _add(self, path: bytes, meta: Meta) -> int:
-        with self.catalog.transaction():
-            return self.catalog.add_version(self._node(path), self.snapshot_id, meta)
+        with self.catalog.writer.transaction():
+            return self.catalog.writer.add_version(self._node(path), self.snapshot_id, meta)
 
     @staticmethod
     def meta(kind: str, mode: int, **fields) -> Meta:
@@ -98,16 +99,16 @@ class History:
         for piece in pieces:
             h = codec.chunk_hash(piece)
             hashes.append(h)
-            if self.catalog.chunk_id(h) is None:
+            if self.catalog.chunks.chunk_id(h) is None:
                 builder.add(h, len(piece), codec.encode(piece, 3))
-        with self.catalog.transaction():
+        with self.catalog.writer.transaction():
             ids = {}
             if len(builder):
                 sealed = builder.seal()
                 self.vault.put(pack_key(sealed.name), bytes(sealed.data))
                 self.packs.append(sealed.name)
-                ids = self.catalog.add_pack(sealed.name, len(sealed.data), sealed.chunks,
+                ids = self.catalog.chunks.add_pack(sealed.name, len(sealed.data), sealed.chunks,
                                             time.time_ns())
-            chunk_ids = [ids.get(h) or self.catalog.chunk_id(h) for h in hashes]
-            return self.catalog.add_content(blake3(data).digest(), len(data),
+            chunk_ids = [ids.get(h) or self.catalog.chunks.chunk_id(h) for h in hashes]
+            return self.catalog.chunks.add_content(blake3(data).digest(), len(data),
                                             chunk_ids)

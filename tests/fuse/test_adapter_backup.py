@@ -165,10 +165,10 @@ def test_files_opened_in_order_get_their_refs_from_one_query(small_files, monkey
     the order the backup wrote them asks the catalog once; opened in the other order,
     each open asks; both read every byte exactly."""
     ops, files, repo = small_files
-    catalog = ops.tree.catalog
+    chunks = ops.tree.catalog.chunks
     calls = []
-    real = catalog.file_chunk_refs_from
-    monkeypatch.setattr(catalog, "file_chunk_refs_from",
+    real = chunks.file_chunk_refs_from
+    monkeypatch.setattr(chunks, "file_chunk_refs_from",
                         lambda *args: calls.append(args) or real(*args))
 
     async def read_each(order):

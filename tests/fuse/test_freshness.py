@@ -69,7 +69,7 @@ def test_a_killed_backup_is_interrupted_at_once_and_the_mount_shows_it(repo_dirs
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=30)
             kept = committed()
-            assert [s.state for s in cat.snapshots()] == ["complete", "running"]
+            assert [s.state for s in cat.history.snapshots()] == ["complete", "running"]
     finally:
         if child.poll() is None:
             child.kill()
@@ -91,7 +91,7 @@ def test_a_killed_backup_is_interrupted_at_once_and_the_mount_shows_it(repo_dirs
     # The next writer records it as interrupted, as it always did; nothing else changes.
     backup()
     with Catalog(paths.catalog, readonly=True) as cat:
-        assert [s.state for s in cat.snapshots()] == ["complete", "interrupted", "complete"]
+        assert [s.state for s in cat.history.snapshots()] == ["complete", "interrupted", "complete"]
     assert [s["state"] for s in snapshots_json()] == ["complete", "interrupted", "complete"]
 
 
@@ -107,8 +107,8 @@ def test_a_running_backup_is_running_for_btfs_snapshots(repo_dirs, paths):
         lock = WriterLock(paths.lock)
         lock.acquire()
         try:
-            with cat.transaction():
-                cat.begin_snapshot("h", time.time_ns())
+            with cat.writer.transaction():
+                cat.writer.begin_snapshot("h", time.time_ns())
             assert [s["state"] for s in snapshots_json()] == ["complete", "running"]
         finally:
             lock.release()

@@ -114,10 +114,10 @@ def test_a_running_snapshot_whose_writer_lock_is_free_is_shown_as_interrupted(ha
     assert tree.readlink(LATEST_INO) == b"2026-11-23_093100"
     a = walk(tree, BY_FILE_INO, b"/data/a")
     assert sorted(entries(tree, a)) == [b"a.2026-11-23_093000", b"a.2026-11-23_093100"]
-    assert hand.catalog.snapshot(killed).state == "running"  # a reader changes nothing
+    assert hand.catalog.history.snapshot(killed).state == "running"  # a reader changes nothing
     # The next writer marks it interrupted in the catalog: nothing changes for the tree.
-    with hand.catalog.transaction():
-        hand.catalog.mark_interrupted()
+    with hand.catalog.writer.transaction():
+        hand.catalog.writer.mark_interrupted()
     assert not tree.refresh()
     assert tree.readlink(LATEST_INO) == b"2026-11-23_093100"
 
@@ -400,10 +400,10 @@ def test_readdir_pages_resume_after_their_cookie_in_a_100k_directory(hand):
     from btfs.catalog import FILE
     empty = hand.content(b"")
     meta = hand.meta(FILE, stat.S_IFREG | 0o644, content_id=empty)
-    with cat.transaction():
-        big = cat.node_for_path(b"/big")
+    with cat.writer.transaction():
+        big = cat.history.node_for_path(b"/big")
         for i in range(100_000):
-            cat.add_version(cat.add_node(big, b"%06d" % (i * 7919 % 100_000)),
+            cat.writer.add_version(cat.writer.add_node(big, b"%06d" % (i * 7919 % 100_000)),
                             hand.snapshot_id, meta)
     tree = Tree(cat)
     d = at(tree, "2026-11-23_093000", b"/big")
@@ -423,11 +423,11 @@ def test_the_model_loads_nothing_of_the_history_up_front(hand):
     hand.dirs(b"/w")
     from btfs.catalog import FILE
     meta = hand.meta(FILE, stat.S_IFREG | 0o644, content_id=hand.content(b""))
-    with hand.catalog.transaction():
-        w = hand.catalog.node_for_path(b"/w")
+    with hand.catalog.writer.transaction():
+        w = hand.catalog.history.node_for_path(b"/w")
         for i in range(50_000):
-            hand.catalog.add_version(hand.catalog.add_node(w, b"f%d" % i), hand.snapshot_id,
-                                     meta)
+            writer = hand.catalog.writer
+            writer.add_version(writer.add_node(w, b"f%d" % i), hand.snapshot_id, meta)
     started = time.perf_counter()
     tree = Tree(Catalog(hand.catalog.path, readonly=True))
     assert list(entries(tree, ROOT_INO)) == [b"by-time", b"by-file"]
@@ -456,15 +456,15 @@ def test_listings_do_not_slow_down_with_history(hand):
     hand.begin(MON)
     hand.dirs(b"/d")
     content = hand.content(b"x")
-    with cat.transaction():
-        files = [cat.node_for_path(b"/d/f%02d" % i, create=True) for i in range(50)]
-        d = cat.node_for_path(b"/d")
+    with cat.writer.transaction():
+        files = [cat.writer.node_for_path(b"/d/f%02d" % i) for i in range(50)]
+        d = cat.history.node_for_path(b"/d")
         for hour in range(1, 3000):
-            sid = cat.begin_snapshot("h", MON + hour * 3600 * NS)
-            cat.update_snapshot(sid, state="complete", finished_ns=MON + hour * 3600 * NS)
-            cat.add_version(d, sid, hand.meta(DIR, stat.S_IFDIR | 0o755, mtime_ns=hour))
+            sid = cat.writer.begin_snapshot("h", MON + hour * 3600 * NS)
+            cat.writer.update_snapshot(sid, state="complete", finished_ns=MON + hour * 3600 * NS)
+            cat.writer.add_version(d, sid, hand.meta(DIR, stat.S_IFDIR | 0o755, mtime_ns=hour))
             for node in files:
-                cat.add_version(node, sid, hand.meta(FILE, stat.S_IFREG | 0o644,
+                cat.writer.add_version(node, sid, hand.meta(FILE, stat.S_IFREG | 0o644,
                                                      content_id=content, mtime_ns=hour))
     tree = Tree(Catalog(cat.path, readonly=True))
     timings = {}

@@ -138,6 +138,6 @@ def test_a_btfs_mount_inside_a_tracked_directory_is_never_backed_up(repo_dirs, c
         assert (s["files_new"], s["files_changed"], s["bytes_added"]) == (0, 0, 0), s
     assert stats[0]["files_deleted"] == 1 and stats[1]["files_deleted"] == 0
     with Catalog(paths.catalog, readonly=True) as catalog:
-        node = catalog.node_for_path(os.fsencode(mnt))
-        assert catalog.node_children(node) == []  # nothing under it, ever
-        assert catalog.head(node).type == DELETED
+        node = catalog.history.node_for_path(os.fsencode(mnt))
+        assert catalog.history.node_children(node) == []  # nothing under it, ever
+        assert catalog.history.head(node).type == DELETED

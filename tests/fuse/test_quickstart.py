@@ -94,7 +94,7 @@ def test_the_readme_quick_start_works_as_written(isolated_env, tmp_path, monkeyp
                 {}, {os.fsencode(home): DIR})
             assert recorded(catalog, runs[1]["snapshot_id"], home) == {}
             everything = {}
-            for snap in catalog.snapshots():
+            for snap in catalog.history.snapshots():
                 everything.update(recorded(catalog, snap.id, home))
         assert os.fsencode(home / ".bashrc") in everything
         for own in (vault, paths.data_dir, paths.cache_dir, mnt):

@@ -290,12 +290,12 @@ def test_a_running_backup_does_not_disturb_the_mount(repo_dirs, mounts_cleanup, 
     btfs_cli("mount", str(mnt))
     with Catalog(paths.catalog) as cat, WriterLock(paths.lock) as lock:
         lock.acquire()
-        with cat.transaction():
-            running = cat.begin_snapshot("h", time.time_ns() + 10 * 10**9)
+        with cat.writer.transaction():
+            running = cat.writer.begin_snapshot("h", time.time_ns() + 10 * 10**9)
         time.sleep(1.5)
         assert len(snapshot_dirs(mnt)) == 1
-        with cat.transaction():
-            cat.update_snapshot(running, state="complete", finished_ns=time.time_ns())
+        with cat.writer.transaction():
+            cat.writer.update_snapshot(running, state="complete", finished_ns=time.time_ns())
     assert wait_until(lambda: len(snapshot_dirs(mnt)) == 2, timeout=2.0)
 
 
@@ -363,17 +363,17 @@ def test_a_100k_entry_directory_is_listed_fully_and_once(repo_dirs, mounts_clean
     backup()  # records src and its ancestors; the big directory is added by hand
     with Catalog(paths.catalog) as cat:
         from btfs.catalog import DIR, FILE, Meta
-        with cat.transaction():
-            sid = cat.begin_snapshot("h", time.time_ns())
-            empty = cat.add_content(blake3(b"").digest(), 0, ())
-            big = cat.node_for_path(os.fsencode(src) + b"/big", create=True)
-            cat.add_version(big, sid, Meta(DIR, 4096, stat.S_IFDIR | 0o755, 0, 0, 1, 1, 1,
+        with cat.writer.transaction():
+            sid = cat.writer.begin_snapshot("h", time.time_ns())
+            empty = cat.chunks.add_content(blake3(b"").digest(), 0, ())
+            big = cat.writer.node_for_path(os.fsencode(src) + b"/big")
+            cat.writer.add_version(big, sid, Meta(DIR, 4096, stat.S_IFDIR | 0o755, 0, 0, 1, 1, 1,
                                            None, 1, 2))
             for i in range(100_000):
-                cat.add_version(cat.add_node(big, b"entry-%06d" % i), sid,
+                cat.writer.add_version(cat.writer.add_node(big, b"entry-%06d" % i), sid,
                                 Meta(FILE, 0, stat.S_IFREG | 0o644, 0, 0, 1, 1, 1, None,
                                      10 + i, 1, content_id=empty))
-            cat.update_snapshot(sid, state="complete", finished_ns=time.time_ns())
+            cat.writer.update_snapshot(sid, state="complete", finished_ns=time.time_ns())
     mounts_cleanup(mnt)
     started = time.perf_counter()
     btfs_cli("mount", str(mnt))
@@ -524,7 +524,7 @@ def test_the_mount_answers_while_a_backup_runs(repo_dirs, mounts_cleanup, paths)
         if shown == 1:
             return True
         with Catalog(paths.catalog, readonly=True) as cat:
-            return shown == 2 and all(s.state != "running" for s in cat.snapshots())
+            return shown == 2 and all(s.state != "running" for s in cat.history.snapshots())
 
     (src / "old.txt").write_text("from the first backup")
     backup()

@@ -24,8 +24,8 @@ def flip_byte_in(vault: Path, path: Path) -> None:
     """Flip one byte in the middle of the stored form of the first chunk of the file
     backed up from `path` (its newest version), in its pack in the vault."""
     with Catalog(xdg_paths().catalog, readonly=True) as catalog:
-        node = catalog.node_for_path(os.fsencode(path))
-        ref = catalog.content_refs(catalog.head(node).meta.content_id)[0]
+        node = catalog.history.node_for_path(os.fsencode(path))
+        ref = catalog.chunks.content_refs(catalog.history.head(node).meta.content_id)[0]
     pack = next(vault.rglob(ref.pack))
     data = bytearray(pack.read_bytes())
     data[ref.offset + ref.stored_len // 2] ^= 0xFF
