@@ -172,3 +172,36 @@ def test_sync_reads_only_new_packs_and_check_skips_foreign_packs_not_used(tmp_pa
     done = btfs("check", "--read-data", env=beta)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "problem" not in done.stdout.lower()
+
+
+def test_two_hosts_dedup_against_an_s3_vault(s3, tmp_path):
+    """The same against S3 (moto on 127.0.0.1): a pack's trailer and index are two ranged
+    GETs, and two hosts putting at once both succeed."""
+    shared = shared_files(1)
+
+    def s3_host(name: str) -> tuple[dict, Path]:
+        env = host_env(tmp_path, name)
+        src = tmp_path / name / "home" / "data"
+        src.mkdir()
+        for rel, data in shared.items():
+            (src / rel).write_bytes(data)
+        (src / f"own-{name}").write_bytes(rand_bytes(100_000, seed=len(name)))
+        btfs("init", "--vault", s3.url(), "--endpoint", s3.endpoint, "--no-input", env=env)
+        btfs("track", str(src), env=env)
+        return env, src
+
+    def pack_bytes() -> int:
+        return sum(s3.keys("vault/packs/").values())
+
+    alpha, alpha_src = s3_host("alpha")
+    btfs("backup", env=alpha)
+    after_alpha = pack_bytes()
+    beta, beta_src = s3_host("beta")
+    btfs("backup", env=beta)
+    assert pack_bytes() - after_alpha < 200_000  # beta's own file only
+
+    (alpha_src / "more").write_bytes(rand_bytes(500_000, seed=7))
+    (beta_src / "other").write_bytes(rand_bytes(500_000, seed=8))
+    parallel_backups(alpha, beta)
+    for env in (alpha, beta):
+        assert btfs("check", "--read-data", env=env).returncode == 0
