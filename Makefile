@@ -41,8 +41,11 @@ install-user: install
 	@sed -e 's|%h/.local/bin/btfs|$(LAUNCHER)|' \
 		-e 's|^Description=.*|&\nDocumentation=file://$(CURDIR)/README.md|' \
 		contrib/systemd/btfs-backup.service > $(UNITDIR)/btfs-backup.service
+	@sed -e 's|%h/.local/bin/btfs|$(LAUNCHER)|' \
+		-e 's|^Description=.*|&\nDocumentation=file://$(CURDIR)/README.md|' \
+		contrib/systemd/btfs-watch.service > $(UNITDIR)/btfs-watch.service
 	@cp contrib/systemd/btfs-backup.timer $(UNITDIR)/btfs-backup.timer
-	@echo "installed $(LAUNCHER) and $(UNITDIR)/btfs-backup.{service,timer}"
+	@echo "installed $(LAUNCHER) and $(UNITDIR)/btfs-{backup.service,backup.timer,watch.service}"
 	@if systemctl --user daemon-reload 2>/dev/null; then echo "systemd user manager reloaded"; \
 	else echo "no systemd user manager reachable; in your session run: systemctl --user daemon-reload"; fi
 	@case ":$$PATH:" in *":$(BINDIR):"*) ;; *) echo "$(BINDIR) is not on PATH: export PATH=$(BINDIR):\$$PATH";; esac

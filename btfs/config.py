@@ -82,6 +82,8 @@ class Config:
     pack_size: int = 16 * MiB  # target size of a pack object in the vault
     threads: int = 0  # hashing/compression threads; 0 means one per core
     s3: S3Settings = S3Settings()
+    # The [watch] table, carried as parsed; btfs.watch.settings validates it.
+    watch: dict = dataclasses.field(default_factory=dict)
 
     def tracked_dir(self, path: str) -> TrackedDir | None:
         for t in self.tracked:
@@ -149,6 +151,8 @@ def from_dict(doc: dict, where: str = "config") -> Config:
     for key in _BOOL_KEYS:
         if key in doc:
             kwargs[key] = want(key, bool, doc[key])
+    if "watch" in doc:
+        kwargs["watch"] = dict(want("watch", dict, doc["watch"]))
     if "excludes" in doc:
         patterns = want("excludes", list, doc["excludes"])
         kwargs["excludes"] = tuple(want("excludes", str, p) for p in patterns)
@@ -242,7 +246,7 @@ def dumps(doc: dict) -> str:
         if key not in tables and key != "track" and not isinstance(value, dict):
             lines.append(f"{key} = {_toml_value(value)}")
     for key, value in doc.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             lines.append("")
             lines.append(f"[{key}]")
             for k, v in value.items():

@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -48,6 +49,7 @@ if TYPE_CHECKING:  # the engine is imported where it is used (see above)
     from .engine.check import CheckReport
     from .engine.repair import RepairReport
     from .engine.restore import RestoreResult
+    from .engine.scanner import Subtree
     from .engine.status import Status
 
 log = logging.getLogger(__name__)
@@ -237,11 +239,15 @@ class Repo:
         return expected_work(self.catalog.history.snapshots())
 
     def backup(self, *, one_file_system: bool = False, limit_upload: int | None = None,
-               progress: Callable[[Stats, bytes], None] | None = None) -> Stats:
+               progress: Callable[[Stats, bytes], None] | None = None,
+               only: Iterable[Subtree] | None = None, stop: threading.Event | None = None,
+               skip_unchanged: bool = False) -> Stats:
         """Run one backup; the caller holds `writer()`. `one_file_system` and
         `limit_upload` (bytes per second) override the config's one_file_system and
         s3.limit_upload for this run. `progress` is called now and then with the stats
-        so far and the path being read."""
+        so far and the path being read. `only` (scanner.Subtree items) records only what
+        changed below those paths; `stop` ends it between files; `skip_unchanged` keeps
+        no snapshot when nothing changed (btfs.engine.backup, for `btfs watch`)."""
         from .engine.backup import run_backup
 
         if limit_upload is not None:
@@ -250,7 +256,8 @@ class Repo:
             self.config = config_mod.with_changes(self.config, one_file_system=True)
         with self._store() as store:
             return run_backup(self.catalog, store, self.config, progress=progress,
-                              never=never_backed_up(self.paths, self.config))
+                              never=never_backed_up(self.paths, self.config), only=only,
+                              stop=stop, skip_unchanged=skip_unchanged)
 
     def add(self, paths: list[str]) -> list[str]:
         """`btfs add`: stage files and symlinks now; the absolute paths staged. The

@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-UNITS = ("btfs-backup.service", "btfs-backup.timer")
+UNITS = ("btfs-backup.service", "btfs-backup.timer", "btfs-watch.service")
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed"),
@@ -84,6 +84,9 @@ def test_install_user_units_verify_and_launcher_runs(scratch):
     assert "%h" not in service and "example.invalid" not in service
     docs = [line for line in service.splitlines() if line.startswith("Documentation=")]
     assert docs == [f"Documentation=file://{ROOT}/README.md"]
+    watch = (unit_dir / "btfs-watch.service").read_text()
+    assert f"ExecStart={launcher} watch\n" in watch and "Type=notify\n" in watch
+    assert "Restart=on-failure\n" in watch and "%h" not in watch
     assert (unit_dir / "btfs-backup.timer").read_text() == \
         (ROOT / "contrib" / "systemd" / "btfs-backup.timer").read_text()
 

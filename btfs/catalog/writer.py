@@ -223,6 +223,14 @@ class BackupWriter:
         self.db.execute(f"UPDATE snapshot SET {assignments} WHERE id=?",
                         (*fields.values(), snapshot_id))
 
+    def drop_empty_snapshot(self, snapshot_id: int) -> None:
+        """Delete a snapshot that recorded nothing (`btfs watch` keeps no empty ones);
+        one holding any version is left as it is."""
+        assert self.db.in_transaction, "drop_empty_snapshot needs a transaction"
+        self.flush()  # its versions may be queued
+        self.db.execute("DELETE FROM snapshot WHERE id=? AND NOT EXISTS "
+                        "(SELECT 1 FROM version WHERE snapshot_id=?)", (snapshot_id, snapshot_id))
+
     def mark_interrupted(self) -> list[int]:
         """Snapshots left 'running' by a dead writer; call only while holding the lock."""
         assert self.db.in_transaction, "mark_interrupted needs a transaction"

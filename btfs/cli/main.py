@@ -46,6 +46,8 @@ COMMANDS = {
     "repair": ("maintenance", "repair"),
     "mount": ("mount", "mount_cmd"),
     "umount": ("mount", "umount_cmd"),
+    "watch": ("watch", "watch"),
+    "daemon": ("watch", "daemon_group"),
 }
 
 

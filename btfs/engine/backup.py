@@ -7,6 +7,16 @@ are taken in order and fed to the ChunkStore. A file's version is inserted only 
 pack holding its new chunks is durable; the catalog transaction is committed at those
 points, so a kill -9 leaves committed work that refers only to durable packs.
 
+Subtree backups (`only`, for `btfs watch`): the scan walks only towards the given paths
+(scanner.Subtree) and records what changed there; every other path keeps its older
+version by the catalog's tree-at-S rule, so the snapshot still shows the whole tree.
+Deletions elsewhere wait for the next full backup. Such a snapshot's `entries` is the
+previous snapshot's, plus new paths, minus deleted ones.
+
+`stop` (a threading.Event) asks a running backup to end between files: it raises
+BackupStopped, the open transaction is rolled back and the snapshot marked interrupted,
+as on any other error; committed files stay valid.
+
 Never: follow symlinks, key on st_dev, hold a whole large file or the whole file list.
 """
 
@@ -16,9 +26,10 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -30,7 +41,7 @@ from ..userpath import is_under
 from .files import Batch, Chunker, Piece, WholeFile, cut_file, make_piece, read_batch
 from .memory import rare_collections, tune_allocator
 from .meta import meta_from_stat, read_xattrs
-from .scanner import Changed, Deleted, Listed, Scanner
+from .scanner import Changed, Deleted, Listed, Scanner, Subtree
 from .store import STORED, ChunkStore
 
 log = logging.getLogger(__name__)
@@ -79,12 +90,19 @@ class Stats:
     warnings: list[str] = field(default_factory=list)
     started_ns: int = 0
     finished_ns: int = 0
-    state: str = "running"
+    state: str = "running"  # or "unchanged": nothing to record, the snapshot was dropped
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
         d["seconds"] = round((self.finished_ns - self.started_ns) / 1e9, 3)
         return d
+
+
+class BackupStopped(BtfsError):
+    """A backup ended early because its `stop` event was set."""
+
+    def __init__(self) -> None:
+        super().__init__("backup stopped; what was committed is kept", exit_code=130)
 
 
 @dataclass(slots=True)
@@ -115,8 +133,16 @@ class _FileJob:
 class Backup:
     def __init__(self, catalog: Catalog, store: ChunkStore, config: Config, *,
                  progress: Callable[[Stats, bytes], None] | None = None,
-                 never: frozenset[bytes] = frozenset()):
+                 never: frozenset[bytes] = frozenset(),
+                 only: Iterable[Subtree] | None = None,
+                 stop: threading.Event | None = None,
+                 skip_unchanged: bool = False):
         self.catalog = catalog
+        self.only = None if only is None else tuple(only)
+        self.stop = stop
+        self.skip_unchanged = skip_unchanged  # no snapshot when nothing changed
+        self._versions = 0  # versions recorded in this run
+        self._ancestors_changed: list[Changed] = []  # above a tracked dir, not yet recorded
         self.store = store
         self.config = config
         self.progress = progress
@@ -169,9 +195,19 @@ class Backup:
             self._drain(all_items=True)
             self.store.finish()
             self._flush_ready(final=True)
+            if self._versions:
+                for a in self._ancestors_changed:
+                    self._record(a.node_id, a.path, a.st, a.kind, a.is_new, counted=False)
             s.bytes_added = self.store.bytes_added
             s.finished_ns = time.time_ns()
             s.state = "partial" if s.errors else "complete"
+            if self.only is not None:
+                s.entries = self._entries_after_subtrees()
+            if self.skip_unchanged and not self._versions and not s.errors:
+                self.catalog.writer.drop_empty_snapshot(s.snapshot_id)
+                self.catalog.writer.commit()
+                s.state, s.snapshot_id = "unchanged", 0
+                return s
             self.catalog.writer.update_snapshot(
                 s.snapshot_id, finished_ns=s.finished_ns, state=s.state,
                 files_new=s.files_new, files_changed=s.files_changed,
@@ -206,6 +242,19 @@ class Backup:
             log.debug("could not keep what landed before the vault failed", exc_info=True)
             return
         log.info("kept %d files whose packs landed before the vault failed", len(landed))
+
+    def _entries_after_subtrees(self) -> int:
+        s = self.stats
+        before = [p for p in self.catalog.history.snapshots()
+                  if p.id != s.snapshot_id and p.state in ("complete", "partial")]
+        if not before:
+            self.catalog.writer.flush()  # the count reads this snapshot's versions
+            return self.catalog.history.count_entries(s.snapshot_id)
+        return max(0, before[-1].entries + s.files_new - s.files_deleted)
+
+    def _stopping(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise BackupStopped()
 
     def _abandon(self) -> None:
         """After an error or Ctrl-C: keep what is durable, mark the snapshot interrupted."""
@@ -245,13 +294,15 @@ class Backup:
         scanner = Scanner(self.catalog.writer, self.config, self._resolve, self._warn,
                           report_unchanged=self._staged, fresh=self._new_nodes,
                           never=self.never)
-        for n, event in enumerate(scanner.scan(tracked)):
+        for n, event in enumerate(scanner.scan(tracked, self.only)):
             if isinstance(event, Listed):
                 self.stats.entries += event.unchanged
                 self._tick(event.path)
+                self._stopping()
                 continue
             if n % 256 == 0:
                 self._tick(event.path)
+                self._stopping()
             if isinstance(event, Deleted):
                 self._mark_deleted(event.entry.node_id, event.entry.type)
                 continue
@@ -259,8 +310,12 @@ class Backup:
                 # A directory above the tracked one; roots can share ancestors, each of
                 # which gets at most one version per snapshot, from its first sighting.
                 if isinstance(event, Changed) and event.node_id not in self._ancestors_seen:
-                    self._record(event.node_id, event.path, event.st, event.kind,
-                                 event.is_new, counted=False)
+                    if self.skip_unchanged:
+                        # /home changes all the time; alone it is no reason for a snapshot.
+                        self._ancestors_changed.append(event)
+                    else:
+                        self._record(event.node_id, event.path, event.st, event.kind,
+                                     event.is_new, counted=False)
                 self._ancestors_seen.add(event.node_id)
                 continue
             self.stats.entries += 1
@@ -295,6 +350,7 @@ class Backup:
     def _add_version(self, node: int, meta: Meta, is_new: bool, *, counted: bool = True,
                      content_id: int | None = None) -> None:
         self.catalog.writer.add_version(node, self.stats.snapshot_id, meta, content_id=content_id)
+        self._versions += 1
         if counted:
             self._count(is_new)
 
@@ -310,6 +366,7 @@ class Backup:
         while stack:
             node_id, kind = stack.pop()
             self.catalog.writer.add_version(node_id, self.stats.snapshot_id, DELETED_META)
+            self._versions += 1
             self.stats.files_deleted += 1
             if kind == DIR:
                 stack.extend((c.node_id, c.type)
@@ -343,6 +400,7 @@ class Backup:
 
     def _commit_one_staged(self, staged: Version, *, is_new: bool) -> None:
         self.catalog.writer.commit_staged(staged.id, self.stats.snapshot_id)
+        self._versions += 1
         self._count(is_new)
 
     def _commit_staged_leftovers(self) -> None:
@@ -389,6 +447,7 @@ class Backup:
             # A large file can take minutes: report its bytes as they are taken, not
             # only at the next scan event (a time check per chunk, none per small file).
             self._tick(current.path)
+            self._stopping()
 
         def restart() -> None:
             nonlocal current
@@ -509,6 +568,7 @@ class Backup:
             files.append((job.node_id, job.meta, job.digest,
                           sum(size for _, size in job.pieces), chunk_ids))
             self._count(job.is_new)
+        self._versions += len(files)
         self.catalog.writer.add_file_versions(self.stats.snapshot_id, files)
 
     # ---- reporting ----------------------------------------------------------------------
@@ -534,8 +594,12 @@ class Backup:
 
 
 def run_backup(catalog: Catalog, store: ChunkStore, config: Config, *, progress=None,
-               never: frozenset[bytes] = frozenset()) -> Stats:
+               never: frozenset[bytes] = frozenset(), only: Iterable[Subtree] | None = None,
+               stop: threading.Event | None = None, skip_unchanged: bool = False) -> Stats:
+    """One backup of every tracked directory, or only of the `only` subtrees (see the
+    module docstring); with `skip_unchanged`, no snapshot is kept when nothing changed."""
     if not config.tracked:
         raise BtfsError("nothing to back up: add a directory with 'btfs track DIR'")
-    backup = Backup(catalog, store, config, progress=progress, never=never)
+    backup = Backup(catalog, store, config, progress=progress, never=never, only=only,
+                    stop=stop, skip_unchanged=skip_unchanged)
     return backup.run(config.host_id, config.tracked)

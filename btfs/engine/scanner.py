@@ -12,6 +12,13 @@ misses on linux-6.1.) One listing and one open directory are held per level bein
 
 Change detection is by lstat alone (size, mtime_ns, ctime_ns, inode, type; never st_dev):
 an unchanged file is not opened.
+
+Subtrees (`btfs watch`): `scan(tracked, only=[Subtree, ...])` walks only towards the given
+paths. A directory on the way is listed but only the names leading on are compared (the
+others are neither compared nor reported deleted); a `Subtree(path, deep=False)` is
+compared itself and, if a directory, its entries too, with new subdirectories walked
+whole; a deep one is walked whole. Every directory on the way is compared, so a changed
+parent directory is recorded as well.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Container, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..catalog import DELETED, DIR, FILE, ROOT, SYMLINK, BackupWriter, History, LiveChild
 from ..config import Config, TrackedDir
@@ -86,6 +93,59 @@ class _Descend:
     path: bytes
     node_id: int | None
     rel: bytes
+    plan: _Plan | None = None  # None: walk it whole
+
+
+@dataclass(frozen=True, slots=True)
+class Subtree:
+    """A path below a tracked directory to scan (`Scanner.scan(only=...)`): `deep` walks
+    everything below it; otherwise only the path and, for a directory, its entries."""
+
+    path: bytes
+    deep: bool = True
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What to walk of one directory in a subtree scan: with `listed`, compare all its
+    entries; else only the names in `children` (each a _Plan, or None: walk it whole)."""
+
+    listed: bool = False
+    children: dict[bytes, _Plan | None] = field(default_factory=dict)
+
+
+def plan_subtrees(root: bytes, only: Iterable[Subtree]) -> _Plan | None | bool:
+    """The walk of `root` that covers `only`: a _Plan, None (walk it whole) or False
+    (nothing of `only` is below root)."""
+    top = root.rstrip(b"/") + b"/"
+    plan = _Plan()
+    touched = False
+    for sub in only:
+        if sub.path == root or sub.path.rstrip(b"/") == root.rstrip(b"/"):
+            if sub.deep:
+                return None
+            plan.listed = touched = True
+            continue
+        if not sub.path.startswith(top):
+            continue
+        touched = True
+        parts = [p for p in sub.path[len(top):].split(b"/") if p]
+        here: _Plan | None = plan
+        for name in parts[:-1]:
+            if name not in here.children:
+                here.children[name] = _Plan()
+            here = here.children[name]
+            if here is None:
+                break  # already walked whole
+        else:
+            last = parts[-1]
+            if sub.deep:
+                here.children[last] = None
+            elif last not in here.children:
+                here.children[last] = _Plan(listed=True)
+            elif here.children[last] is not None:
+                here.children[last].listed = True
+    return plan if touched else False
 
 
 # Directories held open at once while walking (one per level); deeper ones are walked
@@ -119,8 +179,13 @@ class Scanner:
             for key in {parent or b"/", b"/" + parent}:
                 self._hidden.setdefault(key, set()).add(name)
 
-    def scan(self, tracked: TrackedDir) -> Iterator[Changed | Unchanged | Listed | Deleted]:
+    def scan(self, tracked: TrackedDir, only: Iterable[Subtree] | None = None
+             ) -> Iterator[Changed | Unchanged | Listed | Deleted]:
+        """Walk `tracked` (all of it, or only towards the `only` subtrees)."""
         root = os.fsencode(tracked.path)
+        plan = None if only is None else plan_subtrees(root, only)
+        if plan is False:
+            return
         try:
             root_st = os.lstat(root)
         except OSError as e:
@@ -147,13 +212,14 @@ class Scanner:
         # One generator per directory being walked; a _Descend from the innermost one
         # starts its subdirectory's. A stack rather than recursion: trees deeper than
         # Python's recursion limit exist.
-        walking = [self._scan_dir(root, node, b"", matcher, root_st.st_dev, inline=True)]
+        walking = [self._scan_dir(root, node, b"", matcher, root_st.st_dev, inline=True,
+                                  plan=plan)]
         while walking:
             for event in walking[-1]:
                 if isinstance(event, _Descend):
                     walking.append(self._scan_dir(
                         event.path, event.node_id, event.rel, matcher, root_st.st_dev,
-                        inline=len(walking) < MAX_OPEN_LEVELS))
+                        inline=len(walking) < MAX_OPEN_LEVELS, plan=event.plan))
                     break
                 yield event
             else:
@@ -168,7 +234,7 @@ class Scanner:
         return Changed(node, path, st, DIR, not live, counted)
 
     def _scan_dir(self, path: bytes, node: int | None, rel: bytes, matcher: Matcher,
-                  root_dev: int, *, inline: bool):
+                  root_dev: int, *, inline: bool, plan: _Plan | None = None):
         """A directory's events, with a _Descend where each subdirectory is to be walked:
         at its name (`inline`, keeping this directory open meanwhile) or, past
         MAX_OPEN_LEVELS, after the listing is done and the directory closed."""
@@ -180,7 +246,7 @@ class Scanner:
             return  # its children keep their last versions: not "deleted"
         deferred: list[_Descend] = []
         try:
-            for event in self._scan_listed(fd, path, node, rel, matcher, root_dev):
+            for event in self._scan_listed(fd, path, node, rel, matcher, root_dev, plan):
                 if inline or not isinstance(event, _Descend):
                     yield event
                 else:
@@ -190,7 +256,7 @@ class Scanner:
         yield from deferred
 
     def _scan_listed(self, fd: int, path: bytes, node: int | None, rel: bytes,
-                     matcher: Matcher, root_dev: int):
+                     matcher: Matcher, root_dev: int, plan: _Plan | None = None):
         """The events for one listed directory's entries. Long because it is the
         per-entry loop of every backup: its steps share locals that a split into
         functions would turn into calls and lookups per entry."""
@@ -199,6 +265,11 @@ class Scanner:
         except OSError as e:
             self.warn(f"cannot list {os.fsdecode(path)}: {e.strerror}")
             return
+        wanted = None if plan is None or plan.listed else plan.children
+        if wanted is not None:
+            # On the way to a subtree: only the names leading on are compared, and only
+            # they can be found deleted.
+            names = [n for n in names if n in wanted]
         if (self.config.exclude_caches and b"CACHEDIR.TAG" in names
                 and is_cache_dir(path)):
             # The directory itself is kept (as tar and borg do); its contents are not.
@@ -211,6 +282,8 @@ class Scanner:
             names = [n for n in names if n not in hidden]
         live = (self.reads.live_children(node)
                 if node is not None and node not in self.fresh else {})
+        if wanted is not None:
+            live = {n: e for n, e in live.items() if n in wanted}
         unchanged = 0
         report = self.report_unchanged
         xdev = self.config.one_file_system
@@ -257,7 +330,10 @@ class Scanner:
             else:
                 unchanged += 1
             if kind == DIR and not (xdev and st.st_dev != root_dev):
-                yield _Descend(child_path, child, child_rel)
+                if plan is None or entry is None or entry.type != DIR:
+                    yield _Descend(child_path, child, child_rel)  # whole: all of it is new
+                elif name in plan.children:
+                    yield _Descend(child_path, child, child_rel, plan.children[name])
         for name, entry in live.items():
             yield Deleted(entry, path + b"/" + name)
         yield Listed(path, unchanged)
