@@ -9,7 +9,7 @@ DEMO     := $(CURDIR)/demo
 # fuse3 for mounting; attr, rsync, e2fsprogs, util-linux for the tests; systemd for
 # systemd-analyze, which the tests run on the installed units.
 APT_PKGS := gcc python3-dev python3-venv pkg-config libfuse3-dev fuse3 \
-            attr rsync e2fsprogs util-linux systemd
+            attr rsync e2fsprogs util-linux systemd chromium chromium-driver
 # make install-user: the launcher and the systemd user units.
 BINDIR   ?= $(HOME)/.local/bin
 UNITDIR  ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/systemd/user

@@ -17,24 +17,31 @@ log = logging.getLogger(__name__)
 
 @click.command()
 @click.option("--detach", is_flag=True, help="Run in the background (without systemd).")
+@click.option("--web", "web_listen", metavar="[ADDR:PORT]", is_flag=False, flag_value="",
+              default=None, help="Serve the status page (default 127.0.0.1:8080, or "
+              "[web] listen); open it with 'btfs web-url'.")
+@click.option("--allow-remote", is_flag=True,
+              help="Let the status page listen on an address other machines can reach.")
 @click.pass_obj
-def watch(obj, detach: bool) -> None:
+def watch(obj, detach: bool, web_listen: str | None, allow_remote: bool) -> None:
     """Back up changes as they happen: watch the tracked directories with inotify.
 
     A changed file is backed up once it has been left alone for `settle` seconds (only
     what changed is scanned); a full scan runs at start and every `scan_interval`.
     Runs in the foreground (for systemd: contrib/systemd/btfs-watch.service); control
     it with 'btfs daemon status|pause|resume|backup-now|stop'. Settings: the [watch]
-    table of config.toml.
+    table of config.toml. With --web (or a [web] table), it also serves the status page.
     """
     from ..watch import daemon
+
+    web = _web_settings(obj.paths, web_listen, allow_remote)
 
     level = (logging.ERROR if obj.quiet else
              {0: logging.INFO, 1: logging.INFO}.get(obj.verbose, logging.DEBUG))
     if control.running():
         raise BtfsError(f"a btfs watch is already running (socket {control.socket_path()})")
     if detach:
-        daemon.Daemon(obj.paths)  # config and repo errors show here, in the terminal
+        daemon.Daemon(obj.paths, web)  # config and repo errors show here, in the terminal
         if not daemon.detach():
             for _ in range(300):
                 if control.running():
@@ -45,14 +52,41 @@ def watch(obj, detach: bool) -> None:
             raise BtfsError(f"btfs watch did not start; see {daemon.log_file()}")
     daemon.setup_logging(level)
     if not detach:
-        daemon.run_daemon(obj.paths)
+        daemon.run_daemon(obj.paths, web)
         return
     try:  # the detached child: its stderr is /dev/null, so errors go to the log file
-        daemon.run_daemon(obj.paths)
+        daemon.run_daemon(obj.paths, web)
     except BaseException as e:
         log.error("btfs watch: %s", e, exc_info=not isinstance(e, BtfsError))
         os._exit(1)
     os._exit(0)  # never back into click, which belongs to the parent
+
+
+def _web_settings(paths, listen: str | None, allow_remote: bool):
+    """The status page's settings, None when neither --web nor [web] asks for it."""
+    from .. import config as config_mod
+
+    table = config_mod.load(paths).web
+    if listen is None and not table:
+        if allow_remote:
+            raise BtfsError("--allow-remote is for the status page: give --web too")
+        return None
+    from ..web.settings import web_settings
+
+    return web_settings(table, listen, allow_remote, str(paths.config_file))
+
+
+@click.command("web-url")
+@click.pass_obj
+def web_url(obj) -> None:
+    """Print the status page's address, with its token (from a running 'btfs watch --web')."""
+    from ..web.access import load_token
+
+    url = control.request("status").get("web")
+    if not url:
+        raise BtfsError("btfs watch is running without the status page: start it with "
+                        "'btfs watch --web' (or add a [web] table to the config)")
+    click.echo(f"{url}?token={load_token(obj.paths)}")
 
 
 def _control(command: str, as_json: bool) -> dict:
