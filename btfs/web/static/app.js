@@ -75,7 +75,7 @@ function showStatus(s) {
     ["stored since start", `${s.totals.files_stored} files, ${bytes(s.totals.bytes_added)} in ${s.totals.backups} backups`],
     ["failures", `${s.totals.failures}${s.last_error ? " — last: " + s.last_error.message : ""}`],
     ["upload rate", s.upload_rate ? `${bytes(s.upload_rate)}/s (last backup)` : "–"],
-    ["vault", `${bytes(v.vault_bytes)} in ${v.packs} packs`],
+    ["vault", `${bytes(v.vault_bytes)} in ${v.packs} packs, ${v.backups} backups`],
     ["dedup ratio", v.dedup_ratio ? `${v.dedup_ratio}× (compression ${v.compression_ratio}×)` : "–"],
     ["watching", `${s.watched_directories} directories in ${s.tracked.join(", ")}`],
     ["uptime", duration(s.uptime_s)],
@@ -158,7 +158,8 @@ async function search(event) {
       div.append(versionTable(h.versions));
       return div;
     });
-    const summary = el("p", `${answer.hits.length}${answer.truncated ? "+" : ""} paths`);
+    const n = answer.hits.length;
+    const summary = el("p", `${n}${answer.truncated ? "+" : ""} ${n === 1 ? "path" : "paths"}`);
     out.replaceChildren(summary, ...hits);
   } catch (e) {
     out.replaceChildren(el("p", `search failed: ${e.message}`));
