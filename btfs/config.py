@@ -86,6 +86,7 @@ class Config:
     watch: dict = dataclasses.field(default_factory=dict)
     # The [web] table (the status page), carried as parsed; btfs.web.settings validates it.
     web: dict = dataclasses.field(default_factory=dict)
+    read_only: bool = False  # `btfs recover --read-only`: browse a host's copy, never write
 
     def tracked_dir(self, path: str) -> TrackedDir | None:
         for t in self.tracked:
@@ -116,7 +117,7 @@ def xdg_paths(config_override: str | os.PathLike | None = None) -> Paths:
 
 _INT_KEYS = ("max_file_size", "chunk_min", "chunk_avg", "chunk_max",
              "compression_level", "pack_size", "threads")
-_BOOL_KEYS = ("exclude_caches", "one_file_system")
+_BOOL_KEYS = ("exclude_caches", "one_file_system", "read_only")
 
 
 def load(paths: Paths) -> Config:

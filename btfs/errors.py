@@ -31,6 +31,15 @@ class UsageError(BtfsError):
     exit_code = EXIT_USAGE
 
 
+class ChooseHost(UsageError):
+    """`btfs recover` without --host, and the vault holds several hosts: `hosts` lists
+    them (btfs.replica.fetch.HostCopy) for the CLI to print."""
+
+    def __init__(self, message: str, hosts: list):
+        super().__init__(message)
+        self.hosts = hosts
+
+
 class ConfigError(BtfsError):
     """Missing or invalid configuration."""
 

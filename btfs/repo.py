@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import config as config_mod
@@ -47,10 +47,11 @@ if TYPE_CHECKING:  # the engine is imported where it is used (see above)
     from .catalog import Version
     from .engine.backup import Stats
     from .engine.check import CheckReport
+    from .engine.codec import Codec
     from .engine.repair import RepairReport
     from .engine.restore import RestoreResult
-    from .engine.scanner import Subtree
     from .engine.status import Status
+    from .replica.recover import Recovered
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,15 @@ class Repo:
             raise VaultError(f"vault {vault.url} is not the one this catalog belongs to")
         return cls(paths, cfg, catalog, vault)
 
+    @cached_property
+    def codec(self) -> Codec:
+        """How this repo's chunks are stored (btfs.engine.codec), made once from the config
+        and handed to whatever writes or reads chunks. Imported when first needed: zstd is
+        not loaded by commands that never touch a chunk."""
+        from .engine.codec import Codec
+
+        return Codec(self.config.compression_level)
+
     def close(self) -> None:
         self.catalog.close()
         self.vault.close()
@@ -184,6 +194,9 @@ class Repo:
     @contextmanager
     def writer(self, *, wait: bool = False, what: str = "backup"):
         """Hold the writer lock; clear what a killed writer left behind."""
+        if self.config.read_only:
+            raise BtfsError(f"{what} refused: this machine browses a read-only recovery of "
+                            f"host {self.config.host_id} (config key read_only)")
         lock = WriterLock(self.paths.lock)
         lock.acquire(wait=wait, what=what)
         try:
@@ -196,6 +209,41 @@ class Repo:
         finally:
             lock.release()
 
+    # -- the always-on daemon (btfs.watch) -------------------------------------------
+
+    @staticmethod
+    def watch(paths: Paths, *, detach: bool, log_level: int, web_listen: str | None = None,
+              allow_remote: bool = False) -> str | None:
+        """`btfs watch`: run the daemon until it stops (None), or with `detach` start it
+        in the background and return a line saying where it runs. It serves the status
+        page when `web_listen` ("" for the default address, or ADDR:PORT) is given or the
+        config has a [web] table; `allow_remote` lets it listen beyond loopback."""
+        from .watch.daemon import start
+        from .web.settings import from_config
+
+        web = from_config(config_mod.load(paths), str(paths.config_file), web_listen,
+                          allow_remote)
+        return start(paths, detach=detach, log_level=log_level, web=web)
+
+    @staticmethod
+    def web_url(paths: Paths) -> str:
+        """`btfs web-url`: the running daemon's status page, with its token."""
+        from .watch.daemon import ask
+        from .web.access import load_token
+
+        url = ask("status").get("web")
+        if not url:
+            raise BtfsError("btfs watch is running without the status page: start it with "
+                            "'btfs watch --web' (or add a [web] table to the config)")
+        return f"{url}?token={load_token(paths)}"
+
+    @staticmethod
+    def daemon_request(command: str) -> dict:
+        """`btfs daemon COMMAND`: the running daemon's answer (BtfsError if it refused)."""
+        from .watch.daemon import ask
+
+        return ask(command)
+
     # -- setting up (no catalog needed) ----------------------------------------------
 
     @classmethod
@@ -204,14 +252,22 @@ class Repo:
              profile: str | None = None) -> Setup:
         """`btfs init`: config, catalog and vault (see init_repo), then track `track`.
         `endpoint`, `region`, `profile`: how an S3 vault is reached (config [s3])."""
-        s3 = None
-        if endpoint or region or profile:
-            s3 = S3Settings(endpoint=endpoint or "", region=region or "", profile=profile or "")
-            config_mod.validate(config_mod.Config(host_id="", vault="", s3=s3), "--endpoint")
-        cfg, created = init_repo(paths, vault_url, s3)
+        cfg, created = init_repo(paths, vault_url, _s3_options(endpoint, region, profile))
         if track:
             cfg = track_dirs(paths, list(track))
         return Setup(cfg, created, _skipped(paths, cfg))
+
+    @classmethod
+    def recover(cls, paths: Paths, vault_url: str, host: str | None = None, *,
+                read_only: bool = False, endpoint: str | None = None,
+                region: str | None = None, profile: str | None = None) -> Recovered:
+        """`btfs recover`: this machine set up from the vault alone (btfs.replica.recover).
+        ChooseHost (a UsageError listing them) when the vault holds several hosts and
+        `host` is None."""
+        from .replica.recover import recover
+
+        return recover(paths, vault_url, host, read_only=read_only,
+                       s3=_s3_options(endpoint, region, profile))
 
     @classmethod
     def track(cls, paths: Paths, dirs: Sequence[str], excludes: Sequence[str] = (),
@@ -239,25 +295,30 @@ class Repo:
         return expected_work(self.catalog.history.snapshots())
 
     def backup(self, *, one_file_system: bool = False, limit_upload: int | None = None,
-               progress: Callable[[Stats, bytes], None] | None = None,
-               only: Iterable[Subtree] | None = None, stop: threading.Event | None = None,
-               skip_unchanged: bool = False) -> Stats:
+               progress: Callable[[Stats, bytes], None] | None = None, only=None,
+               stop=None, skip_unchanged: bool = False) -> Stats:
         """Run one backup; the caller holds `writer()`. `one_file_system` and
         `limit_upload` (bytes per second) override the config's one_file_system and
         s3.limit_upload for this run. `progress` is called now and then with the stats
         so far and the path being read. `only` (scanner.Subtree items) records only what
-        changed below those paths; `stop` ends it between files; `skip_unchanged` keeps
-        no snapshot when nothing changed (btfs.engine.backup, for `btfs watch`)."""
+        changed below those paths; `stop` (a threading.Event) ends it between files;
+        `skip_unchanged` keeps no snapshot when nothing changed (btfs.engine.backup)."""
         from .engine.backup import run_backup
+        from .engine.memory import tune_process_for_backup
+        from .replica.publish import publish_repo
 
+        tune_process_for_backup()  # once per process: a daemon runs many backups
         if limit_upload is not None:
             self.vault.limit_upload(limit_upload)
         if one_file_system:
             self.config = config_mod.with_changes(self.config, one_file_system=True)
         with self._store() as store:
-            return run_backup(self.catalog, store, self.config, progress=progress,
-                              never=never_backed_up(self.paths, self.config), only=only,
-                              stop=stop, skip_unchanged=skip_unchanged)
+            stats = run_backup(self.catalog, store, self.config, self.codec, progress=progress,
+                               never=never_backed_up(self.paths, self.config), only=only,
+                               stop=stop, skip_unchanged=skip_unchanged)
+        if stats.state != "unchanged":  # a snapshot landed: the catalog's copy in the vault
+            publish_repo(self)  # (btfs.replica), still holding the writer lock
+        return stats
 
     def add(self, paths: list[str]) -> list[str]:
         """`btfs add`: stage files and symlinks now; the absolute paths staged. The
@@ -265,7 +326,7 @@ class Repo:
         from .engine.stage import stage_paths
 
         with self._store() as store:
-            return stage_paths(self.catalog, store, self.config, list(paths))
+            return stage_paths(self.catalog, store, self.config, self.codec, list(paths))
 
     def status(self, path: str | bytes | None = None) -> Status:
         """What the next backup would record (everywhere, or only at `path` and below)."""
@@ -320,8 +381,8 @@ class Repo:
         version, snapshot_id = pick_version(self.catalog, node, at=at, number=number,
                                             snapshot=snapshot)
         target = self._restore_target(raw, version, dest)
-        restorer = Restorer(self.catalog, ChunkSource(self.vault, cache_bytes=RESTORE_CACHE_BYTES),
-                            content_only=content_only)
+        source = ChunkSource(self.vault, self.codec, cache_bytes=RESTORE_CACHE_BYTES)
+        restorer = Restorer(self.catalog, source, content_only=content_only)
         result = restorer.restore(node, version, snapshot_id, target, raw)
         return Restored(result, version.type == FILE)
 
@@ -360,7 +421,8 @@ class Repo:
         where the check read them (ChunkIndex.record_damage)."""
         from .engine.check import check
 
-        report = check(self.catalog, self.vault, read_data=read_data, progress=progress)
+        report = check(self.catalog, self.vault, self.codec, read_data=read_data,
+                       progress=progress)
         if report.damaged or report.sound:
             lock = WriterLock(self.paths.lock)
             lock.acquire(wait=True, what="check")
@@ -382,7 +444,7 @@ class Repo:
         from .engine.repair import repair
 
         with self._store() as store:
-            report = repair(self.catalog, store, self.config)
+            report = repair(self.catalog, store, self.config, self.codec)
         if report.still_damaged:
             report.names = snapshot_names(self.catalog.history.snapshots())
         return report
@@ -441,6 +503,16 @@ class Repo:
 
 def _skipped(paths: Paths, cfg: Config) -> list[OwnDir]:
     return skipped_inside(paths, cfg, [t.path for t in cfg.tracked])
+
+
+def _s3_options(endpoint: str | None, region: str | None,
+                profile: str | None) -> S3Settings | None:
+    """The [s3] settings given on a command line, validated; None when none is given."""
+    if not (endpoint or region or profile):
+        return None
+    s3 = S3Settings(endpoint=endpoint or "", region=region or "", profile=profile or "")
+    config_mod.validate(config_mod.Config(host_id="", vault="", s3=s3), "--endpoint")
+    return s3
 
 
 def init_repo(paths: Paths, vault_url: str,

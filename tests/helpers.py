@@ -21,6 +21,7 @@ from pathlib import Path
 from blake3 import blake3
 
 from btfs.catalog import DELETED, DIR, FILE, SYMLINK, Catalog
+from btfs.engine.codec import Codec
 from btfs.engine.meta import decode_xattrs
 from btfs.engine.reader import ChunkSource, FileLayout, read_range
 from btfs.vault import Vault
@@ -210,7 +211,7 @@ class StoredReader:
 
     def __init__(self, catalog: Catalog, vault: Vault):
         self.catalog = catalog
-        self.source = ChunkSource(vault, cache_bytes=8 * MiB)
+        self.source = ChunkSource(vault, Codec(3), cache_bytes=8 * MiB)
 
     def content(self, content_id: int) -> bytes:
         content = self.catalog.chunks.content(content_id)

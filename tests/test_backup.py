@@ -871,11 +871,11 @@ def test_small_files_are_stored_in_groups_and_damage_names_every_member(repo_fac
     (src / "alone.bin").write_bytes(rng.randbytes(300 * 1024))  # a chunk of its own
     repo = repo_factory(src)
     first = backup(repo)
-    alone = sum(len(codec.encode((src / f"f{i:03d}.c").read_bytes(), 3)) for i in range(300))
+    alone = sum(len(codec.Codec(3).encode((src / f"f{i:03d}.c").read_bytes())) for i in range(300))
     assert first.bytes_added < 300 * 1024 + alone * 0.5
     assert_same_tree(stored_tree(repo.catalog, repo.vault, src, first.snapshot_id),
                      source_tree(src))
-    assert check(repo.catalog, repo.vault, read_data=True).ok
+    assert check(repo.catalog, repo.vault, repo.codec, read_data=True).ok
 
     # Damage one group's frame: one stored form shared by several chunks. Its zstd
     # magic, so that decoding fails whatever the digests made of the frame's bytes
@@ -891,6 +891,6 @@ def test_small_files_are_stored_in_groups_and_damage_names_every_member(repo_fac
     data[offset + 2] ^= 0x10  # after the codec byte: the frame's magic
     path.chmod(0o600)
     path.write_bytes(bytes(data))
-    report = check(repo.catalog, repo.vault, read_data=True)
+    report = check(repo.catalog, repo.vault, repo.codec, read_data=True)
     assert not report.ok
     assert len({p for p, _ in report.affected}) == members

@@ -38,19 +38,19 @@ levels = st.integers(0, 22)
 
 @given(data=chunk_data, level=levels)
 def test_codec_round_trip(data, level):
-    stored = codec.encode(data, level)
+    stored = codec.Codec(level).encode(data)
     assert stored[0] in (codec.RAW, codec.ZSTD)
     assert len(stored) <= len(data) + 1  # incompressible data costs exactly one byte
-    assert codec.decode(stored, codec.chunk_hash(data), len(data)) == data
+    assert codec.Codec.decode(stored, codec.Codec.chunk_hash(data), len(data)) == data
 
 
 def test_codec_compresses_when_it_pays_and_not_at_level_zero():
     data = b"abc" * 10_000
-    assert codec.encode(data, 3)[0] == codec.ZSTD
-    assert len(codec.encode(data, 3)) < len(data) // 10
-    assert codec.encode(data, 0) == bytes((codec.RAW,)) + data
+    assert codec.Codec(3).encode(data)[0] == codec.ZSTD
+    assert len(codec.Codec(3).encode(data)) < len(data) // 10
+    assert codec.Codec(0).encode(data) == bytes((codec.RAW,)) + data
     noise = random.Random(1).randbytes(10_000)
-    assert codec.encode(noise, 19)[0] == codec.RAW
+    assert codec.Codec(19).encode(noise)[0] == codec.RAW
 
 
 def test_big_chunks_are_sampled_before_compressing():
@@ -60,17 +60,17 @@ def test_big_chunks_are_sampled_before_compressing():
     rng = random.Random(2)
     noise = rng.randbytes(1 << 20)
     text = b"".join(b"line %d of a log file\n" % i for i in range(60_000))[:1 << 20]
-    assert codec.encode(noise, 3)[0] == codec.RAW
-    assert codec.encode(text, 3)[0] == codec.ZSTD
+    assert codec.Codec(3).encode(noise)[0] == codec.RAW
+    assert codec.Codec(3).encode(text)[0] == codec.ZSTD
     # Text where the samples are, noise elsewhere: compressed (it pays, if less).
     quarter = len(text) // 4
     mixed = b"".join(text[i * quarter:i * quarter + 32 * 1024] + noise[:quarter - 32 * 1024]
                      for i in range(4))
-    stored = codec.encode(mixed, 3)
+    stored = codec.Codec(3).encode(mixed)
     assert stored[0] == codec.ZSTD
     for data in (noise, text, mixed):
-        stored = codec.encode(data, 3)
-        assert codec.decode(stored, codec.chunk_hash(data), len(data)) == data
+        stored = codec.Codec(3).encode(data)
+        assert codec.Codec.decode(stored, codec.Codec.chunk_hash(data), len(data)) == data
 
 
 def test_compression_contexts_are_shared_and_bounded():
@@ -80,7 +80,7 @@ def test_compression_contexts_are_shared_and_bounded():
     inputs = [bytes([i]) * 4096 + random.Random(i).randbytes(512) * 64 for i in range(8)]
 
     def work(data: bytes) -> list[bool]:
-        return [codec.decode(bytes((codec.ZSTD,)) + pool.compress(data, level),
+        return [codec.Codec.decode(bytes((codec.ZSTD,)) + pool.compress(data, level),
                              blake3(data).digest(), len(data)) == data
                 for _ in range(20) for level in (1, 3)]
 
@@ -102,24 +102,24 @@ group_members = st.lists(
 def test_group_round_trip(members, level):
     """Every member of a group decodes to its own bytes; an id that is not a member, or a
     member asked for with the wrong size, is an integrity error."""
-    pairs = [(codec.chunk_hash(m), m) for m in members]
-    stored = codec.encode_group(pairs, level)
+    pairs = [(codec.Codec.chunk_hash(m), m) for m in members]
+    stored = codec.Codec(level).encode_group(pairs)
     assume(stored is not None)
     assert stored[0] == codec.GROUP
     for h, m in reversed(pairs):  # any order: each read finds its member
-        assert codec.decode(stored, h, len(m)) == m
+        assert codec.Codec.decode(stored, h, len(m)) == m
     with pytest.raises(IntegrityError):
-        codec.decode(stored, codec.chunk_hash(b"stranger"), 8)
+        codec.Codec.decode(stored, codec.Codec.chunk_hash(b"stranger"), 8)
     with pytest.raises(IntegrityError):
-        codec.decode(stored, pairs[0][0], len(pairs[0][1]) + 1)
+        codec.Codec.decode(stored, pairs[0][0], len(pairs[0][1]) + 1)
 
 
 def test_threads_reading_one_group_at_once_decompress_it_once(monkeypatch):
     rng = random.Random(11)
     words = [b"static ", b"int ", b"return ", b"struct ", b"unsigned "]
     members = [b"".join(rng.choice(words) for _ in range(4000)) + bytes([i]) for i in range(16)]
-    pairs = [(codec.chunk_hash(m), m) for m in members]
-    stored = codec.encode_group(pairs, 3)
+    pairs = [(codec.Codec.chunk_hash(m), m) for m in members]
+    stored = codec.Codec(3).encode_group(pairs)
     damaged = bytearray(stored)
     damaged[len(damaged) // 2] ^= 0xFF
     decompressions = []
@@ -129,13 +129,13 @@ def test_threads_reading_one_group_at_once_decompress_it_once(monkeypatch):
 
     def read(pair):
         h, m = pair
-        return codec.decode(stored, h, len(m)) == m
+        return codec.Codec.decode(stored, h, len(m)) == m
 
     with ThreadPoolExecutor(8) as pool:
         assert all(pool.map(read, pairs * 4))
         assert len(decompressions) == 1
         # A group that fails is no one's to wait on: every reader gets the error.
-        bad = [pool.submit(codec.decode, bytes(damaged), h, len(m)) for h, m in pairs]
+        bad = [pool.submit(codec.Codec.decode, bytes(damaged), h, len(m)) for h, m in pairs]
         for future in bad:
             with pytest.raises(IntegrityError):
                 future.result(timeout=30)
@@ -143,9 +143,9 @@ def test_threads_reading_one_group_at_once_decompress_it_once(monkeypatch):
 
 def test_group_that_does_not_pay_is_not_made():
     noise = random.Random(3)
-    pairs = [(codec.chunk_hash(d), d) for d in (noise.randbytes(5000), noise.randbytes(7000))]
-    assert codec.encode_group(pairs, 3) is None
-    assert codec.encode_group(pairs, 0) is None
+    pairs = [(codec.Codec.chunk_hash(d), d) for d in (noise.randbytes(5000), noise.randbytes(7000))]
+    assert codec.Codec(3).encode_group(pairs) is None
+    assert codec.Codec(0).encode_group(pairs) is None
 
 
 @given(members=group_members, which=st.integers(min_value=0), where=st.integers(min_value=0),
@@ -153,15 +153,15 @@ def test_group_that_does_not_pay_is_not_made():
 def test_a_flipped_bit_in_a_group_never_returns_wrong_bytes(members, which, where, bit):
     """Damage anywhere in a group (also after a good read of it was cached) is an
     integrity error or the right bytes, never other bytes or another exception."""
-    pairs = [(codec.chunk_hash(m), m) for m in members]
-    stored = codec.encode_group(pairs, 3)
+    pairs = [(codec.Codec.chunk_hash(m), m) for m in members]
+    stored = codec.Codec(3).encode_group(pairs)
     assume(stored is not None)
     h, m = pairs[which % len(pairs)]
-    assert codec.decode(stored, h, len(m)) == m  # now in the cache
+    assert codec.Codec.decode(stored, h, len(m)) == m  # now in the cache
     damaged = bytearray(stored)
     damaged[where % len(damaged)] ^= 1 << bit
     try:
-        result = codec.decode(bytes(damaged), h, len(m))
+        result = codec.Codec.decode(bytes(damaged), h, len(m))
     except IntegrityError:
         return
     assert result == m
@@ -171,10 +171,10 @@ def test_a_flipped_bit_in_a_group_never_returns_wrong_bytes(members, which, wher
 def test_a_flipped_bit_never_returns_wrong_bytes(data, level, where, bit):
     """IntegrityError (never another exception), or the original bytes: a few bits of a
     zstd frame header are unused and decoders ignore them (found by hypothesis)."""
-    stored = bytearray(codec.encode(data, level))
+    stored = bytearray(codec.Codec(level).encode(data))
     stored[where % len(stored)] ^= 1 << bit
     try:
-        result = codec.decode(bytes(stored), codec.chunk_hash(data), len(data))
+        result = codec.Codec.decode(bytes(stored), codec.Codec.chunk_hash(data), len(data))
     except IntegrityError:
         return
     assert stored[0] == codec.ZSTD and result == data
@@ -182,25 +182,25 @@ def test_a_flipped_bit_never_returns_wrong_bytes(data, level, where, bit):
 
 @given(data=chunk_data, where=st.integers(min_value=0), bit=st.integers(0, 7))
 def test_a_flipped_bit_in_a_raw_chunk_always_raises(data, where, bit):
-    stored = bytearray(codec.encode(data, 0))
+    stored = bytearray(codec.Codec(0).encode(data))
     stored[where % len(stored)] ^= 1 << bit
     with pytest.raises(IntegrityError):
-        codec.decode(bytes(stored), codec.chunk_hash(data), len(data))
+        codec.Codec.decode(bytes(stored), codec.Codec.chunk_hash(data), len(data))
 
 
 @given(data=st.binary(min_size=1, max_size=2000), level=levels)
 def test_wrong_size_or_hash_or_truncation_is_an_integrity_error(data, level):
-    stored = codec.encode(data, level)
-    h = codec.chunk_hash(data)
+    stored = codec.Codec(level).encode(data)
+    h = codec.Codec.chunk_hash(data)
     for bad in [(stored, h, len(data) + 1), (stored, h, len(data) - 1),
                 (stored, blake3(b"other").digest(), len(data)),
                 (stored[:-1], h, len(data)), (b"", h, len(data))]:
         with pytest.raises(IntegrityError):
-            codec.decode(*bad)
+            codec.Codec.decode(*bad)
 
 
 def _stored_chunks(chunks: list[bytes], level: int):
-    return [(codec.chunk_hash(c), len(c), codec.encode(c, level)) for c in chunks]
+    return [(codec.Codec.chunk_hash(c), len(c), codec.Codec(level).encode(c)) for c in chunks]
 
 
 @given(chunks=st.lists(chunk_data, max_size=20), level=st.integers(0, 5))
@@ -209,7 +209,7 @@ def test_pack_round_trip(chunks, level):
     for h, size, stored in _stored_chunks(chunks, level):
         builder.add(h, size, stored)
         builder.add(h, size, stored)  # a chunk is stored once per pack
-    unique = {codec.chunk_hash(c): c for c in chunks}
+    unique = {codec.Codec.chunk_hash(c): c for c in chunks}
     assert len(builder) == len(unique)
     sealed = builder.seal()
     data = bytes(sealed.data)
@@ -220,7 +220,7 @@ def test_pack_round_trip(chunks, level):
     assert [c.hash for c in sealed.chunks] == list(unique)  # order of first addition
     for c in sealed.chunks:
         stored = data[c.offset:c.offset + c.stored_len]
-        assert codec.decode(stored, c.hash, c.size) == unique[c.hash]
+        assert codec.Codec.decode(stored, c.hash, c.size) == unique[c.hash]
 
 
 @given(chunks=st.lists(chunk_data, max_size=8), where=st.integers(min_value=0),
@@ -283,8 +283,8 @@ def test_chunker_keeps_an_insertion_local(seed, where, insert):
     data = random.Random(seed).randbytes(24 << 20)
     at = int(len(data) * where)
     edited = data[:at] + insert + data[at:]
-    before = {codec.chunk_hash(bytes(c.data)) for c in _cdc().cut_buf(data)}
-    after = [codec.chunk_hash(bytes(c.data)) for c in _cdc().cut_buf(edited)]
+    before = {codec.Codec.chunk_hash(bytes(c.data)) for c in _cdc().cut_buf(data)}
+    after = [codec.Codec.chunk_hash(bytes(c.data)) for c in _cdc().cut_buf(edited)]
     new = [h for h in after if h not in before]
     assert len(before) >= 10
     assert 1 <= len(new) <= 3, f"{len(new)} of {len(after)} chunks changed"
@@ -303,13 +303,13 @@ def _store_file(vault: LocalVault, data: bytes, cuts: list[int], level: int = 1)
     pieces = [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
     builder = PackBuilder()
     for piece in pieces:
-        builder.add(codec.chunk_hash(piece), len(piece), codec.encode(piece, level))
+        builder.add(codec.Codec.chunk_hash(piece), len(piece), codec.Codec(level).encode(piece))
     sealed = builder.seal()
     vault.put(pack_key(sealed.name), bytes(sealed.data))
     where = {c.hash: c for c in sealed.chunks}
     refs = []
     for piece in pieces:  # a repeated piece is stored once and referenced twice
-        c = where[codec.chunk_hash(piece)]
+        c = where[codec.Codec.chunk_hash(piece)]
         refs.append(ChunkRef(c.hash, c.size, sealed.name, c.offset, c.stored_len))
     return FileLayout(refs)
 
@@ -321,7 +321,7 @@ def _store_file(vault: LocalVault, data: bytes, cuts: list[int], level: int = 1)
 def test_read_range_returns_exactly_the_slice(vault, data, cuts, ranges):
     layout = _store_file(vault, data, cuts)
     assert layout.size == len(data)
-    source = ChunkSource(vault, cache_bytes=4096)  # small: evictions happen too
+    source = ChunkSource(vault, codec.Codec(3), cache_bytes=4096)  # small: evictions happen too
     for offset, length in ranges + [(0, len(data))]:
         expected = data[offset:offset + length]
         pieces = list(layout.pieces(offset, length))
@@ -346,7 +346,7 @@ def test_damage_in_the_vault_raises_and_is_not_cached(vault, data, where, bit):
     path.chmod(0o600)
     path.write_bytes(damaged)
     try:
-        source = ChunkSource(vault)
+        source = ChunkSource(vault, codec.Codec(3))
         with pytest.raises(IntegrityError):
             source.chunk(ref)
         with pytest.raises(IntegrityError):  # nothing wrong was remembered
@@ -359,11 +359,11 @@ def test_a_damaged_frame_header_claiming_a_huge_size_is_an_integrity_error():
     """Found by hypothesis: the flipped bit made the header declare a content size so large
     that decompress raised MemoryError instead of IntegrityError."""
     data = b"\x00" * 300 + b"\x01" * 6 + b"\x00" * 6
-    stored = bytearray(codec.encode(data, 1))
+    stored = bytearray(codec.Codec(1).encode(data))
     assert stored[0] == codec.ZSTD
     stored[672 % len(stored)] ^= 1 << 7
     with pytest.raises(IntegrityError, match="damaged header"):
-        codec.decode(bytes(stored), codec.chunk_hash(data), len(data))
+        codec.Codec.decode(bytes(stored), codec.Codec.chunk_hash(data), len(data))
 
 
 @settings(max_examples=40, deadline=None,
@@ -384,7 +384,7 @@ def test_pack_streamed_to_the_vault_is_the_pack_built_in_memory(tmp_path, sizes,
     chunks = [rng.randbytes(n) for n in sizes]
     for c in chunks:
         for b in (streamed, in_memory):
-            b.add(codec.chunk_hash(c), len(c), codec.encode(c, 0))
+            b.add(codec.Codec.chunk_hash(c), len(c), codec.Codec(0).encode(c))
     expected = in_memory.seal()
     got = streamed.seal()
     hasher.shutdown()

@@ -117,7 +117,7 @@ def assert_consistent(repo: Repo) -> None:
         data = repo.vault.get(pack_key(name))
         assert blake3(data).hexdigest() == name
         for _, chunk_hash, raw_size, offset, stored_len in cat.chunks.pack_chunks(name):
-            codec.decode(data[offset:offset + stored_len], chunk_hash, raw_size)
+            codec.Codec.decode(data[offset:offset + stored_len], chunk_hash, raw_size)
     # Every content a committed version uses reads back whole and matches its SHA-256.
     reader = StoredReader(cat, repo.vault)
     for (content_id,) in cat.db.query(

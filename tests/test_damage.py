@@ -72,7 +72,7 @@ def test_check_records_a_damaged_chunk_only_where_it_read_it(repo_factory, src):
     repo = repo_factory(src)
     backup(repo)
     chunk_id = flip_chunk(repo, src / "a.bin")
-    report = check(repo.catalog, repo.vault, read_data=True)
+    report = check(repo.catalog, repo.vault, repo.codec, read_data=True)
     assert [c for c, _, _ in report.damaged] == [chunk_id]
     with repo.catalog.writer.transaction():
         assert repo.catalog.chunks.record_damage([(chunk_id, "0" * 64, "elsewhere")], [], 1) == 0
@@ -101,7 +101,7 @@ def test_a_directory_restore_over_damage_restores_every_other_file(repo_factory,
     flip_chunk(repo, src / "aaa-damaged.bin")
     node = repo.catalog.history.node_for_path(os.fsencode(src))
     out = tmp_path / "out"
-    restorer = Restorer(repo.catalog, ChunkSource(repo.vault))
+    restorer = Restorer(repo.catalog, ChunkSource(repo.vault, repo.codec))
     result = restorer.restore(node, repo.catalog.history.version_at(node, snap), snap,
                               os.fsencode(out), os.fsencode(src))
     (damaged, why), link = result.failed

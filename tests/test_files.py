@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyfastcdc.cy import FastCDC
 
+from btfs.engine.codec import Codec
 from btfs.engine.files import RETRIES, Chunker, cut_file, read_batch
 from btfs.engine.reader import ChunkSource, FileLayout, read_range
 from btfs.engine.restore import HOLE_BLOCK, write_content
@@ -62,7 +63,7 @@ def test_a_small_file_changed_since_the_scan_is_read_as_it_is_now(tmp_path):
     (tmp_path / "new").write_bytes(b"other file")  # same size: only the inode tells
     os.rename(tmp_path / "new", replaced)
 
-    batch = read_batch([os.fsencode(rewritten), os.fsencode(replaced)], scanned, 3,
+    batch = read_batch([os.fsencode(rewritten), os.fsencode(replaced)], scanned, Codec(3),
                        lambda hashes: [0] * len(hashes))
     for path, read in zip((rewritten, replaced), batch.files, strict=True):
         now = os.lstat(path)
@@ -123,7 +124,7 @@ def test_backup_of_a_file_appended_to_during_the_backup(repo_factory, tmp_path):
     version = cat.history.head(cat.history.node_for_path(os.fsencode(log)))
     content = cat.chunks.content(version.meta.content_id)
     layout = FileLayout(cat.chunks.chunk_refs(content.chunk_ids))
-    stored = read_range(ChunkSource(repo.vault), layout, 0, layout.size)
+    stored = read_range(ChunkSource(repo.vault, repo.codec), layout, 0, layout.size)
     final = log.read_bytes()
     assert len(stored) >= 16 << 20
     assert stored == final[:len(stored)]  # what was read, exactly: the file only grew
@@ -172,7 +173,7 @@ def test_members_of_a_group_read_its_stored_form_from_the_vault_once(repo_factor
     reads = []
     vault_get = repo.vault.get
     repo.vault.get = lambda key, *a: reads.append((key, *a)) or vault_get(key, *a)
-    source = ChunkSource(repo.vault)
+    source = ChunkSource(repo.vault, repo.codec)
     for name, data in texts.items():
         assert bytes(source.chunk(refs[name])) == data
     assert len(reads) == len(groups)

@@ -351,19 +351,19 @@ def test_a_damaged_cached_range_is_read_again_from_s3(s3, paths, tmp_path):
     with Repo.open(paths) as repo:
         backup(repo)
         ref = _first_ref(repo, src / "f")
-        assert bytes(ChunkSource(repo.vault).chunk(ref)) == data[:ref.size]
+        assert bytes(ChunkSource(repo.vault, repo.codec).chunk(ref)) == data[:ref.size]
         entry = repo.vault._range_cache()._path(ref.pack, ref.offset, ref.stored_len)
         assert entry.exists()
         # Cached copies are used: with the pack gone from S3, the range still reads.
         s3.client().delete_object(Bucket=s3.bucket, Key=f"vault/packs/{ref.pack}")
-        assert bytes(ChunkSource(repo.vault).chunk(ref)) == data[:ref.size]
+        assert bytes(ChunkSource(repo.vault, repo.codec).chunk(ref)) == data[:ref.size]
         s3.client().put_object(Bucket=s3.bucket, Key=f"vault/packs/{ref.pack}",
                                Body=b"\0" * ref.offset + repo.vault.get(
                                    f"packs/{ref.pack}", ref.offset, ref.stored_len))
         damaged = bytearray(entry.read_bytes())
         damaged[len(damaged) // 2] ^= 0xFF
         entry.write_bytes(bytes(damaged))
-        assert bytes(ChunkSource(repo.vault).chunk(ref)) == data[:ref.size]
+        assert bytes(ChunkSource(repo.vault, repo.codec).chunk(ref)) == data[:ref.size]
         assert entry.read_bytes() != bytes(damaged)  # replaced by the good copy
 
 

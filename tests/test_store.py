@@ -35,7 +35,7 @@ def test_equal_chunks_in_flight_are_stored_once(tmp_path):
     with Repo.open(paths) as repo, repo.writer():
         stats = repo.backup()
         assert stats.state == "complete"
-        report = check(repo.catalog, repo.vault, read_data=True)
+        report = check(repo.catalog, repo.vault, repo.codec, read_data=True)
         assert report.ok, report.problems
         distinct = 1000 + 1 + len(same_big) // (256 << 10)  # upper bound on unique chunks
         assert report.chunks_verified <= distinct
@@ -59,12 +59,12 @@ def test_lookup_many_knows_pending_stored_and_new_chunks(tmp_path):
         store = ChunkStore(repo.catalog, repo.vault, pack_size=1 << 20)
         try:
             stored, pending, new = b"stored" * 100, b"pending" * 100, b"new" * 100
-            h_stored, h_pending, h_new = map(codec.chunk_hash, (stored, pending, new))
+            h_stored, h_pending, h_new = map(codec.Codec.chunk_hash, (stored, pending, new))
             with repo.catalog.writer.transaction():
-                store.add(h_stored, len(stored), codec.encode(stored, 3))
+                store.add(h_stored, len(stored), codec.Codec(3).encode(stored))
                 store.finish()
             store.forget_recorded()
-            store.add(h_pending, len(pending), codec.encode(pending, 3))
+            store.add(h_pending, len(pending), codec.Codec(3).encode(pending))
             batch = [h_new, h_stored, h_pending, h_new]
             want = [store.generation, None, None, store.generation]
             assert store.lookup_many(batch) == want

@@ -67,15 +67,15 @@ def test_round_trip_backup_read_check_restore(any_repo, src, tmp_path):
     assert stats.state == "complete" and stats.errors == 0
     assert_same_tree(stored_tree(repo.catalog, repo.vault, src, stats.snapshot_id),
                      source_tree(src))
-    report = check(repo.catalog, repo.vault, read_data=True)
+    report = check(repo.catalog, repo.vault, repo.codec, read_data=True)
     assert report.ok, report.problems
     assert report.chunks_verified > 0 and report.unreferenced_packs == 0
 
     node = repo.catalog.history.node_for_path(os.fsencode(src))
     version = repo.catalog.history.version_at(node, stats.snapshot_id)
     dest = tmp_path / "restored"
-    Restorer(repo.catalog, ChunkSource(repo.vault)).restore(node, version, stats.snapshot_id,
-                                                            os.fsencode(dest))
+    restorer = Restorer(repo.catalog, ChunkSource(repo.vault, repo.codec))
+    restorer.restore(node, version, stats.snapshot_id, os.fsencode(dest))
     assert_same_tree(source_tree(dest), source_tree(src), ignore_mtime={b""})
 
 
@@ -93,7 +93,7 @@ def test_a_second_backup_uploads_only_new_packs(any_repo, src):
     assert 2 * MiB <= stats.bytes_added < 3 * MiB
     assert backup(repo).bytes_added == 0
     assert dict(repo.vault.list("packs/")) == after
-    assert check(repo.catalog, repo.vault, read_data=True).ok
+    assert check(repo.catalog, repo.vault, repo.codec, read_data=True).ok
 
 
 def test_many_packs_in_flight_all_land_in_order(any_repo, src, paths, kind):
@@ -109,7 +109,7 @@ def test_many_packs_in_flight_all_land_in_order(any_repo, src, paths, kind):
     packs = list(repo.catalog.chunks.packs())
     assert len(packs) >= 6
     assert dict(repo.vault.list("packs/")) == {f"packs/{n}": s for n, s in packs}
-    assert check(repo.catalog, repo.vault, read_data=True).ok
+    assert check(repo.catalog, repo.vault, repo.codec, read_data=True).ok
     assert_same_tree(stored_tree(repo.catalog, repo.vault, src, stats.snapshot_id),
                      source_tree(src))
 

@@ -308,7 +308,7 @@ def test_sigterm_during_a_backup_stops_cleanly(watcher, src, paths):
 
     cfg = config_mod.load(paths)  # slow compression, so the start-up scan takes a while
     config_mod.save(paths, config_mod.with_changes(cfg, compression_level=19))
-    for i in range(60):
+    for i in range(200):
         (src / f"big{i:02}").write_bytes(os.urandom(64 << 10) * 8)
     w = watcher
     with open(paths.config_file, "a") as f:

@@ -225,9 +225,10 @@ class BackupWriter:
 
     def drop_empty_snapshot(self, snapshot_id: int) -> None:
         """Delete a snapshot that recorded nothing (`btfs watch` keeps no empty ones);
-        one holding any version is left as it is."""
+        one holding any version is left as it is. Sends the queue first: its versions
+        are what the guard looks for."""
         assert self.db.in_transaction, "drop_empty_snapshot needs a transaction"
-        self.flush()  # its versions may be queued
+        self.flush()
         self.db.execute("DELETE FROM snapshot WHERE id=? AND NOT EXISTS "
                         "(SELECT 1 FROM version WHERE snapshot_id=?)", (snapshot_id, snapshot_id))
 

@@ -49,6 +49,7 @@ COMMANDS = {
     "watch": ("watch", "watch"),
     "daemon": ("watch", "daemon_group"),
     "web-url": ("watch", "web_url"),
+    "recover": ("recover", "recover_cmd"),
 }
 
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
-import time
 
 import click
 
-from ..errors import BtfsError
-from ..watch import control
+from ..repo import Repo
 from .output import emit_json, human_bytes, local_time
 
 log = logging.getLogger(__name__)
@@ -32,67 +29,23 @@ def watch(obj, detach: bool, web_listen: str | None, allow_remote: bool) -> None
     it with 'btfs daemon status|pause|resume|backup-now|stop'. Settings: the [watch]
     table of config.toml. With --web (or a [web] table), it also serves the status page.
     """
-    from ..watch import daemon
-
-    web = _web_settings(obj.paths, web_listen, allow_remote)
-
     level = (logging.ERROR if obj.quiet else
              {0: logging.INFO, 1: logging.INFO}.get(obj.verbose, logging.DEBUG))
-    if control.running():
-        raise BtfsError(f"a btfs watch is already running (socket {control.socket_path()})")
-    if detach:
-        daemon.Daemon(obj.paths, web)  # config and repo errors show here, in the terminal
-        if not daemon.detach():
-            for _ in range(300):
-                if control.running():
-                    pid = control.request("status")["pid"]
-                    click.echo(f"btfs watch running (pid {pid}); log: {daemon.log_file()}")
-                    return
-                time.sleep(0.1)
-            raise BtfsError(f"btfs watch did not start; see {daemon.log_file()}")
-    daemon.setup_logging(level)
-    if not detach:
-        daemon.run_daemon(obj.paths, web)
-        return
-    try:  # the detached child: its stderr is /dev/null, so errors go to the log file
-        daemon.run_daemon(obj.paths, web)
-    except BaseException as e:
-        log.error("btfs watch: %s", e, exc_info=not isinstance(e, BtfsError))
-        os._exit(1)
-    os._exit(0)  # never back into click, which belongs to the parent
-
-
-def _web_settings(paths, listen: str | None, allow_remote: bool):
-    """The status page's settings, None when neither --web nor [web] asks for it."""
-    from .. import config as config_mod
-
-    table = config_mod.load(paths).web
-    if listen is None and not table:
-        if allow_remote:
-            raise BtfsError("--allow-remote is for the status page: give --web too")
-        return None
-    from ..web.settings import web_settings
-
-    return web_settings(table, listen, allow_remote, str(paths.config_file))
+    started = Repo.watch(obj.paths, detach=detach, log_level=level, web_listen=web_listen,
+                         allow_remote=allow_remote)
+    if started:
+        click.echo(started)
 
 
 @click.command("web-url")
 @click.pass_obj
 def web_url(obj) -> None:
-    """Print the status page's address, with its token (from a running 'btfs watch --web')."""
-    from ..web.access import load_token
-
-    url = control.request("status").get("web")
-    if not url:
-        raise BtfsError("btfs watch is running without the status page: start it with "
-                        "'btfs watch --web' (or add a [web] table to the config)")
-    click.echo(f"{url}?token={load_token(obj.paths)}")
+    """Print the status page's address with its token (from a running 'btfs watch --web')."""
+    click.echo(Repo.web_url(obj.paths))
 
 
 def _control(command: str, as_json: bool) -> dict:
-    answer = control.request(command)
-    if not answer.get("ok"):
-        raise BtfsError(f"btfs watch: {answer.get('error', 'refused')}")
+    answer = Repo.daemon_request(command)
     if as_json:
         emit_json(answer)
     return answer
@@ -111,8 +64,11 @@ json_flag = click.option("--json", "as_json", is_flag=True, help="Machine-readab
 def status(as_json: bool) -> None:
     """State, pending changes, last backup, totals and last error."""
     s = _control("status", as_json)
-    if as_json:
-        return
+    if not as_json:
+        _print_status(s)
+
+
+def _print_status(s: dict) -> None:
     click.echo(f"state: {s['state']} (pid {s['pid']}, up {_duration(s['uptime_s'])})")
     click.echo(f"watching: {s['watched_directories']} directories in "
                f"{', '.join(s['tracked'])}"

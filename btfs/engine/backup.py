@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import threading
 import time
 from collections import deque
@@ -38,8 +37,8 @@ from ..catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Meta, Version
 from ..config import Config, TrackedDir
 from ..errors import BtfsError, VaultError
 from ..userpath import is_under
+from .codec import Codec
 from .files import Batch, Chunker, Piece, WholeFile, cut_file, make_piece, read_batch
-from .memory import rare_collections, tune_allocator
 from .meta import meta_from_stat, read_xattrs
 from .scanner import Changed, Deleted, Listed, Scanner, Subtree
 from .store import STORED, ChunkStore
@@ -48,30 +47,22 @@ log = logging.getLogger(__name__)
 
 DELETED_META = Meta(DELETED, 0, 0, 0, 0, 0, 0, 0, None, 0, 0)
 WINDOW_JOBS = 24  # jobs in flight; with WINDOW_BYTES bounds the memory of reads in progress
-# A large file's chunks in flight, each also held compressed until it is taken: memray put
-# the window at ~30 of a backup's 63 MB of peak heap. 8 MiB took 7-9 MB off the peak RSS of
-# the 2 GiB of large files against 12 MiB, in the same time (5.8 s either way, alternating
-# runs); 6 MiB made them ~6% slower.
+# A large file's chunks in flight, each also held compressed until it is taken: the window
+# is about half of a backup's peak heap. Smaller saves memory until the workers starve: a
+# few chunks per worker keep them busy.
 WINDOW_BYTES = 8 << 20
 # Small files travel in batches that are read, hashed and compressed whole, and each file
-# brings its own objects along: a tighter window for them saved ~8 MB of a source-tree
-# backup's peak RSS at no cost in time.
+# brings its own objects along: a tighter window for them saves memory at no cost in
+# time.
 SMALL_WINDOW_BYTES = 6 << 20
 BATCH_FILES = 64  # small files per worker job
 BATCH_BYTES = 2 << 20
 # Files read and waiting for the open pack to be durable are held in memory (a few hundred
-# bytes each). Small source files fill a 16 MiB pack ~14,000 at a time, which was ~10 MB
-# of a backup's peak RSS; past this many the pack is sealed early (smaller packs only for
-# trees of many small files).
+# bytes each). Small source files fill a 16 MiB pack over ten thousand at a time, a good
+# part of a backup's peak memory; past this many the pack is sealed early (smaller packs
+# only for trees of many small files).
 MAX_FILES_PER_PACK = 4096
 COMMIT_EVERY_S = 30.0  # also commit directory/metadata-only changes at least this often
-# The main thread (scan, catalog, bookkeeping) is what an initial backup waits on, and it
-# lets go of the GIL at every syscall and SQLite statement. Getting it back from workers
-# running Python took up to the default 5 ms switch interval: py-spy showed 16% of its
-# time in os.listdir and 20% in SQLite execute. At 0.5 ms, linux-6.1's initial backup
-# took 7.1-7.8 s instead of 8.0-8.7 s (3 runs each); large files were unchanged, and so
-# was the mount (tar), where it is not set.
-SWITCH_INTERVAL_S = 0.0005
 PROGRESS_EVERY_S = 0.2  # the progress callback is called at most this often
 
 
@@ -131,7 +122,7 @@ class _FileJob:
 
 
 class Backup:
-    def __init__(self, catalog: Catalog, store: ChunkStore, config: Config, *,
+    def __init__(self, catalog: Catalog, store: ChunkStore, config: Config, codec: Codec, *,
                  progress: Callable[[Stats, bytes], None] | None = None,
                  never: frozenset[bytes] = frozenset(),
                  only: Iterable[Subtree] | None = None,
@@ -148,13 +139,12 @@ class Backup:
         self.progress = progress
         self.never = never  # paths never backed up (btfs/own.py)
         self.stats = Stats()
-        tune_allocator()
         # Small files are I/O-bound on a cold cache: twice as many workers as cores keeps
         # the disk busy while hashing and compression (which release the GIL) use the CPUs.
         threads = config.threads or max(4, 2 * (os.cpu_count() or 2))
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="btfs-hash")
         self.chunker = Chunker(config.chunk_min, config.chunk_avg, config.chunk_max)
-        self.level = config.compression_level
+        self.codec = codec
         self._window: deque[tuple[list[_FileJob], Future, int]] = deque()
         self._batch: list[_FileJob] = []  # small files not yet handed to a worker
         self._batch_stats: list[os.stat_result] = []  # their lstat from the scan
@@ -173,15 +163,8 @@ class Backup:
     # ---- the run ------------------------------------------------------------------------
 
     def run(self, host_id: str, tracked: tuple[TrackedDir, ...]) -> Stats:
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
-        try:
-            with rare_collections():
-                return self._run(host_id, tracked)
-        finally:
-            sys.setswitchinterval(switch_interval)
-
-    def _run(self, host_id: str, tracked: tuple[TrackedDir, ...]) -> Stats:
+        """One backup. The process's tuning for backups (btfs.engine.memory) is its
+        owner's business, set once before the first run, never per run."""
         s = self.stats
         s.started_ns = time.time_ns()
         with self.catalog.writer.transaction():
@@ -248,7 +231,6 @@ class Backup:
         before = [p for p in self.catalog.history.snapshots()
                   if p.id != s.snapshot_id and p.state in ("complete", "partial")]
         if not before:
-            self.catalog.writer.flush()  # the count reads this snapshot's versions
             return self.catalog.history.count_entries(s.snapshot_id)
         return max(0, before[-1].entries + s.files_new - s.files_deleted)
 
@@ -433,7 +415,7 @@ class Backup:
         for job in batch:
             job.reading_done = True
         self._submit(batch, nbytes, SMALL_WINDOW_BYTES, read_batch, [j.path for j in batch], stats,
-                     self.level, self.store.lookup_many)
+                     self.codec, self.store.lookup_many)
 
     def _read_large(self, job: _FileJob) -> None:
         """Cut a large file on this thread (the chunker runs without the GIL) and hash and
@@ -442,7 +424,7 @@ class Backup:
         current = job
 
         def submit(data: bytes) -> None:
-            self._submit([current], len(data), WINDOW_BYTES, make_piece, data, self.level,
+            self._submit([current], len(data), WINDOW_BYTES, make_piece, data, self.codec,
                          self.store.lookup)
             # A large file can take minutes: report its bytes as they are taken, not
             # only at the next scan event (a time check per chunk, none per small file).
@@ -593,13 +575,14 @@ class Backup:
             self.progress(self.stats, path)
 
 
-def run_backup(catalog: Catalog, store: ChunkStore, config: Config, *, progress=None,
-               never: frozenset[bytes] = frozenset(), only: Iterable[Subtree] | None = None,
-               stop: threading.Event | None = None, skip_unchanged: bool = False) -> Stats:
+def run_backup(catalog: Catalog, store: ChunkStore, config: Config, codec: Codec, *,
+               progress=None, never: frozenset[bytes] = frozenset(),
+               only: Iterable[Subtree] | None = None, stop: threading.Event | None = None,
+               skip_unchanged: bool = False) -> Stats:
     """One backup of every tracked directory, or only of the `only` subtrees (see the
     module docstring); with `skip_unchanged`, no snapshot is kept when nothing changed."""
     if not config.tracked:
         raise BtfsError("nothing to back up: add a directory with 'btfs track DIR'")
-    backup = Backup(catalog, store, config, progress=progress, never=never, only=only,
+    backup = Backup(catalog, store, config, codec, progress=progress, never=never, only=only,
                     stop=stop, skip_unchanged=skip_unchanged)
     return backup.run(config.host_id, config.tracked)

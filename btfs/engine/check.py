@@ -23,7 +23,7 @@ from ..catalog import Catalog
 from ..errors import BtfsError
 from ..text import plural
 from ..vault import Vault, pack_key
-from . import codec
+from .codec import Codec
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class CheckReport:
         return not self.problems
 
 
-def check(catalog: Catalog, vault: Vault, *, read_data: bool = False,
+def check(catalog: Catalog, vault: Vault, codec: Codec, *, read_data: bool = False,
           progress: Callable[[int, int], None] | None = None) -> CheckReport:
     report = CheckReport()
     report.problems += catalog.chunks.integrity_problems()
@@ -72,7 +72,7 @@ def check(catalog: Catalog, vault: Vault, *, read_data: bool = False,
             bad_chunks |= ids
             report.damaged += [(i, name, problem) for i in ids if i not in known]
         elif read_data:
-            bad_chunks.update(_verify_pack(catalog, vault, name, known, report))
+            bad_chunks.update(_verify_pack(catalog, vault, codec, name, known, report))
         if progress:
             progress(n + 1, len(packs))
     if not read_data:
@@ -87,7 +87,7 @@ def check(catalog: Catalog, vault: Vault, *, read_data: bool = False,
     return report
 
 
-def _verify_pack(catalog: Catalog, vault: Vault, name: str, known: dict[int, str],
+def _verify_pack(catalog: Catalog, vault: Vault, codec: Codec, name: str, known: dict[int, str],
                  report: CheckReport) -> set[int]:
     try:
         data = vault.get(pack_key(name))

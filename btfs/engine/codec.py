@@ -8,7 +8,7 @@ engine runs these functions in worker threads.
 
 Small chunks (whole small files) are compressed together in groups: one stored form shared
 by several chunks, which compresses far better than each alone (source files share
-vocabulary: linux-6.1's files under 256 KiB store ~17% smaller in groups of 512 KiB). Every
+vocabulary, which zstd only finds within one frame). Every
 member of a group is stored at the group's place in its pack; decoding decompresses the
 group, finds the member by its id and verifies it like any chunk.
 """
@@ -28,7 +28,7 @@ from ..errors import IntegrityError
 
 RAW = 0  # payload is the chunk itself (incompressible data, or compression off)
 ZSTD = 1  # payload is one zstd frame with the content size in its header
-GROUP = 2  # payload is one zstd frame of a member table and several chunks, see encode_group
+GROUP = 2  # payload is one zstd frame of a member table and several chunks, see _encode_group
 
 GROUP_BYTES = 512 * 1024  # members' raw bytes in one group, about: what a read decompresses
 _GROUP_LIMIT = 8 << 20  # a group frame claiming more is damaged (never decompressed)
@@ -41,8 +41,8 @@ _local = threading.local()
 class _CompressorPool:
     """zstd compression contexts shared by all threads, at most one per CPU per level.
 
-    A context keeps its working memory (about 3.5 MB at level 3 after a 4 MiB chunk), so
-    one per thread cost 4.8 MB per backup worker, and a backup runs twice as many workers
+    A context keeps its working memory (megabytes, after a large chunk), so one per
+    thread would cost that per backup worker, and a backup runs twice as many workers
     as cores (for the disk's sake, not the CPUs'). More compressions at once than cores
     gain nothing: a worker that finds every context busy waits, holding its chunk."""
 
@@ -81,11 +81,40 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-def chunk_hash(data: bytes | memoryview) -> bytes:
-    return digest.digest(data)
+class Codec:
+    """How chunks are stored: their ids, and their stored forms both ways. One is made by
+    `btfs.repo.Repo` from the configuration and handed to everything that writes or reads
+    chunks, so a setting (the compression level today; a key for keyed ids and encryption
+    later) is decided in one place and never passed around as loose values. Holds no
+    caches: those are process-wide (below), shared by every Codec, and keyed by the
+    bytes they hold, so they never mix settings. Thread-safe."""
+
+    def __init__(self, level: int):
+        self.level = level  # zstd level; 0 stores every chunk uncompressed
+
+    def __repr__(self) -> str:
+        return f"Codec(level={self.level})"
+
+    @staticmethod
+    def chunk_hash(data: bytes | memoryview) -> bytes:
+        """A chunk's id: the digest of its raw bytes."""
+        return digest.digest(data)
+
+    def encode(self, data: bytes | memoryview) -> bytes:
+        """The stored form of a chunk: compressed when that saves space, raw otherwise."""
+        return _encode(data, self.level)
+
+    def encode_group(self, members: list[tuple[bytes, bytes]]) -> bytes | None:
+        """One stored form for several small chunks (see `_encode_group`), or None."""
+        return _encode_group(members, self.level)
+
+    @staticmethod
+    def decode(stored: bytes, expected_hash: bytes, size: int) -> bytes | memoryview:
+        """The raw chunk, verified; IntegrityError on any mismatch (see `_decode`)."""
+        return _decode(stored, expected_hash, size)
 
 
-def encode(data: bytes | memoryview, level: int) -> bytes:
+def _encode(data: bytes | memoryview, level: int) -> bytes:
     """The stored form of a chunk: compressed when that saves space, raw otherwise."""
     if level > 0 and len(data) > 64 and not _looks_incompressible(data):
         compressed = _compressors.compress(data, level)
@@ -96,7 +125,7 @@ def encode(data: bytes | memoryview, level: int) -> bytes:
 
 
 def is_group(stored: bytes) -> bool:
-    """Whether a stored form holds several chunks (see encode_group)."""
+    """Whether a stored form holds several chunks (see _encode_group)."""
     return bool(stored) and stored[0] == GROUP
 
 
@@ -111,9 +140,9 @@ _SAMPLE = 16 * 1024
 def _looks_incompressible(data: bytes | memoryview) -> bool:
     """Four 16 KiB samples spread over a big chunk, at zstd's fastest level: when they do
     not shrink, the whole chunk would not either (random, encrypted or already compressed
-    data), and zstd at level 3 spends ~1.7 ms per MiB of such data finding that out
-    (random 512 MiB files: ~0.9 s of CPU each, now ~0.1 s). Like borg's `auto`
-    compression, a chunk whose samples miss its compressible parts is stored raw."""
+    data), and zstd at the configured level spends far more CPU than the samples do
+    finding that out on the whole chunk. Like borg's `auto` compression, a chunk whose
+    samples miss its compressible parts is stored raw."""
     if len(data) < SAMPLED_FROM:
         return False
     step = len(data) // 4
@@ -124,7 +153,7 @@ def _looks_incompressible(data: bytes | memoryview) -> bool:
 
 def group_runs(members: list[tuple[bytes, bytes]]) -> Iterator[list[tuple[bytes, bytes]]]:
     """Small chunks, (id, raw bytes) in order, cut into runs of about GROUP_BYTES: what
-    `encode_group` stores together."""
+    `Codec.encode_group` stores together."""
     run: list[tuple[bytes, bytes]] = []
     size = 0
     for member in members:
@@ -137,7 +166,7 @@ def group_runs(members: list[tuple[bytes, bytes]]) -> Iterator[list[tuple[bytes,
         yield run
 
 
-def encode_group(members: list[tuple[bytes, bytes]], level: int) -> bytes | None:
+def _encode_group(members: list[tuple[bytes, bytes]], level: int) -> bytes | None:
     """One stored form for several small chunks, (id, raw bytes) each, compressed together:
     a zstd frame of [member count (u16), (id[:8], size u32) per member, the members'
     bytes in order]. None when compressing them together does not pay (or compression is
@@ -167,9 +196,8 @@ _groups: OrderedDict[tuple[int, bytes], tuple[bytes, bytes, dict[tuple[bytes, in
     = OrderedDict()
 _groups_lock = threading.Lock()
 # Groups being decompressed, by cache key: threads reading files one after another (a
-# restore's workers) often want members of one group at the same moment, and each
-# decompressed it (linux-6.1's restore: 3,702 decompressions of 2,224 groups with two
-# workers, 2,416 with one). A thread waits for the one already at it instead.
+# restore's workers) often want members of one group at the same moment, and each would
+# decompress it. A thread waits for the one already at it instead.
 _decoding: dict[tuple[int, bytes], threading.Event] = {}
 
 
@@ -230,7 +258,7 @@ def _group_member(stored: bytes, expected_hash: bytes, size: int) -> bytes:
     return raw[start:start + size]
 
 
-def decode(stored: bytes, expected_hash: bytes, size: int) -> bytes | memoryview:
+def _decode(stored: bytes, expected_hash: bytes, size: int) -> bytes | memoryview:
     """The raw chunk, verified; IntegrityError on any mismatch. An uncompressed chunk comes
     back as a view of `stored` (no copy of up to 4 MiB: a cold read of random data is
     bound by this verification)."""

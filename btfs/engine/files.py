@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pyfastcdc.cy import FastCDC
 
 from .. import digest
-from . import codec
+from .codec import Codec, group_runs
 from .meta import read_xattrs
 
 log = logging.getLogger(__name__)
@@ -68,13 +68,13 @@ def same_content_stat(a: os.stat_result, b: os.stat_result) -> bool:
             and a.st_ctime_ns == b.st_ctime_ns and a.st_ino == b.st_ino)
 
 
-def make_piece(data: bytes, level: int, lookup: Callable[[bytes], int | None]) -> Piece:
+def make_piece(data: bytes, codec: Codec, lookup: Callable[[bytes], int | None]) -> Piece:
     """Hash a chunk and compress it unless `lookup` (ChunkStore.lookup) knows it."""
     h = codec.chunk_hash(data)
     generation = lookup(h)
     if generation is None:
         return Piece(h, len(data), None)
-    return Piece(h, len(data), codec.encode(data, level), generation)
+    return Piece(h, len(data), codec.encode(data), generation)
 
 
 def read_up_to(fd: int, size: int) -> bytes:
@@ -112,7 +112,7 @@ def _read_small(path: bytes, scanned: os.stat_result
 
 @dataclass(slots=True)
 class Group:
-    """Small new chunks stored together (codec.encode_group); members are
+    """Small new chunks stored together (Codec.encode_group); members are
     (hash, raw size, checked_at), as a Piece has them."""
 
     stored: bytes
@@ -129,7 +129,7 @@ class Batch:
     groups: list[Group]
 
 
-def read_batch(paths: list[bytes], scanned: list[os.stat_result], level: int,
+def read_batch(paths: list[bytes], scanned: list[os.stat_result], codec: Codec,
                lookup_many: Callable[[list[bytes]], list[int | None]]) -> Batch:
     """Several small files (each under the chunker's minimum, so one chunk) in one worker
     job: read and hash them all, ask the store once which chunks it lacks
@@ -146,7 +146,7 @@ def read_batch(paths: list[bytes], scanned: list[os.stat_result], level: int,
     generations = dict(zip(hashes, lookup_many(hashes), strict=True))
     new = {h: data for h, data in zip(hashes, contents, strict=True)
            if data and generations[h] is not None}
-    groups, alone = _groups_of(new, generations, level)
+    groups, alone = _groups_of(new, generations, codec)
     hash_of = iter(hashes)
     files: list[WholeFile | OSError] = []
     for r in reads:
@@ -166,16 +166,16 @@ def read_batch(paths: list[bytes], scanned: list[os.stat_result], level: int,
     return Batch(files, groups)
 
 
-def _groups_of(new: dict[bytes, bytes], generations: dict[bytes, int | None], level: int
+def _groups_of(new: dict[bytes, bytes], generations: dict[bytes, int | None], codec: Codec
                ) -> tuple[list[Group], dict[bytes, bytes]]:
     """New chunks in order, cut into groups of about GROUP_BYTES; returns the groups and
     the stored form of each chunk that is not in one (alone, or its group did not pay)."""
     groups: list[Group] = []
     alone: dict[bytes, bytes] = {}
-    for run in codec.group_runs(list(new.items())):
-        stored = codec.encode_group(run, level) if len(run) > 1 else None
+    for run in group_runs(list(new.items())):
+        stored = codec.encode_group(run) if len(run) > 1 else None
         if stored is None:
-            alone.update((m, codec.encode(d, level)) for m, d in run)
+            alone.update((m, codec.encode(d)) for m, d in run)
         else:
             groups.append(Group(stored, [(m, len(d), generations[m]) for m, d in run]))
     return groups, alone
@@ -186,9 +186,9 @@ class Chunker:
 
     Cuts exactly where pyfastcdc's `cut_stream` does, but reuses one buffer of two
     maximum chunks for every file: `cut_stream` allocates (and zero-fills) a new 8 MiB
-    buffer per file and moves the unread tail after every chunk, which on linux-6.1's 267
-    files over 256 KiB cost 0.65 s of main-thread time against 0.30 s here. One owner
-    thread: the buffer is reused."""
+    buffer per file and moves the unread tail after every chunk, main-thread time that
+    a tree of many mid-sized files pays again and again. One owner thread: the buffer
+    is reused."""
 
     def __init__(self, min_size: int, avg_size: int, max_size: int):
         self._cdc = FastCDC(avg_size, min_size=min_size, max_size=max_size)

@@ -1,21 +1,24 @@
-"""Keeping resident memory flat in processes with worker threads: a backup, the mount.
+"""Process-wide tuning, set once per process: the allocator, the cyclic garbage collector
+and the GIL's switch interval, for a process that runs backups or serves a mount.
 
-Worker threads allocate read buffers and compressed chunks that the main thread frees. With
-glibc's defaults every thread gets its own malloc arena, and the mmap threshold rises after
-the first large free, so those buffers end up in fragmented arenas that never shrink: RSS
-grows far past what is in use. Two arenas, and a fixed mmap threshold just above the largest
-chunk (so pack buffers are always mmapped, hence returned on free, while chunk-sized buffers
-reuse heap memory without a page-fault storm), keep RSS near the live data: on the
-linux-6.1 tree peak RSS went from ~165 MB to ~120 MB at the same speed (a 128 KiB threshold
-reached 105 MB but cost ~25% in time). Setting the mmap threshold by hand also pins the
-trim threshold at 128 KiB, so freeing a 1 MiB chunk at the top of the heap gave the memory
-back to the kernel and the next chunk faulted it in again: a backup of 2 GiB of large files
-took 300,000 page faults and 2.8 s of system time. A 16 MiB trim threshold keeps that much
-free heap: 25,000 faults, 1.6 s, about 10% less time, 5-10 MB more RSS. A no-op where
-glibc's mallopt is unavailable.
+These are settings of the whole process, not of one run: a daemon runs many backups in one
+process, and a run that set and restored them would undo another's. So each is set by one
+idempotent call, before worker threads start, by whoever owns the process
+(`btfs.repo.Repo.backup`, `btfs.fuse.mount.serve`); nothing here is ever undone.
 
-Python's cyclic garbage collector is also tuned here, for a run that makes millions of
-objects but almost no cycles (see `rare_collections`).
+The allocator. Worker threads allocate read buffers and compressed chunks that the main
+thread frees. With glibc's defaults every thread gets its own malloc arena, and the mmap
+threshold rises after the first large free, so those buffers end up in fragmented arenas
+that never shrink: resident memory grows far past what is in use. Two arenas, and a fixed
+mmap threshold just above the largest chunk (pack buffers are always mmapped, hence
+returned on free, while chunk-sized buffers reuse heap memory without a page-fault storm),
+keep it near the live data; a lower threshold saves a little more memory but makes every
+chunk an mmap and its page faults. Setting the mmap threshold by hand also pins the trim
+threshold at 128 KiB, so freeing a chunk at the top of the heap would hand the memory back
+to the kernel and the next chunk fault it in again: the trim threshold keeps that much free
+heap. A no-op where glibc's mallopt is unavailable. Figures: the commit that set them.
+
+Never: change a setting per run, or import anything of btfs (any process may call this).
 """
 
 from __future__ import annotations
@@ -23,24 +26,35 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+import sys
 
 log = logging.getLogger(__name__)
 
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 _M_TRIM_THRESHOLD = -1
-_done = False
+ARENAS = 2  # enough for the main thread and its workers to rarely wait on a lock
 MMAP_THRESHOLD = 4 * 1024 * 1024 + 1  # the largest chunk (chunk_max default) stays on the heap
 TRIM_THRESHOLD = 16 * 1024 * 1024  # free heap kept for the next chunks instead of unmapped
+# A backup makes millions of objects but almost no cycles: reference counting frees what it
+# makes, so the collector runs rarely and the objects from before (imports, the config)
+# are frozen out of its full passes; the default (700, 10, 10) ran it hundreds of times a
+# backup, with the GIL held, to find a few hundred objects in cycles.
+GC_THRESHOLDS = (50_000, 20, 100)
+# The main thread (scan, catalog, bookkeeping) is what an initial backup waits on, and it
+# lets go of the GIL at every syscall and SQLite statement; at the default 5 ms interval,
+# getting it back from workers running Python kept it waiting. The mount does not set it:
+# its readers wait on the kernel, not on the GIL.
+SWITCH_INTERVAL_S = 0.0005
+
+_tuned: set[str] = set()  # what this process has been tuned for
 
 
 def _mallopt(*settings: tuple[int, int]) -> None:
     """glibc's mallopt for each (parameter, value); a no-op (logged) without glibc."""
     try:
         # The process's own symbols, libc's among them. Not find_library("c"): it runs
-        # `ldconfig -p` in a subprocess, ~10 ms before a mount answers or a backup starts.
+        # `ldconfig -p` in a subprocess, a delay before a mount answers or a backup starts.
         libc = ctypes.CDLL(None)
         for param, value in settings:
             libc.mallopt(param, value)
@@ -48,39 +62,28 @@ def _mallopt(*settings: tuple[int, int]) -> None:
         log.debug("mallopt unavailable; allocator left as is")
 
 
-def limit_arenas(count: int = 2) -> None:
-    """At most `count` malloc arenas, whatever the number of threads. Call before worker
-    threads start. The mount uses this alone (see btfs.fuse.mount.serve)."""
-    _mallopt((_M_ARENA_MAX, count))
-
-
-def tune_allocator() -> None:
-    """For a backup: two arenas, the fixed mmap threshold and a trim threshold that
-    matches it. Call once, before worker threads start."""
-    global _done
-    if _done:
+def tune_process_for_backup() -> None:
+    """Two arenas, the fixed mmap and trim thresholds, rare garbage collections and a short
+    switch interval, for a process that runs backups. Idempotent; call before the
+    backup's worker threads start."""
+    if "backup" in _tuned:
         return
-    _done = True
-    _mallopt((_M_ARENA_MAX, 2), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+    _tuned.add("backup")
+    _mallopt((_M_ARENA_MAX, ARENAS), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
              (_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-
-
-# An initial backup of linux-6.1 ran the collector 619 times with the default thresholds
-# (700, 10, 10), for 0.23 s with the GIL held, and found 387 objects in cycles. With these
-# (and the objects from before the run frozen, so no full pass walks them) it took
-# 6.07-6.19 s instead of 6.24-6.93 s, 5 alternating runs each, and 4% less CPU.
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-@contextmanager
-def rare_collections() -> Iterator[None]:
-    """Run the cyclic garbage collector rarely for the duration: reference counting frees
-    what a backup makes; the few cycles wait for a later pass."""
-    thresholds = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    log.debug("process tuned for backups")
+
+
+def tune_process_for_mount() -> None:
+    """Two arenas only, for the mount's process; idempotent, call before its worker threads
+    start. Its threads fetch and verify chunks, and in an arena each, freed read-ahead
+    buffers and cached chunks fragment memory. The backup's fixed mmap threshold would
+    save a little more here, but makes every reply-sized buffer an mmap and its page
+    faults, which slows a cold sequential read."""
+    if "mount" in _tuned:
+        return
+    _tuned.add("mount")
+    _mallopt((_M_ARENA_MAX, ARENAS))

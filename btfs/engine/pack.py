@@ -59,7 +59,7 @@ class PackBuilder:
 
     With `hasher` (a single-thread executor, so updates run in order) the pack's digest
     is computed there rather than on the caller's thread: a backup's main thread is the
-    critical path of a large-file backup, and hashing every pack byte was ~22% of it."""
+    critical path of a large-file backup, and hashing every pack byte is a real part of it."""
 
     HASH_BACKLOG_BYTES = 4 << 20  # bytes queued on the hasher (held in memory) at most
 

@@ -1,7 +1,7 @@
 """Reading file content back: chunk fetch + verify, with a bounded cache, and byte ranges.
 
 Used by restore, check --read-data and the mount. Every chunk is verified against its hash
-(codec.decode) before anyone sees its bytes. Thread-safe: the mount calls it from worker
+(Codec.decode) before anyone sees its bytes. Thread-safe: the mount calls it from worker
 threads; the cache lock is never held during vault I/O or decompression.
 """
 
@@ -16,24 +16,25 @@ from collections.abc import Iterator
 from ..catalog.model import ChunkRef
 from ..errors import BtfsError, IntegrityError
 from ..vault import Vault, pack_key
-from . import codec
+from .codec import Codec, is_group
 
 log = logging.getLogger(__name__)
 
 
-# Stored forms of groups (codec.encode_group) kept by where they are in the vault. Every
+# Stored forms of groups (Codec.encode_group) kept by where they are in the vault. Every
 # member of a group points at the whole group: reading the members of one directory one
 # after another (restore, a cp through the mount) would read the group again for each,
-# and the codec would compare each copy with the one it decompressed: for linux-6.1's
-# 77,841 grouped files, 6.9 GB read and compared instead of its 2,224 groups' 187 MB.
+# and the codec would compare each copy with the one it decompressed: a source tree's
+# groups would be read and compared about as many times as they have members.
 _GROUPS_KEPT = 8
 
 
 class ChunkSource:
     """Decoded, verified chunks by reference, with an LRU cache bounded in bytes."""
 
-    def __init__(self, vault: Vault, cache_bytes: int = 64 << 20):
+    def __init__(self, vault: Vault, codec: Codec, cache_bytes: int = 64 << 20):
         self.vault = vault
+        self.codec = codec
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._cached = 0
@@ -53,7 +54,7 @@ class ChunkSource:
         if data is not None:
             return data
         try:
-            data = codec.decode(self._stored(ref), ref.hash, ref.size)
+            data = self.codec.decode(self._stored(ref), ref.hash, ref.size)
         except IntegrityError:
             # A damaged copy in a local cache (a disk error, a crash mid-write on a
             # filesystem without ordered writes) must not fail a read the vault can serve:
@@ -64,7 +65,7 @@ class ChunkSource:
                      ref.hash.hex()[:16])
             with self._lock:
                 self._groups.pop((ref.pack, ref.offset, ref.stored_len), None)
-            data = codec.decode(self._stored(ref), ref.hash, ref.size)
+            data = self.codec.decode(self._stored(ref), ref.hash, ref.size)
         self._keep(ref.hash, data)
         return data
 
@@ -78,7 +79,7 @@ class ChunkSource:
                 self._groups.move_to_end(where)
                 return stored
         stored = self.vault.get(pack_key(ref.pack), ref.offset, ref.stored_len)
-        if codec.is_group(stored):
+        if is_group(stored):
             with self._lock:
                 self._groups[where] = stored
                 while len(self._groups) > _GROUPS_KEPT:
@@ -104,7 +105,7 @@ class ChunkSource:
                 span = (ref.offset, ref.stored_len)
                 piece = stored[ref.offset - start:ref.offset - start + ref.stored_len]
             try:
-                data = codec.decode(piece, ref.hash, ref.size)
+                data = self.codec.decode(piece, ref.hash, ref.size)
             except BtfsError as e:
                 log.debug("read-ahead of chunk %s: %s", ref.hash.hex()[:16], e)
                 # Do not keep a damaged span cached for the next reader.

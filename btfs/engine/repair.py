@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from ..catalog import Catalog
 from ..config import Config
-from . import codec
+from .codec import Codec
 from .files import Chunker, cut_file
 from .store import ChunkStore
 
@@ -45,7 +45,7 @@ class RepairReport:
         return not self.still_damaged
 
 
-def repair(catalog: Catalog, store: ChunkStore, config: Config) -> RepairReport:
+def repair(catalog: Catalog, store: ChunkStore, config: Config, codec: Codec) -> RepairReport:
     """The caller holds the writer lock; `store` writes to the vault of `catalog`."""
     report = RepairReport()
     damaged = catalog.chunks.damaged_chunks()
@@ -65,7 +65,7 @@ def repair(catalog: Catalog, store: ChunkStore, config: Config) -> RepairReport:
             if path in tried:
                 continue
             tried.add(path)
-            found = _restore_from(path, chunker, store, wanted, config.compression_level)
+            found = _restore_from(path, chunker, store, wanted, codec)
             if found is None:
                 continue
             report.files_read += 1
@@ -79,7 +79,7 @@ def repair(catalog: Catalog, store: ChunkStore, config: Config) -> RepairReport:
 
 
 def _restore_from(path: bytes, chunker: Chunker, store: ChunkStore, wanted: set[bytes],
-                  level: int) -> set[bytes] | None:
+                  codec: Codec) -> set[bytes] | None:
     """The damaged chunks found in the file at `path`, each handed to `store`; None if
     there is no regular file there to read."""
     try:
@@ -93,7 +93,7 @@ def _restore_from(path: bytes, chunker: Chunker, store: ChunkStore, wanted: set[
         h = codec.chunk_hash(data)
         if h in wanted and h not in found:
             found.add(h)
-            store.add(h, len(data), codec.encode(data, level), store.generation)
+            store.add(h, len(data), codec.encode(data), store.generation)
 
     try:
         # A file that changes while it is read is read again; chunks already taken stay

@@ -86,8 +86,8 @@ def write_content(fd: int, source: ChunkSource, refs: list[ChunkRef]) -> int:
         for start in range(0, len(data), HOLE_BLOCK):
             block = view[start:start + HOLE_BLOCK]
             # Most blocks show data in their first or last byte; only the others are
-            # compared whole, as bytes (one memcmp; a memoryview compares item by item),
-            # since both that compare and its copy are a restore worker's own work.
+            # compared whole (bytes == bytes is a memcmp; a memoryview compares item by
+            # item, far slower; comparing every block whole copies every block).
             if not (block[0] or block[-1]) and bytes(block) == zero[:len(block)]:
                 continue  # leave a hole; ftruncate below sets the length
             os.pwrite(fd, block, pos + start)
@@ -104,9 +104,9 @@ class Restorer:
         self.catalog = catalog
         self.source = source
         self.content_only = content_only
-        # One worker per core (at least two). Each file costs its worker a handful of
-        # syscalls, each a GIL hand-off: more workers than cores spend their time in
-        # futex waits and wake-ups handing the GIL around, not restoring.
+        # One worker per core. Each file costs its worker ~10 syscalls, each a GIL
+        # hand-off: more workers than cores spend their time in futex waits and
+        # wake-ups, and restore slower.
         self.threads = threads or max(2, os.cpu_count() or 2)
         # Hard links: files that shared an inode at backup time (same st_ino, nlink > 1,
         # same content) are linked again within one restore, as tar and rsync -H do.

@@ -14,6 +14,7 @@ from ..catalog import FILE, SYMLINK, Catalog
 from ..config import Config
 from ..errors import UsageError
 from ..userpath import is_under, to_catalog_path
+from .codec import Codec
 from .files import Chunker, cut_file, make_piece
 from .meta import file_type, meta_from_stat, read_xattrs
 from .store import ChunkStore
@@ -28,8 +29,8 @@ def tracked_root(config: Config, path: str) -> str | None:
     return None
 
 
-def stage_paths(catalog: Catalog, store: ChunkStore, config: Config, paths: list[str]
-                ) -> list[str]:
+def stage_paths(catalog: Catalog, store: ChunkStore, config: Config, codec: Codec,
+                paths: list[str]) -> list[str]:
     """Stage regular files and symlinks; returns the absolute paths staged."""
     targets = []
     for p in paths:
@@ -55,7 +56,7 @@ def stage_paths(catalog: Catalog, store: ChunkStore, config: Config, paths: list
 
                 def take(data: bytes, hashes=hashes) -> None:
                     # Into the open pack at once: only the hashes stay in memory.
-                    piece = make_piece(data, config.compression_level, store.lookup)
+                    piece = make_piece(data, codec, store.lookup)
                     store.add(piece.hash, piece.size, piece.stored, piece.checked_at)
                     hashes.append(piece.hash)
 

@@ -106,7 +106,7 @@ class ChunkStore:
         return seq
 
     def add_group(self, stored: bytes, members: list[tuple[bytes, int, int]]) -> None:
-        """Accept chunks that share one stored form (codec.encode_group); `members` are
+        """Accept chunks that share one stored form (Codec.encode_group); `members` are
         (hash, raw size, checked_at) as for `add`. Members already stored or on their way
         are left out (their copy in the group is then bytes nobody refers to); a later
         `add(hash, size, None)` of any member returns where it is."""

@@ -17,7 +17,7 @@ import pyfuse3
 import trio
 
 from .. import mounts
-from ..engine.memory import limit_arenas
+from ..engine.memory import tune_process_for_mount
 from ..engine.reader import ChunkSource
 from ..errors import UsageError
 from ..lock import WriterLock
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5  # a killed backup's snapshot shows up within this
 # The kernel's read-ahead for this mount: at its default (128 KiB) a sequential reader
 # asks for 128-256 KiB per request; at 1 MiB (the largest request FUSE sends here) one
-# request per MiB. Cold cat of a 512 MiB file: 1.13-1.31 s -> 1.00-1.03 s.
+# request per MiB, fewer round trips for a cold sequential read.
 READ_AHEAD_KB = 1024
 
 
@@ -109,16 +109,10 @@ CHUNK_CACHE_BYTES = 32 << 20
 
 def serve(repo: Repo, mountpoint: str, *, allow_other: bool = False) -> None:
     """Mount and serve until unmounted (fusermount3 -u) or SIGINT/SIGTERM."""
-    # Chunks are read and verified in worker threads, and glibc gives each thread an arena
-    # of its own (up to 8 per core) where freed read-ahead buffers and cached chunks
-    # fragment: `tar` of the kernel tree through the mount peaked at 260 MB for ~90 MB of
-    # live data. With a 32 MiB chunk cache (was 64) and two arenas: about 150 MB, no
-    # slower. (The backup's fixed mmap threshold saved 20 MB more here but made every
-    # 1 MiB read reply an mmap and its page faults: cold `cat` 950 -> 630 MB/s.)
-    limit_arenas(2)
+    tune_process_for_mount()
     tree = Tree(repo.catalog, WriterLock(repo.paths.lock))
-    ops = Operations(tree, ChunkSource(repo.vault, cache_bytes=CHUNK_CACHE_BYTES),
-                     xattrs=repo.catalog.history.has_xattrs())
+    ops = Operations(tree, ChunkSource(repo.vault, repo.codec, cache_bytes=CHUNK_CACHE_BYTES),
+                     xattrs=tree.has_xattrs())
     pyfuse3.init(ops, mountpoint, fuse_options(allow_other))
     log.info("mounted %s at %s", repo.vault.url, mountpoint)
     try:

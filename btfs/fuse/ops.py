@@ -1,11 +1,14 @@
 """The thin pyfuse3 adapter over the tree model.
 
-Turns `tree.Attr` into EntryAttributes and domain errors into FUSEError; nothing about
-what the history looks like lives here. Runs on the trio thread: catalog queries (fast,
-indexed) run inline; fetching, decompressing and verifying chunks run in worker threads
-under a CapacityLimiter, so one slow read never stalls the others. Sequential reads fetch
-the next chunks ahead. A chunk that fails its hash check (or a missing pack) fails that
-read with EIO and one log line naming the file; nothing else is affected.
+Turns `tree.Attr` into EntryAttributes and domain errors into FUSEError, and schedules
+the work: nothing about what the history looks like (tree.py), what to fetch ahead
+(btfs.engine.readahead) or which xattrs are remembered (xattrcache.py) is decided here,
+and the catalog is reached only through the model. Runs on the trio thread: the model's
+queries (fast, indexed) run inline; fetching, decompressing and verifying chunks run in
+worker threads under a CapacityLimiter, so one slow read never stalls the others; a
+trio.Event per chunk in flight lets a reader wait for a fetch already under way. A chunk
+that fails its hash check (or a missing pack) fails that read with EIO and one log line
+naming the file; nothing else is affected.
 """
 
 from __future__ import annotations
@@ -14,43 +17,26 @@ import errno
 import functools
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 
 import pyfuse3
 import trio
 
 from ..catalog import ChunkRef
-from ..engine.meta import decode_xattrs
+from ..engine.readahead import ReadAhead
 from ..engine.reader import ChunkSource, FileLayout
 from ..errors import BtfsError
-from .tree import (
-    BY_TIME_INO,
-    LATEST_INO,
-    NotFound,
-    Tree,
-    is_dir_ino,
-    is_stable,
-    split_ino,
-)
+from .tree import BY_TIME_INO, LATEST_INO, NotFound, Tree, is_dir_ino, is_stable
+from .xattrcache import XattrCache
 
 log = logging.getLogger(__name__)
 
 STABLE_TIMEOUT = 3600.0  # snapshot contents never change
 LIVE_TIMEOUT = 1.0  # by-time/, latest and by-file directories change when backups land
-# Content fetched ahead of a sequential reader of a large file, a chunk per worker thread
-# (so the next chunks are read and verified in parallel while the reader copies this one).
-READ_AHEAD_BYTES = 8 << 20
-# Content fetched ahead along a pack when a reader finishes a file, in a few worker calls
-# of one vault read each; with PACK_AHEAD_PACKS packs' positions remembered.
-PACK_AHEAD_BYTES = 1 << 20
-PACK_AHEAD_BATCHES = 2
-PACK_AHEAD_PACKS = 64
 # Entries fetched per query while filling one readdir reply. The kernel's buffer takes
-# a few dozen entries with attributes; what does not fit is fetched again for the
-# next reply, so a larger page is wasted work (100k entries: 0.85 s at 256, 0.63 s).
+# a few dozen entries with attributes; what does not fit waits in OpenDir.pending for the
+# next reply, so a page much larger than a reply is work done before it is needed.
 READDIR_PAGE = 48
-XATTR_CACHE = 1 << 17  # inodes whose xattrs are remembered (~100 bytes each)
 
 
 def _guarded(handler=None, *, not_found: int = errno.ENOENT):
@@ -79,21 +65,15 @@ def _guarded(handler=None, *, not_found: int = errno.ENOENT):
 
 @dataclass
 class OpenDir:
-    """One opendir's listing state: the rest of the last page, and where it ends."""
+    """One opendir's listing state: the rest of the last page, and where it ends. Reply
+    buffering only (what the kernel's buffer did not take, and the cookie after which
+    nothing follows), tied to readdir_reply's protocol; what a page holds is the model's."""
 
     ino: int
     pending: list = field(default_factory=list)  # (name, attr, cookie) not sent yet
     pending_after: int = -1  # the cookie that `pending` follows
     pending_last: bool = False  # whether `pending` is the end of the listing
     end: int = -1  # the cookie after which the listing is known to hold nothing more
-
-
-@dataclass
-class PackAhead:
-    """How far the read-ahead along one pack has gone."""
-
-    last: ChunkRef  # the last chunk fetched ahead
-    refill_at: int  # a reader at this pack offset makes it fetch the next stretch
 
 
 @dataclass
@@ -114,7 +94,7 @@ class Operations(pyfuse3.Operations):
         # False when no backup had extended attributes at mount time: xattr requests are
         # then answered ENOSYS, which the kernel remembers for the whole mount (ENOTSUP to
         # every later caller, no round trip). `cp -a` asks for the xattrs and ACL of every
-        # file it copies: 3 of the 9 requests per small file, a third of a restore's time.
+        # file it copies: 3 of the 9 requests per small file.
         self.xattrs = xattrs
         self._xattrs_warned = False
         self.source = source
@@ -123,9 +103,9 @@ class Operations(pyfuse3.Operations):
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, OpenDir] = {}
         self._next_fh = 1
-        self._inflight: dict[bytes, trio.Event] = {}
-        self._pack_ahead: dict[str, PackAhead] = {}
-        self._xattr_cache: dict[int, tuple[float | None, dict[bytes, bytes]]] = {}
+        self.ahead: ReadAhead[trio.Event] = ReadAhead(tree.chunks_after, source.peek)
+        self._inflight = self.ahead.inflight  # chunk hash -> the Event its fetch sets
+        self._xattr_cache = XattrCache(tree.describe, live_seconds=LIVE_TIMEOUT)
 
     # ---- attributes --------------------------------------------------------------------
 
@@ -205,7 +185,7 @@ class Operations(pyfuse3.Operations):
             except OSError as e:
                 if e.errno != errno.ENOENT:  # ENOENT: the kernel had nothing cached
                     log.warning("cannot invalidate inode %d: %s", ino, e)
-        if not self.xattrs and not self._xattrs_warned and self.tree.catalog.history.has_xattrs():
+        if not self.xattrs and not self._xattrs_warned and self.tree.has_xattrs():
             # The kernel was told this filesystem has no xattrs; only a new mount can
             # take that back.
             log.warning("backup %s has extended attributes; remount to see them",
@@ -298,52 +278,22 @@ class Operations(pyfuse3.Operations):
             self._report(f.ino, e)
             raise pyfuse3.FUSEError(errno.EIO) from None
         if last is not None and self.nursery is not None:
-            if off == f.next_offset:
-                self._read_ahead_in_file(layout, last)
-            if last == len(layout.refs) - 1:
-                # The reader reached this file's end: what it reads next (the next file in
-                # its directory) was most likely stored right after it.
-                self._read_ahead_in_pack(layout.refs[last])
+            self._read_ahead(layout, last, sequential=off == f.next_offset)
         f.next_offset = off + size
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _read_ahead_in_file(self, layout: FileLayout, last: int) -> None:
-        """Fetch the chunks after `last` of a sequentially read file, one per worker
-        thread (verified in parallel), up to READ_AHEAD_BYTES of content."""
-        budget = READ_AHEAD_BYTES
-        for ahead in layout.refs[last + 1:]:
-            if budget <= 0:
-                break
-            budget -= ahead.size
-            if ahead.hash not in self._inflight and self.source.peek(ahead.hash) is None:
-                self.nursery.start_soon(self._prefetch, ahead)
-
-    def _read_ahead_in_pack(self, ref: ChunkRef) -> None:
-        """Fetch the chunks stored after `ref` in its pack, PACK_AHEAD_BYTES of content at
-        a time in PACK_AHEAD_BATCHES worker calls of one vault read each, and again once
-        the reader is half-way through them. Small files read in directory order are then
-        answered from the cache, without a worker thread each."""
-        ahead = self._pack_ahead.get(ref.pack)
-        if ahead is not None and ref.offset <= ahead.last.offset and ref.offset < ahead.refill_at:
-            return
-        anchor = ahead.last if ahead is not None and ref.offset <= ahead.last.offset else ref
-        refs = self.tree.chunks_after(anchor, PACK_AHEAD_BYTES)
-        if not refs:
-            return
-        self._pack_ahead.pop(ref.pack, None)
-        if len(self._pack_ahead) >= PACK_AHEAD_PACKS:
-            self._pack_ahead.pop(next(iter(self._pack_ahead)))
-        self._pack_ahead[ref.pack] = PackAhead(refs[-1], refs[len(refs) // 2].offset)
-        todo = [r for r in refs
-                if r.hash not in self._inflight and self.source.peek(r.hash) is None]
-        if not todo:
-            return
-        per_batch = -(-len(todo) // PACK_AHEAD_BATCHES)
-        for i in range(0, len(todo), per_batch):
-            batch = todo[i:i + per_batch]
-            events = {r.hash: trio.Event() for r in batch}
-            self._inflight.update(events)
-            self.nursery.start_soon(self._prefetch_run, batch, events)
+    def _read_ahead(self, layout: FileLayout, last: int, *, sequential: bool) -> None:
+        """Start the fetches the read-ahead plan asks for: a task per chunk of the file
+        (it marks itself in flight when it runs, see _chunk), a task per run along the
+        pack (marked in flight now, so the reads it will answer wait for it)."""
+        plan = self.ahead.after_read(layout, last, sequential=sequential)
+        for ref in plan.chunks:
+            self.nursery.start_soon(self._prefetch, ref)
+        for run in plan.runs:
+            events = {r.hash: trio.Event() for r in run}
+            for chunk_hash, event in events.items():
+                self._inflight.start(chunk_hash, event)
+            self.nursery.start_soon(self._prefetch_run, run, events)
 
     async def _prefetch_run(self, batch: list[ChunkRef], events: dict[bytes, trio.Event]
                             ) -> None:
@@ -354,8 +304,7 @@ class Operations(pyfuse3.Operations):
             log.debug("read-ahead in pack %s failed: %s", batch[0].pack[:16], e)
         finally:
             for chunk_hash, event in events.items():
-                if self._inflight.get(chunk_hash) is event:
-                    del self._inflight[chunk_hash]
+                self._inflight.done(chunk_hash, event)
                 event.set()
 
     async def _chunk(self, ref: ChunkRef) -> bytes:
@@ -368,14 +317,12 @@ class Operations(pyfuse3.Operations):
             data = self.source.peek(ref.hash)
             if data is not None:
                 return data
-        event = self._inflight[ref.hash] = trio.Event()
+        event = trio.Event()
+        self._inflight.start(ref.hash, event)
         try:
             return await trio.to_thread.run_sync(self.source.chunk, ref, limiter=self.limiter)
         finally:
-            # After a failed fetch several waiters retry, each with its own event: remove
-            # only ours.
-            if self._inflight.get(ref.hash) is event:
-                del self._inflight[ref.hash]
+            self._inflight.done(ref.hash, event)
             event.set()
 
     async def _prefetch(self, ref: ChunkRef) -> None:
@@ -386,12 +333,8 @@ class Operations(pyfuse3.Operations):
             log.debug("read-ahead of chunk %s failed: %s", ref.hash.hex()[:16], e)
 
     def _report(self, ino: int, error: Exception) -> None:
-        kind, ident = split_ino(ino)
         try:
-            version = self.tree.catalog.history.version_or_none(ident)
-            where = os.fsdecode(self.tree.catalog.history.node_path(version.node_id))
-            snapshot = self.tree.names.get(version.snapshot_id, version.snapshot_id)
-            log.error("read of %s (backup %s) failed: %s", where, snapshot, error)
+            log.error("read of %s failed: %s", self.tree.name_file(ino), error)
         except Exception:  # naming the file must never hide the error itself
             log.error("read of inode %d failed: %s", ino, error)
 
@@ -403,37 +346,17 @@ class Operations(pyfuse3.Operations):
 
     # ---- extended attributes and the filesystem ----------------------------------------
 
-    def _xattrs(self, inode: int) -> dict[bytes, bytes]:
-        # `ls -l` asks for two or three xattrs of every file it lists (SELinux label,
-        # ACLs): remember the last few thousand inodes' answers (versions never change;
-        # live directories are refreshed after LIVE_TIMEOUT like their attributes).
-        # Lookups and readdir replies leave each entry's encoded xattrs here, so this is
-        # usually a dictionary hit with no catalog query.
-        cached = self._xattr_cache.get(inode)
-        if cached is not None and (cached[0] is None or cached[0] > time.monotonic()):
-            return dict(decode_xattrs(cached[1])) if isinstance(cached[1], bytes) \
-                else cached[1] or {}
-        pairs = dict(self.tree.xattrs(inode))
-        expiry = None if is_stable(inode) else time.monotonic() + LIVE_TIMEOUT
-        self._cache_xattrs(inode, expiry, pairs)
-        return pairs
-
-    def _cache_xattrs(self, inode: int, expiry: float | None, value) -> None:
-        if len(self._xattr_cache) >= XATTR_CACHE:
-            self._xattr_cache.pop(next(iter(self._xattr_cache)))
-        self._xattr_cache[inode] = (expiry, value)
-
     def _remember(self, attr) -> pyfuse3.EntryAttributes:
         """The kernel's view of `attr`; a snapshot entry's xattrs are kept for getxattr."""
         if attr.stable and self.xattrs:
-            self._cache_xattrs(attr.ino, None, attr.xattrs)
+            self._xattr_cache.note(attr)
         return self._entry(attr)
 
     @_guarded
     async def getxattr(self, inode, name, ctx):
         if not self.xattrs:
             raise pyfuse3.FUSEError(errno.ENOSYS)
-        value = self._xattrs(inode).get(name)
+        value = self._xattr_cache.get(inode).get(name)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value
@@ -442,7 +365,7 @@ class Operations(pyfuse3.Operations):
     async def listxattr(self, inode, ctx):
         if not self.xattrs:
             raise pyfuse3.FUSEError(errno.ENOSYS)
-        return list(self._xattrs(inode))
+        return list(self._xattr_cache.get(inode))
 
     @_guarded
     async def statfs(self, ctx):

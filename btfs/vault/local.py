@@ -202,7 +202,11 @@ class LocalVault(Vault):
             return None
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
-        base = self.root / "packs" if prefix.startswith("packs") else self.root
+        if prefix.startswith("packs"):
+            base = self.root / "packs"
+        else:
+            # Only below the prefix's directory: listing hosts/ must not walk every pack.
+            base = self.root / prefix.rpartition("/")[0]
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = [d for d in dirnames if d != "tmp"]
             for name in filenames:

@@ -342,13 +342,49 @@ class Daemon:
         return ", ".join(parts)
 
 
+def start(paths: Paths, *, detach: bool, log_level: int,
+          web: WebSettings | None = None) -> str | None:
+    """`btfs watch`: run the daemon in this process until it stops (None), or, with
+    `detach`, start it in the background and return a line saying where it runs. With
+    `web`, it serves the status page there too."""
+    if control.running():
+        raise BtfsError(f"a btfs watch is already running (socket {control.socket_path()})")
+    if detach:
+        Daemon(paths, web)  # config and repo errors show here, in the terminal
+        if not fork_to_background():
+            for _ in range(300):
+                if control.running():
+                    pid = control.request("status")["pid"]
+                    return f"btfs watch running (pid {pid}); log: {log_file()}"
+                time.sleep(0.1)
+            raise BtfsError(f"btfs watch did not start; see {log_file()}")
+    setup_logging(log_level)
+    if not detach:
+        run_daemon(paths, web)
+        return None
+    try:  # the detached child: its stderr is /dev/null, so errors go to the log file
+        run_daemon(paths, web)
+    except BaseException as e:
+        log.error("btfs watch: %s", e, exc_info=not isinstance(e, BtfsError))
+        os._exit(1)
+    os._exit(0)  # never back into the caller, which belongs to the parent
+
+
+def ask(command: str) -> dict:
+    """`btfs daemon COMMAND`: the running daemon's answer; BtfsError when it refused."""
+    answer = control.request(command)
+    if not answer.get("ok"):
+        raise BtfsError(f"btfs watch: {answer.get('error', 'refused')}")
+    return answer
+
+
 def run_daemon(paths: Paths, web: WebSettings | None = None) -> None:
     """Run until stopped; BtfsError for what prevents it from starting."""
     daemon = Daemon(paths, web)
     trio.run(daemon.run)
 
 
-def detach() -> bool:
+def fork_to_background() -> bool:
     """Fork into the background (a new session, stdio on /dev/null): False in the
     original process, True in the daemon."""
     if os.fork():

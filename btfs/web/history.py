@@ -143,7 +143,8 @@ class WebHistory:
 
     async def stream(self, refs: list) -> AsyncIterator[bytes]:
         """A file version's bytes, chunk by chunk, each verified on a worker thread."""
-        source = await self.run(lambda repo: ChunkSource(repo.vault, DOWNLOAD_CACHE_BYTES))
+        source = await self.run(
+            lambda repo: ChunkSource(repo.vault, repo.codec, cache_bytes=DOWNLOAD_CACHE_BYTES))
         for ref in refs:
             data = await trio.to_thread.run_sync(source.chunk, ref)
             yield bytes(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from ..config import Config
 from ..errors import ConfigError, UsageError
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -83,3 +84,14 @@ def web_settings(table: dict | None, listen: str | None = None, allow_remote: bo
                          "reach: give --allow-remote (or [web] allow_remote = true) if you "
                          "mean it")
     return settings
+
+
+def from_config(config: Config, where: str, listen: str | None,
+                allow_remote: bool) -> WebSettings | None:
+    """`btfs watch`'s page settings: None when neither --web (`listen`, "" for the
+    default) nor a [web] table asks for the page."""
+    if listen is None and not config.web:
+        if allow_remote:
+            raise UsageError("--allow-remote is for the status page: give --web too")
+        return None
+    return web_settings(config.web, listen, allow_remote, where)

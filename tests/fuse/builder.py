@@ -97,10 +97,10 @@ class History:
         builder = PackBuilder()
         hashes = []
         for piece in pieces:
-            h = codec.chunk_hash(piece)
+            h = codec.Codec.chunk_hash(piece)
             hashes.append(h)
             if self.catalog.chunks.chunk_id(h) is None:
-                builder.add(h, len(piece), codec.encode(piece, 3))
+                builder.add(h, len(piece), codec.Codec(3).encode(piece))
         with self.catalog.writer.transaction():
             ids = {}
             if len(builder):

@@ -20,6 +20,7 @@ import trio
 from builder import NS, local_ns
 from helpers import rand_bytes
 
+from btfs.engine.codec import Codec
 from btfs.engine.reader import ChunkSource
 from btfs.fuse import ops as ops_module
 from btfs.fuse.ops import Operations
@@ -43,7 +44,7 @@ def ops(hand):
     hand.symlink(b"/d/link", b"data.bin")
     from btfs.engine.meta import encode_xattrs
     hand.dir(b"/d/x", xattrs=encode_xattrs([(b"user.k", b"v")]))
-    return Operations(Tree(hand.catalog), ChunkSource(hand.vault, cache_bytes=4 * CHUNK))
+    return Operations(Tree(hand.catalog), ChunkSource(hand.vault, Codec(3), cache_bytes=4 * CHUNK))
 
 
 async def resolve(ops: Operations, path: bytes) -> pyfuse3.EntryAttributes:

@@ -14,8 +14,8 @@ import trio.testing
 from helpers import rand_bytes
 
 from btfs.catalog import Catalog
+from btfs.engine import readahead
 from btfs.engine.reader import ChunkSource
-from btfs.fuse import ops as ops_module
 from btfs.fuse.ops import LIVE_TIMEOUT, STABLE_TIMEOUT, Operations
 from btfs.fuse.tree import BY_TIME_INO, Tree
 from btfs.vault import pack_key
@@ -32,7 +32,7 @@ def ops_for(repo_factory, tmp_path):
     with repo.writer():
         assert repo.backup().state == "complete"
     tree = Tree(Catalog(repo.catalog.path, readonly=True))
-    ops = Operations(tree, ChunkSource(repo.vault, cache_bytes=8 << 20))
+    ops = Operations(tree, ChunkSource(repo.vault, repo.codec, cache_bytes=8 << 20))
     return ops, os.fsencode(src), repo
 
 
@@ -115,7 +115,7 @@ def small_files(repo_factory, tmp_path):
     with repo.writer():
         assert repo.backup().state == "complete"
     tree = Tree(Catalog(repo.catalog.path, readonly=True))
-    ops = Operations(tree, ChunkSource(repo.vault, cache_bytes=8 << 20))
+    ops = Operations(tree, ChunkSource(repo.vault, repo.codec, cache_bytes=8 << 20))
 
     async def files():
         out = []
@@ -157,7 +157,7 @@ def test_small_files_read_in_stored_order_come_from_a_few_pack_reads(small_files
         assert not ops._inflight
 
     trio.run(main)
-    assert 1 < len(reads) <= 1 + ops_module.PACK_AHEAD_BATCHES, reads
+    assert 1 < len(reads) <= 1 + readahead.PACK_AHEAD_RUNS, reads
 
 
 def test_files_opened_in_order_get_their_refs_from_one_query(small_files, monkeypatch):

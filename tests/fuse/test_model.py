@@ -290,10 +290,10 @@ def test_every_recorded_field_is_shown(hand):
                                                        5000, 1)
     assert (f.atime_ns, f.mtime_ns, f.ctime_ns) == (T0 + 11, T0 + 22, T0 + 33)
     assert f.blocks >= 5000 // 512
-    assert tree.xattrs(f.ino) == [(b"user.a", b"\0\1"), (b"user.b", b"")]
+    assert tree.describe(f.ino) == (f, {b"user.a": b"\0\1", b"user.b": b""})
     d = tree.lookup(m, b"d")
     assert (d.mode, d.uid, d.gid, d.nlink, d.mtime_ns) == (stat.S_IFDIR | 0o1777, 7, 8, 5, 1)
-    assert tree.xattrs(d.ino) == [(b"user.tag", b"dir")]
+    assert tree.describe(d.ino) == (d, {b"user.tag": b"dir"})
     link = tree.lookup(m, b"l")
     assert stat.S_ISLNK(link.mode) and link.size == len(b"/nowhere/\xff")
     assert (link.uid, link.gid, link.mtime_ns) == (9, 10, T0 - 5)
@@ -413,3 +413,14 @@ def test_listings_do_not_slow_down_with_history(hand):
     name = sorted(versions)[1234]
     assert timed("lookup", lambda: tree.lookup(f_ino, name)).ino == versions[name].ino
     assert all(t < 0.5 for t in timings.values()), timings
+
+
+def test_a_file_version_is_named_for_error_reports_by_its_path_and_backup(hand):
+    hand.begin(MON)
+    hand.dirs(b"/m")
+    hand.file(b"/m/f", b"x" * 10)
+    tree = Tree(hand.catalog)
+    f = tree.lookup(at(tree, "2026-11-23_093000", b"/m"), b"f")
+    assert tree.name_file(f.ino) == "/m/f (backup 2026-11-23_093000)"
+    with pytest.raises(NotFound):
+        tree.name_file(BY_TIME_INO)
