@@ -40,9 +40,19 @@ SUFFIX_MAX = 32  # a longer "extension" is not one: shortened names do not keep 
 DIGEST_CHARS = 8  # hex digits of the full name's BLAKE3 in a shortened name
 
 
+# Suffixes that name one format together: `archive.tar.gz` is a gzipped tar, and a
+# version name that kept only `.gz` last (`archive.tar.<backup>.gz`) would tell a file
+# manager it is a plain gzip file.
+COMPOUND_SUFFIXES = (b".tar.gz", b".tar.xz", b".tar.zst", b".tar.bz2")
+
+
 def _split(file_name: bytes) -> tuple[bytes, bytes]:
-    """(stem, suffix): the suffix is the last dot and what follows, unless that dot
-    leads the name (`.bashrc`) or there is none."""
+    """(stem, suffix): the suffix is a compound suffix (`.tar.gz`) the name ends with, or
+    else the last dot and what follows; none when that dot leads the name (`.bashrc`)
+    or there is no dot."""
+    for compound in COMPOUND_SUFFIXES:
+        if file_name.endswith(compound) and len(file_name) > len(compound):
+            return file_name[:-len(compound)], compound
     dot = file_name.rfind(b".")
     return (file_name, b"") if dot <= 0 else (file_name[:dot], file_name[dot:])
 
@@ -72,8 +82,9 @@ def _is_utf8(data: bytes) -> bool:
 
 def version_name(file_name: bytes, snapshot_name: str) -> bytes:
     """`plan.md` at 2026-11-20_093000 -> `plan.2026-11-20_093000.md`: the extension stays
-    last so a file manager opens the version with the right program. A leading dot is part
-    of the stem (`.bashrc` -> `.bashrc.<time>`), as is everything when there is no dot.
+    last so a file manager opens the version with the right program, a compound one whole
+    (`archive.tar.gz` -> `archive.<time>.tar.gz`). A leading dot is part of the stem
+    (`.bashrc` -> `.bashrc.<time>`), as is everything when there is no dot.
 
     Every name fits NAME_MAX, so `cp -a` of a by-file directory can create it: when the
     file's name is too long to take the snapshot name, its stem is cut (at a character

@@ -26,7 +26,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import config as config_mod
-from .catalog import DELETED, FILE, SYMLINK, Catalog, Snapshot
+from .catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Snapshot
 from .config import (  # noqa: F401  (xdg_paths: for the CLI)
     Config,
     Paths,
@@ -474,6 +474,80 @@ class Repo:
         from .mounts import unmount
 
         return unmount(mountpoint)
+
+    # ---- browsing history (btfs.engine.browse) ----------------------------------------
+
+    def find(self, pattern: str, *, under: str | None = None, since: str | None = None,
+             until: str | None = None, deleted: bool = False) -> list:
+        """Every path in the history matching `pattern`, with its versions (FoundPath)."""
+        from .engine.browse import find
+        from .engine.history import parse_time
+
+        snaps = self.snapshots()
+        low = parse_time(since) if since else None
+        high = parse_time(until) if until else None
+        shown = None if low is None and high is None else {
+            s.id for s in snaps if (low is None or s.started_ns >= low)
+            and (high is None or s.started_ns <= high)}
+        top = self._catalog_path(under) if under is not None else None
+        return list(find(self.catalog, snapshot_names(snaps), pattern, under=top,
+                         shown=shown, deleted_only=deleted))
+
+    def diff(self, before: str, after: str, under: str | None = None) -> list:
+        """What changed from snapshot `before` to `after` (names, ids or 'latest'), below
+        `under` if given (Change records)."""
+        from .engine.browse import diff
+
+        ids = [self._snapshot_id(name) for name in (before, after)]
+        top = self._catalog_path(under) if under is not None else None
+        return diff(self.catalog, *ids, under=top)
+
+    def folder_log(self, path: str, *, files: bool = False) -> list | None:
+        """The backups in which something below directory `path` changed (FolderStep),
+        or None when `path` is not a directory in the history (its own log then)."""
+        from .engine.browse import folder_log
+
+        node = self.catalog.history.node_for_path(self._catalog_path(path))
+        if node is None or not self.catalog.history.node_has_children(node):
+            return None
+        return folder_log(self.catalog, node, snapshot_names(self.snapshots()), files=files)
+
+    def snapshot_names(self) -> list[str]:
+        """Every snapshot's name, oldest first (shell completion)."""
+        return list(snapshot_names(self.snapshots()).values())
+
+    def complete_path(self, incomplete: str) -> list[str]:
+        """Paths the history has ever held that start with `incomplete` (shell completion,
+        deleted paths included), spelled as typed: `~/no` -> `~/notes/`. A directory
+        ends in '/'."""
+        typed_dir, _, prefix = incomplete.rpartition("/")
+        base = (typed_dir or "/") if incomplete.startswith("/") else (typed_dir or ".")
+        node = self.catalog.history.node_for_path(self._catalog_path(base + "/"))
+        if node is None:
+            return []
+        lead = typed_dir + "/" if "/" in incomplete else ""
+        wanted = os.fsencode(prefix)
+        return [lead + os.fsdecode(name) + ("/" if self._is_dir(child) else "")
+                for child, name in self.catalog.history.node_children(node)
+                if name.startswith(wanted)]
+
+    def _is_dir(self, node: int) -> bool:
+        history = self.catalog.history
+        head = history.head(node)
+        return (head is not None and head.type == DIR) or history.node_has_children(node)
+
+    def _catalog_path(self, path: str) -> bytes:
+        return to_catalog_path(path, self._tracked())
+
+    def _snapshot_id(self, name: str) -> int:
+        from .engine.history import find_snapshot
+
+        if name == "latest":
+            snaps = self.snapshots()
+            if not snaps:
+                raise UsageError("no backups yet: run 'btfs backup'")
+            return snaps[-1].id
+        return find_snapshot(self.catalog, name).id
 
     # -- helpers ---------------------------------------------------------------------
 

@@ -138,7 +138,7 @@ def test_a_stop_event_ends_the_backup_cleanly(repo_factory, src):
     with pytest.raises(BackupStopped), repo.writer():
         repo.backup(stop=stop)
     assert repo.catalog.history.snapshots()[-1].state == "interrupted"
-    assert not check(repo.catalog, repo.vault).problems
+    assert not check(repo.catalog, repo.vault, repo.codec).problems
     stats = backup(repo)
     assert stats.files_new == 3001
 

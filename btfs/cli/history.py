@@ -7,6 +7,8 @@ import dataclasses
 import click
 
 from ..errors import EXIT_PARTIAL, BtfsError
+from .browse import print_folder_log
+from .complete import complete_paths, complete_snapshots
 from .main import pass_repo
 from .output import (
     display_path,
@@ -54,19 +56,27 @@ def snapshots(obj, repo, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("path", type=click.Path())
+@click.argument("path", type=click.Path(), shell_complete=complete_paths)
+@click.option("--files", is_flag=True, help="A directory: list the paths that changed.")
 @json_option
 @pass_repo(readonly=True)
-def log(obj, repo, path: str, as_json: bool) -> None:
+def log(obj, repo, path: str, files: bool, as_json: bool) -> None:
     """Every version of a path: backup time, size, mode, mtime, BLAKE3 of the content.
 
     Versions are numbered from 1 (oldest); `btfs restore --version N` takes that number.
     The BLAKE3 digest is what `b3sum` prints for the file's bytes.
 
+    A directory: every backup in which something below it was added, modified or
+    deleted, with counts; --files lists those paths (+ added, M modified, - deleted).
+
     \b
-    Example:
+    Examples:
       btfs log ~/notes/plan.md
+      btfs log ~/notes --files
     """
+    steps = repo.folder_log(path, files=files)
+    if steps is not None:
+        return print_folder_log(steps, files, as_json)
     rows = repo.log(path)
     if as_json:
         emit_json([{**dataclasses.asdict(r), "target": json_path(r.target)
@@ -81,12 +91,13 @@ def log(obj, repo, path: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("path", type=click.Path())
+@click.argument("path", type=click.Path(), shell_complete=complete_paths)
 @click.option("--at", "at", metavar="TIME",
               help="As it was at this time: YYYY-MM-DD (end of that day), "
                    "'YYYY-MM-DD HH:MM[:SS]' or a snapshot name.")
 @click.option("--version", "number", type=int, metavar="N", help="Version N from 'btfs log'.")
-@click.option("--snapshot", metavar="NAME", help="A snapshot by name or id.")
+@click.option("--snapshot", metavar="NAME", help="A snapshot by name or id.",
+              shell_complete=complete_snapshots)
 @click.option("--to", "dest", type=click.Path(), help="Where to write it (a new path, or an "
               "existing directory to write into) [default: beside the original].")
 @click.option("--content-only", is_flag=True,

@@ -42,6 +42,8 @@ COMMANDS = {
     "snapshots": ("history", "snapshots"),
     "log": ("history", "log"),
     "restore": ("history", "restore"),
+    "find": ("browse", "find"),
+    "diff": ("browse", "diff"),
     "check": ("maintenance", "check"),
     "repair": ("maintenance", "repair"),
     "mount": ("mount", "mount_cmd"),

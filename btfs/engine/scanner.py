@@ -257,9 +257,9 @@ class Scanner:
 
     def _scan_listed(self, fd: int, path: bytes, node: int | None, rel: bytes,
                      matcher: Matcher, root_dev: int, plan: _Plan | None = None):
-        """The events of one directory's entries, then Listed. One function, longer than
-        most: its loop runs for every entry of every backup, and a helper per entry would
-        add a call (and its locals' set-up) to the backup's hottest path."""
+        """The events of one directory's entries, then Listed. Long because its loop runs
+        for every entry of every backup: a helper per entry would add a call (and its
+        locals' set-up) to the backup's hottest path."""
         try:
             names = sorted(os.listdir(path))  # no DirEntry objects: only names are needed
         except OSError as e:

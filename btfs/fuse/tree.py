@@ -24,6 +24,12 @@ Inode numbers come from catalog row ids, never hashes (which collide):
 A path that was a directory at some time and a file at another shows in by-file as a
 directory (its children); its file versions are in by-time.
 
+A path that is gone from the newest backup (its newest version is a deletion) keeps its
+by-file directory, so by-file still mirrors every path ever seen, and that directory ends
+with an empty read-only file `(deleted in <backup>)`: any file manager shows it beside the
+versions (or children), and the name says when. Renaming the directory instead (`NAME
+(deleted)`) would break the mirroring and give one directory inode two names over time.
+
 Snapshots still being written ('running') are hidden; interrupted ones are shown (what
 they committed is valid), including one whose backup was killed and that the catalog still
 calls 'running': the writer lock is free (btfs.engine.running). Not thread-safe: called
@@ -49,6 +55,7 @@ from ..catalog import (
     Meta,
     Snapshot,
 )
+from ..catalog.search import ByFileChild, ByFileNode, HistorySearch
 from ..engine.meta import decode_xattrs
 from ..engine.running import RUNNING, snapshots_now
 from ..lock import WriterLock
@@ -62,6 +69,7 @@ _KIND_SHIFT = 60
 _VERSION = 1  # id: version id
 _TREE_DIR = 2  # id: snapshot id << 32 | node id
 _FILE_DIR = 3  # id: node id
+_DELETED_MARK = 4  # id: node id of a deleted path (its `(deleted in ...)` entry)
 _NODE_BITS = 32
 _SNAP_LIMIT = 1 << (_KIND_SHIFT - _NODE_BITS)
 
@@ -70,6 +78,10 @@ _SNAP_LIMIT = 1 << (_KIND_SHIFT - _NODE_BITS)
 REFS_AHEAD = 64
 REFS_AHEAD_CHUNKS = 256
 REFS_AHEAD_KEPT = 4096
+
+# The cookie of a deleted path's mark: after every node id and snapshot id a by-file
+# listing's other entries carry.
+MARK_COOKIE = 1 << 62
 
 BY_TIME = b"by-time"
 BY_FILE = b"by-file"
@@ -92,6 +104,11 @@ def tree_dir_ino(snapshot_id: int, node_id: int) -> int:
 
 def file_dir_ino(node_id: int) -> int:
     return (_FILE_DIR << _KIND_SHIFT) | node_id
+
+
+def deleted_mark_name(snapshot_name: str) -> bytes:
+    """The entry that marks a deleted path's by-file directory."""
+    return f"(deleted in {snapshot_name})".encode()
 
 
 BY_FILE_INO = file_dir_ino(ROOT)
@@ -149,6 +166,15 @@ def _attr_from_meta(ino: int, meta: Meta, *, stable: bool = True) -> Attr:
                 meta.mtime_ns, meta.ctime_ns, stable, meta.xattrs if stable else None)
 
 
+def _file_dir(ino: int, kind: str, mode: int, uid: int, gid: int, atime_ns: int,
+              mtime_ns: int, ctime_ns: int, nlink: int, size: int) -> Attr:
+    """A by-file directory's attributes from its path's newest version (not a deletion):
+    a directory's own; a file's or symlink's owner and mtime on a read-only directory."""
+    if kind == DIR:
+        return Attr(ino, mode, nlink, uid, gid, size, atime_ns, mtime_ns, ctime_ns, False)
+    return Attr(ino, stat.S_IFDIR | 0o555, 2, uid, gid, 0, mtime_ns, mtime_ns, mtime_ns, False)
+
+
 def is_stable(ino: int) -> bool:
     """Snapshot contents (a version, a directory inside a snapshot) never change."""
     return split_ino(ino)[0] in (_VERSION, _TREE_DIR)
@@ -159,6 +185,7 @@ class Tree:
         """`lock`: the catalog's writer lock, asked (never taken) whether a snapshot
         marked running is still being written; without it, running ones stay hidden."""
         self.catalog = catalog
+        self.search = HistorySearch(catalog.db)  # by-file pages in one query each
         self.lock = lock
         self._hidden_running = False  # a snapshot marked running is hidden
         self.uid, self.gid = os.getuid(), os.getgid()
@@ -238,7 +265,23 @@ class Tree:
             return _attr_from_meta(ino, version.meta)
         if kind == _FILE_DIR:
             return self._file_dir_attr(ident)
+        if kind == _DELETED_MARK:
+            return self._deleted_mark(ident)[1]
         raise NotFound(ino)
+
+    def _deleted_mark(self, node_id: int) -> tuple[bytes, Attr]:
+        """(name, attributes) of a deleted path's mark: an empty read-only file dated by
+        the backup that found the path gone. NotFound while the path exists."""
+        head = self.catalog.history.head(node_id)
+        if head is None or head.type != DELETED or not self._visible(head.snapshot_id):
+            raise NotFound(node_id)
+        return self._mark(node_id, head.snapshot_id)
+
+    def _mark(self, node_id: int, snapshot_id: int) -> tuple[bytes, Attr]:
+        ns = self._snapshot(snapshot_id).started_ns
+        return (deleted_mark_name(self.names[snapshot_id]),
+                Attr((_DELETED_MARK << _KIND_SHIFT) | node_id, stat.S_IFREG | 0o444, 1,
+                     self.uid, self.gid, 0, ns, ns, ns, False))
 
     def _snapshot(self, snapshot_id: int) -> Snapshot:
         snap = self._by_id.get(snapshot_id)
@@ -261,11 +304,9 @@ class Tree:
             version = shown[-1] if shown else None
         if version is None:
             raise NotFound(ino)
-        newest = version.meta
-        if version.type == DIR:
-            return _attr_from_meta(ino, newest, stable=False)
-        ns = newest.mtime_ns
-        return Attr(ino, stat.S_IFDIR | 0o555, 2, newest.uid, newest.gid, 0, ns, ns, ns, False)
+        m = version.meta
+        return _file_dir(ino, version.type, m.mode, m.uid, m.gid, m.atime_ns, m.mtime_ns,
+                         m.ctime_ns, m.nlink, m.size)
 
     # ---- lookup ----------------------------------------------------------------------
 
@@ -319,6 +360,17 @@ class Tree:
         return _attr_from_meta(version_ino(ident), version.meta)
 
     def _lookup_by_file(self, node_id: int, name: bytes) -> Attr:
+        try:
+            return self._lookup_by_file_entry(node_id, name)
+        except NotFound:
+            if not name.startswith(b"(deleted in "):
+                raise
+            mark, attr = self._deleted_mark(node_id)
+            if name != mark:
+                raise
+            return attr
+
+    def _lookup_by_file_entry(self, node_id: int, name: bytes) -> Attr:
         if self._is_dir_path(node_id):
             child = self.catalog.history.child_node(node_id, name)
             if child is None:
@@ -337,15 +389,6 @@ class Tree:
     def _is_dir_path(self, node_id: int) -> bool:
         """In by-file, a path with children (ever) lists them; otherwise its versions."""
         return node_id == ROOT or self.catalog.history.node_has_children(node_id)
-
-    def _version_entries(self, node_id: int, after_snapshot: int, limit: int):
-        """(name, version) of up to `limit` visible file or symlink versions of a path
-        after `after_snapshot`, oldest first."""
-        name = self.catalog.history.node_name(node_id)
-        for version in self.catalog.history.versions_page(node_id, self.horizon, after_snapshot,
-                                                  limit):
-            if self._visible(version.snapshot_id):
-                yield version_name(name, self.names[version.snapshot_id]), version
 
     # ---- readdir ---------------------------------------------------------------------
 
@@ -378,18 +421,50 @@ class Tree:
                     for row in self.catalog.history.children_page(node_id, snapshot_id, after,
                                                                limit)]
         if kind == _FILE_DIR:
-            if self._is_dir_path(ident):
-                out = []
-                for child, name in self.catalog.history.node_children_page(ident, after, limit):
-                    try:
-                        out.append((name, self._file_dir_attr(child), child))
-                    except NotFound:  # only versions in snapshots not shown yet
-                        continue
-                return out
-            # Cookie: the version's snapshot id, so each page is one indexed range.
-            return [(n, self._version_attr(v), v.snapshot_id)
-                    for n, v in self._version_entries(ident, after, limit)]
+            if after >= MARK_COOKIE:
+                return []
+            node = self.search.by_file_node(ident) if ident != ROOT else None
+            out, ended = self._by_file_page(ident, node, after, limit)
+            if (ended and node is not None and node.head_type == DELETED
+                    and self._visible(node.head_snapshot)):
+                out.append((*self._mark(ident, node.head_snapshot), MARK_COOKIE))
+            return out
         raise NotFound(ino)
+
+    def _by_file_page(self, node_id: int, node: ByFileNode | None, after: int, limit: int
+                      ) -> tuple[list[tuple[bytes, Attr, int]], bool]:
+        """(entries, whether the listing ended) of by-file directory `node_id` (`node`:
+        None for by-file/ itself): a page can hold fewer than `limit` entries and still
+        not be the last, when some were not shown. One query per page: `find` lists every
+        by-file directory, and one query per child made it wait on the catalog."""
+        out = []
+        if node is None or node.has_children:
+            rows = self.search.by_file_children(node_id, self.horizon, after, limit)
+            for row in rows:
+                attr = self._child_dir_attr(row)
+                if attr is not None:
+                    out.append((row.name, attr, row.node_id))
+            return out, len(rows) < limit
+        # Cookie: the version's snapshot id, so each page is one indexed range.
+        name = node.name
+        rows = self.catalog.history.versions_page(node_id, self.horizon, after, limit)
+        for version in rows:
+            if self._visible(version.snapshot_id):
+                out.append((version_name(name, self.names[version.snapshot_id]),
+                            self._version_attr(version), version.snapshot_id))
+        return out, len(rows) < limit
+
+    def _child_dir_attr(self, row: ByFileChild) -> Attr | None:
+        """A listed child's by-file directory attributes; None when it has no version
+        shown yet."""
+        if row.snapshot_id is None:
+            return None
+        if not self._visible(row.snapshot_id):  # rare: see _file_dir_attr
+            try:
+                return self._file_dir_attr(row.node_id)
+            except NotFound:
+                return None
+        return _file_dir(file_dir_ino(row.node_id), *row[3:])
 
     # ---- content ---------------------------------------------------------------------
 
@@ -417,6 +492,9 @@ class Tree:
         used once (most files are opened once); versions never change, so it cannot be
         stale."""
         kind, ident = split_ino(ino)
+        if kind == _DELETED_MARK:
+            self._deleted_mark(ident)
+            return []  # empty
         if kind != _VERSION:
             raise NotFound(ino)
         refs = self._refs_ahead.pop(ident, None)

@@ -15,6 +15,8 @@ _btfs_completion() {
             compopt -o default
         elif [[ $type == 'plain' ]]; then
             COMPREPLY+=($value)
+            # A directory from the history: go on typing below it, no space after.
+            [[ $value == */ ]] && compopt -o nospace 2>/dev/null
         fi
     done
 

@@ -162,6 +162,32 @@ def test_version_names_of_long_file_names_fit_name_max(hand, name):
                        next(iter(versions))).size == len(b"first")
 
 
+@pytest.mark.parametrize("name, shown", [
+    (b"archive.tar.gz", b"archive.2026-11-23_093000.tar.gz"),
+    (b"a.b.tar.xz", b"a.b.2026-11-23_093000.tar.xz"),
+    (b"src.tar.zst", b"src.2026-11-23_093000.tar.zst"),
+    (b"old.tar.bz2", b"old.2026-11-23_093000.tar.bz2"),
+    (b"notes.gz", b"notes.2026-11-23_093000.gz"),
+    (b"plain.tar", b"plain.2026-11-23_093000.tar"),
+    (b".tar.gz", b".tar.2026-11-23_093000.gz"),  # a dot file: nothing before the suffix
+    (b"x" * 240 + b".tar.gz", None),  # shortened: the compound suffix still ends it
+])
+def test_compound_suffixes_stay_together_in_version_names(hand, name, shown):
+    stamp = "2026-11-23_093000"
+    made = version_name(name, stamp)
+    if shown is not None:
+        assert made == shown
+    else:
+        assert len(made) <= NAME_MAX and made.endswith(b"." + stamp.encode() + b".tar.gz")
+    hand.begin(MON)
+    hand.dirs(b"/c")
+    hand.file(b"/c/" + name, b"data")
+    tree = Tree(hand.catalog)
+    versions = walk(tree, BY_FILE_INO, b"/c/" + name)
+    assert list(entries(tree, versions)) == [made]
+    assert tree.lookup(versions, made).size == 4
+
+
 def test_long_names_sharing_a_beginning_get_distinct_version_names():
     one, two = b"s" * 250 + b"1.txt", b"s" * 250 + b"2.txt"
     assert version_name(one, "2026-11-23_093000") != version_name(two, "2026-11-23_093000")
@@ -224,9 +250,10 @@ def test_by_file_has_one_entry_per_change_and_keeps_deleted_files(hand):
     assert list(entries(tree, tree.lookup(p, b".bashrc").ino)) == [
         b".bashrc.2026-11-23_093000"]
     assert list(entries(tree, tree.lookup(p, b"archive.tar.gz").ino)) == [
-        b"archive.tar.2026-11-23_093000.gz"]
-    # Deleted: still there, with its one version; the deletion is not an entry.
-    assert list(entries(tree, tree.lookup(p, b"README").ino)) == [b"README.2026-11-23_093000"]
+        b"archive.2026-11-23_093000.tar.gz"]
+    # Deleted: still there, with its one version, and marked.
+    assert list(entries(tree, tree.lookup(p, b"README").ino)) == [
+        b"README.2026-11-23_093000", b"(deleted in 2026-11-23_093100)"]
     links = tree.lookup(p, b"link").ino
     targets = sorted(tree.readlink(a.ino) for a in entries(tree, links).values())
     assert targets == [b"elsewhere", b"plan.md"]
@@ -234,6 +261,50 @@ def test_by_file_has_one_entry_per_change_and_keeps_deleted_files(hand):
     assert tree.lookup(p, b"README").is_dir
     v = tree.lookup(tree.lookup(p, b"plan.md").ino, b"plan.2026-11-23_093100.md")
     assert stat.S_ISREG(v.mode) and v.size == 2
+
+
+@pytest.mark.parametrize("page", [1, 2, 256])
+def test_a_path_gone_from_the_newest_backup_is_marked_in_by_file(hand, page):
+    """Its by-file directory ends with an empty read-only file naming the backup that
+    found it gone; a path that came back, or was never deleted, has none."""
+    hand.begin(MON)
+    hand.dirs(b"/d/old")
+    hand.file(b"/d/gone.txt", b"one")
+    hand.file(b"/d/back.txt", b"b")
+    hand.file(b"/d/old/inside", b"i")
+    hand.begin(MON + 60 * NS)
+    hand.file(b"/d/gone.txt", b"two")
+    hand.delete(b"/d/back.txt")
+    hand.begin(MON + 120 * NS)
+    hand.delete(b"/d/gone.txt")
+    hand.delete(b"/d/old/inside")
+    hand.delete(b"/d/old")
+    hand.file(b"/d/back.txt", b"b again")
+    tree = Tree(hand.catalog)
+    mark = b"(deleted in 2026-11-23_093200)"
+    gone = walk(tree, BY_FILE_INO, b"/d/gone.txt")
+    listing = entries(tree, gone, page)
+    assert list(listing) == [b"gone.2026-11-23_093000.txt", b"gone.2026-11-23_093100.txt", mark]
+    attr = tree.lookup(gone, mark)
+    assert stat.S_ISREG(attr.mode) and attr.mode & 0o777 == 0o444 and attr.size == 0
+    assert attr == listing[mark] == tree.getattr(attr.ino)
+    assert attr.mtime_ns == MON + 120 * NS
+    assert tree.file_refs(attr.ino) == []  # opens as an empty file
+    # A deleted directory: its children (themselves marked), then its mark.
+    old = walk(tree, BY_FILE_INO, b"/d/old")
+    assert list(entries(tree, old, page)) == [b"inside", mark]
+    assert list(entries(tree, tree.lookup(old, b"inside").ino, page)) == [
+        b"inside.2026-11-23_093000", mark]
+    back = walk(tree, BY_FILE_INO, b"/d/back.txt")
+    assert list(entries(tree, back, page)) == [b"back.2026-11-23_093000.txt",
+                                               b"back.2026-11-23_093200.txt"]
+    for wrong in (b"(deleted in 2026-11-23_093100)", b"(deleted in nothing)"):
+        with pytest.raises(NotFound):
+            tree.lookup(gone, wrong)
+    with pytest.raises(NotFound):
+        tree.lookup(back, b"(deleted in 2026-11-23_093100)")
+    assert sorted(entries(tree, walk(tree, BY_FILE_INO, b"/d"), page)) == [
+        b"back.txt", b"gone.txt", b"old"]
 
 
 def test_a_path_that_was_a_directory_and_a_file_is_a_directory_in_by_file(hand):
@@ -254,7 +325,7 @@ def test_a_path_that_was_a_directory_and_a_file_is_a_directory_in_by_file(hand):
     assert tree.getattr(thing).is_dir
     assert list(entries(tree, thing)) == [b"inside"]
     assert list(entries(tree, tree.lookup(thing, b"inside").ino)) == [
-        f"inside.{one}".encode()]
+        f"inside.{one}".encode(), f"(deleted in {two})".encode()]
 
 
 def test_names_are_bytes_end_to_end(hand):

@@ -195,7 +195,8 @@ def test_by_file_lists_exactly_the_changed_versions(two_backups, mounts_cleanup)
         changed = in1 and in2 and (in1[:atime] + in1[atime + 1:] != in2
                                    or first[1][rel] != second[1][rel])
         want = ([vname(rel, one)] if in1 else []) + ([vname(rel, two)] if in2 and (
-            changed or not in1) else [])
+            changed or not in1) else []) + ([f"(deleted in {two})".encode()]
+                                             if in1 and not in2 else [])
         assert versions(rel) == sorted(want), rel
         for v, (fields, data) in ((vname(rel, one), first), (vname(rel, two), second)):
             if v in want:
@@ -206,8 +207,9 @@ def test_by_file_lists_exactly_the_changed_versions(two_backups, mounts_cleanup)
                 if data[rel][0] is not None:
                     with open(path, "rb") as f:
                         assert hashlib.file_digest(f, "sha256").hexdigest() == data[rel][0]
-    # The deleted directory's file is still there, as its one version.
-    assert versions(b"doomed/inner.txt") == [vname(b"doomed/inner.txt", one)]
+    # The deleted directory's file is still there, as its one version, and marked.
+    assert versions(b"doomed/inner.txt") == [f"(deleted in {two})".encode(),
+                                             vname(b"doomed/inner.txt", one)]
     assert os.path.isdir(srcb)  # sanity: the source itself was not touched by the mount
 
 
