@@ -190,17 +190,6 @@ class History:
             "ORDER BY v.snapshot_id", (node_id,))
         return [_version(r) for r in rows]
 
-    def nodes_matching(self, pattern: str, *, glob: bool, limit: int) -> list[int]:
-        """Up to `limit` paths (node ids, oldest first) whose last component matches
-        `pattern`: a GLOB (case-sensitive) with `glob`, else a LIKE (ASCII letters in any
-        case). A scan of node's rows in SQLite's C, one per path ever seen rather than
-        per version; the CAST because GLOB and LIKE match no BLOB, and names are raw
-        bytes (the status page's search)."""
-        op = "GLOB ?" if glob else "LIKE ? ESCAPE '\\'"
-        return [r[0] for r in self.db.query(
-            f"SELECT id FROM node WHERE CAST(name AS TEXT) {op} ORDER BY id LIMIT ?",
-            (pattern, limit))]
-
     def has_xattrs(self) -> bool:
         """Whether any recorded version carries extended attributes (one index probe)."""
         return self.db.get_row_or_none(

@@ -91,8 +91,7 @@ class WebHistory:
 
     @staticmethod
     def search(repo: Repo, query: str) -> dict:
-        started = {s.id: s.started_ns for s in repo.catalog.history.snapshots()}
-        hits = search.search(repo.catalog, query, started, SEARCH_LIMIT)
+        hits = search.search(repo.catalog, query, SEARCH_LIMIT)
         return {"query": query, "limit": SEARCH_LIMIT, "truncated": len(hits) >= SEARCH_LIMIT,
                 "hits": [{"path": os.fsdecode(h.path),
                           "deleted": bool(h.versions) and h.versions[-1].deleted,
@@ -100,12 +99,10 @@ class WebHistory:
 
     @staticmethod
     def versions(repo: Repo, path: str) -> dict:
-        node = repo.catalog.history.node_for_path(_catalog_path(path))
-        if node is None:
+        found = search.versions(repo.catalog, _catalog_path(path))
+        if found is None:
             raise NotFound(f"{path} is not in the history")
-        started = {s.id: s.started_ns for s in repo.catalog.history.snapshots()}
-        return {"path": path, "versions": [_version_dict(v) for v in
-                                           search.versions(repo.catalog, node, started)]}
+        return {"path": path, "versions": [_version_dict(v) for v in found]}
 
     @staticmethod
     def tree(repo: Repo, backup: int, path: str) -> dict:

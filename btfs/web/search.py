@@ -1,16 +1,23 @@
 """The status page's history search: a name or glob across every path btfs ever saw, each
-hit with its versions. Answers from History (one scan of node names, then each hit's
-versions by version_by_node); the glob is matched against a path's last component.
+hit with its versions and their ids (what /api/download takes).
+
+The matching is `btfs find`'s (btfs.engine.browse.find, over the catalog's indexes): a
+name glob, or a path glob when the query holds a '/'. A query with no glob character is a
+part of a name (`notes` finds `meeting-notes.txt`), as a search box is used. Answers stop
+at `limit` paths, so a query that matches everything costs a page, not the history.
 
 Pure catalog reads, on the caller's thread (a worker thread: see history.py).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 
-from ..catalog import DELETED, FILE, Catalog
+from ..catalog import DELETED, Catalog
+from ..engine.browse import FoundPath, find
+from ..names import snapshot_names
 
 log = logging.getLogger(__name__)
 
@@ -37,35 +44,46 @@ class Hit:
     versions: tuple[FoundVersion, ...]  # oldest first
 
 
-def to_pattern(query: str) -> tuple[str, bool]:
-    """(pattern, glob?): a query with * ? [ is a GLOB on names as given; any other is a
-    part of a name, in any case (LIKE), with LIKE's own wildcards escaped."""
-    name = query.strip().rstrip("/").rsplit("/", 1)[-1]
-    if GLOB_CHARS & set(name):
-        return name, True
-    escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%", False
+def to_pattern(query: str) -> str:
+    """find's pattern for a search box's query: globs and paths as given, a bare word as
+    a part of a name."""
+    query = query.strip()
+    if GLOB_CHARS & set(query) or "/" in query:
+        return query
+    return f"*{query}*"
 
 
-def versions(catalog: Catalog, node_id: int, started: dict[int, int]) -> tuple[FoundVersion, ...]:
-    """Every committed version of a path; `started` maps snapshot ids to start times."""
-    found = []
-    for v in catalog.history.versions_of(node_id):
-        digest = (catalog.chunks.content(v.meta.content_id).digest.hex()
-                  if v.type == FILE else None)
-        found.append(FoundVersion(v.id, v.snapshot_id, started.get(v.snapshot_id, 0),
-                                  v.type, v.meta.size if v.type != DELETED else 0, digest))
-    return tuple(found)
-
-
-def search(catalog: Catalog, query: str, started: dict[int, int], limit: int) -> list[Hit]:
+def search(catalog: Catalog, query: str, limit: int) -> list[Hit]:
     """Up to `limit` paths matching `query`, oldest path first, each with its versions."""
-    pattern, glob = to_pattern(query)
-    if pattern in ("%%", ""):
+    if not query.strip():
         return []
-    hits = []
-    for node_id in catalog.history.nodes_matching(pattern, glob=glob, limit=limit):
-        hits.append(Hit(catalog.history.node_path(node_id),
-                        versions(catalog, node_id, started)))
+    snaps = catalog.history.snapshots()
+    started = {s.id: s.started_ns for s in snaps}
+    found = itertools.islice(find(catalog, snapshot_names(snaps), to_pattern(query)), limit)
+    hits = [Hit(f.path, _with_ids(catalog, f, started)) for f in found]
     log.debug("search %r: %d hits", query, len(hits))
     return hits
+
+
+def _with_ids(catalog: Catalog, found: FoundPath, started: dict[int, int]
+              ) -> tuple[FoundVersion, ...]:
+    node = catalog.history.node_for_path(found.path)
+    ids = {v.snapshot_id: v.id for v in catalog.history.versions_of(node)} if node else {}
+    return tuple(FoundVersion(ids[v.snapshot_id], v.snapshot_id, started[v.snapshot_id],
+                              v.type, v.size if not v.deleted else 0, v.blake3)
+                 for v in found.versions if v.snapshot_id in ids)
+
+
+def versions(catalog: Catalog, path: bytes) -> tuple[FoundVersion, ...] | None:
+    """Every committed version of one path, None if the history never held it."""
+    node = catalog.history.node_for_path(path)
+    if node is None:
+        return None
+    started = {s.id: s.started_ns for s in catalog.history.snapshots()}
+    out = []
+    for v in catalog.history.versions_of(node):
+        digest = (catalog.chunks.content(v.meta.content_id).digest.hex()
+                  if v.meta.content_id is not None and v.type != DELETED else None)
+        out.append(FoundVersion(v.id, v.snapshot_id, started.get(v.snapshot_id, 0), v.type,
+                                v.meta.size if v.type != DELETED else 0, digest))
+    return tuple(out)

