@@ -142,8 +142,16 @@ class WebHistory:
         """A file version's bytes, chunk by chunk, each verified on a worker thread."""
         source = await self.run(
             lambda repo: ChunkSource(repo.vault, repo.codec, cache_bytes=DOWNLOAD_CACHE_BYTES))
+        sent = 0
         for ref in refs:
-            data = await trio.to_thread.run_sync(source.chunk, ref)
+            try:
+                data = await trio.to_thread.run_sync(source.chunk, ref)
+            except BtfsError as e:
+                # The headers are out: ending the connection short of Content-Length is
+                # how the client learns the file is incomplete. Never send what failed.
+                log.warning("download stopped after %d bytes: %s", sent, e)
+                raise
+            sent += len(data)
             yield bytes(data)
 
 

@@ -152,3 +152,23 @@ def test_stop_answers_then_ends_the_daemon(web_daemon):
     r = post(w, "/api/stop")
     assert r.status_code == 200 and r.json()["state"] == "stopping"
     assert w.proc.wait(20) == 0
+
+
+def test_a_damaged_chunk_ends_the_download_short_never_with_wrong_bytes(web_daemon, vault_dir):
+    w = web_daemon
+    biggest = max((p for p in (vault_dir / "packs").rglob("*") if p.is_file()),
+                  key=lambda p: p.stat().st_size)
+    with open(biggest, "r+b") as f:  # a byte in the middle of the old version's chunks
+        f.seek(biggest.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    old = get(w, "/api/search", q="notes.txt")["hits"][0]["versions"][0]
+    got = b""
+    with pytest.raises(httpx.RemoteProtocolError), httpx.stream(
+            "GET", w.base + "/api/download",
+            params={"version": old["version"], "token": w.token}) as r:
+        assert r.status_code == 200
+        for part in r.iter_bytes():
+            got += part
+    assert len(got) < len(w.old) and w.old.startswith(got)
