@@ -91,6 +91,13 @@ def test_pause_search_and_download_an_old_version(web_daemon, browser, tmp_path)
     browser.find_element(By.ID, "resume").click()
     wait_for(lambda: text_of(browser, "state") == "Watching", 10, "Watching again")
 
+    # The oldest backup's tree, opened at the tracked directory: docs/, then its files.
+    browser.find_elements(By.CSS_SELECTOR, "#backups tbody tr")[-1].click()
+    row = wait_for(lambda: [r for r in browser.find_elements(By.CSS_SELECTOR, "#tree tbody tr")
+                            if r.text.startswith("docs/")], 10, "docs/ in the tree")[0]
+    row.click()
+    wait_for(lambda: "notes.txt 3.0 MiB" in text_of(browser, "tree"), 10, "the old notes.txt")
+
 
 def test_the_page_without_its_token_shows_nothing(web_daemon, browser):
     w = web_daemon

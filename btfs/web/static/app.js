@@ -62,9 +62,11 @@ function showState(state) {
 }
 
 let lastBackupSeen = undefined;
+let tracked = [];  // a backup's tree opens at the first tracked directory
 
 function showStatus(s) {
   showState(s.state);
+  tracked = s.tracked;
   const last = s.last_backup;
   const v = s.vault || {};
   const rows = [
@@ -116,7 +118,7 @@ async function loadBackups() {
     const tr = el("tr", null, { class: "clickable", title: "browse this backup" });
     tr.append(el("td", b.name), el("td", b.state), el("td", b.changed_files, { class: "num" }),
       el("td", b.deleted_files, { class: "num" }), el("td", bytes(b.bytes_added), { class: "num" }));
-    tr.addEventListener("click", () => browse(b, "/"));
+    tr.addEventListener("click", () => browse(b, tracked[0] || "/").catch((e) => say(e.message)));
     return tr;
   }));
 }
