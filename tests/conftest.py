@@ -10,6 +10,7 @@ meant for a person, so an unexpected one is a bug. Declare expected ones with
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -77,6 +78,17 @@ def isolated_env(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setenv("BTFS_CONFIG", str(tmp_path / "xdg-config" / "btfs" / "config.toml"))
     return home
+
+
+@pytest.fixture
+def env(tmp_path) -> dict:
+    """An environment for `btfs` subprocesses (tests/clikit.py) with its config, data and
+    cache in tmp_path."""
+    e = dict(os.environ)
+    e.update(BTFS_CONFIG=str(tmp_path / "cfg" / "config.toml"),
+             XDG_DATA_HOME=str(tmp_path / "data"), XDG_CACHE_HOME=str(tmp_path / "cache"),
+             HOME=str(tmp_path / "home"))
+    return e
 
 
 @pytest.fixture

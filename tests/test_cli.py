@@ -15,30 +15,7 @@ from pathlib import Path
 
 import pytest
 from blake3 import blake3
-
-
-@pytest.fixture
-def env(tmp_path):
-    e = dict(os.environ)
-    e.update(BTFS_CONFIG=str(tmp_path / "cfg" / "config.toml"),
-             XDG_DATA_HOME=str(tmp_path / "data"), XDG_CACHE_HOME=str(tmp_path / "cache"),
-             HOME=str(tmp_path / "home"))
-    return e
-
-
-def btfs(env, *args, check=None, stdin=subprocess.DEVNULL):
-    proc = subprocess.run([sys.executable, "-m", "btfs", *args], env=env, capture_output=True,
-                          text=True, stdin=stdin, timeout=120)
-    if check is not None:
-        assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
-    return proc
-
-
-def one_error_line(proc) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
+from clikit import btfs, one_error_line
 
 
 @pytest.fixture

@@ -10,11 +10,10 @@ from __future__ import annotations
 import base64
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from clikit import btfs, one_error_line
 
 from btfs import config as config_mod
 from btfs.cli.backup import Progress, eta_seconds
@@ -24,30 +23,6 @@ from btfs.engine.history import parse_time
 from btfs.repo import expected_work
 from btfs.text import display_path, plural
 from btfs.userpath import is_under, to_catalog_path
-
-
-@pytest.fixture
-def env(tmp_path):
-    e = dict(os.environ)
-    e.update(BTFS_CONFIG=str(tmp_path / "cfg" / "config.toml"),
-             XDG_DATA_HOME=str(tmp_path / "data"), XDG_CACHE_HOME=str(tmp_path / "cache"),
-             HOME=str(tmp_path / "home"))
-    return e
-
-
-def btfs(env, *args, check=None, cwd=None):
-    proc = subprocess.run([sys.executable, "-m", "btfs", *args], env=env, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=120, cwd=cwd)
-    if check is not None:
-        assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
-    return proc
-
-
-def one_error_line(proc) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
 
 
 @pytest.fixture

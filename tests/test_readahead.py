@@ -138,3 +138,19 @@ def test_planning_needs_neither_trio_nor_pyfuse3():
     code = ("import sys, btfs.engine.readahead; "
             "sys.exit(bool({'trio', 'pyfuse3'} & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_remote_vault_gets_a_files_next_chunks_in_runs_that_lie_together():
+    # A remote vault pays a request per read: chunks one after another in a pack go in
+    # one read of at most file_run_bytes; a chunk elsewhere (deduplicated from another
+    # pack) starts a run of its own.
+    refs = pack_of([1024 * KiB] * 10)
+    elsewhere = pack_of([1024 * KiB], name="p2")[0]
+    layout = FileLayout(refs[:6] + [elsewhere] + refs[6:])
+    ahead = planner(Pack(refs), file_bytes=8192 * KiB, file_run_bytes=3072 * KiB)
+    plan = ahead.after_read(layout, 0, sequential=True)
+    assert plan.chunks == []
+    assert plan.runs == [refs[1:4], refs[4:6], [elsewhere], refs[6:8]]
+    # A local vault keeps one chunk per fetch (verified in parallel by the workers).
+    local = planner(Pack(refs), file_bytes=8192 * KiB)
+    assert local.after_read(layout, 0, sequential=True).runs == []

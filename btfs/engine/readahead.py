@@ -10,7 +10,9 @@ Not thread-safe: one thread plans (the mount's trio thread).
 
 Two kinds of read-ahead:
   - in a file: a sequential reader of a large file gets the next chunks, one worker call
-    each (verified in parallel while it copies this one), up to FILE_AHEAD_BYTES;
+    each (verified in parallel while it copies this one), up to FILE_AHEAD_BYTES; with
+    `file_run_bytes` (a remote vault, where each read costs a request), chunks that lie
+    one after another in a pack are fetched in runs of that size, one vault read each;
   - along a pack: a reader that reaches a file's end most likely reads next the file a
     backup stored right after it (the next one in its directory), so the chunks after it
     in its pack are fetched, PACK_AHEAD_BYTES at a time in PACK_AHEAD_RUNS worker calls
@@ -90,15 +92,19 @@ class ReadAhead(Generic[T]):
     def __init__(self, chunks_after: Callable[[ChunkRef, int], list[ChunkRef]],
                  cached: Callable[[bytes], object | None], *,
                  file_bytes: int = FILE_AHEAD_BYTES, pack_bytes: int = PACK_AHEAD_BYTES,
-                 pack_runs: int = PACK_AHEAD_RUNS, packs_kept: int = PACK_AHEAD_PACKS):
+                 pack_runs: int = PACK_AHEAD_RUNS, packs_kept: int = PACK_AHEAD_PACKS,
+                 file_run_bytes: int = 0):
         """`chunks_after(ref, max_bytes)`: the chunks stored after `ref` in its pack, up to
-        `max_bytes` of content; `cached(hash)`: the chunk if cached, else None."""
+        `max_bytes` of content; `cached(hash)`: the chunk if cached, else None;
+        `file_run_bytes`: fetch a file's next chunks in runs of about this many stored
+        bytes (0: one chunk per fetch)."""
         self.chunks_after = chunks_after
         self.cached = cached
         self.file_bytes = file_bytes
         self.pack_bytes = pack_bytes
         self.pack_runs = pack_runs
         self.packs_kept = packs_kept
+        self.file_run_bytes = file_run_bytes
         self.inflight: InFlight[T] = InFlight()
         self._packs: dict[str, _PackAhead] = {}  # insertion order: oldest first
 
@@ -110,7 +116,27 @@ class ReadAhead(Generic[T]):
         the read started where the previous one of this open file ended."""
         chunks = self.in_file(layout, last) if sequential else []
         runs = self.in_pack(layout.refs[last]) if last == len(layout.refs) - 1 else []
+        if self.file_run_bytes and chunks:
+            runs = self.adjacent_runs(chunks) + runs
+            chunks = []
         return Plan(chunks, runs) if chunks or runs else NOTHING
+
+    def adjacent_runs(self, refs: list[ChunkRef]) -> list[list[ChunkRef]]:
+        """`refs` cut into runs that each lie one after another in one pack, of at most
+        file_run_bytes stored bytes (a single chunk may be larger)."""
+        runs: list[list[ChunkRef]] = []
+        size = 0
+        for ref in refs:
+            run = runs[-1] if runs else None
+            follows = (run is not None and ref.pack == run[-1].pack
+                       and ref.offset == run[-1].offset + run[-1].stored_len)
+            if follows and size + ref.stored_len <= self.file_run_bytes:
+                run.append(ref)
+                size += ref.stored_len
+            else:
+                runs.append([ref])
+                size = ref.stored_len
+        return runs
 
     def in_file(self, layout: FileLayout, last: int) -> list[ChunkRef]:
         """The chunks after `last` not cached nor in flight, up to file_bytes of content

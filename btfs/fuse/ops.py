@@ -23,7 +23,7 @@ import pyfuse3
 import trio
 
 from ..catalog import ChunkRef
-from ..engine.readahead import ReadAhead
+from ..engine.readahead import FILE_AHEAD_BYTES, ReadAhead
 from ..engine.reader import ChunkSource, FileLayout
 from ..errors import BtfsError
 from .tree import BY_TIME_INO, LATEST_INO, NotFound, Tree, is_dir_ino, is_stable
@@ -103,7 +103,12 @@ class Operations(pyfuse3.Operations):
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, OpenDir] = {}
         self._next_fh = 1
-        self.ahead: ReadAhead[trio.Event] = ReadAhead(tree.chunks_after, source.peek)
+        # A remote vault reads runs of chunks (vault.read_run_bytes) and gets four of them
+        # ahead of a sequential reader, so that many requests are in flight at once.
+        run = source.vault.read_run_bytes
+        self.ahead: ReadAhead[trio.Event] = ReadAhead(
+            tree.chunks_after, source.peek, file_run_bytes=run,
+            file_bytes=max(FILE_AHEAD_BYTES, 4 * run))
         self._inflight = self.ahead.inflight  # chunk hash -> the Event its fetch sets
         self._xattr_cache = XattrCache(tree.describe, live_seconds=LIVE_TIMEOUT)
 

@@ -51,6 +51,11 @@ class VaultIdentity:
 class Vault(ABC):
     url: str
     max_uploads: int = 1  # packs a backup may have uploading at once (ChunkStore)
+    # Bytes a sequential reader's read-ahead fetches per vault read (0: one chunk per
+    # read). A remote vault pays a round trip and a request per read, so it gets chunks
+    # that lie one after another in a pack in one ranged read; a local one reads each
+    # chunk in a worker of its own, which verifies them in parallel.
+    read_run_bytes: int = 0
 
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:

@@ -51,6 +51,10 @@ T = TypeVar("T")
 
 PROBE_PREFIX = "btfs-probe-"  # init's access probe; never part of a vault
 IDENTITY_RETRY_SECONDS = 20.0
+# A sequential reader's read-ahead asks for this much per ranged GET (several chunks that
+# lie one after another in a pack): per-request overhead, not bandwidth, is what bounds
+# reading an S3-compatible store one 1 MiB chunk at a time.
+READ_RUN_BYTES = 4 << 20
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -191,6 +195,7 @@ class S3Vault(Vault):
         self.prefix = prefix + "/" if prefix else ""
         self.settings = settings
         self.max_uploads = settings.uploads
+        self.read_run_bytes = READ_RUN_BYTES
         self.endpoint = settings.endpoint or "the AWS S3 endpoint"
         self.spool_dir = cache_dir / "spool"
         self._cache_dir = cache_dir / "read-cache"
