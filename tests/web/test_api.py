@@ -152,6 +152,8 @@ def test_stop_answers_then_ends_the_daemon(web_daemon):
     r = post(w, "/api/stop")
     assert r.status_code == 200 and r.json()["state"] == "stopping"
     assert w.proc.wait(20) == 0
+    with pytest.raises(httpx.ConnectError):  # the page went with the daemon
+        httpx.get(w.base + "/api/status", headers={"X-Btfs-Token": w.token})
 
 
 def test_a_damaged_chunk_ends_the_download_short_never_with_wrong_bytes(web_daemon, vault_dir):

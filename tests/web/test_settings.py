@@ -11,7 +11,7 @@ import pytest
 
 from btfs.errors import BtfsError
 from btfs.web.access import allowed_hosts, host_ok
-from btfs.web.settings import WebSettings, web_settings
+from btfs.web.settings import WebSettings, from_config, web_settings
 
 BTFS = [sys.executable, "-m", "btfs"]
 
@@ -35,6 +35,18 @@ def test_the_default_is_loopback_8080():
 def test_bad_settings_are_named(table, listen, message):
     with pytest.raises(BtfsError, match=message.replace("[", r"\[").replace("]", r"\]")):
         web_settings(table, listen)
+
+
+def test_the_page_is_served_with_web_or_a_web_table():
+    from btfs.config import Config
+
+    plain = Config(host_id="h", vault="v")
+    assert from_config(plain, "config", None, False) is None
+    assert from_config(plain, "config", "", False) == WebSettings("127.0.0.1", 8080)
+    table = Config(host_id="h", vault="v", web={"listen": "127.0.0.1:9090"})
+    assert from_config(table, "config", None, False) == WebSettings("127.0.0.1", 9090)
+    with pytest.raises(BtfsError, match="give --web too"):
+        from_config(plain, "config", None, True)
 
 
 def test_remote_only_when_allowed():
