@@ -12,7 +12,15 @@ import logging
 from collections.abc import Iterable, Iterator
 
 from .db import Database, NoSuchRow
-from .model import ChunkRef, Content, NewChunk, PackChunk, pack_ids, unpack_ids
+from .model import (
+    ChunkRef,
+    Content,
+    NewChunk,
+    PackChunk,
+    StoredTotals,
+    pack_ids,
+    unpack_ids,
+)
 from .reads import History
 
 log = logging.getLogger(__name__)
@@ -207,6 +215,13 @@ class ChunkIndex:
     def packs(self) -> Iterator[tuple[str, int]]:
         """(name, size) of every pack, by name."""
         return ((r[0], r[1]) for r in self.db.query("SELECT name, size FROM pack ORDER BY name"))
+
+    def totals(self) -> StoredTotals:
+        """How much the vault holds against what it stands for (the status page)."""
+        return StoredTotals(*self.db.get_row(
+            "SELECT (SELECT count(*) FROM pack), (SELECT coalesce(sum(size), 0) FROM pack), "
+            "(SELECT coalesce(sum(size), 0) FROM chunk), "
+            "(SELECT coalesce(sum(size), 0) FROM content)"))
 
     def pack_chunk_ids(self, pack_name: str) -> set[int]:
         return {c.id for c in self.pack_chunks(pack_name)}
