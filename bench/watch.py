@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import statistics
@@ -194,7 +193,7 @@ def run_watch_pass(bench) -> None:
     idle_s = 60.0 if mode.name == "full" else 20.0
     log(f"  -- btfs watch (settle {SETTLE_S:g} s, idle {idle_s:g} s)")
     data = WATCH_HOME / "data"
-    shutil.rmtree(WATCH_HOME, ignore_errors=True)
+    _remove_home()
     data.mkdir(parents=True)
     run(["cp", "-a", str(bench.src_pristine), str(data / "src")], name="watch-copy-src")
     ds = Dataset("src", data / "src")
@@ -220,7 +219,13 @@ def run_watch_pass(bench) -> None:
             return tool.backup(ds, "watch-reference")[0]
         r.measure("watch_change", "full backup", "watch-src", full_backup)
     finally:
-        shutil.rmtree(WATCH_HOME, ignore_errors=True)
+        _remove_home()
+
+
+def _remove_home() -> None:
+    # Never into a mount left behind by a failed unmount (rm stays on bench/'s filesystem).
+    if WATCH_HOME.exists():
+        subprocess.run(["rm", "-rf", "--one-file-system", str(WATCH_HOME)], check=False)
 
 
 def _daemon_steps(bench, tool: BtfsWatch, daemon: Daemon, ds: Dataset, idle_s: float) -> None:
@@ -255,17 +260,22 @@ def _daemon_steps(bench, tool: BtfsWatch, daemon: Daemon, ds: Dataset, idle_s: f
 
     def change():
         picked = _pick_change(ds.path, CHANGE_SEEDS[0])
-        before = daemon.wait_for(lambda s: s["state"] == "watching" and not s["pending_paths"],
-                                 STEP_TIMEOUT_S, "quiet moment")["totals"]["files_stored"]
+        totals = daemon.wait_for(lambda s: s["state"] == "watching" and not s["pending_paths"],
+                                 STEP_TIMEOUT_S, "quiet moment")["totals"]
+        before, backups = totals["files_stored"], totals["backups"]
         settle(ds.path, writes=True)
         first = time.time()
         _write_appends(picked, CHANGE_SEEDS[0])
+        writes = time.time() - first
+        r.put("watch_change_writes", "btfs", writes)
         s = daemon.wait_for(lambda s: s["totals"]["files_stored"] - before >= len(picked)
                             and s["state"] == "watching" and not s["pending_paths"],
                             STEP_TIMEOUT_S, f"backup of {len(picked)} changed files")
         last = s["last_backup"]
-        log(f"    {len(picked)} changed files: {s['totals']['files_stored'] - before} stored, "
-            f"the last backup took {last['seconds']:.2f} s")
+        log(f"    {len(picked)} changed files, written in {writes:.2f} s: "
+            f"{s['totals']['files_stored'] - before} stored in "
+            f"{s['totals']['backups'] - backups} backup(s), the last took "
+            f"{last['seconds']:.2f} s")
         return last["time"] + last["seconds"] - first - SETTLE_S
     r.measure("watch_change", "btfs", "watch-src", change)
     r.measure("watch_hwm", "btfs", "watch-src", lambda: daemon.proc_status("VmHWM"))
