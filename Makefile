@@ -9,13 +9,13 @@ DEMO     := $(CURDIR)/demo
 # fuse3 for mounting; attr, rsync, e2fsprogs, util-linux for the tests; systemd for
 # systemd-analyze, which the tests run on the installed units.
 APT_PKGS := gcc python3-dev python3-venv pkg-config libfuse3-dev fuse3 \
-            attr rsync e2fsprogs util-linux systemd
+            attr rsync e2fsprogs util-linux systemd chromium chromium-driver
 # make install-user: the launcher and the systemd user units.
 BINDIR   ?= $(HOME)/.local/bin
 UNITDIR  ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/systemd/user
 LAUNCHER := $(abspath $(BINDIR))/btfs
 
-.PHONY: install install-user run test lint bench bench-quick clean demo-clean
+.PHONY: install install-user run test lint bench bench-quick clean demo-clean status-page-shot
 
 install: $(STAMP)
 
@@ -64,6 +64,11 @@ bench: install
 
 bench-quick: install
 	@bash bench/run.sh quick
+
+# The README's picture of the status page: the browser test, keeping its screenshot.
+status-page-shot: install
+	BTFS_STATUS_PAGE_SHOT=$(CURDIR)/docs/status-page.png $(PY) -m pytest -q \
+	    --basetemp=/tmp/btfs-status-page-shot tests/web/test_browser.py -k pause
 
 demo-clean:
 	-@fusermount3 -u -z $(DEMO)/mnt 2>/dev/null; rm -rf $(DEMO)

@@ -44,12 +44,11 @@ from btfs.engine.backup import (
     BATCH_BYTES,
     BATCH_FILES,
     SMALL_WINDOW_BYTES,
-    SWITCH_INTERVAL_S,
     WINDOW_BYTES,
     WINDOW_JOBS,
 )
 from btfs.engine.files import Chunker, open_for_backup, read_up_to
-from btfs.engine.memory import tune_allocator
+from btfs.engine.memory import tune_process_for_backup
 from btfs.engine.meta import meta_from_stat
 from btfs.engine.scanner import _KINDS  # the scanner's entry kinds by lstat type
 
@@ -69,21 +68,21 @@ def _read_whole(path: bytes) -> bytes:
 def _small_files(paths: list[bytes], level: int) -> tuple[Stored, list[bytes | None]]:
     """A worker job: read, hash and compress small files in groups (equal files once)."""
     contents = [_read_whole(p) for p in paths]
-    hashes = [codec.chunk_hash(data) if data else None for data in contents]
+    hashes = [codec.Codec.chunk_hash(data) if data else None for data in contents]
     members = list({h: data for h, data in zip(hashes, contents, strict=True) if h}.items())
     stored: Stored = []
     for run in codec.group_runs(members):
-        group = codec.encode_group(run, level) if len(run) > 1 else None
+        group = codec.Codec(level).encode_group(run) if len(run) > 1 else None
         if group:
             stored.append((group, [(h, len(d)) for h, d in run]))
         else:
-            stored.extend((codec.encode(d, level), [(h, len(d))]) for h, d in run)
+            stored.extend((codec.Codec(level).encode(d), [(h, len(d))]) for h, d in run)
     return stored, hashes
 
 
 def _chunk(data: bytes, level: int) -> tuple[Stored, list[bytes | None]]:
-    h = codec.chunk_hash(data)
-    return [(codec.encode(data, level), [(h, len(data))])], [h]
+    h = codec.Codec.chunk_hash(data)
+    return [(codec.Codec(level).encode(data), [(h, len(data))])], [h]
 
 
 class _Packs:
@@ -194,8 +193,7 @@ def backup_floor(source: str, outdir: str, *, catalog: bool = False) -> tuple[in
     """(entries, stored bytes) of one pass over `source`; with `catalog`, its rows are
     kept in OUTDIR/catalog.db."""
     config = Config(host_id="floor", vault=outdir)  # btfs's defaults for the rest
-    tune_allocator()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    tune_process_for_backup()  # as btfs's backup does: allocator, gc, GIL switch interval
     level = config.compression_level
     threads = config.threads or max(4, 2 * (os.cpu_count() or 2))
     pool = ThreadPoolExecutor(threads)

@@ -40,6 +40,9 @@ Steps, per repetition, tools interleaved (the order rotates from one repetition 
   7. the S3 rows (bench/s3.py): btfs and restic backing up copies of the same data to one
      moto server on 127.0.0.1: initial, no-change and after-change backups of the source
      tree, restore, cold ``cat`` through the mount, peak RSS.
+  8. the watch rows (bench/watch.py, btfs only): the ``btfs watch`` daemon on a copy of the
+     source tree with a 2 s settle: a file's save to its snapshot in a running mount, the
+     daemon's idle CPU and RSS, a 1% change stored by it against a full ``btfs backup``.
 Native limits: ``find``, ``tar`` and cold ``cat`` on the source itself, and the ``cp -a``;
 and the floors: ``find``, ``tar`` and ``cp -a`` of the source tree through bench/floor.py,
 a pyfuse3 server that answers from memory and passes reads to the disk; and an initial
@@ -62,7 +65,8 @@ then catalog size, a no-change backup, mount ready time, ``ls`` of ``by-time/`` 
 ``by-file/`` directory of the file with one version per backup, RSS of backup and mount.
 
 Env: BENCH_REPS (repetitions), BENCH_S3 (1: local and S3 rows, the default; 0: local rows
-only; only: S3 rows only), BENCH_BTFS (btfs executable, default .venv/bin/btfs),
+only; only: S3 rows only), BENCH_WATCH (1: the watch rows too, the default; 0: without
+them; only: the watch rows only), BENCH_BTFS (btfs executable, default .venv/bin/btfs),
 BENCH_SCALE_FILES, BENCH_SCALE_BACKUPS, BENCH_SCALE_REUSE=1 (remeasure on the repository
 an earlier scale run left in bench/work: its churn backup times are carried over from the
 report that run left beside the repository, the initial backup is redone into a fresh
@@ -127,11 +131,13 @@ from .report import (
     native_table,
     s3_steps,
     versions,
+    watch_steps,
     write_results,
 )
 from .s3 import moto_version, run_s3_pass
 from .scale import run_scale
 from .tools import Borg, Btfs, Dataset, Floor, Restic, Tool
+from .watch import SETTLE_S, run_watch_pass
 
 
 class Recorder:
@@ -242,11 +248,14 @@ class MainBench:
         shell(f"cat '{self.large.path}'/* > /dev/null", name="warm-large", timeout=limit)
 
     def repetition(self, tools: list[Tool]) -> None:
-        s3 = os.environ.get("BENCH_S3", "1")
-        if s3 != "only":
-            self.local_steps(tools)
-        if s3 != "0":
-            run_s3_pass(self, len(self.rec.reps) - 1)
+        s3, watch = os.environ.get("BENCH_S3", "1"), os.environ.get("BENCH_WATCH", "1")
+        if watch != "only":
+            if s3 != "only":
+                self.local_steps(tools)
+            if s3 != "0":
+                run_s3_pass(self, len(self.rec.reps) - 1)
+        if watch != "0":
+            run_watch_pass(self)
 
     def local_steps(self, tools: list[Tool]) -> None:
         r = self.rec
@@ -474,6 +483,7 @@ def run_main(mode: Mode) -> None:
     steps = main_steps(mode)
     table, medians = main_table(steps, reps)
     s3_table, s3_medians = main_table(s3_steps(mode), reps, others=("restic",))
+    watch_table, watch_medians = main_table(watch_steps(SETTLE_S), reps, others=("full backup",))
     ntable, nmedians = native_table(reps)
     ftable = floors_table(steps, medians, nmedians)
     elapsed = (dt.datetime.now() - started).total_seconds()
@@ -499,15 +509,22 @@ def run_main(mode: Mode) -> None:
         + " (bench/work/logs/ and the run's output give it per step)",
     ]
     notes = DROP_CACHES_NOTE + sorted(set(NOTES))
-    only = os.environ.get("BENCH_S3", "1")
-    local = [] if only == "only" else ["", table]
-    s3 = [] if only == "0" else ["", "S3 vault, moto's server on 127.0.0.1 (bench/s3.py; both "
-                                 "tools write to the same server):", "", s3_table]
-    floors = [] if only == "only" else ["", ntable, "", "The goals against the floors "
-                                        "measured in this run:", "", ftable]
+    only, watch = os.environ.get("BENCH_S3", "1"), os.environ.get("BENCH_WATCH", "1")
+    if watch == "only":
+        only = "none"  # neither the local nor the S3 rows ran
+    local = [] if only in ("only", "none") else ["", table]
+    s3 = [] if only in ("0", "none") else ["", "S3 vault, moto's server on 127.0.0.1 "
+                                           "(bench/s3.py; both tools write to the same "
+                                           "server):", "", s3_table]
+    floors = [] if only in ("only", "none") else ["", ntable, "", "The goals against the "
+                                                  "floors measured in this run:", "", ftable]
+    watched = [] if watch == "0" else [
+        "", f"btfs watch on a copy of the source tree (bench/watch.py; [watch] settle = "
+        f"{SETTLE_S:g}, min_interval = 2; full backup: `btfs backup` after the same kind of "
+        "change):", "", watch_table]
     md = "\n".join(
         header_lines(f"btfs benchmark, {mode.name} mode, {started:%Y-%m-%d %H:%M}", info, vers)
-        + data_lines + method + local + s3 + floors + [""]
+        + data_lines + method + local + s3 + watched + floors + [""]
         + (["Notes:", *(f"- {n}" for n in notes), ""] if notes else [])
     )
     doc = {"mode": mode.name, "started": started.isoformat(), "elapsed_s": elapsed,
@@ -515,10 +532,12 @@ def run_main(mode: Mode) -> None:
            "data": {"source": str(bench.src_pristine), **src_desc,
                     "large": list(mode.large), "large_size": mode.large_size,
                     "change": bench.change},
-           "medians": medians, "s3_medians": s3_medians, "native": nmedians, "repetitions": reps,
+           "medians": medians, "s3_medians": s3_medians, "watch_medians": watch_medians,
+           "native": nmedians, "repetitions": reps,
            "steal_per_repetition": bench.rec.steal, "notes": notes}
-    path = write_results(mode.name + ("-s3" if only == "only" else ""), md, doc)
-    for part in (local, s3, floors):
+    suffix = {"only": "-s3", "none": "-watch"}.get(only, "")
+    path = write_results(mode.name + suffix, md, doc)
+    for part in (local, s3, watched, floors):
         for line in part:
             log(line)
     for n in notes:

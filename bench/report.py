@@ -102,6 +102,23 @@ def s3_steps(mode: Mode) -> list[Step]:
     ]
 
 
+def watch_steps(settle: float) -> list[Step]:
+    """The `btfs watch` rows (bench/watch.py); "full backup" is a `btfs backup` after the
+    same kind of change, the anchor of the last row's goal."""
+    return [
+        Step("watch_visible", f"watch: a file's save to its snapshot in a running mount, "
+             f"median of 5 (settle {settle:g} s)", "s", Goal(None, "<=", settle + 3, "s")),
+        Step("watch_idle_cpu", "watch: the daemon's CPU with nothing changing", "%",
+             Goal(None, "<=", 0.5, "%")),
+        Step("watch_rss", "watch: the daemon's RSS watching every directory", "MB",
+             Goal(None, "<=", 80, "MB")),
+        Step("watch_hwm", "watch: the daemon's peak RSS (VmHWM, at the end)", "MB",
+             Goal(None, "<=", 80, "MB")),
+        Step("watch_change", "watch: 1% of the files changed, first write to snapshot "
+             "minus settle (vs a full btfs backup)", "s", Goal("full backup", "<=", 0.3)),
+    ]
+
+
 NATIVE_STEPS = [
     Step("native_cp", "cp -a of the source tree", "s"),
     Step("native_find", "find over the source tree", "s"),

@@ -84,6 +84,8 @@ class Config:
     s3: S3Settings = S3Settings()
     # The [watch] table, carried as parsed; btfs.watch.settings validates it.
     watch: dict = dataclasses.field(default_factory=dict)
+    # The [web] table (the status page), carried as parsed; btfs.web.settings validates it.
+    web: dict = dataclasses.field(default_factory=dict)
     read_only: bool = False  # `btfs recover --read-only`: browse a host's copy, never write
     # Before a backup, learn the packs other hosts wrote into the vault (their indexes), so
     # content the vault holds already is not stored again (btfs.engine.packsync).
@@ -157,6 +159,8 @@ def from_dict(doc: dict, where: str = "config") -> Config:
             kwargs[key] = want(key, bool, doc[key])
     if "watch" in doc:
         kwargs["watch"] = dict(want("watch", dict, doc["watch"]))
+    if "web" in doc:
+        kwargs["web"] = dict(want("web", dict, doc["web"]))
     if "excludes" in doc:
         patterns = want("excludes", list, doc["excludes"])
         kwargs["excludes"] = tuple(want("excludes", str, p) for p in patterns)

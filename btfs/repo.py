@@ -213,12 +213,30 @@ class Repo:
     # -- the always-on daemon (btfs.watch) -------------------------------------------
 
     @staticmethod
-    def watch(paths: Paths, *, detach: bool, log_level: int) -> str | None:
+    def watch(paths: Paths, *, detach: bool, log_level: int, web_listen: str | None = None,
+              allow_remote: bool = False) -> str | None:
         """`btfs watch`: run the daemon until it stops (None), or with `detach` start it
-        in the background and return a line saying where it runs."""
+        in the background and return a line saying where it runs. It serves the status
+        page when `web_listen` ("" for the default address, or ADDR:PORT) is given or the
+        config has a [web] table; `allow_remote` lets it listen beyond loopback."""
         from .watch.daemon import start
+        from .web.settings import from_config
 
-        return start(paths, detach=detach, log_level=log_level)
+        web = from_config(config_mod.load(paths), str(paths.config_file), web_listen,
+                          allow_remote)
+        return start(paths, detach=detach, log_level=log_level, web=web)
+
+    @staticmethod
+    def web_url(paths: Paths) -> str:
+        """`btfs web-url`: the running daemon's status page, with its token."""
+        from .watch.daemon import ask
+        from .web.access import load_token
+
+        url = ask("status").get("web")
+        if not url:
+            raise BtfsError("btfs watch is running without the status page: start it with "
+                            "'btfs watch --web' (or add a [web] table to the config)")
+        return f"{url}?token={load_token(paths)}"
 
     @staticmethod
     def daemon_request(command: str) -> dict:

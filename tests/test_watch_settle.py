@@ -121,3 +121,18 @@ def test_settings_from_the_watch_table():
                          ({"settle": 20, "settle_max": 10}, "settle_max")):
         with pytest.raises(ConfigError, match=message):
             watch_settings_from_dict(bad)
+
+
+def test_a_burst_read_over_a_moment_makes_one_backup():
+    # The daemon reads a burst's events in pieces: its paths settle up to a moment apart.
+    # The backup waits for those due within a quarter of settle of the first, so the
+    # burst is one snapshot, not two min_interval apart; a later change is not waited for.
+    s = Settler(S)
+    s.touch(b"/t/a", 0)
+    s.touch(b"/t/b", 0.4)
+    s.touch(b"/t/c", 0.9)
+    s.touch(b"/t/late", 5)
+    assert s.next_due() == 10.9
+    assert s.take(10) is None
+    assert s.take(10.9).subtrees == tuple(Subtree(p, False) for p in (b"/t/a", b"/t/b", b"/t/c"))
+    assert s.pending == 1

@@ -12,7 +12,15 @@ import logging
 from collections.abc import Iterable, Iterator
 
 from .db import Database, NoSuchRow
-from .model import ChunkRef, Content, NewChunk, PackChunk, pack_ids, unpack_ids
+from .model import (
+    ChunkRef,
+    Content,
+    NewChunk,
+    PackChunk,
+    StoredTotals,
+    pack_ids,
+    unpack_ids,
+)
 from .reads import History
 
 log = logging.getLogger(__name__)
@@ -253,6 +261,13 @@ class ChunkIndex:
         if batch:
             flush()
         return used
+
+    def totals(self) -> StoredTotals:
+        """How much the vault holds against what it stands for (the status page)."""
+        return StoredTotals(*self.db.get_row(
+            "SELECT (SELECT count(*) FROM pack), (SELECT coalesce(sum(size), 0) FROM pack), "
+            "(SELECT coalesce(sum(size), 0) FROM chunk), "
+            "(SELECT coalesce(sum(size), 0) FROM content)"))
 
     def pack_chunk_ids(self, pack_name: str) -> set[int]:
         return {c.id for c in self.pack_chunks(pack_name)}

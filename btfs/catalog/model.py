@@ -149,6 +149,15 @@ class NewChunk:
     stored_len: int
 
 
+class StoredTotals(NamedTuple):
+    """The vault's size and what it stands for (ChunkIndex.totals)."""
+
+    packs: int
+    pack_bytes: int  # stored: compressed chunks in their packs
+    chunk_bytes: int  # every distinct chunk, uncompressed
+    content_bytes: int  # every distinct file content, whole: chunk_bytes before dedup
+
+
 class PackChunk(NamedTuple):
     """A chunk as `check` reads it from its pack."""
 

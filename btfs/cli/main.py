@@ -50,6 +50,7 @@ COMMANDS = {
     "umount": ("mount", "umount_cmd"),
     "watch": ("watch", "watch"),
     "daemon": ("watch", "daemon_group"),
+    "web-url": ("watch", "web_url"),
     "recover": ("recover", "recover_cmd"),
 }
 

@@ -14,21 +14,34 @@ log = logging.getLogger(__name__)
 
 @click.command()
 @click.option("--detach", is_flag=True, help="Run in the background (without systemd).")
+@click.option("--web", "web_listen", metavar="[ADDR:PORT]", is_flag=False, flag_value="",
+              default=None, help="Serve the status page (default 127.0.0.1:8080, or "
+              "[web] listen); open it with 'btfs web-url'.")
+@click.option("--allow-remote", is_flag=True,
+              help="Let the status page listen on an address other machines can reach.")
 @click.pass_obj
-def watch(obj, detach: bool) -> None:
+def watch(obj, detach: bool, web_listen: str | None, allow_remote: bool) -> None:
     """Back up changes as they happen: watch the tracked directories with inotify.
 
     A changed file is backed up once it has been left alone for `settle` seconds (only
     what changed is scanned); a full scan runs at start and every `scan_interval`.
     Runs in the foreground (for systemd: contrib/systemd/btfs-watch.service); control
     it with 'btfs daemon status|pause|resume|backup-now|stop'. Settings: the [watch]
-    table of config.toml.
+    table of config.toml. With --web (or a [web] table), it also serves the status page.
     """
     level = (logging.ERROR if obj.quiet else
              {0: logging.INFO, 1: logging.INFO}.get(obj.verbose, logging.DEBUG))
-    started = Repo.watch(obj.paths, detach=detach, log_level=level)
+    started = Repo.watch(obj.paths, detach=detach, log_level=level, web_listen=web_listen,
+                         allow_remote=allow_remote)
     if started:
         click.echo(started)
+
+
+@click.command("web-url")
+@click.pass_obj
+def web_url(obj) -> None:
+    """Print the status page's address with its token (from a running 'btfs watch --web')."""
+    click.echo(Repo.web_url(obj.paths))
 
 
 def _control(command: str, as_json: bool) -> dict:

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -40,6 +41,9 @@ from . import control
 from .inotify import Watches
 from .settings import watch_settings_from_dict
 from .settle import Batch, Settler
+
+if TYPE_CHECKING:
+    from ..web.settings import WebSettings
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +90,10 @@ def _ago(seconds: float) -> str:
 
 
 class Daemon:
-    def __init__(self, paths: Paths):
+    def __init__(self, paths: Paths, web: WebSettings | None = None):
         self.paths = paths
+        self.web = web  # serve the status page (btfs.web) there
+        self.web_url: str | None = None
         config = config_mod.load(paths)
         self.settings = watch_settings_from_dict(config.watch, str(paths.config_file))
         if not config.tracked:
@@ -130,6 +136,11 @@ class Daemon:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
                 await nursery.start(control.serve, self.handle)
+                if self.web is not None:
+                    from ..web import server  # Starlette and hypercorn only when asked
+
+                    self.web_url = await nursery.start(server.serve, self, self.paths,
+                                                       self.web, log_file(), self.next_backup)
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self._watch)
                 nursery.start_soon(self._schedule)
@@ -310,7 +321,16 @@ class Daemon:
             "totals": dict(self.totals),
             "last_error": self.last_error,
             "log": str(log_file()),
+            "web": self.web_url,
         }
+
+    def next_backup(self) -> dict:
+        """When the next backup is due (wall clock), None when nothing is pending."""
+        now = trio.current_time()
+        due = None if self.paused else self.settler.next_due()
+        if due is not None and self._retry_at is not None:
+            due = max(due, self._retry_at)
+        return {"next_backup": time.time() + max(0.0, due - now) if due is not None else None}
 
     def status_line(self) -> str:
         parts = [self.state]
@@ -322,13 +342,15 @@ class Daemon:
         return ", ".join(parts)
 
 
-def start(paths: Paths, *, detach: bool, log_level: int) -> str | None:
+def start(paths: Paths, *, detach: bool, log_level: int,
+          web: WebSettings | None = None) -> str | None:
     """`btfs watch`: run the daemon in this process until it stops (None), or, with
-    `detach`, start it in the background and return a line saying where it runs."""
+    `detach`, start it in the background and return a line saying where it runs. With
+    `web`, it serves the status page there too."""
     if control.running():
         raise BtfsError(f"a btfs watch is already running (socket {control.socket_path()})")
     if detach:
-        Daemon(paths)  # config and repo errors show here, in the terminal
+        Daemon(paths, web)  # config and repo errors show here, in the terminal
         if not fork_to_background():
             for _ in range(300):
                 if control.running():
@@ -338,10 +360,10 @@ def start(paths: Paths, *, detach: bool, log_level: int) -> str | None:
             raise BtfsError(f"btfs watch did not start; see {log_file()}")
     setup_logging(log_level)
     if not detach:
-        run_daemon(paths)
+        run_daemon(paths, web)
         return None
     try:  # the detached child: its stderr is /dev/null, so errors go to the log file
-        run_daemon(paths)
+        run_daemon(paths, web)
     except BaseException as e:
         log.error("btfs watch: %s", e, exc_info=not isinstance(e, BtfsError))
         os._exit(1)
@@ -356,9 +378,9 @@ def ask(command: str) -> dict:
     return answer
 
 
-def run_daemon(paths: Paths) -> None:
+def run_daemon(paths: Paths, web: WebSettings | None = None) -> None:
     """Run until stopped; BtfsError for what prevents it from starting."""
-    daemon = Daemon(paths)
+    daemon = Daemon(paths, web)
     trio.run(daemon.run)
 
 

@@ -18,6 +18,11 @@ from ..engine.scanner import Subtree
 from .settings import WatchSettings
 
 MAX_PENDING = 20_000
+# A burst of changes reaches the daemon over a moment (it reads inotify's queue in pieces),
+# so its paths settle a little apart. A backup due for the first of them waits for those
+# due within this much after it (at most a quarter of `settle`), so the burst makes one
+# snapshot instead of two `min_interval` apart; nothing is taken before it settled.
+GATHER_S = 1.0
 
 
 @dataclass(slots=True)
@@ -108,7 +113,9 @@ class Settler:
         if self._full is not None:
             ready = self._ready_at(self._full)
         elif self._dirty:
-            ready = min(self._ready_at(d) for d in self._dirty.values())
+            times = [self._ready_at(d) for d in self._dirty.values()]
+            gather = min(times) + min(GATHER_S, self.settings.settle / 4)
+            ready = max(t for t in times if t <= gather)
         else:
             return None
         if self.last_start is not None:
