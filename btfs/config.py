@@ -87,6 +87,9 @@ class Config:
     # The [web] table (the status page), carried as parsed; btfs.web.settings validates it.
     web: dict = dataclasses.field(default_factory=dict)
     read_only: bool = False  # `btfs recover --read-only`: browse a host's copy, never write
+    # Before a backup, learn the packs other hosts wrote into the vault (their indexes), so
+    # content the vault holds already is not stored again (btfs.engine.packsync).
+    dedup_across_hosts: bool = True
 
     def tracked_dir(self, path: str) -> TrackedDir | None:
         for t in self.tracked:
@@ -117,7 +120,7 @@ def xdg_paths(config_override: str | os.PathLike | None = None) -> Paths:
 
 _INT_KEYS = ("max_file_size", "chunk_min", "chunk_avg", "chunk_max",
              "compression_level", "pack_size", "threads")
-_BOOL_KEYS = ("exclude_caches", "one_file_system", "read_only")
+_BOOL_KEYS = ("exclude_caches", "one_file_system", "read_only", "dedup_across_hosts")
 
 
 def load(paths: Paths) -> Config:

@@ -67,6 +67,7 @@ class Setup(NamedTuple):
     config: Config
     created: bool
     skipped: list[OwnDir]
+    other_hosts: int = 0  # hosts whose backups the vault already held (a shared vault)
 
 
 class ConfigView(NamedTuple):
@@ -252,10 +253,21 @@ class Repo:
              profile: str | None = None) -> Setup:
         """`btfs init`: config, catalog and vault (see init_repo), then track `track`.
         `endpoint`, `region`, `profile`: how an S3 vault is reached (config [s3])."""
+        from .replica.objects import generations
+
         cfg, created = init_repo(paths, vault_url, _s3_options(endpoint, region, profile))
+        others = 0
+        if created:
+            # A vault is shared, a catalog is per host: a new host joins a vault that
+            # other hosts back up into (and dedups against their packs, engine/packsync).
+            vault = open_vault(cfg.vault, cfg.s3, paths.cache_dir)
+            try:
+                others = len({g.host_id for g in generations(vault)} - {cfg.host_id})
+            finally:
+                vault.close()
         if track:
             cfg = track_dirs(paths, list(track))
-        return Setup(cfg, created, _skipped(paths, cfg))
+        return Setup(cfg, created, _skipped(paths, cfg), others)
 
     @classmethod
     def recover(cls, paths: Paths, vault_url: str, host: str | None = None, *,
@@ -305,6 +317,7 @@ class Repo:
         `skip_unchanged` keeps no snapshot when nothing changed (btfs.engine.backup)."""
         from .engine.backup import run_backup
         from .engine.memory import tune_process_for_backup
+        from .engine.packsync import sync_foreign_packs
         from .replica.publish import publish_repo
 
         tune_process_for_backup()  # once per process: a daemon runs many backups
@@ -312,6 +325,9 @@ class Repo:
             self.vault.limit_upload(limit_upload)
         if one_file_system:
             self.config = config_mod.with_changes(self.config, one_file_system=True)
+        if self.config.dedup_across_hosts:
+            # What other hosts stored in the vault since the last backup counts as stored.
+            sync_foreign_packs(self.catalog, self.vault)
         with self._store() as store:
             stats = run_backup(self.catalog, store, self.config, self.codec, progress=progress,
                                never=never_backed_up(self.paths, self.config), only=only,

@@ -279,7 +279,9 @@ def test_schema_py_is_what_the_migrations_build(tmp_path):
         out = {}
         for kind, name, sql in rows:
             sql = re.sub(r"--[^\n]*", "", sql or "")
-            out[f"{kind} {name}"] = " ".join(sql.replace('"', "").split())
+            # ALTER TABLE ADD COLUMN puts the new column after the last one's line break.
+            sql = re.sub(r"\s*([,()])\s*", r"\1", sql.replace('"', ""))
+            out[f"{kind} {name}"] = " ".join(sql.split())
         return out
 
     from btfs.catalog.db import Database

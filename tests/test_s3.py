@@ -108,7 +108,9 @@ def test_writer_spools_to_disk_and_uploads_one_object(vault, tmp_path):
 
 def test_clean_tmp_removes_spool_files_of_dead_processes_only(vault):
     vault.spool_dir.mkdir(parents=True, exist_ok=True)
-    dead = vault.spool_dir / "999999999-1.pack"
+    from btfs.vault.tmpfiles import machine_token
+
+    dead = vault.spool_dir / f"{machine_token()}-999999999-1-1.pack"  # this machine's
     dead.write_bytes(b"x")
     writer = vault.writer()
     vault.clean_tmp()

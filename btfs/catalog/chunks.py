@@ -96,6 +96,27 @@ class ChunkIndex:
                               for i, c in enumerate(chunks)])
         return {**{c.hash: first + i for i, c in enumerate(chunks)}, **healed}
 
+    def has_pack(self, name: str) -> bool:
+        return self.db.get_row_or_none("SELECT 1 FROM pack WHERE name=?", (name,)) is not None
+
+    def add_foreign_pack(self, name: str, size: int, chunks: list[NewChunk],
+                         created_ns: int) -> int:
+        """Record a pack another host wrote into the shared vault (durable there: it is
+        listed), from its index; its chunks this catalog does not know yet point at it,
+        so a backup counts them as stored. Chunks already known keep their place. The
+        row is kept even when nothing was new: it says the pack was read. Returns how
+        many chunks were learned."""
+        assert self.db.in_transaction, "add_foreign_pack runs in the writer's transaction"
+        self.db.execute("INSERT INTO pack (name, size, chunks, created_ns, foreign_host) "
+                        "VALUES (?, ?, ?, ?, 1)", (name, size, len(chunks), created_ns))
+        pack_id = self.db.last_rowid()
+        if chunks:
+            self.db.run_rows("INSERT OR IGNORE INTO chunk (hash, size, pack_id, offset, "
+                             "stored_len) VALUES {rows}",
+                             [(c.hash, c.size, pack_id, c.offset, c.stored_len)
+                              for c in chunks])
+        return self.db.get_val("SELECT count(*) FROM chunk WHERE pack_id=?", (pack_id,))
+
     def add_content(self, content_digest: bytes, size: int, chunk_ids: Iterable[int]) -> int:
         """The id of this content, added if new: one statement in the common (new) case,
         since the backup calls this for every file it reads."""
@@ -215,6 +236,31 @@ class ChunkIndex:
     def packs(self) -> Iterator[tuple[str, int]]:
         """(name, size) of every pack, by name."""
         return ((r[0], r[1]) for r in self.db.query("SELECT name, size FROM pack ORDER BY name"))
+
+    def foreign_packs(self) -> set[str]:
+        """Names of the packs learned from other hosts (few per pack written: a set)."""
+        return {r[0] for r in self.db.query("SELECT name FROM pack WHERE foreign_host = 1")}
+
+    def packs_used(self) -> set[str]:
+        """Names of the packs holding a chunk of some content of this catalog: one pass
+        over the contents, one query per _IN_BATCH chunk references."""
+        used: set[str] = set()
+        batch: list[int] = []
+
+        def flush() -> None:
+            distinct = list(set(batch))
+            used.update(r[0] for r in self.db.query(
+                "SELECT DISTINCT p.name FROM chunk c JOIN pack p ON p.id = c.pack_id "
+                f"WHERE c.id IN ({','.join('?' * len(distinct))})", distinct))
+            batch.clear()
+
+        for (blob,) in self.db.query("SELECT chunks FROM content"):
+            batch.extend(unpack_ids(blob))
+            if len(batch) >= _IN_BATCH:
+                flush()
+        if batch:
+            flush()
+        return used
 
     def totals(self) -> StoredTotals:
         """How much the vault holds against what it stands for (the status page)."""

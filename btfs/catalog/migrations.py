@@ -153,7 +153,15 @@ CREATE TABLE damaged_chunk (
 );
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6]
+# v7: several hosts back up into one vault. A backup first learns the packs other hosts
+# wrote (their trailer and index), so content already in the vault is not stored again;
+# such a pack is marked foreign: this host did not write it, and uses only some of it.
+SCHEMA_V7 = """
+ALTER TABLE pack ADD COLUMN foreign_host INTEGER NOT NULL DEFAULT 0;
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+                         SCHEMA_V7]
 
 
 def apply_migrations(db: Database, current: int, first_rows: str = "") -> None:

@@ -69,7 +69,10 @@ CREATE TABLE pack (
     name       TEXT NOT NULL UNIQUE,  -- hex BLAKE3 of the pack's bytes; its vault key
     size       INTEGER NOT NULL,      -- bytes; `check` compares it with the vault's
     chunks     INTEGER NOT NULL,      -- how many chunks it holds
-    created_ns INTEGER NOT NULL
+    created_ns INTEGER NOT NULL,
+    foreign_host INTEGER NOT NULL DEFAULT 0  -- 1: written by another host into the shared
+                                   -- vault, learned from its index (engine/packsync.py);
+                                   -- its chunks this catalog did not know point at it
 );
 
 -- A deduplicated piece of file content.

@@ -54,6 +54,10 @@ def init(obj, vault: str | None, endpoint: str | None, region: str | None,
     if done.created:
         click.echo(f"initialized btfs: vault {done.config.vault}, "
                    f"config {obj.paths.config_file}")
+        if done.other_hosts:
+            click.echo(f"the vault holds backups of {plural(done.other_hosts, 'other host')}: "
+                       f"this host joins it as {done.config.host_id} (content they stored "
+                       "is not stored again)")
     else:
         click.echo(f"already initialized with vault {done.config.vault}; nothing changed")
     for t in done.config.tracked:

@@ -37,6 +37,7 @@ class CheckReport:
     chunks_verified: int = 0
     bytes_read: int = 0
     unreferenced_packs: int = 0
+    foreign_unused: int = 0  # packs of other hosts that no content of this catalog uses
     # (chunk id, pack name, problem) of chunks this check found damaged, not yet recorded.
     damaged: list[tuple[int, str, str]] = field(default_factory=list)
     # (chunk id, pack name) of chunks recorded damaged that verified where they lie now.
@@ -57,6 +58,15 @@ def check(catalog: Catalog, vault: Vault, codec: Codec, *, read_data: bool = Fal
     in_vault = dict(vault.list("packs/"))
     bad_chunks: set[int] = set()
     packs = list(catalog.chunks.packs())
+    foreign = catalog.chunks.foreign_packs()
+    if foreign:
+        # Packs other hosts wrote (engine/packsync.py) are this catalog's only where its
+        # contents use them; the rest are the other hosts' to check (or prune).
+        unused = foreign - catalog.chunks.packs_used()
+        for name in unused:
+            in_vault.pop(pack_key(name), None)
+        packs = [(name, size) for name, size in packs if name not in unused]
+        report.foreign_unused = len(unused)
     for n, (name, size) in enumerate(packs):
         report.packs += 1
         key = pack_key(name)

@@ -34,6 +34,7 @@ INDEX_MAGIC = b"BTFSIX01"
 _ENTRY = struct.Struct("<32sIQI")
 _TRAILER = struct.Struct("<QII8s")
 TRAILER_SIZE = _TRAILER.size
+INDEX_ENTRY_SIZE = _ENTRY.size
 
 
 @dataclass(frozen=True)
@@ -156,5 +157,13 @@ def parse_index(data: bytes) -> list[NewChunk]:
     index = data[index_offset:index_offset + count * _ENTRY.size]
     if (index_offset + len(index) != len(data) - TRAILER_SIZE or len(index) != count * _ENTRY.size
             or zlib.crc32(index) != crc):
+        raise IntegrityError("pack index is damaged")
+    return [NewChunk(h, size, off, stored) for h, size, off, stored in _ENTRY.iter_unpack(index)]
+
+
+def parse_index_entries(index: bytes, crc: int) -> list[NewChunk]:
+    """The chunk index alone (read by range, see engine/packsync.py), checked against the
+    trailer's CRC."""
+    if len(index) % _ENTRY.size or zlib.crc32(index) != crc:
         raise IntegrityError("pack index is damaged")
     return [NewChunk(h, size, off, stored) for h, size, off, stored in _ENTRY.iter_unpack(index)]

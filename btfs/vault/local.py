@@ -4,7 +4,8 @@ Layout: `<root>/btfs-vault.json`, `<root>/packs/<2 hex>/<64 hex>`, `<root>/tmp/`
 in progress. A put writes a temp file, fsyncs it, hard-links it to its final name (which
 fails rather than replaces if the name exists, so an object is never rewritten), fsyncs the
 directory, then drops the temp name. A kill at any point leaves either no object or a
-whole one; stale temp files are harmless and removed by the next writer.
+whole one; stale temp files are harmless, and the next writer removes those of dead
+writers (never another live host's: btfs.vault.tmpfiles).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import errno
 import logging
 import os
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import VaultError
 from .base import ObjectWriter, Vault
+from .tmpfiles import clean_dir, tmp_name
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,11 @@ def _fsync_dir(path: Path) -> None:
 
 
 class _TempFileWriter(ObjectWriter):
-    """Writes to `<root>/tmp/<pid>-<ns>.tmp`; commit fsyncs it, hard-links it to its final
-    name (which fails rather than replaces if the name exists, so an object is never
-    rewritten), fsyncs the directory and drops the temp name."""
+    """Writes to a temp file in `<root>/tmp/` (named as btfs.vault.tmpfiles says); commit
+    fsyncs it, hard-links it to its final name (which fails rather than replaces if the
+    name exists, so an object is never rewritten: two hosts committing the same pack at
+    once both succeed, and the bytes are the same), fsyncs the directory and drops the
+    temp name."""
 
     def __init__(self, vault: LocalVault):
         self._vault = vault
@@ -150,7 +153,7 @@ class LocalVault(Vault):
         return _TempFileWriter(self)
 
     def _tmp_path(self) -> Path:
-        return self.root / "tmp" / f"{os.getpid()}-{time.monotonic_ns()}.tmp"
+        return self.root / "tmp" / tmp_name(".tmp")
 
     def _fd(self, key: str) -> int:
         """An open descriptor for a pack, from a small LRU: restore and the mount read many
@@ -228,11 +231,6 @@ class LocalVault(Vault):
                 raise VaultError(f"cannot delete {key}: {e.strerror}") from None
 
     def clean_tmp(self) -> None:
-        """Remove temp files of dead writers (call while holding the writer lock)."""
-        tmp_dir = self.root / "tmp"
-        if tmp_dir.is_dir():
-            for entry in os.scandir(tmp_dir):
-                try:
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    pass
+        """Remove temp files of writers that are certainly dead: other hosts may be writing
+        into this vault right now (btfs.vault.tmpfiles)."""
+        clean_dir(self.root / "tmp")

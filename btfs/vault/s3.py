@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,6 +43,7 @@ from .base import IDENTITY_KEY, ObjectWriter, Vault, VaultIdentity
 from .cache import RangeCache
 from .retry import RetryPolicy
 from .throttle import AdaptiveLimit, TokenBucket
+from .tmpfiles import clean_dir, tmp_name
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +101,13 @@ class _Throttled(io.RawIOBase):
 
 
 class _SpoolWriter(ObjectWriter):
-    """A pack spooled to `<cache>/spool/<pid>-<ns>.pack`, its MD5 computed as it is
+    """A pack spooled to `<cache>/spool/` (named as tmpfiles says), its MD5 computed as it is
     written; commit uploads the file with one PUT and removes it."""
 
     def __init__(self, vault: S3Vault):
         self._vault = vault
         vault.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._path = vault.spool_dir / f"{os.getpid()}-{time.monotonic_ns()}.pack"
+        self._path = vault.spool_dir / tmp_name(".pack")
         try:
             self._file: io.BufferedWriter | None = open(  # noqa: SIM115 (held until commit)
                 self._path, "xb", buffering=1 << 20)
@@ -436,18 +436,8 @@ class S3Vault(Vault):
         self._client.close()
 
     def clean_tmp(self) -> None:
-        """Remove spool files of processes that are gone (a killed backup's packs)."""
-        try:
-            entries = list(os.scandir(self.spool_dir))
-        except FileNotFoundError:
-            return
-        for entry in entries:
-            pid = entry.name.partition("-")[0]
-            if pid.isdigit() and not _alive(int(pid)):
-                try:
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    pass
+        """Remove spool files of writers that are certainly dead (btfs.vault.tmpfiles)."""
+        clean_dir(self.spool_dir)
 
     def limit_upload(self, rate: int) -> None:
         self._upload_limit = TokenBucket(rate)
@@ -511,13 +501,3 @@ class S3Vault(Vault):
         ident = super().create_identity()
         self._vault_id = ident.vault_id
         return ident
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
