@@ -33,11 +33,17 @@ Steps, per repetition, tools interleaved (the order rotates from one repetition 
      snapshot (a pipe, because GNU tar skips reading file data when writing to /dev/null),
      and the mount process's peak RSS (VmHWM). Mounts are read through the snapshot's
      dated directory, not the ``latest`` symlink (see bench.mounts._resolve_latest);
+     btfs's mount also gets ``find`` over ``by-file/`` of the tree right after, and both
+     finds are reported per entry (seconds / lines of find's output);
   5. mount the large repository, drop the page cache, ``cat`` a random large file: MB/s;
   6. restore the source tree: btfs ``cp -a`` out of its mount, ``restic restore``,
      ``borg extract`` (and, for reference, ``btfs restore PATH --to DEST``); the restored
      file count and bytes are checked against the source (a mismatch becomes a note).
-  7. the S3 rows (bench/s3.py): btfs and restic backing up copies of the same data to one
+  7. history search (btfs): ``btfs find`` with a file name found once in the tree and with
+     ``'*.c'``, and ``btfs diff`` of the first and the last backup of the source tree, each
+     as a whole command and, in one process once the repository is open, the search alone
+     (bench/browse.py);
+  8. the S3 rows (bench/s3.py): btfs and restic backing up copies of the same data to one
      moto server on 127.0.0.1: initial, no-change and after-change backups of the source
      tree, restore, cold ``cat`` through the mount, peak RSS.
   8. the watch rows (bench/watch.py, btfs only): the ``btfs watch`` daemon on a copy of the
@@ -45,7 +51,9 @@ Steps, per repetition, tools interleaved (the order rotates from one repetition 
      daemon's idle CPU and RSS, a 1% change stored by it against a full ``btfs backup``.
 Native limits: ``find``, ``tar`` and cold ``cat`` on the source itself, and the ``cp -a``;
 and the floors: ``find``, ``tar`` and ``cp -a`` of the source tree through bench/floor.py,
-a pyfuse3 server that answers from memory and passes reads to the disk; and an initial
+a pyfuse3 server that answers from memory and passes reads to the disk, and ``find``
+through it over a tree built on disk in the shape of by-file/ (a directory of one or two
+small versions per file: bench.data.by_file_shape), per entry against the tree; and an initial
 backup of each dataset by bench/backup_floor.py, which walks, reads, hashes, compresses and
 writes packs with btfs's own parts but keeps no catalog.
 Before each timed backup, mount and restore, the page cache is put in the same state for
@@ -83,6 +91,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -110,11 +119,13 @@ from .data import (
     RANDOM_SEEDS,
     Mode,
     apply_change,
+    by_file_shape,
     describe_tree,
     ensure_large,
     ensure_src,
 )
 from .mounts import (
+    Mount,
     peak_rss_of_mount,
     start_foreground_mount,
     unmount,
@@ -299,6 +310,7 @@ class MainBench:
             self.restore(t)
         btfs = next(t for t in tools if isinstance(t, Btfs))
         self.restore(btfs, "restore_cli", btfs.restore_cli)
+        self.history_search(btfs)
 
     def backup_floor(self, ds: Dataset) -> None:
         """Initial backups of `ds` by bench/backup_floor.py: walk, read, hash, compress and
@@ -341,13 +353,51 @@ class MainBench:
                 if n != expected:
                     NOTES.append(f"{t.name}: find over the mount saw {n} entries, "
                                  f"the source has {expected}")
+                r.put("find_mount_us", t.name, secs / n * 1e6)
                 return secs
             r.measure("find_mount", t.name, ds.name, find_step)
+            if isinstance(t, Btfs):
+                self.find_by_file(t, m)
             r.measure("tar_mount", t.name, ds.name, lambda: tar_seconds(where, self.mode.timeout))
             r.measure("rss_mount", t.name, ds.name,
                       lambda: peak_rss_of_mount(mnt, m.proc.pid if m.proc else None))
         finally:
             unmount(m)
+
+    def find_by_file(self, t: Btfs, m: Mount) -> None:
+        """`find` over by-file/ of the source tree in the same mount, right after `find`
+        over its by-time/ snapshot: seconds, and the cost per entry (entries counted by
+        find's output) against by-time's."""
+        r = self.rec
+
+        def step():
+            secs, n = find_seconds(t.by_file(m, self.src), self.mode.timeout)
+            r.put("find_byfile_us", t.name, secs / n * 1e6)
+            by_time = r.reps[-1].get("find_mount_us", {}).get(t.name)
+            if isinstance(by_time, float):
+                r.put("find_byfile_ratio", t.name, secs / n * 1e6 / by_time)
+            return secs
+        r.measure("find_byfile", t.name, self.src.name, step)
+
+    def history_search(self, t: Btfs) -> None:
+        """`btfs find` with a selective and a broad pattern, and `btfs diff` between the
+        first and the last backup of the source tree: the whole command and, inside one
+        process, the search alone (bench/browse.py)."""
+        r, ds = self.rec, self.src
+        names = r.measure(None, t.name, ds.name, lambda: t.snapshot_names(ds), what="snapshots")
+        searches = [("btfs_find_one", ["find", rare_name(ds.path)]),
+                    ("btfs_find_many", ["find", "*.c"])]
+        if names and len(names) >= 2:
+            searches.append(("btfs_diff", ["diff", names[0], names[-1]]))
+        else:
+            r.fail("btfs_diff", t.name, f"{len(names or [])} backup(s) of the source tree")
+        for key, args in searches:
+            def step(key=key, args=args):
+                secs, inside, n = t.search(ds, args, key)
+                r.put(f"{key}_query", t.name, inside)
+                r.put(f"{key}_paths", t.name, n)
+                return secs
+            r.measure(key, t.name, ds.name, step)
 
     def mounted_large(self, t: Tool) -> None:
         r, ds = self.rec, self.large
@@ -372,18 +422,19 @@ class MainBench:
         cache warm)."""
         r, limit = self.rec, self.mode.timeout
         mnt = WORK / "mnt" / "floor"
-        mnt.mkdir(parents=True, exist_ok=True)
         settle(self.src.path)
-        m = r.measure(None, "native", "src", lambda: start_foreground_mount(
-            self.floor_server, [sys.executable, "-m", "bench.floor", str(self.src.path), str(mnt)],
-            {**os.environ, "PYTHONPATH": str(ROOT)}, mnt, mnt, limit), what="floor mount")
+        m = self.floor_mount(self.src.path, mnt)
         if m is None:
             for key in ("floor_find", "floor_tar", "floor_cp"):
                 r.fail(key, "native", r.last_failure.get("native", "mount failed"))
             unmount_all()
             return
         try:
-            r.measure("floor_find", "native", "src", lambda: find_seconds(mnt, limit)[0])
+            def find_step():
+                secs, n = find_seconds(mnt, limit)
+                r.put("floor_find_us", "native", secs / n * 1e6)
+                return secs
+            r.measure("floor_find", "native", "src", find_step)
             r.measure("floor_tar", "native", "src", lambda: tar_seconds(mnt, limit))
             dest = WORK / "restore" / "floor"
             shutil.rmtree(dest, ignore_errors=True)
@@ -391,6 +442,46 @@ class MainBench:
             r.measure("floor_cp", "native", "src",
                       lambda: timed(["cp", "-a", str(mnt), str(dest)], name="floor-cp",
                                     timeout=limit)[0])
+        finally:
+            unmount(m)
+        self.floor_by_file()
+
+    def floor_mount(self, source: Path, mnt: Path) -> Mount | None:
+        mnt.mkdir(parents=True, exist_ok=True)
+        return self.rec.measure(None, "native", "src", lambda: start_foreground_mount(
+            self.floor_server, [sys.executable, "-m", "bench.floor", str(source), str(mnt)],
+            {**os.environ, "PYTHONPATH": str(ROOT)}, mnt, mnt, self.mode.timeout),
+            what="floor mount")
+
+    def floor_by_file(self) -> None:
+        """`find` through bench/floor.py over a tree shaped like by-file/ of the source
+        tree (bench.data.by_file_shape): what pyfuse3 costs per entry when every file is a
+        directory of versions (opendir, readdir until empty, releasedir for each), against
+        the same server over the tree itself."""
+        r, limit = self.rec, self.mode.timeout
+        shape = WORK / "byfile-shape"
+        by_file_shape(self.src.path, shape)
+        mnt = WORK / "mnt" / "floor-byfile"
+        settle()
+        m = self.floor_mount(shape, mnt)
+        if m is None:
+            r.fail("floor_find_byfile", "native", r.last_failure.get("native", "mount failed"))
+            unmount_all()
+            return
+
+        def step():
+            secs, n = find_seconds(mnt, limit)
+            per = secs / n * 1e6
+            r.put("floor_find_byfile_us", "native", per)
+            tree = r.reps[-1].get("floor_find_us", {}).get("native")
+            if isinstance(tree, float):
+                r.put("floor_byfile_ratio", "native", per / tree)
+            btfs = r.reps[-1].get("find_byfile_us", {}).get("btfs")
+            if isinstance(btfs, float):
+                r.put("btfs_over_floor_byfile", "native", btfs / per)
+            return secs
+        try:
+            r.measure("floor_find_byfile", "native", "src", step)
         finally:
             unmount(m)
 
@@ -418,6 +509,18 @@ class MainBench:
 def find_seconds(top: Path, timeout: float) -> tuple[float, int]:
     secs, res = timed(["find", str(top)], name="find", timeout=timeout)
     return secs, count_lines(res.out)
+
+
+def rare_name(top: Path) -> str:
+    """A file name that occurs once in the tree (the first in sorted order past its
+    middle): what a user hunting for one lost file would type."""
+    counts: Counter[str] = Counter()
+    for _dirpath, _dirs, files in os.walk(top):
+        counts.update(files)
+    once = sorted(n for n, c in counts.items() if c == 1)
+    if not once:
+        raise StepFailed(f"no file name occurs once under {top}")
+    return once[len(once) // 2]
 
 
 def tar_seconds(top: Path, timeout: float) -> float:

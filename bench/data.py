@@ -176,3 +176,32 @@ def apply_change(src: Path, large: Path, large_names: tuple[str, ...]) -> dict:
         fh.write(rng.randbytes(MiB))
     return {"appended": n_append, "deleted": 100, "added": 100,
             "overwritten": f"1 MiB at offset {size // 2} of {big.name}"}
+
+
+# Versions per file in the by-file shape: a second one for every CHANGED_EVERY-th file,
+# as the change step appends to 1% of the files.
+CHANGED_EVERY = 100
+
+
+def by_file_shape(src: Path, dest: Path) -> dict:
+    """Build under `dest` a tree shaped like by-file/ of `src`: its directories mirrored,
+    and for every other entry (file, symlink) a directory of that name holding one small
+    file per version (two for every CHANGED_EVERY-th), named as btfs names versions. Only
+    the shape matters: the floor server is timed listing it."""
+    shutil.rmtree(dest, ignore_errors=True)
+    counts = {"dirs": 0, "files": 0, "versions": 0}
+    for dirpath, dirnames, filenames in os.walk(src):
+        out = dest / os.path.relpath(dirpath, src)
+        out.mkdir(parents=True, exist_ok=True)
+        counts["dirs"] += 1
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in sorted(filenames + links):
+            versions = out / name
+            versions.mkdir()
+            n = 2 if counts["files"] % CHANGED_EVERY == 0 else 1
+            for v in range(n):
+                stem, dot, ext = name.partition(".")
+                (versions / f"{stem}.2026-12-0{v + 1}_120000{dot}{ext}").write_bytes(b"v\n")
+            counts["files"] += 1
+            counts["versions"] += n
+    return counts

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +159,26 @@ class Btfs(Tool):
             return secs
         finally:
             unmount(m)
+
+    def by_file(self, m: Mount, ds: Dataset) -> Path:
+        """Where `ds` appears in the mount's by-file/ (its paths as directories of
+        versions)."""
+        return m.mnt / "by-file" / str(ds.path).lstrip("/")
+
+    def search(self, ds: Dataset, args: list[str], step: str) -> tuple[float, float, int]:
+        """`btfs find|diff ...` as a user runs it (seconds of the whole command), then the
+        same search inside one process once the repository is open (bench/browse.py):
+        (command seconds, search seconds, paths found)."""
+        secs, _ = timed(self.cmd(*args), name=f"btfs-{ds.name}-{step}", env=self.env(ds),
+                        timeout=self.timeout, ok=(0, 1))
+        r = run([sys.executable, "-m", "bench.browse", *args], name=f"btfs-{ds.name}-{step}-in",
+                env={**self.env(ds), "PYTHONPATH": str(ROOT)}, timeout=self.timeout)
+        got = json.loads(r.out.read_text())
+        return secs, got["seconds"], got["results"]
+
+    def snapshot_names(self, ds: Dataset) -> list[str]:
+        r = self.run(ds, self.cmd("snapshots", "--json"), "snapshots")
+        return [s["name"] for s in json.loads(r.out.read_text())]
 
     def restore_cli(self, ds: Dataset, dest: Path) -> float:
         """`btfs restore PATH --to NEW`: the CLI's own restore, for comparison."""
