@@ -9,6 +9,7 @@ first. Rows come back as records from `model`, never as positional tuples.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from ..errors import BtfsError
 from .db import Database, NoSuchRow
@@ -120,6 +121,21 @@ class History:
             "WHERE n.parent=? AND v.type != 'deleted'", (parent,))
         new = tuple.__new__  # cheaper than LiveChild(*...), once per entry per backup
         return {r[0]: new(LiveChild, r[1:]) for r in rows}
+
+    def live_children_named(self, parent: int, names: Iterable[bytes]
+                            ) -> dict[bytes, LiveChild]:
+        """`live_children` of only these names: a walk on its way to a few subtrees (btfs
+        watch) seeks each by name instead of reading the whole directory's listing."""
+        new = tuple.__new__
+        found = {}
+        for name in names:
+            row = self.db.get_row_or_none(
+                "SELECT n.id, v.type, v.size, v.mtime_ns, v.ctime_ns, v.ino "
+                "FROM node n JOIN version v ON v.id = n.head "
+                "WHERE n.parent=? AND n.name=? AND v.type != 'deleted'", (parent, name))
+            if row is not None:
+                found[name] = new(LiveChild, row)
+        return found
 
     def version_or_none(self, version_id: int) -> Version | None:
         row = self.db.get_row_or_none(f"SELECT {_VSEL} FROM version v WHERE v.id=?",

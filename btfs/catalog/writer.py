@@ -135,6 +135,10 @@ class BackupWriter:
         self.flush()
         return self._history.live_children(parent)
 
+    def live_children_named(self, parent: int, names) -> dict[bytes, LiveChild]:
+        self.flush()
+        return self._history.live_children_named(parent, names)
+
     def find_node(self, path: bytes) -> int | None:
         """The node of an absolute path, None if btfs never saw it."""
         self.flush()

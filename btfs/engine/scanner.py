@@ -260,17 +260,19 @@ class Scanner:
         """The events of one directory's entries, then Listed. Long because its loop runs
         for every entry of every backup: a helper per entry would add a call (and its
         locals' set-up) to the backup's hottest path."""
-        try:
-            names = sorted(os.listdir(path))  # no DirEntry objects: only names are needed
-        except OSError as e:
-            self.warn(f"cannot list {os.fsdecode(path)}: {e.strerror}")
-            return
         wanted = None if plan is None or plan.listed else plan.children
         if wanted is not None:
-            # On the way to a subtree: only the names leading on are compared, and only
-            # they can be found deleted.
-            names = [n for n in names if n in wanted]
-        if (self.config.exclude_caches and b"CACHEDIR.TAG" in names
+            # On the way to a subtree: only the names leading on are compared (a name gone
+            # from disk fails its stat below), and only they can be found deleted; neither
+            # the directory nor its catalog listing is read whole.
+            names = sorted(wanted)
+        else:
+            try:
+                names = sorted(os.listdir(path))  # no DirEntry objects: names suffice
+            except OSError as e:
+                self.warn(f"cannot list {os.fsdecode(path)}: {e.strerror}")
+                return
+        if (self.config.exclude_caches and (wanted is not None or b"CACHEDIR.TAG" in names)
                 and is_cache_dir(path)):
             # The directory itself is kept (as tar and borg do); its contents are not.
             log.info("skipping contents of cache directory %s", os.fsdecode(path))
@@ -280,10 +282,12 @@ class Scanner:
             # Left out like an excluded entry: not stat-ed (a dead mount would fail), not
             # recorded, and what an earlier backup recorded of it is deleted from here on.
             names = [n for n in names if n not in hidden]
-        live = (self.reads.live_children(node)
-                if node is not None and node not in self.fresh else {})
-        if wanted is not None:
-            live = {n: e for n, e in live.items() if n in wanted}
+        if node is None or node in self.fresh:
+            live = {}
+        elif wanted is not None:
+            live = self.reads.live_children_named(node, names)
+        else:
+            live = self.reads.live_children(node)
         unchanged = 0
         report = self.report_unchanged
         xdev = self.config.one_file_system
