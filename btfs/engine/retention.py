@@ -162,7 +162,10 @@ class Policy:
             object.__setattr__(self, name, parse_count(getattr(self, name), name))
         within = self.keep_within
         if isinstance(within, str):
-            object.__setattr__(self, "keep_within", parse_duration(within))
+            try:
+                object.__setattr__(self, "keep_within", parse_duration(within))
+            except UsageError as e:
+                raise UsageError(f"keep_within: {e}") from None
         elif within is not None and (
                 not isinstance(within, Duration)
                 or not any(dataclasses.astuple(within)) or min(dataclasses.astuple(within)) < 0):
