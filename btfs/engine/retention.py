@@ -201,7 +201,8 @@ class Policy:
 # after that. restic-style counts say it with buckets that hold a snapshot rather than
 # calendar spans: 24 hours, 31 days and every ISO week that have one. With hourly backups
 # on a machine that is always on this is Time Machine's schedule; on a laptop that sleeps,
-# the counts reach further back, so it keeps more, never less.
+# the counts reach further back, so it keeps more, never less. As in restic, an unlimited
+# count always has count left at the oldest snapshot, so the first backup is kept too.
 TIME_MACHINE = Policy(keep_hourly=24, keep_daily=31, keep_weekly=UNLIMITED)
 PRESETS = {"time-machine": TIME_MACHINE}
 
