@@ -52,7 +52,11 @@ _ADD_FILE_VERSIONS = (
     f"SELECT column1, column2, ?, {', '.join(f'column{i}' for i in range(3, 16))}, "
     "(SELECT id FROM content WHERE digest = column16) FROM (VALUES {rows})")
 _SNAP_COLS = ("id, host_id, started_ns, finished_ns, state, files_new, files_changed, "
-              "files_deleted, entries, bytes_read, bytes_added, errors")
+              "files_deleted, entries, bytes_read, bytes_added, errors, name, forgotten_ns")
+# A content's chunks, one row per distinct chunk (schema v7), the content found by digest.
+_ADD_CONTENT_CHUNKS = ("INSERT OR IGNORE INTO content_chunk (chunk_id, content_id) "
+                       "SELECT column1, (SELECT id FROM content WHERE digest = column2) "
+                       "FROM (VALUES {rows})")
 
 
 def _version(row) -> Version:
@@ -103,8 +107,12 @@ class Catalog:
         if current > len(MIGRATIONS):
             raise BtfsError(f"catalog {self.path} is from a newer btfs (format {current})")
         for number in range(current, len(MIGRATIONS)):
+            step = MIGRATIONS[number]
+            sql, fill = step if isinstance(step, tuple) else (step, None)
             with self.db.transaction():
-                self.db.conn.execute(MIGRATIONS[number])
+                self.db.conn.execute(sql)
+                if fill is not None:
+                    fill(self.db)
                 if number == 0:
                     self.db.execute("INSERT INTO node (id, parent, name) VALUES (?, NULL, ?)",
                                     (ROOT, b""))
@@ -240,6 +248,9 @@ class Catalog:
             return
         self.db.run_rows(_ADD_CONTENTS,
                          [(d, size, pack_ids(ids)) for _, _, d, size, ids in files])
+        # Rows of contents that were already there are ignored (they have theirs).
+        self.db.run_rows(_ADD_CONTENT_CHUNKS, [(chunk_id, d) for _, _, d, _, ids in files
+                                               for chunk_id in set(ids)])
         first = self._take_ids("version", len(files))
         # Every column of meta but content_id, which the statement finds by digest.
         self.db.run_rows(_ADD_FILE_VERSIONS, [(first + i, node, *m[:-1], d)
@@ -354,8 +365,23 @@ class Catalog:
     # ---- snapshots --------------------------------------------------------------------
 
     def begin_snapshot(self, host_id: str, started_ns: int) -> int:
-        self.db.execute("INSERT INTO snapshot (host_id, started_ns, state) VALUES (?, ?, ?)",
-                        (host_id, started_ns, "running"))
+        """A new running snapshot, named by the local time it started (btfs.names), with
+        -N, N one more than any taken, for the same second: names are stored (schema v7)
+        and never reused while their row lives."""
+        from ..names import time_name  # btfs.names imports the catalog's model
+
+        base_name = time_name(started_ns)
+        taken = [r[0] for r in self.db.query(
+            "SELECT name FROM snapshot WHERE name = ? OR name GLOB ?",
+            (base_name, base_name + "-[0-9]*"))]
+        name = base_name
+        if taken:
+            suffixes = [int(t[len(base_name) + 1:]) for t in taken if t != base_name
+                        and t[len(base_name) + 1:].isdigit()]
+            name = f"{base_name}-{max(suffixes, default=0) + 1}"
+        self.db.execute(
+            "INSERT INTO snapshot (host_id, started_ns, state, name) VALUES (?, ?, ?, ?)",
+            (host_id, started_ns, "running", name))
         return self.db.last_rowid()
 
     def mark_interrupted(self) -> list[int]:
@@ -373,9 +399,15 @@ class Catalog:
         self.db.execute(f"UPDATE snapshot SET {assignments} WHERE id=?",
                         (*fields.values(), snapshot_id))
 
-    def snapshots(self) -> list[Snapshot]:
+    def snapshots(self, *, forgotten: bool = False) -> list[Snapshot]:
+        """The backups, oldest first; with `forgotten`, the ghosts of forgotten ones too."""
+        where = "" if forgotten else "WHERE forgotten_ns IS NULL "
         return [Snapshot(*r) for r in self.db.query(
-            f"SELECT {_SNAP_COLS} FROM snapshot ORDER BY started_ns, id")]
+            f"SELECT {_SNAP_COLS} FROM snapshot {where}ORDER BY started_ns, id")]
+
+    def snapshot_names(self) -> dict[int, str]:
+        """Snapshot id -> stored name, ghosts included (the names of versions' snapshots)."""
+        return dict(self.db.query("SELECT id, name FROM snapshot"))
 
     def snapshot(self, snapshot_id: int) -> Snapshot:
         try:
@@ -385,12 +417,12 @@ class Catalog:
             raise BtfsError(f"no snapshot {snapshot_id}") from None
 
     def latest_snapshot_id(self) -> int | None:
-        return self.db.get_val("SELECT max(id) FROM snapshot")
+        return self.db.get_val("SELECT max(id) FROM snapshot WHERE forgotten_ns IS NULL")
 
     def snapshot_at(self, time_ns: int) -> Snapshot | None:
         """The newest snapshot that started at or before `time_ns`."""
         row = self.db.get_row_or_none(
-            f"SELECT {_SNAP_COLS} FROM snapshot WHERE started_ns <= ? "
+            f"SELECT {_SNAP_COLS} FROM snapshot WHERE started_ns <= ? AND forgotten_ns IS NULL "
             "ORDER BY started_ns DESC, id DESC LIMIT 1", (time_ns,))
         return Snapshot(*row) if row else None
 
@@ -500,11 +532,17 @@ class Catalog:
     def add_content(self, content_digest: bytes, size: int, chunk_ids: Iterable[int]) -> int:
         """The id of this content, added if new: one statement in the common (new) case,
         since the backup calls this for every file it reads."""
+        chunk_ids = list(chunk_ids)
         row = self.db.get_row_or_none(
             "INSERT INTO content (digest, size, chunks) VALUES (?, ?, ?) "
             "ON CONFLICT(digest) DO NOTHING RETURNING id",
             (content_digest, size, pack_ids(chunk_ids)))
-        return row[0] if row else self.content_id(content_digest)
+        if row is None:
+            return self.content_id(content_digest)
+        if chunk_ids:
+            self.db.run_rows("INSERT INTO content_chunk (chunk_id, content_id) VALUES {rows}",
+                             [(chunk_id, row[0]) for chunk_id in set(chunk_ids)])
+        return row[0]
 
     def content(self, content_id: int) -> Content:
         cid, content_digest, size, blob = self.db.get_row(

@@ -14,7 +14,6 @@ from ..engine.history import pick_version
 from ..engine.reader import ChunkSource
 from ..engine.restore import Restorer
 from ..errors import EXIT_PARTIAL, BtfsError, UsageError
-from ..names import snapshot_names
 from ..repo import Repo
 from ..userpath import to_catalog_path
 from .output import (
@@ -47,7 +46,7 @@ def snapshots(obj, as_json: bool) -> None:
     """
     with Repo.open(obj.paths, readonly=True) as repo:
         snaps = repo.snapshots()
-    names = snapshot_names(snaps)
+    names = {s.id: s.name for s in snaps}
     if as_json:
         emit_json([{"name": names[s.id], **dataclasses.asdict(s)} for s in snaps])
         return
@@ -88,7 +87,7 @@ def log(obj, path: str, as_json: bool) -> None:
     """
     with Repo.open(obj.paths, readonly=True) as repo:
         node, _ = _node_for(repo, path)
-        names = snapshot_names(repo.catalog.snapshots())
+        names = repo.catalog.snapshot_names()
         rows = []  # what --json prints
         shown = []  # the table's last column: the content hash, or a symlink's target
         number = 0
@@ -153,7 +152,7 @@ def restore(obj, path, at, number, snapshot, dest, content_only) -> None:
             elif version.type == SYMLINK:
                 tag = digest.hexdigest(version.meta.target)[:8]
             else:
-                tag = snapshot_names(repo.catalog.snapshots())[version.snapshot_id]
+                tag = repo.catalog.snapshot_names()[version.snapshot_id]
             target = os.path.join(os.path.dirname(raw), name + b"." + tag.encode())
         else:
             target = os.fsencode(os.path.abspath(os.path.expanduser(dest)))

@@ -7,7 +7,6 @@ import sys
 import click
 
 from ..errors import CheckFailed
-from ..names import snapshot_names
 from ..repo import Repo
 from .output import display_path, emit_json, human_bytes, json_option, json_path, plural
 
@@ -39,7 +38,7 @@ def check(obj, read_data: bool, as_json: bool) -> None:
         report = repo.check(read_data=read_data, progress=progress if show else None)
         if show:
             sys.stderr.write("\r\033[K")
-        names = snapshot_names(repo.catalog.snapshots()) if report.affected else {}
+        names = repo.catalog.snapshot_names() if report.affected else {}
     if as_json:
         emit_json({"ok": report.ok, "problems": report.problems,
                    "affected": [{"path": json_path(p), "snapshot": names.get(s)}
@@ -87,7 +86,7 @@ def repair(obj, wait: bool, as_json: bool) -> None:
     """
     with Repo.open(obj.paths) as repo, repo.writer(wait=wait, what="repair"):
         report = repo.repair()
-        names = snapshot_names(repo.catalog.snapshots()) if report.still_damaged else {}
+        names = repo.catalog.snapshot_names() if report.still_damaged else {}
     if as_json:
         emit_json({"ok": report.ok, "damaged_chunks": report.damaged,
                    "healed_chunks": report.healed, "files_read": report.files_read,

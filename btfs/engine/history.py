@@ -7,7 +7,6 @@ import datetime as dt
 
 from ..catalog import DELETED, Catalog, Snapshot, Version
 from ..errors import UsageError
-from ..names import snapshot_names
 from ..text import plural
 
 _FORMATS = ("%Y-%m-%d_%H%M%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M",
@@ -51,10 +50,8 @@ def committed_versions(catalog: Catalog, node_id: int) -> list[Version]:
 
 
 def find_snapshot(catalog: Catalog, name_or_id: str) -> Snapshot:
-    snaps = catalog.snapshots()
-    names = snapshot_names(snaps)
-    for snap in snaps:
-        if names[snap.id] == name_or_id or str(snap.id) == name_or_id:
+    for snap in catalog.snapshots():
+        if snap.name == name_or_id or str(snap.id) == name_or_id:
             return snap
     raise UsageError(f"no snapshot named '{name_or_id}' (see 'btfs snapshots')")
 
