@@ -95,10 +95,36 @@ class Repo:
             self.vault.limit_upload(limit_upload)
         store = ChunkStore(self.catalog, self.vault, self.config.pack_size)
         try:
-            return run_backup(self.catalog, store, self.config, progress=progress,
-                              never=never_backed_up(self.paths, self.config))
+            stats = run_backup(self.catalog, store, self.config, progress=progress,
+                               never=never_backed_up(self.paths, self.config))
         finally:
             store.close()
+        policy = self.config.retention
+        if policy is not None and policy.forget_after_backup:
+            try:
+                self.forget(policy)
+            except BtfsError as e:  # the backup itself is done and committed
+                log.warning("backup done, but forget_after_backup failed: %s", e)
+        return stats
+
+    def forget(self, policy=None, *, dry_run: bool = False):
+        """Apply a retention policy (default: the config's [retention]); the caller holds
+        `writer()` unless `dry_run`. Returns a ForgetReport."""
+        from .engine.forget import forget
+
+        policy = policy if policy is not None else self.config.retention
+        if policy is None:
+            raise UsageError("no retention rule: give --keep-... options or add a "
+                             f"[retention] table to {self.paths.config_file}")
+        return forget(self.catalog, policy, dry_run=dry_run)
+
+    def prune(self, *, max_unused: float = 0.05, dry_run: bool = False, progress=None):
+        """Delete dead packs and repack wasteful ones; the caller holds `writer()` unless
+        `dry_run`. Returns a PruneReport."""
+        from .engine.prune import prune
+
+        return prune(self.catalog, self.vault, pack_size=self.config.pack_size,
+                     max_unused=max_unused, dry_run=dry_run, progress=progress)
 
     def status(self, under: bytes | None = None):
         """What the next backup would record (everywhere, or only below `under`)."""

@@ -43,6 +43,8 @@ COMMANDS = {
     "restore": ("history", "restore"),
     "check": ("maintenance", "check"),
     "repair": ("maintenance", "repair"),
+    "forget": ("retention", "forget"),
+    "prune": ("retention", "prune"),
     "mount": ("mount", "mount_cmd"),
     "umount": ("mount", "umount_cmd"),
 }

@@ -1,0 +1,217 @@
+"""`btfs prune`: give back the vault space of chunks no backup uses any more.
+
+Planned from the catalog alone (btfs.catalog.retention): a chunk is live while some
+content uses it (content_chunk), a pack's dead bytes are its size less its live chunks'
+stored forms. Packs with nothing live are deleted; packs whose dead bytes are more than
+`max_unused` of their size are repacked: their live chunks, each verified as it is read,
+are copied as they are stored (no recompression) into new packs.
+
+The order makes every step safe to kill (kill -9 included) and a rerun finish the job:
+
+1. new packs are written and durable in the vault (nothing refers to them yet: a killed
+   run leaves packs `check` reports as unreferenced; a rerun writes the same bytes under
+   the same name, a no-op);
+2. one transaction points the moved chunks' rows at the new packs, deletes the rows of
+   dead chunks, and moves the old packs from `pack` to `pack_garbage`;
+3. only then are the packs in `pack_garbage` deleted from the vault, each record removed
+   after its pack is gone; a rerun deletes what a killed run left first.
+
+The caller holds the writer lock for all of it, so no backup runs meanwhile: a backup
+waits (--wait) or fails with "already running", as with two backups. A pack is deleted
+only if it was recorded dead in a committed transaction and no pack row has its name (a
+backup that since stored the same bytes made it live again). A chunk in a pack that
+holds a chunk known damaged is left where it is: repair or a backup heals it, and the
+damaged copy a healed chunk leaves behind is dead bytes like any other.
+
+Memory: one pack's bytes at a time (read whole, as `check --read-data` does), one
+record per pack in the plan; chunk rows are streamed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..catalog import Catalog
+from ..catalog.retention import PackUse, RetentionStore
+from ..errors import BtfsError
+from ..vault import Vault, pack_key
+from . import codec
+from .pack import PackBuilder
+
+log = logging.getLogger(__name__)
+
+# Test hook: the name of a step at which the process kills itself with SIGKILL ("uploaded",
+# "committed", "deleting"), so tests can stop prune exactly there.
+KILL_AT_ENV = "BTFS_TEST_PRUNE_KILL_AT"
+# VACUUM rewrites the whole catalog: worth it only when this share of it is free pages.
+VACUUM_FREE_FRACTION = 0.10
+
+
+@dataclass
+class PruneReport:
+    packs: int = 0  # packs before
+    vault_bytes: int = 0  # their bytes before
+    dead_packs: int = 0  # packs with nothing live: deleted
+    dead_pack_bytes: int = 0
+    repacked: int = 0  # packs whose live chunks were copied, then deleted
+    repacked_bytes: int = 0
+    copied_bytes: int = 0  # stored bytes copied into new packs
+    new_packs: int = 0
+    new_pack_bytes: int = 0
+    dead_chunks: int = 0  # chunk rows no content uses
+    left_unused_bytes: int = 0  # dead bytes in packs under --max-unused, kept
+    skipped_damaged: int = 0  # packs left as they are: they hold damaged live chunks
+    deleted_packs: int = 0  # packs deleted from the vault (earlier runs' included)
+    deleted_bytes: int = 0
+    vacuumed: bool = False
+    dry_run: bool = False
+    planning_seconds: float = 0.0
+
+    @property
+    def freed_bytes(self) -> int:
+        """Vault bytes given back (to be given back, for a dry run)."""
+        if self.dry_run:
+            return self.dead_pack_bytes + self.repacked_bytes - self.copied_bytes
+        return self.deleted_bytes - self.new_pack_bytes
+
+
+def _step(name: str) -> None:
+    if os.environ.get(KILL_AT_ENV) == name:
+        log.debug("test hook: killed at %s", name)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def prune(catalog: Catalog, vault: Vault, *, pack_size: int, max_unused: float = 0.05,
+          dry_run: bool = False, progress: Callable[[str], None] | None = None
+          ) -> PruneReport:
+    """Delete dead packs and repack wasteful ones; the caller holds the writer lock."""
+    if not 0 <= max_unused <= 1:
+        raise BtfsError(f"max_unused must be between 0% and 100%, not {max_unused:.0%}")
+    store = RetentionStore(catalog.db)
+    report = PruneReport(dry_run=dry_run)
+    started = time.monotonic()
+    dead: list[PackUse] = []
+    repack: list[PackUse] = []
+    for use in store.pack_use():
+        report.packs += 1
+        report.vault_bytes += use.size
+        unused = use.size - use.live_bytes
+        if not use.live_chunks:
+            dead.append(use)
+            report.dead_pack_bytes += use.size
+        elif use.damaged and unused:
+            report.skipped_damaged += 1
+            report.left_unused_bytes += unused
+        elif unused > max_unused * use.size:
+            repack.append(use)
+            report.repacked_bytes += use.size
+            report.copied_bytes += use.live_bytes
+        else:
+            report.left_unused_bytes += unused
+    report.dead_packs, report.repacked = len(dead), len(repack)
+    report.dead_chunks = store.dead_chunk_count()
+    report.planning_seconds = time.monotonic() - started
+    if dry_run:
+        return report
+    if not catalog.db.in_transaction:
+        with catalog.transaction():
+            leftover = store.garbage()
+        if leftover:
+            log.info("finishing the deletes of an earlier prune: %d packs", len(leftover))
+            _delete_garbage(catalog, store, vault, report)
+    if dead or repack or report.dead_chunks:
+        moved = _repack(store, vault, repack, pack_size, report, progress)
+        _step("uploaded")
+        now = time.time_ns()
+        with catalog.transaction():
+            for name, size, chunks, ids in moved:
+                store.move_chunks(name, size, chunks, now, ids)
+            store.drop_dead_chunks()
+            store.retire_packs([u.id for u in dead] + [u.id for u in repack], now)
+        _step("committed")
+    _delete_garbage(catalog, store, vault, report)
+    if store.free_fraction() > VACUUM_FREE_FRACTION:
+        store.vacuum()
+        report.vacuumed = True
+    return report
+
+
+def _repack(store: RetentionStore, vault: Vault, packs: list[PackUse], pack_size: int,
+            report: PruneReport, progress) -> list[tuple]:
+    """Copy the live chunks of `packs` into new packs, durable before this returns.
+    Returns (name, size, chunks, hash -> chunk id) of each new pack."""
+    moved = []
+    writer = vault.writer()
+    builder = PackBuilder(writer)
+    ids: dict[bytes, int] = {}
+
+    def seal() -> None:
+        nonlocal writer, builder, ids
+        sealed = builder.seal()
+        writer.commit(pack_key(sealed.name))  # durable (fsync, or the PUT returned)
+        moved.append((sealed.name, sealed.size, sealed.chunks, ids))
+        report.new_packs += 1
+        report.new_pack_bytes += sealed.size
+        writer, builder, ids = vault.writer(), PackBuilder(writer), {}
+
+    try:
+        for n, use in enumerate(packs):
+            if progress:
+                progress(f"repacking {n + 1}/{len(packs)}")
+            data = vault.get(pack_key(use.name))
+            if len(data) != use.size:
+                raise BtfsError(f"pack {use.name} has {len(data)} bytes, the catalog says "
+                                f"{use.size}: run 'btfs check'")
+            groups: dict[int, list] = {}
+            for chunk in store.live_chunks(use.id):
+                groups.setdefault(chunk.offset, []).append(chunk)
+            for offset, members in groups.items():
+                stored = bytes(data[offset:offset + members[0].stored_len])
+                for chunk in members:
+                    # Verified before it is copied: a damaged chunk must not be moved
+                    # into a pack whose name vouches for its bytes.
+                    try:
+                        codec.decode(stored, chunk.hash, chunk.size)
+                    except BtfsError as e:
+                        raise BtfsError(f"pack {use.name}: {e}; run 'btfs check --read-data' "
+                                        "and 'btfs repair' before pruning") from None
+                    ids[chunk.hash] = chunk.id
+                if len(members) == 1:
+                    builder.add(members[0].hash, members[0].size, stored)
+                else:
+                    builder.add_shared(stored, [(c.hash, c.size) for c in members])
+                if builder.nbytes >= pack_size:
+                    seal()
+            del data
+        if len(builder):
+            seal()
+    finally:
+        writer.abort()
+    return moved
+
+
+def _delete_garbage(catalog: Catalog, store: RetentionStore, vault: Vault,
+                    report: PruneReport) -> None:
+    """Delete the packs recorded dead, each record removed once its pack is gone."""
+    with catalog.transaction():
+        garbage = store.garbage()
+    batch: list[str] = []
+    for n, (name, size) in enumerate(garbage):
+        vault.delete(pack_key(name))
+        report.deleted_packs += 1
+        report.deleted_bytes += size
+        batch.append(name)
+        if n == 0:
+            _step("deleting")
+        if len(batch) >= 100:
+            with catalog.transaction():
+                store.deleted(batch)
+            batch = []
+    if batch:
+        with catalog.transaction():
+            store.deleted(batch)
