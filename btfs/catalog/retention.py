@@ -20,6 +20,10 @@ from .model import NewChunk
 log = logging.getLogger(__name__)
 
 _NEVER = 1 << 62  # a snapshot id after every real one
+# A pack's bytes besides its stored chunks (btfs.engine.pack): magic and trailer, and one
+# index entry per chunk.
+PACK_OVERHEAD = 8 + 24
+INDEX_ENTRY = 48
 
 
 @dataclass(frozen=True)
@@ -38,10 +42,18 @@ class PackUse:
     id: int
     name: str
     size: int
+    entries: int  # index entries the pack was written with (pack.chunks)
     live_bytes: int  # stored bytes of chunks some content uses (a codec group once)
     live_chunks: int
     dead_chunks: int
     damaged: bool  # holds a live chunk known damaged: left as it is
+
+    @property
+    def unused(self) -> int:
+        """Stored bytes no live chunk is in: dead chunks, the damaged copies of chunks
+        healed elsewhere, dead members' share of nothing (a group counts whole while one
+        member lives). The pack's own header, index and trailer are not unused."""
+        return self.size - self.live_bytes - PACK_OVERHEAD - INDEX_ENTRY * self.entries
 
 
 @dataclass(frozen=True)
@@ -145,26 +157,26 @@ class RetentionStore:
         """Every pack with how much of it is live, in pack id order; one pass over the
         chunk table along chunk_by_pack with a content_chunk probe per chunk."""
         rows = self.db.query(
-            "SELECT p.id, p.name, p.size, c.offset, c.stored_len, "
+            "SELECT p.id, p.name, p.size, p.chunks, c.offset, c.stored_len, "
             "EXISTS (SELECT 1 FROM content_chunk cc WHERE cc.chunk_id = c.id), "
             "EXISTS (SELECT 1 FROM damaged_chunk d WHERE d.chunk_id = c.id) "
             "FROM pack p LEFT JOIN chunk c INDEXED BY chunk_by_pack ON c.pack_id = p.id "
             "ORDER BY p.id")
         current = None
-        for pack_id, name, size, offset, stored_len, live, damaged in rows:
+        for pack_id, name, size, entries, offset, stored_len, live, damaged in rows:
             if current is None or current[0] != pack_id:
                 if current is not None:
                     yield _use(current)
-                # id, name, size, live offsets, live chunks, dead chunks, damaged
-                current = [pack_id, name, size, {}, 0, 0, False]
+                # id, name, size, entries, live offsets, live chunks, dead chunks, damaged
+                current = [pack_id, name, size, entries, {}, 0, 0, False]
             if offset is None:  # a pack without chunk rows
                 continue
             if live:
-                current[3][offset] = stored_len
-                current[4] += 1
-                current[6] |= bool(damaged)
-            else:
+                current[4][offset] = stored_len
                 current[5] += 1
+                current[7] |= bool(damaged)
+            else:
+                current[6] += 1
         if current is not None:
             yield _use(current)
 
@@ -237,5 +249,5 @@ class RetentionStore:
 
 
 def _use(current: list) -> PackUse:
-    pack_id, name, size, offsets, live, dead, damaged = current
-    return PackUse(pack_id, name, size, sum(offsets.values()), live, dead, damaged)
+    pack_id, name, size, entries, offsets, live, dead, damaged = current
+    return PackUse(pack_id, name, size, entries, sum(offsets.values()), live, dead, damaged)

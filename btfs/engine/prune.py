@@ -45,9 +45,11 @@ from .pack import PackBuilder
 
 log = logging.getLogger(__name__)
 
-# Test hook: the name of a step at which the process kills itself with SIGKILL ("uploaded",
-# "committed", "deleting"), so tests can stop prune exactly there.
+# Test hooks: the name of a step ("uploaded", "committed", "deleting") at which the process
+# kills itself with SIGKILL, so tests can stop prune exactly there; "STEP:SECONDS" to pause
+# there instead (a backup started meanwhile).
 KILL_AT_ENV = "BTFS_TEST_PRUNE_KILL_AT"
+PAUSE_AT_ENV = "BTFS_TEST_PRUNE_PAUSE_AT"
 # VACUUM rewrites the whole catalog: worth it only when this share of it is free pages.
 VACUUM_FREE_FRACTION = 0.10
 
@@ -82,8 +84,10 @@ class PruneReport:
 
 def _step(name: str) -> None:
     if os.environ.get(KILL_AT_ENV) == name:
-        log.debug("test hook: killed at %s", name)
         os.kill(os.getpid(), signal.SIGKILL)
+    where, _, seconds = os.environ.get(PAUSE_AT_ENV, "").partition(":")
+    if where == name:
+        time.sleep(float(seconds))
 
 
 def prune(catalog: Catalog, vault: Vault, *, pack_size: int, max_unused: float = 0.05,
@@ -100,7 +104,7 @@ def prune(catalog: Catalog, vault: Vault, *, pack_size: int, max_unused: float =
     for use in store.pack_use():
         report.packs += 1
         report.vault_bytes += use.size
-        unused = use.size - use.live_bytes
+        unused = use.unused
         if not use.live_chunks:
             dead.append(use)
             report.dead_pack_bytes += use.size
@@ -128,11 +132,14 @@ def prune(catalog: Catalog, vault: Vault, *, pack_size: int, max_unused: float =
         moved = _repack(store, vault, repack, pack_size, report, progress)
         _step("uploaded")
         now = time.time_ns()
+        # A new pack with an old one's name (the same bytes) is that pack, kept.
+        new_names = {name for name, *_ in moved}
+        retire = [u.id for u in dead + repack if u.name not in new_names]
         with catalog.transaction():
             for name, size, chunks, ids in moved:
                 store.move_chunks(name, size, chunks, now, ids)
             store.drop_dead_chunks()
-            store.retire_packs([u.id for u in dead] + [u.id for u in repack], now)
+            store.retire_packs(retire, now)
         _step("committed")
     _delete_garbage(catalog, store, vault, report)
     if store.free_fraction() > VACUUM_FREE_FRACTION:
@@ -157,7 +164,8 @@ def _repack(store: RetentionStore, vault: Vault, packs: list[PackUse], pack_size
         moved.append((sealed.name, sealed.size, sealed.chunks, ids))
         report.new_packs += 1
         report.new_pack_bytes += sealed.size
-        writer, builder, ids = vault.writer(), PackBuilder(writer), {}
+        writer = vault.writer()
+        builder, ids = PackBuilder(writer), {}
 
     try:
         for n, use in enumerate(packs):
