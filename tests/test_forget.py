@@ -134,6 +134,14 @@ def test_keep_versions_keeps_the_newest_distinct_versions_of_a_file(repo_factory
     names = repo.catalog.snapshot_names()
     node = repo.catalog.node_for_path(os.fsencode(doc))
     assert all(v.snapshot_id in names for v in repo.catalog.versions_of(node))
+    if keep_versions:  # restore --version reads them too, and `btfs log` lists them
+        repo.close()
+        log = cli("log", str(doc)).stdout
+        with Catalog(repo.paths.catalog, readonly=True) as catalog:
+            expected = [names[v.snapshot_id] for v in committed_versions(catalog, node)]
+        assert [line.split()[1] for line in log.splitlines()[1:3]] == expected
+        cli("restore", str(doc), "--version", "1", "--to", str(tmp_path / "one"))
+        assert (tmp_path / "one").read_bytes() == b"two"
 
 
 def test_names_are_stored_and_survive_forgetting(repo_factory, tmp_path):

@@ -416,6 +416,14 @@ class Catalog:
         except NoSuchRow:
             raise BtfsError(f"no snapshot {snapshot_id}") from None
 
+    def shown_snapshot(self, snapshot_id: int) -> int:
+        """`snapshot_id`, or for the ghost of a forgotten one (schema v7) the first kept
+        snapshot after it: a ghost's own tree lost what no kept snapshot showed."""
+        row = self.db.get_row_or_none(
+            "SELECT id FROM snapshot WHERE id >= ? AND forgotten_ns IS NULL ORDER BY id LIMIT 1",
+            (snapshot_id,))
+        return row[0] if row else snapshot_id
+
     def latest_snapshot_id(self) -> int | None:
         return self.db.get_val("SELECT max(id) FROM snapshot WHERE forgotten_ns IS NULL")
 

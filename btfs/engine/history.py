@@ -66,7 +66,7 @@ def pick_version(catalog: Catalog, node_id: int, *, at: str | None = None,
             raise UsageError(f"no version {number}: this path has "
                              f"{plural(len(versions), 'version')} (see 'btfs log')")
         version = versions[number - 1]
-        return version, version.snapshot_id
+        return version, catalog.shown_snapshot(version.snapshot_id)
     if at is not None:
         snap = catalog.snapshot_at(parse_time(at))
         if snap is None:
