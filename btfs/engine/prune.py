@@ -122,12 +122,7 @@ def prune(catalog: Catalog, vault: Vault, *, pack_size: int, max_unused: float =
     report.planning_seconds = time.monotonic() - started
     if dry_run:
         return report
-    if not catalog.db.in_transaction:
-        with catalog.transaction():
-            leftover = store.garbage()
-        if leftover:
-            log.info("finishing the deletes of an earlier prune: %d packs", len(leftover))
-            _delete_garbage(catalog, store, vault, report)
+    _delete_garbage(catalog, store, vault, report)  # what a killed run left
     if dead or repack or report.dead_chunks:
         moved = _repack(store, vault, repack, pack_size, report, progress)
         _step("uploaded")
@@ -208,6 +203,8 @@ def _delete_garbage(catalog: Catalog, store: RetentionStore, vault: Vault,
     """Delete the packs recorded dead, each record removed once its pack is gone."""
     with catalog.transaction():
         garbage = store.garbage()
+    if garbage:
+        log.info("deleting %d packs from the vault", len(garbage))
     batch: list[str] = []
     for n, (name, size) in enumerate(garbage):
         vault.delete(pack_key(name))
