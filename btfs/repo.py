@@ -124,7 +124,8 @@ class Repo:
         from .engine.prune import prune
 
         return prune(self.catalog, self.vault, pack_size=self.config.pack_size,
-                     max_unused=max_unused, dry_run=dry_run, progress=progress)
+                     level=self.config.compression_level, max_unused=max_unused,
+                     dry_run=dry_run, progress=progress)
 
     def status(self, under: bytes | None = None):
         """What the next backup would record (everywhere, or only below `under`)."""

@@ -133,6 +133,38 @@ def test_max_unused_decides_what_is_repacked(repo_factory, tmp_path):
     assert_whole(repo, src, trees)
 
 
+def test_codec_groups_with_dead_members_are_compressed_again_without_them(repo_factory,
+                                                                         tmp_path):
+    """Small files are stored in codec groups; a group with dead members keeps only its
+    live ones when its pack is repacked."""
+    src = tmp_path / "src"
+    src.mkdir()
+    repo = repo_factory(src, pack_size=MiB)
+    words = [b"alpha", b"beta", b"gamma", b"delta", b"epsilon"]
+    for i in range(300):
+        rng = rand_bytes(2000, seed=i)
+        (src / f"note{i:03}.txt").write_bytes(b" ".join(words[b % 5] + b"%d" % b for b in rng))
+    first = backup(repo).snapshot_id
+    groups = repo.catalog.db.get_val(
+        "SELECT count(*) FROM (SELECT pack_id, offset FROM chunk GROUP BY 1, 2 "
+        "HAVING count(*) > 1)")
+    assert groups > 0
+    for i in range(0, 300, 2):
+        (src / f"note{i:03}.txt").unlink()
+    last = backup(repo).snapshot_id
+    trees = {last: stored_tree(repo.catalog, repo.vault, src, last)}
+    with repo.writer():
+        repo.forget(Policy(keep_snapshots=(str(last),)))
+    assert [s.id for s in repo.catalog.snapshots()] == [last] and first != last
+    before = vault_bytes(repo)
+    with repo.writer():
+        report = repo.prune(max_unused=0.0)
+    assert report.repacked and report.freed_bytes > 0.3 * before
+    assert vault_bytes(repo) == before - report.freed_bytes
+    assert_whole(repo, src, trees)
+    assert repo.prune(dry_run=True, max_unused=0.0).repacked == 0
+
+
 _PRUNE = """
 import sys
 from btfs.config import xdg_paths

@@ -43,28 +43,31 @@ class PackUse:
     name: str
     size: int
     entries: int  # index entries the pack was written with (pack.chunks)
-    live_bytes: int  # stored bytes of chunks some content uses (a codec group once)
+    live_bytes: int  # stored bytes of chunks some content uses; a codec group's stored
+                     # form counts in proportion to its members' raw bytes that live
     live_chunks: int
     dead_chunks: int
     damaged: bool  # holds a live chunk known damaged: left as it is
 
     @property
     def unused(self) -> int:
-        """Stored bytes no live chunk is in: dead chunks, the damaged copies of chunks
-        healed elsewhere, dead members' share of nothing (a group counts whole while one
-        member lives). The pack's own header, index and trailer are not unused."""
+        """Stored bytes no live chunk needs: dead chunks, dead members' share of their
+        codec groups, the damaged copies of chunks healed elsewhere. The pack's own
+        header, index and trailer are not unused."""
         return self.size - self.live_bytes - PACK_OVERHEAD - INDEX_ENTRY * self.entries
 
 
 @dataclass(frozen=True)
-class LiveChunk:
-    """A chunk to copy into a new pack: where its stored form is now."""
+class PackedChunk:
+    """A chunk row of a pack being repacked: where its stored form is, and whether some
+    content uses it."""
 
     id: int
     hash: bytes
     size: int
     offset: int
     stored_len: int
+    live: bool
 
 
 class RetentionStore:
@@ -157,22 +160,25 @@ class RetentionStore:
         """Every pack with how much of it is live, in pack id order; one pass over the
         chunk table along chunk_by_pack with a content_chunk probe per chunk."""
         rows = self.db.query(
-            "SELECT p.id, p.name, p.size, p.chunks, c.offset, c.stored_len, "
+            "SELECT p.id, p.name, p.size, p.chunks, c.offset, c.stored_len, c.size, "
             "EXISTS (SELECT 1 FROM content_chunk cc WHERE cc.chunk_id = c.id), "
             "EXISTS (SELECT 1 FROM damaged_chunk d WHERE d.chunk_id = c.id) "
             "FROM pack p LEFT JOIN chunk c INDEXED BY chunk_by_pack ON c.pack_id = p.id "
             "ORDER BY p.id")
         current = None
-        for pack_id, name, size, entries, offset, stored_len, live, damaged in rows:
+        for pack_id, name, size, entries, offset, stored_len, raw, live, damaged in rows:
             if current is None or current[0] != pack_id:
                 if current is not None:
                     yield _use(current)
-                # id, name, size, entries, live offsets, live chunks, dead chunks, damaged
+                # id, name, size, entries, offset -> [stored length, live raw bytes,
+                # raw bytes], live chunks, dead chunks, damaged
                 current = [pack_id, name, size, entries, {}, 0, 0, False]
             if offset is None:  # a pack without chunk rows
                 continue
+            group = current[4].setdefault(offset, [stored_len, 0, 0])
+            group[2] += raw
             if live:
-                current[4][offset] = stored_len
+                group[1] += raw
                 current[5] += 1
                 current[7] |= bool(damaged)
             else:
@@ -180,13 +186,12 @@ class RetentionStore:
         if current is not None:
             yield _use(current)
 
-    def live_chunks(self, pack_id: int) -> list[LiveChunk]:
-        """The chunks of a pack that some content uses, by offset (members of a codec
-        group share one)."""
-        return [LiveChunk(*r) for r in self.db.query(
-            "SELECT c.id, c.hash, c.size, c.offset, c.stored_len FROM chunk c "
-            "WHERE c.pack_id = ? AND EXISTS (SELECT 1 FROM content_chunk cc "
-            "WHERE cc.chunk_id = c.id) ORDER BY c.offset, c.id", (pack_id,))]
+    def pack_chunks(self, pack_id: int) -> list[PackedChunk]:
+        """The chunk rows of a pack, by offset (members of a codec group share one)."""
+        return [PackedChunk(*r[:5], bool(r[5])) for r in self.db.query(
+            "SELECT c.id, c.hash, c.size, c.offset, c.stored_len, EXISTS (SELECT 1 FROM "
+            "content_chunk cc WHERE cc.chunk_id = c.id) FROM chunk c INDEXED BY chunk_by_pack "
+            "WHERE c.pack_id = ? ORDER BY c.offset, c.id", (pack_id,))]
 
     def dead_chunk_count(self) -> int:
         return self.db.get_val(
@@ -205,20 +210,18 @@ class RetentionStore:
             "FROM (VALUES {rows}) AS v WHERE chunk.id = v.column1",
             [(ids[c.hash], pack_id, c.offset, c.stored_len) for c in chunks])
 
-    def drop_dead_chunks(self) -> int:
-        """Delete the rows of chunks no content uses (and their damaged marks)."""
-        self.db.execute("DELETE FROM damaged_chunk WHERE NOT EXISTS (SELECT 1 FROM "
-                        "content_chunk cc WHERE cc.chunk_id = damaged_chunk.chunk_id)")
-        return len(self.db.execute(
-            "DELETE FROM chunk WHERE NOT EXISTS (SELECT 1 FROM content_chunk cc "
-            "WHERE cc.chunk_id = chunk.id) RETURNING id").fetchall())
-
     def retire_packs(self, pack_ids: list[int], now_ns: int) -> None:
-        """Packs no chunk row points at any more go from `pack` to `pack_garbage`, in the
-        caller's transaction: that commit is what makes deleting them safe."""
+        """These packs go from `pack` to `pack_garbage`, with the rows (and damaged marks)
+        of the dead chunks still in them, in the caller's transaction: that commit is what
+        makes deleting them safe. Every live chunk must have been moved out. Dead chunks
+        in packs that stay keep their rows: the next prune still sees their bytes as
+        unused, and a backup that meets one again may use it where it is."""
         for start in range(0, len(pack_ids), 500):
             batch = pack_ids[start:start + 500]
             marks = ",".join("?" * len(batch))
+            self.db.execute(f"DELETE FROM damaged_chunk WHERE chunk_id IN (SELECT id FROM "
+                            f"chunk WHERE pack_id IN ({marks}))", batch)
+            self.db.execute(f"DELETE FROM chunk WHERE pack_id IN ({marks})", batch)
             self.db.execute(
                 "INSERT OR REPLACE INTO pack_garbage (name, size, dead_ns) "
                 f"SELECT name, size, ? FROM pack WHERE id IN ({marks})", (now_ns, *batch))
@@ -249,5 +252,7 @@ class RetentionStore:
 
 
 def _use(current: list) -> PackUse:
-    pack_id, name, size, entries, offsets, live, dead, damaged = current
-    return PackUse(pack_id, name, size, entries, sum(offsets.values()), live, dead, damaged)
+    pack_id, name, size, entries, groups, live, dead, damaged = current
+    live_bytes = sum(stored * live_raw // raw if raw else stored
+                     for stored, live_raw, raw in groups.values() if live_raw or not raw)
+    return PackUse(pack_id, name, size, entries, live_bytes, live, dead, damaged)

@@ -2,9 +2,11 @@
 
 Planned from the catalog alone (btfs.catalog.retention): a chunk is live while some
 content uses it (content_chunk), a pack's dead bytes are its size less its live chunks'
-stored forms. Packs with nothing live are deleted; packs whose dead bytes are more than
-`max_unused` of their size are repacked: their live chunks, each verified as it is read,
-are copied as they are stored (no recompression) into new packs.
+stored forms (a codec group's in proportion to its members that live). Packs with nothing
+live are deleted; packs whose unused bytes are more than `max_unused` of their size are
+repacked: their live chunks, each verified as it is read, are copied as they are stored
+into new packs, except the live members of a codec group with dead ones, which are
+compressed together again without them.
 
 The order makes every step safe to kill (kill -9 included) and a rerun finish the job:
 
@@ -37,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..catalog import Catalog
-from ..catalog.retention import PackUse, RetentionStore
+from ..catalog.retention import PackedChunk, PackUse, RetentionStore
 from ..errors import BtfsError
 from ..vault import Vault, pack_key
 from . import codec
@@ -90,10 +92,11 @@ def _step(name: str) -> None:
         time.sleep(float(seconds))
 
 
-def prune(catalog: Catalog, vault: Vault, *, pack_size: int, max_unused: float = 0.05,
-          dry_run: bool = False, progress: Callable[[str], None] | None = None
-          ) -> PruneReport:
-    """Delete dead packs and repack wasteful ones; the caller holds the writer lock."""
+def prune(catalog: Catalog, vault: Vault, *, pack_size: int, level: int,
+          max_unused: float = 0.05, dry_run: bool = False,
+          progress: Callable[[str], None] | None = None) -> PruneReport:
+    """Delete dead packs and repack wasteful ones (new packs of about `pack_size`, groups
+    recompressed at zstd `level`); the caller holds the writer lock."""
     if not 0 <= max_unused <= 1:
         raise BtfsError(f"max_unused must be between 0% and 100%, not {max_unused:.0%}")
     store = RetentionStore(catalog.db)
@@ -123,8 +126,8 @@ def prune(catalog: Catalog, vault: Vault, *, pack_size: int, max_unused: float =
     if dry_run:
         return report
     _delete_garbage(catalog, store, vault, report)  # what a killed run left
-    if dead or repack or report.dead_chunks:
-        moved = _repack(store, vault, repack, pack_size, report, progress)
+    if dead or repack:
+        moved = _repack(store, vault, repack, pack_size, level, report, progress)
         _step("uploaded")
         now = time.time_ns()
         # A new pack with an old one's name (the same bytes) is that pack, kept.
@@ -133,7 +136,6 @@ def prune(catalog: Catalog, vault: Vault, *, pack_size: int, max_unused: float =
         with catalog.transaction():
             for name, size, chunks, ids in moved:
                 store.move_chunks(name, size, chunks, now, ids)
-            store.drop_dead_chunks()
             store.retire_packs(retire, now)
         _step("committed")
     _delete_garbage(catalog, store, vault, report)
@@ -144,7 +146,7 @@ def prune(catalog: Catalog, vault: Vault, *, pack_size: int, max_unused: float =
 
 
 def _repack(store: RetentionStore, vault: Vault, packs: list[PackUse], pack_size: int,
-            report: PruneReport, progress) -> list[tuple]:
+            level: int, report: PruneReport, progress) -> list[tuple]:
     """Copy the live chunks of `packs` into new packs, durable before this returns.
     Returns (name, size, chunks, hash -> chunk id) of each new pack."""
     moved = []
@@ -170,24 +172,32 @@ def _repack(store: RetentionStore, vault: Vault, packs: list[PackUse], pack_size
             if len(data) != use.size:
                 raise BtfsError(f"pack {use.name} has {len(data)} bytes, the catalog says "
                                 f"{use.size}: run 'btfs check'")
-            groups: dict[int, list] = {}
-            for chunk in store.live_chunks(use.id):
+            groups: dict[int, list[PackedChunk]] = {}
+            for chunk in store.pack_chunks(use.id):
                 groups.setdefault(chunk.offset, []).append(chunk)
             for offset, members in groups.items():
+                live = [c for c in members if c.live]
+                if not live:
+                    continue
                 stored = bytes(data[offset:offset + members[0].stored_len])
-                for chunk in members:
+                raws = []
+                for chunk in live:
                     # Verified before it is copied: a damaged chunk must not be moved
                     # into a pack whose name vouches for its bytes.
                     try:
-                        codec.decode(stored, chunk.hash, chunk.size)
+                        raws.append((chunk.hash, bytes(codec.decode(stored, chunk.hash,
+                                                                    chunk.size))))
                     except BtfsError as e:
                         raise BtfsError(f"pack {use.name}: {e}; run 'btfs check --read-data' "
                                         "and 'btfs repair' before pruning") from None
                     ids[chunk.hash] = chunk.id
-                if len(members) == 1:
-                    builder.add(members[0].hash, members[0].size, stored)
-                else:
-                    builder.add_shared(stored, [(c.hash, c.size) for c in members])
+                if len(live) == len(members):
+                    if len(live) == 1:
+                        builder.add(live[0].hash, live[0].size, stored)
+                    else:
+                        builder.add_shared(stored, [(c.hash, c.size) for c in live])
+                else:  # a group with dead members: its live ones, compressed anew
+                    _add_fresh(builder, raws, level)
                 if builder.nbytes >= pack_size:
                     seal()
             del data
@@ -196,6 +206,16 @@ def _repack(store: RetentionStore, vault: Vault, packs: list[PackUse], pack_size
     finally:
         writer.abort()
     return moved
+
+
+def _add_fresh(builder: PackBuilder, members: list[tuple[bytes, bytes]], level: int) -> None:
+    """Store (hash, raw bytes) chunks as a backup would: together when that pays."""
+    stored = codec.encode_group(members, level) if len(members) > 1 else None
+    if stored is not None:
+        builder.add_shared(stored, [(h, len(raw)) for h, raw in members])
+        return
+    for h, raw in members:
+        builder.add(h, len(raw), codec.encode(raw, level))
 
 
 def _delete_garbage(catalog: Catalog, store: RetentionStore, vault: Vault,
