@@ -16,6 +16,7 @@ from helpers import assert_same_tree, backup, rand_bytes, source_tree, stored_tr
 
 from btfs.engine.prune import KILL_AT_ENV, PAUSE_AT_ENV
 from btfs.engine.retention import Policy
+from btfs.errors import BtfsError
 from btfs.repo import Repo, init_repo, track_dirs
 
 MiB = 1 << 20
@@ -163,6 +164,32 @@ def test_codec_groups_with_dead_members_are_compressed_again_without_them(repo_f
     assert vault_bytes(repo) == before - report.freed_bytes
     assert_whole(repo, src, trees)
     assert repo.prune(dry_run=True, max_unused=0.0).repacked == 0
+
+
+def test_a_damaged_live_chunk_stops_the_repack_and_changes_nothing(repo_factory, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    repo = repo_factory(src, pack_size=MiB)
+    make_history(repo, src)
+    with repo.writer():
+        repo.forget(Policy(keep_last=1))
+    pack_id, offset, stored_len, name = repo.catalog.db.get_row(
+        "SELECT c.pack_id, c.offset, c.stored_len, p.name FROM chunk c JOIN pack p "
+        "ON p.id = c.pack_id WHERE EXISTS (SELECT 1 FROM content_chunk cc "
+        "WHERE cc.chunk_id = c.id) AND EXISTS (SELECT 1 FROM chunk d WHERE d.pack_id = "
+        "c.pack_id AND NOT EXISTS (SELECT 1 FROM content_chunk cc WHERE cc.chunk_id = d.id)) "
+        "AND c.stored_len > 1000 LIMIT 1")
+    path = repo.vault._path(f"packs/{name}")
+    data = bytearray(path.read_bytes())
+    data[offset + stored_len // 2] ^= 0xFF
+    path.chmod(0o600)
+    path.write_bytes(bytes(data))
+    packs = sorted(repo.catalog.packs())
+    with repo.writer(), pytest.raises(BtfsError, match="run 'btfs check --read-data'"):
+        repo.prune(max_unused=0.0)
+    assert sorted(repo.catalog.packs()) == packs
+    assert repo.catalog.db.get_val("SELECT count(*) FROM pack_garbage") == 0
+    assert path.exists()
 
 
 _PRUNE = """
