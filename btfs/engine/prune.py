@@ -36,6 +36,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .. import digest
@@ -149,11 +150,14 @@ def prune(catalog: Catalog, vault: Vault, *, pack_size: int, level: int,
 def _repack(store: RetentionStore, vault: Vault, packs: list[PackUse], pack_size: int,
             level: int, report: PruneReport, progress) -> list[tuple]:
     """Copy the live chunks of `packs` into new packs, durable before this returns.
-    Returns (name, size, chunks, hash -> chunk id) of each new pack."""
+    Returns (name, size, chunks, hash -> chunk id) of each new pack. Groups compressed
+    anew are done on worker threads (zstd and BLAKE3 let go of the GIL), one pack's at a
+    time, and added in their order."""
     moved = []
     writer = vault.writer()
     builder = PackBuilder(writer)
     ids: dict[bytes, int] = {}
+    pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="btfs-repack")
 
     def seal() -> None:
         nonlocal writer, builder, ids
@@ -180,50 +184,60 @@ def _repack(store: RetentionStore, vault: Vault, packs: list[PackUse], pack_size
             groups: dict[int, list[PackedChunk]] = {}
             for chunk in store.pack_chunks(use.id):
                 groups.setdefault(chunk.offset, []).append(chunk)
+            parts = []  # (chunk ids, future of [(stored form, [(hash, size)])]) in order
             for offset, members in groups.items():
                 live = [c for c in members if c.live]
                 if not live:
                     continue
                 stored = bytes(data[offset:offset + members[0].stored_len])
                 whole = len(live) == len(members)
-                raws = []
+                if whole and sound:
+                    done: Future = Future()
+                    done.set_result([(stored, [(c.hash, c.size) for c in live])])
+                    parts.append((live, done))
+                else:
+                    parts.append((live, pool.submit(_stored_forms, use.name, stored, live,
+                                                    level if not whole else None)))
+            del data
+            for live, future in parts:
+                forms = future.result()
                 for chunk in live:
                     ids[chunk.hash] = chunk.id
-                    if sound and whole:
-                        continue
-                    # Verified before it is copied: a damaged chunk must not be moved
-                    # into a pack whose name vouches for its bytes.
-                    try:
-                        raws.append((chunk.hash, bytes(codec.decode(stored, chunk.hash,
-                                                                    chunk.size))))
-                    except BtfsError as e:
-                        raise BtfsError(f"pack {use.name}: {e}; run 'btfs check --read-data' "
-                                        "and 'btfs repair' before pruning") from None
-                if whole:
-                    if len(live) == 1:
-                        builder.add(live[0].hash, live[0].size, stored)
+                for stored, members in forms:
+                    if len(members) == 1:
+                        builder.add(members[0][0], members[0][1], stored)
                     else:
-                        builder.add_shared(stored, [(c.hash, c.size) for c in live])
-                else:  # a group with dead members: its live ones, compressed anew
-                    _add_fresh(builder, raws, level)
+                        builder.add_shared(stored, members)
                 if builder.nbytes >= pack_size:
                     seal()
-            del data
         if len(builder):
             seal()
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         writer.abort()
     return moved
 
 
-def _add_fresh(builder: PackBuilder, members: list[tuple[bytes, bytes]], level: int) -> None:
-    """Store (hash, raw bytes) chunks as a backup would: together when that pays."""
-    stored = codec.encode_group(members, level) if len(members) > 1 else None
-    if stored is not None:
-        builder.add_shared(stored, [(h, len(raw)) for h, raw in members])
-        return
-    for h, raw in members:
-        builder.add(h, len(raw), codec.encode(raw, level))
+def _stored_forms(pack: str, stored: bytes, live: list[PackedChunk], level: int | None
+                  ) -> list[tuple[bytes, list[tuple[bytes, int]]]]:
+    """The live chunks of one stored form, verified: with `level` None the form itself
+    (every member lives); else their raw bytes stored afresh as a backup would, together
+    when that pays. Runs on a worker thread."""
+    raws = []
+    for chunk in live:
+        # Verified before it is copied: a damaged chunk must not be moved into a pack
+        # whose name vouches for its bytes.
+        try:
+            raws.append((chunk.hash, bytes(codec.decode(stored, chunk.hash, chunk.size))))
+        except BtfsError as e:
+            raise BtfsError(f"pack {pack}: {e}; run 'btfs check --read-data' and "
+                            "'btfs repair' before pruning") from None
+    if level is None:
+        return [(stored, [(c.hash, c.size) for c in live])]
+    group = codec.encode_group(raws, level) if len(raws) > 1 else None
+    if group is not None:
+        return [(group, [(h, len(raw)) for h, raw in raws])]
+    return [(codec.encode(raw, level), [(h, len(raw))]) for h, raw in raws]
 
 
 def _delete_garbage(catalog: Catalog, store: RetentionStore, vault: Vault,
