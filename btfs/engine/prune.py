@@ -35,6 +35,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -150,14 +151,18 @@ def prune(catalog: Catalog, vault: Vault, *, pack_size: int, level: int,
 def _repack(store: RetentionStore, vault: Vault, packs: list[PackUse], pack_size: int,
             level: int, report: PruneReport, progress) -> list[tuple]:
     """Copy the live chunks of `packs` into new packs, durable before this returns.
-    Returns (name, size, chunks, hash -> chunk id) of each new pack. Groups compressed
-    anew are done on worker threads (zstd and BLAKE3 let go of the GIL), one pack's at a
-    time, and added in their order."""
+    Returns (name, size, chunks, hash -> chunk id) of each new pack. Stored forms that
+    must be decoded (and groups compressed anew) are done on worker threads (zstd and
+    BLAKE3 let go of the GIL), a few per worker in flight, and added in their order."""
     moved = []
     writer = vault.writer()
     builder = PackBuilder(writer)
     ids: dict[bytes, int] = {}
-    pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="btfs-repack")
+    workers = os.cpu_count() or 1
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="btfs-repack")
+    # (live chunks, future of [(stored form, [(hash, size)])]), oldest first: bounded, so
+    # memory holds a few groups' raw bytes per worker, not a pack's.
+    pending: deque[tuple[list[PackedChunk], Future]] = deque()
 
     def seal() -> None:
         nonlocal writer, builder, ids
@@ -168,6 +173,19 @@ def _repack(store: RetentionStore, vault: Vault, packs: list[PackUse], pack_size
         report.new_pack_bytes += sealed.size
         writer = vault.writer()
         builder, ids = PackBuilder(writer), {}
+
+    def add_oldest() -> None:
+        live, future = pending.popleft()
+        forms = future.result()
+        for chunk in live:
+            ids[chunk.hash] = chunk.id
+        for stored, members in forms:
+            if len(members) == 1:
+                builder.add(members[0][0], members[0][1], stored)
+            else:
+                builder.add_shared(stored, members)
+        if builder.nbytes >= pack_size:
+            seal()
 
     try:
         for n, use in enumerate(packs):
@@ -184,7 +202,6 @@ def _repack(store: RetentionStore, vault: Vault, packs: list[PackUse], pack_size
             groups: dict[int, list[PackedChunk]] = {}
             for chunk in store.pack_chunks(use.id):
                 groups.setdefault(chunk.offset, []).append(chunk)
-            parts = []  # (chunk ids, future of [(stored form, [(hash, size)])]) in order
             for offset, members in groups.items():
                 live = [c for c in members if c.live]
                 if not live:
@@ -194,22 +211,15 @@ def _repack(store: RetentionStore, vault: Vault, packs: list[PackUse], pack_size
                 if whole and sound:
                     done: Future = Future()
                     done.set_result([(stored, [(c.hash, c.size) for c in live])])
-                    parts.append((live, done))
+                    pending.append((live, done))
                 else:
-                    parts.append((live, pool.submit(_stored_forms, use.name, stored, live,
-                                                    level if not whole else None)))
+                    pending.append((live, pool.submit(_stored_forms, use.name, stored, live,
+                                                      level if not whole else None)))
+                while len(pending) > 2 * workers:
+                    add_oldest()
             del data
-            for live, future in parts:
-                forms = future.result()
-                for chunk in live:
-                    ids[chunk.hash] = chunk.id
-                for stored, members in forms:
-                    if len(members) == 1:
-                        builder.add(members[0][0], members[0][1], stored)
-                    else:
-                        builder.add_shared(stored, members)
-                if builder.nbytes >= pack_size:
-                    seal()
+        while pending:
+            add_oldest()
         if len(builder):
             seal()
     finally:
