@@ -192,6 +192,29 @@ def test_a_damaged_live_chunk_stops_the_repack_and_changes_nothing(repo_factory,
     assert path.exists()
 
 
+def test_the_catalog_shrinks(repo_factory, tmp_path, paths):
+    src = tmp_path / "src"
+    src.mkdir()
+    repo = repo_factory(src)
+    for i in range(3000):
+        (src / f"name-long-enough-to-take-room-{i:05}.txt").write_text(f"file {i}\n" * 20)
+    backup(repo)
+    for f in src.iterdir():
+        f.unlink()
+    last = backup(repo).snapshot_id
+    with repo.writer():
+        repo.forget(Policy(keep_snapshots=(str(last),)))
+    pages = repo.catalog.db.get_val("PRAGMA page_count")
+    with repo.writer():
+        report = repo.prune()
+    assert report.vacuumed
+    assert repo.catalog.db.get_val("PRAGMA page_count") < 0.8 * pages
+    assert paths.catalog.stat().st_size == 4096 * repo.catalog.db.get_val("PRAGMA page_count")
+    assert repo.catalog.integrity_problems() == []
+    assert not os.path.exists(f"{paths.catalog}-wal") or \
+        os.path.getsize(f"{paths.catalog}-wal") == 0
+
+
 _PRUNE = """
 import sys
 from btfs.config import xdg_paths
