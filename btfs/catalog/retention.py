@@ -118,22 +118,33 @@ class RetentionStore:
             "WHERE g.next_kept IS NULL OR g.next_kept >= coalesce("
             "(SELECT w.snapshot_id FROM version w WHERE w.node_id = v.node_id "
             "AND w.snapshot_id > g.id ORDER BY w.snapshot_id LIMIT 1), ?)", (_NEVER,))
-        kept = 0
-        if keep_versions:
-            kept = db.execute(
-                "DELETE FROM drop_version WHERE id IN ("
-                " SELECT id FROM ("
-                "  SELECT id, row_number() OVER (PARTITION BY node_id "
-                "                                ORDER BY snapshot_id DESC) AS nr FROM ("
-                "   SELECT v.id, v.node_id, v.snapshot_id, row_number() OVER ("
-                "     PARTITION BY v.node_id, v.type, coalesce(v.content_id, v.target) "
-                "     ORDER BY v.snapshot_id DESC) AS dup FROM version v "
-                "   WHERE v.node_id IN (SELECT node_id FROM drop_version) "
-                "   AND v.snapshot_id IS NOT NULL AND v.type IN ('file', 'symlink'))"
-                "  WHERE dup = 1)"
-                " WHERE nr <= ?) RETURNING id", (keep_versions,)).fetchall()
-            kept = len(kept)
+        kept = self._keep_newest(keep_versions) if keep_versions else 0
         dropped = db.get_val("SELECT count(*) FROM drop_version")
+        ghosts, contents = self._drop()
+        for table in ("forget_id", "ghost", "drop_version", "drop_content"):
+            db.execute(f"DELETE FROM {table}")
+        return ForgetCounts(len(forgotten), dropped, kept, ghosts, contents)
+
+    def _keep_newest(self, keep_versions: int) -> int:
+        """Take the `keep_versions` newest distinct versions of each path out of
+        drop_version (the safety net); how many it took out."""
+        return len(self.db.execute(
+            "DELETE FROM drop_version WHERE id IN ("
+            " SELECT id FROM ("
+            "  SELECT id, row_number() OVER (PARTITION BY node_id "
+            "                                ORDER BY snapshot_id DESC) AS nr FROM ("
+            "   SELECT v.id, v.node_id, v.snapshot_id, row_number() OVER ("
+            "     PARTITION BY v.node_id, v.type, coalesce(v.content_id, v.target) "
+            "     ORDER BY v.snapshot_id DESC) AS dup FROM version v "
+            "   WHERE v.node_id IN (SELECT node_id FROM drop_version) "
+            "   AND v.snapshot_id IS NOT NULL AND v.type IN ('file', 'symlink'))"
+            "  WHERE dup = 1)"
+            " WHERE nr <= ?) RETURNING id", (keep_versions,)).fetchall())
+
+    def _drop(self) -> tuple[int, int]:
+        """Delete the versions in drop_version, the ghosts left empty and the contents
+        no version uses any more; (ghosts left, contents dropped)."""
+        db = self.db
         db.execute("DELETE FROM version WHERE id IN (SELECT id FROM drop_version)")
         # node.head is the newest committed version that is left (NULL if none is): the
         # next backup compares the disk with it, and records a new version if they differ.
@@ -152,9 +163,7 @@ class RetentionStore:
         contents = db.get_val("SELECT count(*) FROM drop_content")
         db.execute("DELETE FROM content_chunk WHERE content_id IN (SELECT id FROM drop_content)")
         db.execute("DELETE FROM content WHERE id IN (SELECT id FROM drop_content)")
-        for table in ("forget_id", "ghost", "drop_version", "drop_content"):
-            db.execute(f"DELETE FROM {table}")
-        return ForgetCounts(len(forgotten), dropped, kept, ghosts, contents)
+        return ghosts, contents
 
     # ---- prune --------------------------------------------------------------------------
 

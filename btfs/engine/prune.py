@@ -167,7 +167,9 @@ def _repack(store: RetentionStore, vault: Vault, codec: Codec, packs: list[PackU
     """Copy the live chunks of `packs` into new packs, durable before this returns.
     Returns (name, size, chunks, hash -> chunk id) of each new pack. Stored forms that
     must be decoded (and groups compressed anew) are done on worker threads (zstd and
-    BLAKE3 let go of the GIL), a few per worker in flight, and added in their order."""
+    BLAKE3 let go of the GIL), a few per worker in flight, and added in their order.
+    Long because the pack being built, its writer and the queue in flight are one state
+    that seal() and add_oldest() share; split apart, each piece would carry all of it."""
     moved = []
     writer = vault.writer()
     builder = PackBuilder(writer)
