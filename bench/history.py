@@ -20,7 +20,6 @@ from pathlib import Path
 
 from btfs.catalog import Catalog
 from btfs.engine.browse import diff, find, folder_log
-from btfs.names import snapshot_names
 
 from .common import WORK, log
 
@@ -99,7 +98,7 @@ def main() -> None:
         build(path.with_suffix(".tmp"), files, backups)
         path.with_suffix(".tmp").rename(path)
     catalog = Catalog(path, readonly=True)
-    names = snapshot_names(catalog.history.snapshots())
+    names = catalog.history.snapshot_names()
     middle = backups // 2
     rows = [
         ("btfs find 'f000012*'", lambda: find(catalog, names, "f000012*")),

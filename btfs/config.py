@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .engine.retention import Policy, policy_from_dict
 from .errors import ConfigError, NotInitialized
 
 DEFAULT_EXCLUDES = ("__pycache__/", "*.pyc", "*.tmp", "*.swp", ".cache/")
@@ -90,6 +91,7 @@ class Config:
     # Before a backup, learn the packs other hosts wrote into the vault (their indexes), so
     # content the vault holds already is not stored again (btfs.engine.packsync).
     dedup_across_hosts: bool = True
+    retention: Policy | None = None  # the [retention] table: `btfs forget` with no flags
 
     def tracked_dir(self, path: str) -> TrackedDir | None:
         for t in self.tracked:
@@ -182,6 +184,8 @@ def from_dict(doc: dict, where: str = "config") -> Config:
     kwargs["tracked"] = tuple(tracked)
     if "s3" in doc:
         kwargs["s3"] = _s3_from_dict(want("s3", dict, doc["s3"]), want, where)
+    if "retention" in doc:
+        kwargs["retention"] = policy_from_dict(doc["retention"], f"{where} [retention]")
     config = Config(**kwargs)
     validate(config, where)
     return config
@@ -223,7 +227,7 @@ def to_dict(config: Config, *, full: bool = False) -> dict:
     defaults = Config(host_id="", vault="")
     doc: dict = {}
     for f in dataclasses.fields(Config):
-        if f.name in ("tracked", "s3"):
+        if f.name in ("tracked", "s3", "retention"):
             continue
         value = getattr(config, f.name)
         if full or f.name in ("host_id", "vault") or value != getattr(defaults, f.name):
@@ -242,7 +246,21 @@ def to_dict(config: Config, *, full: bool = False) -> dict:
           if full_s3 or getattr(config.s3, f.name) != getattr(defaults.s3, f.name)}
     if s3:
         doc["s3"] = s3
+    if config.retention is not None:
+        doc["retention"] = _retention_to_dict(config.retention)
     return doc
+
+
+def _retention_to_dict(policy: Policy) -> dict:
+    """The [retention] table of a policy: the keys that differ from an empty policy."""
+    empty = Policy()
+    table: dict = {}
+    for f in dataclasses.fields(Policy):
+        value = getattr(policy, f.name)
+        if value != getattr(empty, f.name):
+            table[f.name] = (str(value) if f.name == "keep_within"
+                             else list(value) if isinstance(value, tuple) else value)
+    return table
 
 
 def dumps(doc: dict) -> str:

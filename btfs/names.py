@@ -1,8 +1,8 @@
 """How snapshots and versions are named for people: in `btfs snapshots` and in the mount.
 
-Pure functions, no I/O. A snapshot's name is the local time it started, YYYY-MM-DD_HHMMSS;
-snapshots starting in the same second get -1, -2, ... in (time, id) order, so every name is
-unique and stable as long as history only grows at the end.
+Pure functions, no I/O. A snapshot's name is the local time it started, YYYY-MM-DD_HHMMSS,
+with -1, -2, ... for snapshots starting in the same second; it is stored in the catalog when
+the snapshot is made (BackupWriter.begin_snapshot), so forgetting one never renames another.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ def time_name(ns: int) -> str:
 
 
 def snapshot_names(snapshots: Iterable[Snapshot]) -> dict[int, str]:
-    """Snapshot id -> unique name, for every snapshot given."""
+    """Snapshot id -> unique name, for every snapshot given, in (time, id) order: how
+    catalogs before format 7 named snapshots, which its migration stores (a test holds
+    the two together)."""
     ordered = sorted(snapshots, key=lambda s: (s.started_ns, s.id))
     names: dict[int, str] = {}
     seen: dict[str, int] = {}

@@ -37,9 +37,8 @@ from .config import (  # noqa: F401  (xdg_paths: for the CLI)
 from .engine.running import snapshots_now
 from .errors import BtfsError, UsageError, VaultError
 from .lock import WriterLock
-from .names import snapshot_names
 from .own import OwnDir, check_trackable, data_dirs, never_backed_up, skipped_inside
-from .text import display_path
+from .text import display_path, plural
 from .userpath import is_under, to_catalog_path
 from .vault import Vault, open_vault
 
@@ -48,8 +47,11 @@ if TYPE_CHECKING:  # the engine is imported where it is used (see above)
     from .engine.backup import Stats
     from .engine.check import CheckReport
     from .engine.codec import Codec
+    from .engine.forget import ForgetReport
+    from .engine.prune import PruneReport
     from .engine.repair import RepairReport
     from .engine.restore import RestoreResult
+    from .engine.retention import Policy
     from .engine.status import Status
     from .replica.recover import Recovered
 
@@ -332,9 +334,74 @@ class Repo:
             stats = run_backup(self.catalog, store, self.config, self.codec, progress=progress,
                                never=never_backed_up(self.paths, self.config), only=only,
                                stop=stop, skip_unchanged=skip_unchanged)
-        if stats.state != "unchanged":  # a snapshot landed: the catalog's copy in the vault
-            publish_repo(self)  # (btfs.replica), still holding the writer lock
+        if stats.state == "unchanged":  # no snapshot landed: nothing to forget or publish
+            return stats
+        policy = self.config.retention
+        if policy is not None and policy.forget_after_backup:
+            try:
+                self._forget(policy)
+            except BtfsError as e:  # the backup itself is done and committed
+                log.warning("backup done, but forget_after_backup failed: %s", e)
+        publish_repo(self)  # the catalog's copy in the vault (btfs.replica), still locked
         return stats
+
+    def forget(self, policy: Policy | None = None, *, keep: dict[str, str | None] | None = None,
+               within: str | None = None, pins: Sequence[str] = (),
+               keep_versions: str | None = None, dry_run: bool = False) -> ForgetReport:
+        """`btfs forget`: remove backups by a retention policy (btfs.engine.forget): the
+        `policy` given, else the one the options give (`keep` maps a period, 'last',
+        'hourly' ... 'yearly', to a count as typed, N or 'unlimited'; `within` is a
+        duration; `pins` names or ids of backups to keep), else the config's [retention]
+        table. The caller holds `writer()` unless `dry_run`; a real forget is published
+        (the catalog's copy in the vault)."""
+        from .engine.forget import policy_from_options
+        from .replica.publish import publish_repo
+
+        if policy is None:
+            policy = policy_from_options(self.config.retention, keep or {}, within,
+                                         tuple(pins), keep_versions)
+        if policy is None:
+            raise UsageError("no retention rule: give --keep-... options or add a "
+                             f"[retention] table to {self.paths.config_file}")
+        report = self._forget(policy, dry_run=dry_run)
+        if not dry_run:
+            publish_repo(self)
+        return report
+
+    def _forget(self, policy, *, dry_run: bool = False) -> ForgetReport:
+        from .engine.forget import forget
+
+        return forget(self.catalog, policy, dry_run=dry_run)
+
+    def prune(self, *, max_unused: float | str = 0.05, dry_run: bool = False,
+              progress: Callable[[str], None] | None = None) -> PruneReport:
+        """`btfs prune`: delete dead packs and repack those with more than `max_unused` (a
+        fraction, or a percentage as typed: '5%') unused (btfs.engine.prune); the caller
+        holds `writer()` unless `dry_run`. The catalog's copy in the vault is published
+        once the catalog no longer refers to the packs, before they are deleted, so the
+        newest copy never names a pack that is gone."""
+        from .engine.prune import parse_fraction, prune
+        from .replica.publish import publish_repo
+
+        if isinstance(max_unused, str):
+            max_unused = parse_fraction(max_unused, "--max-unused")
+        others = self._other_hosts()
+        if others and not dry_run:
+            # Their catalogs may use any pack of this vault (content is stored once for
+            # all hosts), and this catalog cannot see which: deleting or repacking one
+            # would take data from under them.
+            raise BtfsError(f"the vault holds backups of {plural(len(others), 'other host')} "
+                            f"({', '.join(sorted(others))}): btfs prune works on a vault of "
+                            "one host only for now, and deletes nothing")
+        return prune(self.catalog, self.vault, self.codec, pack_size=self.config.pack_size,
+                     max_unused=max_unused, dry_run=dry_run, progress=progress,
+                     committed=lambda: publish_repo(self))
+
+    def _other_hosts(self) -> set[str]:
+        """Host ids other than this one with a catalog copy in the vault."""
+        from .replica.objects import generations
+
+        return {g.host_id for g in generations(self.vault)} - {self.config.host_id}
 
     def add(self, paths: list[str]) -> list[str]:
         """`btfs add`: stage files and symlinks now; the absolute paths staged. The
@@ -361,16 +428,14 @@ class Repo:
 
     def named_snapshots(self) -> list[NamedSnapshot]:
         """`btfs snapshots`: every snapshot with the name the mount shows it by."""
-        snaps = self.snapshots()
-        names = snapshot_names(snaps)
-        return [NamedSnapshot(names[s.id], s) for s in snaps]
+        return [NamedSnapshot(s.name, s) for s in self.snapshots()]
 
     def log(self, path: str) -> list[LogRow]:
         """`btfs log`: every version of `path`, oldest first, numbered."""
         from .engine.history import numbered
 
         node, _ = self._node(path)
-        names = snapshot_names(self.catalog.history.snapshots())
+        names = self.catalog.history.snapshot_names()  # a ghost's versions too
         rows = []
         for number, v in numbered(self.catalog.history.versions_of(node)):
             m = v.meta
@@ -419,7 +484,7 @@ class Repo:
         elif version.type == SYMLINK:
             tag = digest.hexdigest(version.meta.target)[:8]
         else:
-            tag = snapshot_names(self.catalog.history.snapshots())[version.snapshot_id]
+            tag = self.catalog.history.snapshot_names()[version.snapshot_id]
         return os.path.join(os.path.dirname(raw), name + b"." + tag.encode())
 
     # -- looking after the vault -----------------------------------------------------
@@ -451,7 +516,7 @@ class Repo:
             log.info("recorded %d damaged chunks; %d known damaged verified", marked,
                      len(report.sound))
         if report.affected:
-            report.names = snapshot_names(self.catalog.history.snapshots())
+            report.names = self.catalog.history.snapshot_names()
         return report
 
     def repair(self) -> RepairReport:
@@ -462,7 +527,7 @@ class Repo:
         with self._store() as store:
             report = repair(self.catalog, store, self.config, self.codec)
         if report.still_damaged:
-            report.names = snapshot_names(self.catalog.history.snapshots())
+            report.names = self.catalog.history.snapshot_names()
         return report
 
     # -- mounting --------------------------------------------------------------------
@@ -499,14 +564,15 @@ class Repo:
         from .engine.browse import find
         from .engine.history import parse_time
 
-        snaps = self.snapshots()
+        # Ghosts of forgotten backups included: the versions they hold are still shown.
+        snaps = self.catalog.history.snapshots(forgotten=True)
         low = parse_time(since) if since else None
         high = parse_time(until) if until else None
         shown = None if low is None and high is None else {
             s.id for s in snaps if (low is None or s.started_ns >= low)
             and (high is None or s.started_ns <= high)}
         top = self._catalog_path(under) if under is not None else None
-        return list(find(self.catalog, snapshot_names(snaps), pattern, under=top,
+        return list(find(self.catalog, {s.id: s.name for s in snaps}, pattern, under=top,
                          shown=shown, deleted_only=deleted))
 
     def diff(self, before: str, after: str, under: str | None = None) -> list:
@@ -526,11 +592,12 @@ class Repo:
         node = self.catalog.history.node_for_path(self._catalog_path(path))
         if node is None or not self.catalog.history.node_has_children(node):
             return None
-        return folder_log(self.catalog, node, snapshot_names(self.snapshots()), files=files)
+        return folder_log(self.catalog, node, self.catalog.history.snapshot_names(),
+                          files=files)
 
     def snapshot_names(self) -> list[str]:
         """Every snapshot's name, oldest first (shell completion)."""
-        return list(snapshot_names(self.snapshots()).values())
+        return [s.name for s in self.snapshots()]
 
     def complete_path(self, incomplete: str) -> list[str]:
         """Paths the history has ever held that start with `incomplete` (shell completion,

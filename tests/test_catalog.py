@@ -279,9 +279,10 @@ def test_schema_py_is_what_the_migrations_build(tmp_path):
         out = {}
         for kind, name, sql in rows:
             sql = re.sub(r"--[^\n]*", "", sql or "")
-            # ALTER TABLE ADD COLUMN puts the new column after the last one's line break.
-            sql = re.sub(r"\s*([,()])\s*", r"\1", sql.replace('"', ""))
-            out[f"{kind} {name}"] = " ".join(sql.split())
+            # Spaces around punctuation aside too: ALTER TABLE ADD COLUMN splices its column
+            # in after the last one's comment, before the closing parenthesis.
+            out[f"{kind} {name}"] = re.sub(r"\s*([(),])\s*", r"\1",
+                                           " ".join(sql.replace('"', "").split()))
         return out
 
     from btfs.catalog.db import Database

@@ -422,3 +422,21 @@ def test_a_failed_publish_warns_keeps_the_backup_and_the_next_one_publishes(
     wipe_home(tmp_path)
     btfs("recover", "--vault", str(vault_dir))
     assert btfs("snapshots").stdout.count("complete") == 3
+
+
+def test_forget_and_prune_publish_so_a_recovered_catalog_names_no_deleted_pack(
+        two_backups, tmp_path, vault_dir):
+    """Prune deletes packs the last backup's copy of the catalog still names: it
+    publishes the catalog once it no longer refers to them, before deleting any, so a
+    machine recovered afterwards sees the pruned history and a vault that checks clean."""
+    src, _, _ = two_backups
+    btfs("forget", "--keep-last", "1")
+    btfs("prune", "--max-unused", "0%")  # repacks the first backup's small files' pack
+    snapshots = btfs("snapshots").stdout
+    wipe_home(tmp_path)
+    btfs("recover", "--vault", str(vault_dir))
+    assert btfs("snapshots").stdout == snapshots
+    btfs("check", "--read-data")
+    dest = tmp_path / "restored"
+    btfs("restore", str(src / "notes.txt"), "--to", str(dest))
+    assert dest.read_text() == "second, longer\n"

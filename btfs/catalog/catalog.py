@@ -3,8 +3,10 @@
 - `catalog.history` (reads.History): paths, versions, snapshots as the mount and CLI read them
 - `catalog.chunks` (chunks.ChunkIndex): chunks, packs, contents, damaged chunks
 - `catalog.writer` (writer.BackupWriter): every other write, in explicit transactions
+- `catalog.retention` (retention.RetentionStore): what `btfs forget` and `btfs prune` drop
+  and move, inside the writer's transactions
 
-Writers (backup, add, repair, later prune) hold the writer lock (btfs.lock) before opening
+Writers (backup, add, repair, forget, prune) hold the writer lock (btfs.lock) before opening
 it read-write; readers (mount, log, status) open it read-only and never wait, thanks to WAL.
 Opening migrates an older catalog (migrations.py) and makes a new one from schema.py.
 """
@@ -19,6 +21,7 @@ from .chunks import ChunkIndex
 from .db import Database
 from .migrations import MIGRATIONS, apply_migrations
 from .reads import History
+from .retention import RetentionStore
 from .schema import FIRST_ROWS, SCHEMA
 from .writer import BackupWriter
 
@@ -46,6 +49,7 @@ class Catalog:
         self.history = History(self.db)
         self.chunks = ChunkIndex(self.db, self.history)
         self.writer = BackupWriter(self.db, self.history)
+        self.retention = RetentionStore(self.db)
 
     def close(self) -> None:
         self.db.close()

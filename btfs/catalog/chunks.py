@@ -121,11 +121,17 @@ class ChunkIndex:
         """The id of this content, added if new: one statement in the common (new) case,
         since the backup calls this for every file it reads."""
         assert self.db.in_transaction, "add_content runs in the writer's transaction"
+        chunk_ids = list(chunk_ids)
         row = self.db.get_row_or_none(
             "INSERT INTO content (digest, size, chunks) VALUES (?, ?, ?) "
             "ON CONFLICT(digest) DO NOTHING RETURNING id",
             (content_digest, size, pack_ids(chunk_ids)))
-        return row[0] if row else self.content_id(content_digest)
+        if row is None:
+            return self.content_id(content_digest)
+        if chunk_ids:  # the way back from its chunks, for prune (schema: content_chunk)
+            self.db.run_rows("INSERT INTO content_chunk (chunk_id, content_id) VALUES {rows}",
+                             [(chunk_id, row[0]) for chunk_id in set(chunk_ids)])
+        return row[0]
 
     # ---- contents and where their chunks live ----------------------------------------------
 

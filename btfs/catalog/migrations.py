@@ -11,6 +11,8 @@ written; schema.py's are the true ones today.
 from __future__ import annotations
 
 import logging
+import struct
+from collections.abc import Callable
 
 from .db import Database
 
@@ -153,23 +155,87 @@ CREATE TABLE damaged_chunk (
 );
 """
 
-# v7: several hosts back up into one vault. A backup first learns the packs other hosts
+# v7: retention (btfs forget, btfs prune).
+# - A snapshot's name is stored when it is made, so forgetting one never renames another;
+#   existing rows get the name btfs.names.snapshot_names gave them (local time of the
+#   start, -1, -2 ... for the same second in (start, id) order).
+# - A forgotten snapshot whose versions are still needed stays as a "ghost": hidden from
+#   by-time/ and `btfs snapshots`, it keeps its name and id so its remaining versions keep
+#   their place in the tree-at-S rule and their names in by-file/ (btfs.engine.forget).
+# - content_chunk is the way back from a chunk to the contents that use it: prune's live
+#   set is "chunks with a row here", read from the index, never from the BLOBs.
+# - pack_garbage lists packs no chunk row refers to any more, recorded in the transaction
+#   that stopped referring to them; prune deletes them from the vault after that commit,
+#   and a rerun finishes the deletes a killed prune left.
+SCHEMA_V7 = """
+ALTER TABLE snapshot ADD COLUMN name TEXT;  -- unique, for people: YYYY-MM-DD_HHMMSS in the
+                                           -- local time of the start, -N for the same second
+ALTER TABLE snapshot ADD COLUMN forgotten_ns INTEGER;  -- NULL: a backup; else when forget
+                                                      -- removed it (a ghost, see above)
+UPDATE snapshot SET name = n.name FROM (
+    SELECT id, base || CASE WHEN nr = 0 THEN '' ELSE '-' || nr END AS name FROM (
+        SELECT id, base, row_number() OVER (PARTITION BY base ORDER BY started_ns, id) - 1 AS nr
+        FROM (SELECT id, started_ns, strftime('%Y-%m-%d_%H%M%S', started_ns / 1000000000,
+                                              'unixepoch', 'localtime') AS base
+              FROM snapshot))) AS n
+WHERE snapshot.id = n.id;
+CREATE UNIQUE INDEX snapshot_by_name ON snapshot(name);
+
+-- One row per distinct chunk of each content (content.chunks keeps the file order).
+CREATE TABLE content_chunk (
+    chunk_id   INTEGER NOT NULL REFERENCES chunk(id),
+    content_id INTEGER NOT NULL REFERENCES content(id),
+    PRIMARY KEY (chunk_id, content_id)
+) WITHOUT ROWID;
+CREATE INDEX content_chunk_by_content ON content_chunk(content_id);
+
+-- Packs to delete from the vault: nothing in the catalog refers to them.
+CREATE TABLE pack_garbage (
+    name    TEXT PRIMARY KEY,   -- the pack's name (its vault key is packs/<name>)
+    size    INTEGER NOT NULL,   -- bytes, for the report
+    dead_ns INTEGER NOT NULL    -- when the catalog stopped referring to it
+);
+"""
+
+
+def _fill_content_chunk(db: Database) -> None:
+    """v7's content_chunk rows for the contents already in the catalog (the chunk ids are
+    only in content.chunks, a BLOB SQL cannot take apart)."""
+    rows: list[tuple[int, int]] = []
+    for content_id, blob in db.conn.execute("SELECT id, chunks FROM content"):
+        ids = struct.unpack(f"<{len(blob) // 8}q", blob)
+        rows += [(chunk_id, content_id) for chunk_id in set(ids)]
+        if len(rows) >= 65536:
+            db.run_rows("INSERT INTO content_chunk (chunk_id, content_id) VALUES {rows}", rows)
+            rows = []
+    if rows:
+        db.run_rows("INSERT INTO content_chunk (chunk_id, content_id) VALUES {rows}", rows)
+
+
+# v8: several hosts back up into one vault. A backup first learns the packs other hosts
 # wrote (their trailer and index), so content already in the vault is not stored again;
 # such a pack is marked foreign: this host did not write it, and uses only some of it.
-SCHEMA_V7 = """
+SCHEMA_V8 = """
 ALTER TABLE pack ADD COLUMN foreign_host INTEGER NOT NULL DEFAULT 0;
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
-                         SCHEMA_V7]
+# Each step is SQL, or SQL and a function of the Database that completes it in the same
+# transaction (for what SQL cannot do, such as taking a BLOB apart).
+MIGRATIONS: list[str | tuple[str, Callable[[Database], None]]] = [
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+    (SCHEMA_V7, _fill_content_chunk), SCHEMA_V8]
 
 
 def apply_migrations(db: Database, current: int, first_rows: str = "") -> None:
     """Bring `db`, at format `current`, up to len(MIGRATIONS); `first_rows` (SQL) runs
     with the first migration (the root node of a new catalog)."""
     for number in range(current, len(MIGRATIONS)):
+        step = MIGRATIONS[number]
+        sql, fill = step if isinstance(step, tuple) else (step, None)
         with db.transaction():
-            db.execute(MIGRATIONS[number])
+            db.execute(sql)
+            if fill is not None:
+                fill(db)
             if number == 0 and first_rows:
                 db.execute(first_rows)
             db.execute(f"PRAGMA user_version={number + 1}")

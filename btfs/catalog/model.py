@@ -118,6 +118,8 @@ class Snapshot:
     bytes_read: int
     bytes_added: int
     errors: int
+    name: str = ""  # unique, stored when the backup was made (schema v7)
+    forgotten_ns: int | None = None  # set: forgotten, kept as the home of needed versions
 
 
 @dataclass(frozen=True, slots=True)

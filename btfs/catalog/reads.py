@@ -28,7 +28,7 @@ VERSION_AT = ("(SELECT id FROM version WHERE node_id = n.id AND snapshot_id <= ?
 # Version rows are written as (*meta[:-1], content_id): the columns are Meta's fields.
 assert tuple(VCOLS.split(", ")) == Meta._fields
 SNAPSHOT_COLS = ("id, host_id, started_ns, finished_ns, state, files_new, files_changed, "
-                 "files_deleted, entries, bytes_read, bytes_added, errors")
+                 "files_deleted, entries, bytes_read, bytes_added, errors, name, forgotten_ns")
 _CHILD_ROW = (
     "SELECT n.id, n.name, v.id, v.snapshot_id, v.type, v.size, v.mode, v.uid, v.gid, "
     "v.atime_ns, v.mtime_ns, v.ctime_ns, v.ino, v.nlink, v.xattrs "
@@ -226,9 +226,15 @@ class History:
 
     # ---- snapshots ----------------------------------------------------------------------
 
-    def snapshots(self) -> list[Snapshot]:
+    def snapshots(self, *, forgotten: bool = False) -> list[Snapshot]:
+        """The backups, oldest first; with `forgotten`, the ghosts of forgotten ones too."""
+        where = "" if forgotten else "WHERE forgotten_ns IS NULL "
         return [Snapshot(*r) for r in self.db.query(
-            f"SELECT {SNAPSHOT_COLS} FROM snapshot ORDER BY started_ns, id")]
+            f"SELECT {SNAPSHOT_COLS} FROM snapshot {where}ORDER BY started_ns, id")]
+
+    def snapshot_names(self) -> dict[int, str]:
+        """Snapshot id -> stored name, ghosts included (the names of versions' snapshots)."""
+        return dict(self.db.query("SELECT id, name FROM snapshot"))
 
     def snapshot(self, snapshot_id: int) -> Snapshot:
         try:
@@ -237,13 +243,21 @@ class History:
         except NoSuchRow:
             raise BtfsError(f"no snapshot {snapshot_id}") from None
 
+    def shown_snapshot(self, snapshot_id: int) -> int:
+        """`snapshot_id`, or for the ghost of a forgotten one the first kept snapshot after
+        it: a ghost's own tree lost what no kept snapshot showed."""
+        row = self.db.get_row_or_none(
+            "SELECT id FROM snapshot WHERE id >= ? AND forgotten_ns IS NULL ORDER BY id LIMIT 1",
+            (snapshot_id,))
+        return row[0] if row else snapshot_id
+
     def latest_snapshot_id(self) -> int | None:
-        return self.db.get_val("SELECT max(id) FROM snapshot")
+        return self.db.get_val("SELECT max(id) FROM snapshot WHERE forgotten_ns IS NULL")
 
     def snapshot_at(self, time_ns: int) -> Snapshot | None:
-        """The newest snapshot that started at or before `time_ns`."""
+        """The newest snapshot (not forgotten) that started at or before `time_ns`."""
         row = self.db.get_row_or_none(
-            f"SELECT {SNAPSHOT_COLS} FROM snapshot WHERE started_ns <= ? "
+            f"SELECT {SNAPSHOT_COLS} FROM snapshot WHERE started_ns <= ? AND forgotten_ns IS NULL "
             "ORDER BY started_ns DESC, id DESC LIMIT 1", (time_ns,))
         return Snapshot(*row) if row else None
 

@@ -60,8 +60,18 @@ CREATE TABLE snapshot (
     entries       INTEGER NOT NULL DEFAULT 0,  -- entries in the tree at this snapshot
     bytes_read    INTEGER NOT NULL DEFAULT 0,  -- source bytes read (changed files only)
     bytes_added   INTEGER NOT NULL DEFAULT 0,  -- bytes written to the vault (packs)
-    errors        INTEGER NOT NULL DEFAULT 0   -- entries skipped because of errors
+    errors        INTEGER NOT NULL DEFAULT 0,  -- entries skipped because of errors
+    name          TEXT,                -- unique, for people, stored when it is made (so
+                                       -- forgetting one never renames another):
+                                       -- YYYY-MM-DD_HHMMSS in the local time of the start,
+                                       -- -1, -2 ... for the same second
+    forgotten_ns  INTEGER              -- NULL: a backup. Else when `btfs forget` removed
+                                       -- it: a "ghost", hidden from by-time/ and `btfs
+                                       -- snapshots`, kept (id and name) only as the home
+                                       -- of versions still needed (btfs.engine.forget);
+                                       -- deleted once no version is left in it
 );
+CREATE UNIQUE INDEX snapshot_by_name ON snapshot(name);
 
 -- Immutable objects in the vault holding chunks; see btfs.engine.pack for the format.
 CREATE TABLE pack (
@@ -105,6 +115,27 @@ CREATE TABLE content (
     size   INTEGER NOT NULL,
     chunks BLOB NOT NULL          -- chunk.id of each chunk in file order, packed as
                                   -- little-endian int64; empty for an empty file
+);
+
+-- The way back from a chunk to the contents that use it, one row per distinct chunk of
+-- each content (content.chunks keeps the file order), kept in the transaction that adds
+-- the content. `btfs prune`'s live set is "chunks with a row here", read from this index,
+-- never from the BLOBs.
+CREATE TABLE content_chunk (
+    chunk_id   INTEGER NOT NULL REFERENCES chunk(id),
+    content_id INTEGER NOT NULL REFERENCES content(id),
+    PRIMARY KEY (chunk_id, content_id)
+) WITHOUT ROWID;
+CREATE INDEX content_chunk_by_content ON content_chunk(content_id);
+
+-- Packs to delete from the vault: no chunk row refers to them any more. Recorded in the
+-- transaction that stopped referring to them; `btfs prune` deletes them from the vault
+-- after that commit, each row removed once its pack is gone, and a rerun finishes the
+-- deletes a killed prune left. A name a backup stored again (same bytes) is live again.
+CREATE TABLE pack_garbage (
+    name    TEXT PRIMARY KEY,   -- the pack's name (its vault key is packs/<name>)
+    size    INTEGER NOT NULL,   -- bytes, for the report
+    dead_ns INTEGER NOT NULL    -- when the catalog stopped referring to it
 );
 
 -- The state of one path in the snapshot where it changed (see the invariants above).

@@ -43,7 +43,13 @@ _ADD_FILE_VERSIONS = (
     f"INSERT INTO version (id, node_id, snapshot_id, {VCOLS}) "
     f"SELECT column1, column2, ?, {', '.join(f'column{i}' for i in range(3, 16))}, "
     "(SELECT id FROM content WHERE digest = column16) FROM (VALUES {rows})")
-_SNAPSHOT_FIELDS = frozenset(SNAPSHOT_COLS.split(", ")) - {"id", "host_id", "started_ns"}
+# A content's chunks, one row per distinct chunk (schema: content_chunk), the content found
+# by digest; a content that was already there has its rows, and they are ignored.
+_ADD_CONTENT_CHUNKS = ("INSERT OR IGNORE INTO content_chunk (chunk_id, content_id) "
+                       "SELECT column1, (SELECT id FROM content WHERE digest = column2) "
+                       "FROM (VALUES {rows})")
+_SNAPSHOT_FIELDS = frozenset(SNAPSHOT_COLS.split(", ")) - {"id", "host_id", "started_ns",
+                                                          "name", "forgotten_ns"}
 
 
 class BackupWriter:
@@ -180,14 +186,17 @@ class BackupWriter:
                           files: list[tuple[int, Meta, bytes, int, list[int]]]) -> None:
         """Record read files in `snapshot_id`, each given as (node_id, meta, content
         digest, content size, chunk ids): its content is added if new, its version
-        inserted and made its node's head. Three statements for every ROWS_PER_STATEMENT
-        files, where add_content and add_version would take four per file."""
+        inserted and made its node's head. One statement per ROWS_PER_STATEMENT rows of
+        each kind (contents, their chunks, versions, heads), where add_content and
+        add_version would take several per file."""
         if not files:
             return
         assert self.db.in_transaction, "add_file_versions needs a transaction"
         self.flush()  # the versions refer to nodes that may be queued
         self.db.run_rows(_ADD_CONTENTS,
                          [(d, size, pack_ids(ids)) for _, _, d, size, ids in files])
+        self.db.run_rows(_ADD_CONTENT_CHUNKS, [(chunk_id, d) for _, _, d, _, ids in files
+                                               for chunk_id in set(ids)])
         first = self._take_ids("version", len(files))
         # Every column of meta but content_id, which the statement finds by digest.
         self.db.run_rows(_ADD_FILE_VERSIONS, [(first + i, node, *m[:-1], d)
@@ -214,9 +223,25 @@ class BackupWriter:
     # ---- snapshots and meta -----------------------------------------------------------------
 
     def begin_snapshot(self, host_id: str, started_ns: int) -> int:
+        """A new running snapshot, named by the local time it started (btfs.names), with
+        -N, N one more than any taken, for the same second: names are stored and never
+        reused while their row lives (a ghost's included). A snapshot dropped empty
+        (`drop_empty_snapshot`) frees its name: no one saw it."""
+        from ..names import time_name  # btfs.names imports the catalog's model
+
         assert self.db.in_transaction, "begin_snapshot needs a transaction"
-        self.db.execute("INSERT INTO snapshot (host_id, started_ns, state) VALUES (?, ?, ?)",
-                        (host_id, started_ns, "running"))
+        base_name = time_name(started_ns)
+        taken = [r[0] for r in self.db.query(
+            "SELECT name FROM snapshot WHERE name = ? OR name GLOB ?",
+            (base_name, base_name + "-[0-9]*"))]
+        name = base_name
+        if taken:
+            suffixes = [int(t[len(base_name) + 1:]) for t in taken if t != base_name
+                        and t[len(base_name) + 1:].isdigit()]
+            name = f"{base_name}-{max(suffixes, default=0) + 1}"
+        self.db.execute(
+            "INSERT INTO snapshot (host_id, started_ns, state, name) VALUES (?, ?, ?, ?)",
+            (host_id, started_ns, "running", name))
         return self.db.last_rowid()
 
     def update_snapshot(self, snapshot_id: int, **fields) -> None:

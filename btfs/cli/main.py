@@ -46,6 +46,8 @@ COMMANDS = {
     "diff": ("browse", "diff"),
     "check": ("maintenance", "check"),
     "repair": ("maintenance", "repair"),
+    "forget": ("retention", "forget"),
+    "prune": ("retention", "prune"),
     "mount": ("mount", "mount_cmd"),
     "umount": ("mount", "umount_cmd"),
     "watch": ("watch", "watch"),
@@ -55,21 +57,25 @@ COMMANDS = {
 }
 
 
-def pass_repo(*, readonly: bool = False, writer: str | None = None):
+def pass_repo(*, readonly: bool = False, writer: str | None = None,
+              unless: str | None = None):
     """Open the Repo for a command: the command gets (obj, repo, its parameters...), and
     the Repo is closed when it returns. `readonly`: a reader's connection, never waiting
     on a writer. `writer`: the command writes, as `writer` (the name another command
     waiting on it is told); it runs holding the writer lock, waiting for it if the
-    command's --wait option is given."""
+    command's --wait option is given. `unless`: the name of a flag (--dry-run) with which
+    the command only reads, as with `readonly`."""
 
     def decorate(command):
         @click.pass_obj
         @functools.wraps(command)
         def run(obj: Context, *args, **kwargs):
-            with Repo.open(obj.paths, readonly=readonly) as repo:
-                if writer is None:
+            wait = kwargs.pop("wait") if writer is not None else False
+            reading = readonly or (unless is not None and kwargs[unless])
+            with Repo.open(obj.paths, readonly=reading) as repo:
+                if writer is None or reading:
                     return command(obj, repo, *args, **kwargs)
-                with repo.writer(wait=kwargs.pop("wait"), what=writer):
+                with repo.writer(wait=wait, what=writer):
                     return command(obj, repo, *args, **kwargs)
 
         return run

@@ -8,7 +8,6 @@ from collections.abc import Iterable, Iterator
 
 from ..catalog import DELETED, Catalog, Snapshot, Version
 from ..errors import UsageError
-from ..names import snapshot_names
 from ..text import plural
 
 _FORMATS = ("%Y-%m-%d_%H%M%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M",
@@ -65,10 +64,8 @@ def committed_versions(catalog: Catalog, node_id: int) -> list[Version]:
 
 
 def find_snapshot(catalog: Catalog, name_or_id: str) -> Snapshot:
-    snaps = catalog.history.snapshots()
-    names = snapshot_names(snaps)
-    for snap in snaps:
-        if names[snap.id] == name_or_id or str(snap.id) == name_or_id:
+    for snap in catalog.history.snapshots():
+        if snap.name == name_or_id or str(snap.id) == name_or_id:
             return snap
     raise UsageError(f"no snapshot named '{name_or_id}' (see 'btfs snapshots')")
 
@@ -83,7 +80,7 @@ def pick_version(catalog: Catalog, node_id: int, *, at: str | None = None,
             raise UsageError(f"no version {number}: this path has "
                              f"{plural(len(versions), 'version')} (see 'btfs log')")
         version = versions[number - 1]
-        return version, version.snapshot_id
+        return version, catalog.history.shown_snapshot(version.snapshot_id)
     if at is not None:
         snap = catalog.history.snapshot_at(parse_time(at))
         if snap is None:

@@ -38,6 +38,7 @@ from the trio thread only.
 
 from __future__ import annotations
 
+import bisect
 import os
 import stat
 import time
@@ -59,11 +60,12 @@ from ..catalog.search import ByFileChild, ByFileNode, HistorySearch
 from ..engine.meta import decode_xattrs
 from ..engine.running import RUNNING, snapshots_now
 from ..lock import WriterLock
-from ..names import snapshot_names, version_name, version_stamp
+from ..names import version_name, version_stamp
 
 ROOT_INO = 1  # pyfuse3.ROOT_INODE
 BY_TIME_INO = 2
 LATEST_INO = 3
+LATEST_COOKIE = 1 << 62  # by-time's readdir cookie of `latest`: after every snapshot id
 
 _KIND_SHIFT = 60
 _VERSION = 1  # id: version id
@@ -191,9 +193,12 @@ class Tree:
         self.uid, self.gid = os.getuid(), os.getgid()
         self._data_version: int | None = None
         self.snapshots: list[Snapshot] = []
-        self.names: dict[int, str] = {}
-        self.by_name: dict[str, int] = {}
+        self.names: dict[int, str] = {}  # shown snapshots and ghosts (by-file names)
+        self.by_name: dict[str, int] = {}  # shown snapshots (by-time)
+        self.by_stamp: dict[str, int] = {}  # shown snapshots and ghosts (by-file lookup)
+        self._ids: list[int] = []  # shown snapshot ids, ascending: by-time readdir cookies
         self._by_id: dict[int, Snapshot] = {}
+        self._ghosts: dict[int, Snapshot] = {}  # forgotten, holding versions by-file shows
         self.horizon = 0  # the newest shown snapshot id: by-file queries stop there
         self._refs_ahead: dict[int, list[ChunkRef]] = {}  # version id -> refs (file_refs)
         self.refresh()
@@ -214,13 +219,22 @@ class Tree:
         self._data_version = version  # only once read: a failed read is retried
         self._hidden_running = any(s.state == RUNNING for s in snaps)
         snaps = [s for s in snaps if s.state != RUNNING]
-        if [(s.id, s.state) for s in snaps] == [(s.id, s.state) for s in self.snapshots]:
+        # Ghosts of forgotten snapshots (schema v7): out of by-time, but the versions they
+        # still hold stay in by-file under their names.
+        ghosts = {s.id: s for s in self.catalog.history.snapshots(forgotten=True)
+                  if s.forgotten_ns is not None}
+        if ([(s.id, s.state) for s in snaps] == [(s.id, s.state) for s in self.snapshots]
+                and ghosts.keys() == self._ghosts.keys()):
             return False
         self.snapshots = snaps
-        self.names = snapshot_names(snaps)
-        self.by_name = {name: sid for sid, name in self.names.items()}
+        self._ghosts = ghosts
+        self.by_name = {s.name: s.id for s in snaps}
+        self.names = {**{g.id: g.name for g in ghosts.values()},
+                      **{s.id: s.name for s in snaps}}
+        self.by_stamp = {name: sid for sid, name in self.names.items()}
         self._by_id = {s.id: s for s in snaps}
-        self.horizon = max(self._by_id, default=0)
+        self._ids = sorted(self._by_id)
+        self.horizon = max(self.names, default=0)
         return True
 
     @property
@@ -255,7 +269,7 @@ class Tree:
             return _attr_from_meta(ino, version.meta)
         if kind == _TREE_DIR:
             snapshot_id, node_id = _tree_dir_parts(ident)
-            if not self._visible(snapshot_id):
+            if snapshot_id not in self._by_id:
                 raise NotFound(ino)
             if node_id == ROOT:
                 return self._synthetic_dir(ino, self._snapshot(snapshot_id).started_ns)
@@ -278,7 +292,8 @@ class Tree:
         return self._mark(node_id, head.snapshot_id)
 
     def _mark(self, node_id: int, snapshot_id: int) -> tuple[bytes, Attr]:
-        ns = self._snapshot(snapshot_id).started_ns
+        # The deletion may be recorded in a ghost: a kept backup after it still shows it.
+        ns = (self._ghosts.get(snapshot_id) or self._snapshot(snapshot_id)).started_ns
         return (deleted_mark_name(self.names[snapshot_id]),
                 Attr((_DELETED_MARK << _KIND_SHIFT) | node_id, stat.S_IFREG | 0o444, 1,
                      self.uid, self.gid, 0, ns, ns, ns, False))
@@ -377,7 +392,7 @@ class Tree:
                 raise NotFound(name)
             return self._file_dir_attr(child)
         stamp = version_stamp(self.catalog.history.node_name(node_id), name)
-        snapshot_id = self.by_name.get(stamp) if stamp is not None else None
+        snapshot_id = self.by_stamp.get(stamp) if stamp is not None else None
         if snapshot_id is None:
             raise NotFound(name)
         version = self.catalog.history.version_at(node_id, snapshot_id)
@@ -397,22 +412,25 @@ class Tree:
         """Up to `limit` entries following the one whose cookie is `after` (0: from the
         start), each with the cookie to resume after it. Cookies come from the data
         (node ids; a version's snapshot id; positions in the append-only snapshot list),
-        so they stay valid while backups land."""
+        so they stay valid while backups land and are forgotten."""
         if ino == ROOT_INO:
             entries = [(BY_TIME, self.getattr(BY_TIME_INO)),
                        (BY_FILE, self.getattr(BY_FILE_INO))]
             return [(n, a, i + 1) for i, (n, a) in enumerate(entries)][after:after + limit]
         if ino == BY_TIME_INO:
-            # Positions in the snapshot list, which only grows at the end; `latest` last.
+            # Snapshot ids in ascending order, `latest` last: forgetting a snapshot
+            # leaves the cookies of the others where they were.
             rows = []
-            for i in range(after, min(after + limit, len(self.snapshots) + 1)):
-                if i < len(self.snapshots):
-                    snap = self.snapshots[i]
-                    rows.append((self.names[snap.id].encode(),
-                                 self._synthetic_dir(tree_dir_ino(snap.id, ROOT),
-                                                     snap.started_ns), i + 1))
-                elif self.snapshots:
-                    rows.append((LATEST, self.getattr(LATEST_INO), i + 1))
+            if after >= LATEST_COOKIE:
+                return rows
+            for sid in self._ids[bisect.bisect_right(self._ids, after):]:
+                if len(rows) == limit:
+                    return rows
+                snap = self._by_id[sid]
+                rows.append((snap.name.encode(),
+                             self._synthetic_dir(tree_dir_ino(sid, ROOT), snap.started_ns), sid))
+            if self.snapshots and len(rows) < limit:
+                rows.append((LATEST, self.getattr(LATEST_INO), LATEST_COOKIE))
             return rows
         kind, ident = split_ino(ino)
         if kind == _TREE_DIR:
