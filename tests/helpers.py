@@ -15,6 +15,7 @@ import hashlib
 import os
 import random
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -297,3 +298,16 @@ def recorded(catalog: Catalog, snapshot_id: int, under: Path | bytes) -> dict[by
 
 def count(catalog: Catalog, table: str) -> int:
     return catalog.db.get_val(f"SELECT count(*) FROM {table}")
+
+
+def wait_for(predicate, timeout: float, what: str, every: float = 0.1):
+    """The predicate's first true value, polled every `every` seconds; AssertionError
+    naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import assert_same_tree, source_tree, stored_tree
+from helpers import assert_same_tree, source_tree, stored_tree, wait_for
 
 from btfs.repo import Repo
 from btfs.watch import control
@@ -50,15 +50,6 @@ def btfs(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
-def wait_for(predicate, timeout: float, what: str, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 class Watcher:

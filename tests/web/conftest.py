@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import backup
-from webkit import wait_for
+from helpers import backup, wait_for
 
 from btfs.watch import control
 

@@ -10,7 +10,7 @@ import stat
 
 import httpx
 import pytest
-from webkit import wait_for
+from helpers import wait_for
 
 from btfs.web.access import token_file
 

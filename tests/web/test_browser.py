@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from webkit import wait_for
+from helpers import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
