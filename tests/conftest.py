@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 
 import pytest
-from clikit import btfs
 
 from btfs import config as config_mod
 from btfs.config import Paths, xdg_paths
@@ -90,14 +89,6 @@ def env(tmp_path) -> dict:
              XDG_DATA_HOME=str(tmp_path / "data"), XDG_CACHE_HOME=str(tmp_path / "cache"),
              HOME=str(tmp_path / "home"))
     return e
-
-
-@pytest.fixture
-def ready(env, tmp_path, src) -> dict:
-    """`env` after `btfs init` and `btfs track` of the module's own `src` fixture."""
-    btfs(env, "init", "--vault", str(tmp_path / "vault"), "--no-input", check=0)
-    btfs(env, "track", str(src), check=0)
-    return env
 
 
 @pytest.fixture

@@ -27,6 +27,13 @@ def src(tmp_path):
     return d
 
 
+@pytest.fixture
+def ready(env, tmp_path, src):
+    btfs(env, "init", "--vault", str(tmp_path / "vault"), "--no-input", check=0)
+    btfs(env, "track", str(src), check=0)
+    return env
+
+
 def test_init_is_idempotent_and_refuses_another_vault(env, tmp_path):
     out = btfs(env, "init", "--vault", str(tmp_path / "vault"), "--no-input", check=0)
     assert out.stdout.startswith("initialized btfs: vault ")

@@ -34,6 +34,13 @@ def src(tmp_path):
     return d
 
 
+@pytest.fixture
+def ready(env, tmp_path, src):
+    btfs(env, "init", "--vault", str(tmp_path / "vault"), "--no-input", check=0)
+    btfs(env, "track", str(src), check=0)
+    return env
+
+
 def snapshot_count(env) -> int:
     out = btfs(env, "snapshots", "--json", check=0).stdout
     return out.count('"state"')
