@@ -120,3 +120,24 @@ def prune(obj, repo, max_unused: str, dry_run: bool, as_json: bool) -> None:
     if report.skipped_damaged:
         click.echo(f"note: {plural(report.skipped_damaged, 'pack')} with damaged chunks left "
                    "as they are (run 'btfs repair')")
+    if report.shared is not None:
+        _echo_shared(report.shared, dry_run)
+
+
+def _echo_shared(shared, dry_run: bool) -> None:
+    """What prune did in a vault shared with other hosts (btfs.engine.prune_shared)."""
+    if shared.held:
+        click.echo(f"{plural(shared.held, 'pack')} ({human_bytes(shared.held_bytes)}) left "
+                   "whole: other hosts use them")
+    if dry_run:
+        return
+    if shared.condemned:
+        click.echo(f"condemned {plural(shared.condemned, 'pack')} "
+                   f"({human_bytes(shared.condemned_bytes)}): deleted once the grace period "
+                   "is over and every other host has backed up since")
+    if shared.given_back:
+        click.echo(f"{plural(shared.given_back, 'condemned pack')} given back: another host "
+                   "uses them")
+    for wait in shared.waiting:
+        click.echo(f"waiting: {plural(wait.packs, 'condemned pack')} "
+                   f"({human_bytes(wait.bytes)}): {wait.reason}")

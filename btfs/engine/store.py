@@ -52,6 +52,10 @@ class ChunkStore:
         self.bytes_added = 0
         self.packs_written = 0
         self._reader: Catalog | None = None
+        # A pack with the bytes, so the name, of a condemned one would be that pack: a
+        # sweep may delete it (btfs.engine.prune_shared). Such a pack is sealed otherwise.
+        condemned = set(catalog.condemned.marks())
+        self._avoid = condemned.__contains__ if condemned else None
         self._reader_lock = threading.Lock()
 
     @property
@@ -129,7 +133,7 @@ class ChunkStore:
             # Bound what is in flight (memory, for a vault that uploads from memory):
             # record the oldest upload, waiting for it.
             self._record_oldest()
-        sealed = self._builder.seal()
+        sealed = self._builder.seal(self._avoid)
         future = self._uploader.submit(self._writer.commit, pack_key(sealed.name))
         self._uploads.append((self._seq, sealed, future))
         self._writer = self.vault.writer()
