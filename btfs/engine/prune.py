@@ -155,7 +155,8 @@ def prune(catalog: Catalog, vault: Vault, codec: Codec, *, pack_size: int,
     if shared is None:
         _delete_garbage(catalog, store, vault, report)  # what a killed run left
     if dead or repack:
-        moved = _repack(store, vault, codec, repack, pack_size, report, progress)
+        moved = _repack(store, vault, codec, repack, pack_size, report, progress,
+                        avoid=shared.avoid if shared is not None else None)
         _step("uploaded")
         now = time.time_ns()
         # A new pack with an old one's name (the same bytes) is that pack, kept.
@@ -179,7 +180,8 @@ def prune(catalog: Catalog, vault: Vault, codec: Codec, *, pack_size: int,
 
 
 def _repack(store: RetentionStore, vault: Vault, codec: Codec, packs: list[PackUse],
-            pack_size: int, report: PruneReport, progress) -> list[tuple]:
+            pack_size: int, report: PruneReport, progress,
+            avoid: Callable[[str], bool] | None = None) -> list[tuple]:
     """Copy the live chunks of `packs` into new packs, durable before this returns.
     Returns (name, size, chunks, hash -> chunk id) of each new pack. Stored forms that
     must be decoded (and groups compressed anew) are done on worker threads (zstd and
@@ -198,7 +200,7 @@ def _repack(store: RetentionStore, vault: Vault, codec: Codec, packs: list[PackU
 
     def seal() -> None:
         nonlocal writer, builder, ids
-        sealed = builder.seal()
+        sealed = builder.seal(avoid)  # never a condemned pack's name (prune_shared)
         writer.commit(pack_key(sealed.name))  # durable (fsync, or the PUT returned)
         moved.append((sealed.name, sealed.size, sealed.chunks, ids))
         report.new_packs += 1

@@ -66,7 +66,7 @@ from pathlib import Path
 from ..catalog import Catalog
 from ..errors import BtfsError, VaultError
 from ..vault import Vault, pack_key
-from .condemned import Record, put_record, read_records, rewrite
+from .condemned import Record, condemned_packs, put_record, read_records, rewrite
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,8 @@ class SharedPrune:
         self.report = SharedReport()
         self.others = [_fetch(vault, h, cache_dir / "prune-hosts") for h in others]
         self.report.other_hosts = [o.label for o in self.others]
+        # A repack's new pack must not have a condemned pack's bytes (PackBuilder.seal).
+        self.avoid = set(condemned_packs(read_records(vault))).__contains__
 
     def close(self) -> None:
         for other in self.others:
