@@ -26,11 +26,16 @@ from .reads import History
 log = logging.getLogger(__name__)
 
 _IN_BATCH = 500  # ids per `IN (...)` query: under SQLite's limit on parameters
-# A chunk row a backup may reuse is not in a pack a prune condemned (condemned_pack; the
-# subquery runs once per statement, and the table is empty but in a shared vault being
-# pruned).
-_NOT_CONDEMNED = ("c.pack_id NOT IN (SELECT p.id FROM pack p "
-                  "JOIN condemned_pack k ON k.name = p.name)")
+# A chunk row a backup may reuse is not in a pack a prune condemned. The subquery runs
+# once per statement and walks condemned_pack first (CROSS JOIN keeps that order), which
+# is empty but in a shared vault being pruned: the backup's lookups cost what they did.
+_NOT_CONDEMNED = ("c.pack_id NOT IN (SELECT p.id FROM condemned_pack k "
+                  "CROSS JOIN pack p ON p.name = k.name)")
+
+
+def _unless_condemned(condemned: bool) -> str:
+    # Leaving the clause out keeps the lookup on the covering hash index alone.
+    return f" AND {_NOT_CONDEMNED}" if condemned else ""
 
 
 class ChunkIndex:
@@ -45,16 +50,20 @@ class ChunkIndex:
         row = self.db.get_row_or_none("SELECT id FROM chunk WHERE hash=?", (chunk_hash,))
         return row[0] if row else None
 
-    def sound_chunk_id(self, chunk_hash: bytes) -> int | None:
-        """The chunk's id if it is stored and not known damaged: what a backup may reuse."""
+    def sound_chunk_id(self, chunk_hash: bytes, *, condemned: bool = True) -> int | None:
+        """The chunk's id if it is stored and not known damaged nor in a condemned pack:
+        what a backup may reuse. `condemned=False` when the caller knows no pack is (the
+        query is then as cheap as it was before prune_shared)."""
         row = self.db.get_row_or_none(
             "SELECT c.id FROM chunk c LEFT JOIN damaged_chunk d ON d.chunk_id = c.id "
-            f"WHERE c.hash=? AND d.chunk_id IS NULL AND {_NOT_CONDEMNED}", (chunk_hash,))
+            "WHERE c.hash=? AND d.chunk_id IS NULL" + _unless_condemned(condemned),
+            (chunk_hash,))
         return row[0] if row else None
 
-    def stored_chunks(self, hashes: list[bytes]) -> set[bytes]:
+    def stored_chunks(self, hashes: list[bytes], *, condemned: bool = True) -> set[bytes]:
         """Which of `hashes` (a few dozen: one query's parameters) are in the catalog and
-        not known damaged nor in a condemned pack: such a chunk met again is stored afresh."""
+        not known damaged nor in a condemned pack: such a chunk met again is stored afresh.
+        `condemned` as for sound_chunk_id."""
         if not hashes:
             return set()
         marks = ",".join("?" * len(hashes))
@@ -62,7 +71,7 @@ class ChunkIndex:
         # but after a check found damage).
         return {r[0] for r in self.db.query(
             "SELECT c.hash FROM chunk c LEFT JOIN damaged_chunk d ON d.chunk_id = c.id "
-            f"WHERE c.hash IN ({marks}) AND d.chunk_id IS NULL AND {_NOT_CONDEMNED}",
+            f"WHERE c.hash IN ({marks}) AND d.chunk_id IS NULL" + _unless_condemned(condemned),
             hashes)}
 
     # ---- writes (inside the caller's transaction) ------------------------------------------

@@ -100,6 +100,10 @@ def prune(obj, repo, max_unused: str, dry_run: bool, as_json: bool) -> None:
     interrupt: run it again and it finishes. Backups wait for it (or fail, without
     --wait) as for another backup.
 
+    In a vault shared with other hosts, packs another host uses are left whole, and the
+    others are condemned instead of deleted: a later prune deletes them once [retention]
+    prune_grace (default 24h) has passed and every host has backed up since.
+
     \b
     Examples:
       btfs forget --keep-daily 7 && btfs prune

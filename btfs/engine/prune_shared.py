@@ -118,7 +118,11 @@ class SharedPrune:
         self.catalog, self.vault, self.host_id = catalog, vault, host_id
         self.grace_ns = grace_s * 1_000_000_000
         self.report = SharedReport()
-        self.others = [_fetch(vault, h, cache_dir / "prune-hosts") for h in others]
+        from ..replica.fetch import list_hosts
+
+        names = {h.host_id: h.name for h in list_hosts(vault)} if others else {}
+        self.others = [_fetch(vault, h, names.get(h, "?"), cache_dir / "prune-hosts")
+                       for h in others]
         self.report.other_hosts = [o.label for o in self.others]
         # A repack's new pack must not have a condemned pack's bytes (PackBuilder.seal).
         self.avoid = set(condemned_packs(read_records(vault))).__contains__
@@ -250,13 +254,12 @@ class SharedPrune:
             log.info("pack %s is in use by another host: kept", name[:12])
 
 
-def _fetch(vault: Vault, host_id: str, cache: Path) -> OtherHost:
+def _fetch(vault: Vault, host_id: str, name: str, cache: Path) -> OtherHost:
     """Another host's newest catalog copy, rebuilt into `cache` unless the file there is
     that generation already."""
-    from ..replica.fetch import fetch_catalog, list_hosts
+    from ..replica.fetch import fetch_catalog
     from ..replica.objects import generations
 
-    name = next((h.name for h in list_hosts(vault) if h.host_id == host_id), "?")
     gens = generations(vault, host_id)
     if not gens:
         return OtherHost(host_id, name, None, "no catalog copy yet (its first backup has "

@@ -56,6 +56,7 @@ class ChunkStore:
         # sweep may delete it (btfs.engine.prune_shared). Such a pack is sealed otherwise.
         condemned = set(catalog.condemned.marks())
         self._avoid = condemned.__contains__ if condemned else None
+        self._condemned = bool(condemned)  # lookups skip condemned packs only if any
         self._reader_lock = threading.Lock()
 
     @property
@@ -82,7 +83,7 @@ class ChunkStore:
             with self._reader_lock:
                 if self._reader is None:
                     self._reader = Catalog(self.catalog.path, readonly=True)
-                stored = self._reader.chunks.stored_chunks(unknown)
+                stored = self._reader.chunks.stored_chunks(unknown, condemned=self._condemned)
         return [None if known or h in stored else generation
                 for h, known in zip(hashes, on_the_way, strict=True)]
 
@@ -98,7 +99,8 @@ class ChunkStore:
         if seq is not None:
             return seq
         if stored is None or checked_at != self.generation:
-            if self.catalog.chunks.sound_chunk_id(chunk_hash) is not None:
+            if self.catalog.chunks.sound_chunk_id(chunk_hash,
+                                                 condemned=self._condemned) is not None:
                 return STORED
             if stored is None:
                 raise AssertionError("chunk reported stored but unknown to the catalog")
@@ -116,7 +118,8 @@ class ChunkStore:
         `add(hash, size, None)` of any member returns where it is."""
         new = [(h, size) for h, size, checked_at in members
                if h not in self._pending
-               and (checked_at == self.generation or self.catalog.chunks.sound_chunk_id(h) is None)]
+               and (checked_at == self.generation
+                    or self.catalog.chunks.sound_chunk_id(h, condemned=self._condemned) is None)]
         if not new:
             return
         self._builder.add_shared(stored, new)
