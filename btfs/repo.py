@@ -256,6 +256,7 @@ class Repo:
         """`btfs init`: config, catalog and vault (see init_repo), then track `track`.
         `endpoint`, `region`, `profile`: how an S3 vault is reached (config [s3])."""
         from .replica.objects import generations
+        from .replica.publish import put_host_record
 
         cfg, created = init_repo(paths, vault_url, _s3_options(endpoint, region, profile))
         others = 0
@@ -265,6 +266,7 @@ class Repo:
             vault = open_vault(cfg.vault, cfg.s3, paths.cache_dir)
             try:
                 others = len({g.host_id for g in generations(vault)} - {cfg.host_id})
+                put_host_record(vault, cfg.host_id)  # a prune elsewhere waits for it
             finally:
                 vault.close()
         if track:

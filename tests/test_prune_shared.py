@@ -357,3 +357,21 @@ def test_a_pack_is_never_sealed_under_a_condemned_name():
     assert digest.hexdigest(bytes(other.data)) == other.name
     assert parse_index(bytes(other.data)) == parse_index(bytes(plain.data))
     assert build(set().__contains__).name == plain.name
+
+
+def test_a_host_whose_first_backup_has_not_finished_holds_the_sweep(tmp_path):
+    """From `btfs init` on the vault knows a host: its first backup may be deduplicating
+    against any pack, so a sweep waits for its catalog copy."""
+    vault, alpha, beta, _, only_alpha = two_hosts(tmp_path)
+    btfs("prune", env=alpha)
+    assert condemned(vault) & only_alpha
+    btfs("backup", env=beta)
+    gamma, _ = make_host(tmp_path, "gamma", vault, {})
+    configure(gamma, 0)
+    waits = btfs("prune", env=alpha).stdout
+    assert f"({host_id(gamma)}) has no catalog copy yet" in waits
+    assert vault_packs(vault) >= only_alpha
+    btfs("backup", env=gamma)
+    btfs("prune", env=alpha)
+    assert not (vault_packs(vault) & only_alpha) and condemned(vault) == set()
+    all_sound(vault, alpha, beta, gamma)

@@ -26,14 +26,14 @@ condemned: the host's backups since it started know.
 
 Sweep (any host's later prune, or the same run's). A condemned pack is deleted when
   (a) the grace period ([retention] prune_grace, default 24h) has passed since it was
-      condemned: it covers clocks that differ between hosts, a host's first backup still
-      running (a host has no copy until its first backup ends) and mounts and restores
-      that read from a catalog older than the condemnation (they get EIO once it is gone,
+      condemned: it covers clocks that differ between hosts and mounts and restores that
+      read from a catalog older than the condemnation (they get EIO once it is gone,
       never other bytes: every chunk is verified against its hash as it is read);
-  (b) every other host's newest catalog copy lists it as condemned (that host's current
-      catalog was built by backups that started knowing; a backup only ever adds
-      references to chunks it counts as stored, so none of its later backups will use
-      it while the record stands); and
+  (b) every other host in the vault (hosts/<id>/, from its `btfs init` on) has a newest
+      catalog copy that lists it as condemned: that host's current catalog was built by
+      backups that started knowing, and a backup only ever adds references to chunks it
+      counts as stored, so none of its later backups will use it while the record
+      stands (a host whose first backup has not finished has no copy: it waits); and
   (c) no host's newest catalog (copies of the others, this host's own) uses a chunk in
       it. One that is used is given back by the host that condemned it (the record
       rewritten without it; the pack is its own again, to be condemned when no host uses
@@ -42,9 +42,12 @@ The pack is deleted first, then its record rewritten: a backup that reads the re
 (before it looks at packs) sees the pack either still condemned or gone, and a catalog
 that knew it condemned drops its rows once the record no longer names it and the pack is
 gone (sync_condemned). A host that never backs up again blocks deletion (b) for ever:
-prune lists what waits for which host; `btfs recover` of that host on another machine
-and one backup there, or removing hosts/<id>/ from the vault by hand if that host is
-gone for good, lets it go on.
+prune lists what waits for which host. One backup of it (on a new machine: `btfs
+recover --host` first) lets it go on; a host gone for good can only be let go by hand,
+by removing hosts/<its id>/ from the vault, which also removes its catalog copies.
+A host of an older btfs never lists a pack as condemned: nothing is deleted until it is
+upgraded. Backups never seal a pack under a condemned pack's name (PackBuilder.seal's
+`avoid`): the same bytes would be that very pack, which the sweep deletes.
 
 Kill -9 at any moment: packs condemned by no record yet are A's pack_garbage rows not
 in any record, condemned by the next run (or known gone and dropped); a sweep killed
@@ -97,6 +100,7 @@ class OtherHost:
     catalog: Catalog | None  # its newest copy; None when it cannot be read
     problem: str = ""
     marks: dict[str, int] = field(default_factory=dict)  # the packs it knows condemned
+    new: bool = False  # no copy yet: its first backup has not finished (uses nothing)
 
     @property
     def label(self) -> str:
@@ -138,7 +142,10 @@ class SharedPrune:
         names = {u.name for u in dead + repack}
         held: set[str] = set()
         for other in self.others:
-            held |= names if other.catalog is None else other.catalog.condemned.uses(names)
+            if other.catalog is not None:
+                held |= other.catalog.condemned.uses(names)
+            elif not other.new:  # a copy it cannot read may use any of them
+                held = names
         for use in [u for u in dead + repack if u.name in held]:
             self.report.held += 1
             self.report.held_bytes += use.size
@@ -237,7 +244,7 @@ class SharedPrune:
             return "condemned less than prune_grace ago"
         for other in self.others:
             if other.catalog is None:
-                return f"host {other.label}: {other.problem}"
+                return f"host {other.label} {other.problem}"
             if name not in other.marks:
                 return f"host {other.label} has not backed up since it was condemned"
         return ""
@@ -262,8 +269,8 @@ def _fetch(vault: Vault, host_id: str, name: str, cache: Path) -> OtherHost:
 
     gens = generations(vault, host_id)
     if not gens:
-        return OtherHost(host_id, name, None, "no catalog copy yet (its first backup has "
-                         "not finished)")
+        return OtherHost(host_id, name, None, "has no catalog copy yet (its first backup "
+                         "has not finished)", new=True)
     cache.mkdir(parents=True, exist_ok=True)
     dest, stamp = cache / f"{host_id}.db", cache / f"{host_id}.generation"
     try:
@@ -274,4 +281,4 @@ def _fetch(vault: Vault, host_id: str, name: str, cache: Path) -> OtherHost:
         catalog = Catalog(dest, readonly=True)
         return OtherHost(host_id, name, catalog, marks=catalog.condemned.marks())
     except (VaultError, BtfsError) as e:
-        return OtherHost(host_id, name, None, f"its catalog copy cannot be read ({e})")
+        return OtherHost(host_id, name, None, f"has a catalog copy that cannot be read ({e})")
