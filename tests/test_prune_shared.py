@@ -375,3 +375,21 @@ def test_a_host_whose_first_backup_has_not_finished_holds_the_sweep(tmp_path):
     btfs("prune", env=alpha)
     assert not (vault_packs(vault) & only_alpha) and condemned(vault) == set()
     all_sound(vault, alpha, beta, gamma)
+
+
+def test_any_host_sweeps_a_pack_another_host_condemned_under_the_same_rules(tmp_path):
+    vault, alpha, beta, beta_src, only_alpha = two_hosts(tmp_path)
+    btfs("prune", env=alpha)
+    doomed = condemned(vault)
+    assert doomed & only_alpha
+    btfs("backup", env=beta)
+    # alpha itself has not backed up since it condemned them: its catalog does not say
+    # it knows, so beta's sweep waits for it as alpha's waits for beta.
+    waits = btfs("prune", env=beta).stdout
+    assert f"({host_id(alpha)}) has not backed up since it was condemned" in waits
+    assert vault_packs(vault) >= doomed
+    btfs("backup", env=alpha)
+    btfs("prune", env=beta)
+    assert not (vault_packs(vault) & doomed) and condemned(vault) == set()
+    all_sound(vault, alpha, beta)
+    restores(beta, beta_src, tmp_path / "restored")
