@@ -57,6 +57,10 @@ another host has just written again with the same bytes is prevented by (c) only
 as that host's copy shows it, which (a) covers for a backup in flight.
 
 A vault with no other host and no record is pruned at once, as before (prune.py).
+
+Runs in the prune's thread, holding the writer lock. Never deletes a pack no record
+names, never deletes a record before the packs it stops naming are gone or given back,
+and never writes into another host's catalog: other hosts learn only through the vault.
 """
 
 from __future__ import annotations
@@ -146,10 +150,11 @@ class SharedPrune:
                 held |= other.catalog.condemned.uses(names)
             elif not other.new:  # a copy it cannot read may use any of them
                 held = names
+        dead_names = {u.name for u in dead}
         for use in [u for u in dead + repack if u.name in held]:
             self.report.held += 1
             self.report.held_bytes += use.size
-            if use in dead:
+            if use.name in dead_names:
                 report.dead_pack_bytes -= use.size
             else:
                 report.repacked_bytes -= use.size
