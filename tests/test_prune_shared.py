@@ -393,3 +393,37 @@ def test_any_host_sweeps_a_pack_another_host_condemned_under_the_same_rules(tmp_
     assert not (vault_packs(vault) & doomed) and condemned(vault) == set()
     all_sound(vault, alpha, beta)
     restores(beta, beta_src, tmp_path / "restored")
+
+
+def test_a_repacks_copy_serves_beta_which_stores_nothing_again(tmp_path):
+    """alpha repacks a mostly dead pack: the live chunk is copied into a new pack and the
+    old one condemned. beta, which knew the old pack, learns the new one and points its
+    row there (ChunkIndex.add_foreign_pack), so a file of beta's with that content is
+    not stored again."""
+    vault = tmp_path / "vault"
+    alpha, alpha_src = make_host(tmp_path, "alpha", vault, {})
+    beta, beta_src = make_host(tmp_path, "beta", vault, {})
+    for env in (alpha, beta):
+        configure(env, 0)
+    keep = rand_bytes(300_000, seed=61)
+    (alpha_src / "keep").write_bytes(keep)
+    (alpha_src / "drop").write_bytes(rand_bytes(900_000, seed=62))
+    btfs("backup", env=alpha)
+    btfs("backup", env=beta)  # learns alpha's packs, uses none of them
+    (alpha_src / "drop").unlink()
+    btfs("backup", env=alpha)
+    btfs("forget", "--keep-last", "1", env=alpha)
+    pruned = btfs("prune", env=alpha).stdout
+    assert " 1 repacked" in pruned, pruned
+    doomed = condemned(vault)
+    assert doomed
+    before = sum(p.stat().st_size for p in (vault / "packs").rglob("*") if p.is_file())
+    (beta_src / "same-as-keep").write_bytes(keep)
+    btfs("backup", env=beta)
+    after = sum(p.stat().st_size for p in (vault / "packs").rglob("*") if p.is_file())
+    assert after - before < 100_000  # not the 300 KB again
+    assert used_by(beta).isdisjoint(doomed)
+    btfs("prune", env=alpha)
+    assert not (vault_packs(vault) & doomed)
+    all_sound(vault, alpha, beta)
+    restores(beta, beta_src, tmp_path / "restored")

@@ -52,11 +52,14 @@ class ChunkStore:
         self.bytes_added = 0
         self.packs_written = 0
         self._reader: Catalog | None = None
-        # A pack with the bytes, so the name, of a condemned one would be that pack: a
-        # sweep may delete it (btfs.engine.prune_shared). Such a pack is sealed otherwise.
+        # A pack with the bytes, so the name, of one the vault holds would be that pack:
+        # the put a no-op, and the pack a condemned one a sweep deletes (btfs.engine.
+        # prune_shared) or one the catalog knows already (a chunk stored afresh because
+        # its old place is condemned, met in the very pack another host's repack made).
+        # Such a pack is sealed with other bytes (PackBuilder.seal).
         condemned = set(catalog.condemned.marks())
-        self._avoid = condemned.__contains__ if condemned else None
         self._condemned = bool(condemned)  # lookups skip condemned packs only if any
+        self._avoid = lambda name: name in condemned or catalog.chunks.has_pack(name)
         self._reader_lock = threading.Lock()
 
     @property
