@@ -112,6 +112,9 @@ def test_a_pack_goes_only_after_the_grace_and_a_later_backup_of_every_host(tmp_p
     assert vault_packs(vault) == packs  # nothing deleted yet
     assert "left whole: other hosts use them" in first.stdout
     assert "condemned" in first.stdout
+    checked = btfs("check", env=alpha).stdout
+    assert "condemned by a prune of this shared vault" in checked
+    assert "not referenced" not in checked
     # Before the grace is over: waits, whatever else.
     assert "condemned less than prune_grace ago" in btfs("prune", env=alpha).stdout
     assert vault_packs(vault) >= doomed
