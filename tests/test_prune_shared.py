@@ -430,3 +430,51 @@ def test_a_repacks_copy_serves_beta_which_stores_nothing_again(tmp_path):
     assert not (vault_packs(vault) & doomed)
     all_sound(vault, alpha, beta)
     restores(beta, beta_src, tmp_path / "restored")
+
+
+def test_beta_that_learned_the_repacks_copy_before_the_record_finds_its_chunks_there(
+        tmp_path):
+    """The race the record's moved_to closes: beta learns alpha's repacked pack between
+    alpha's commit and its condemned record, so its rows stay in the old pack; reading
+    the record, beta points them at the copy instead of storing the chunks again."""
+    vault = tmp_path / "vault"
+    alpha, alpha_src = make_host(tmp_path, "alpha", vault, {})
+    beta, beta_src = make_host(tmp_path, "beta", vault, {})
+    for env in (alpha, beta):
+        configure(env, 0)
+    keep = rand_bytes(300_000, seed=61)
+    (alpha_src / "keep").write_bytes(keep)
+    (alpha_src / "drop").write_bytes(rand_bytes(900_000, seed=62))
+    btfs("backup", env=alpha)
+    btfs("backup", env=beta)
+    (alpha_src / "drop").unlink()
+    btfs("backup", env=alpha)
+    btfs("forget", "--keep-last", "1", env=alpha)
+    prune = subprocess.Popen([sys.executable, "-m", "btfs", "prune"],
+                             env={**alpha, PAUSE_AT_ENV: "committed:3"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def committed() -> bool:
+        with Catalog(paths_of(alpha).catalog, readonly=True) as catalog:
+            return bool(catalog.condemned.garbage_names())
+
+    while not committed() and prune.poll() is None:
+        time.sleep(0.02)
+    assert condemned(vault) == set()  # alpha pauses before its record
+    with Repo.open(paths_of(beta)) as repo, repo.writer():
+        from btfs.engine.packsync import sync_condemned, sync_foreign_packs
+
+        sync_condemned(repo.catalog, repo.vault)
+        assert sync_foreign_packs(repo.catalog, repo.vault).learned  # the copy
+    assert prune.wait(timeout=60) == 0, prune.stderr.read()
+    doomed = condemned(vault)
+    assert doomed
+    before = sum(p.stat().st_size for p in (vault / "packs").rglob("*") if p.is_file())
+    (beta_src / "same-as-keep").write_bytes(keep)
+    btfs("backup", env=beta)
+    after = sum(p.stat().st_size for p in (vault / "packs").rglob("*") if p.is_file())
+    assert after - before < 100_000  # not the 300 KB again
+    btfs("prune", env=alpha)
+    assert not (vault_packs(vault) & doomed)
+    all_sound(vault, alpha, beta)
+    restores(beta, beta_src, tmp_path / "restored")

@@ -114,6 +114,13 @@ class ChunkIndex:
                               for i, c in enumerate(chunks)])
         return {**{c.hash: first + i for i, c in enumerate(chunks)}, **healed}
 
+    def move_condemned_to(self, name: str, chunks: list[NewChunk]) -> int:
+        """Pack `name` (known, read from its index: `chunks`) holds copies of chunks whose
+        rows lie in condemned packs: they point at it from now on. How many moved."""
+        assert self.db.in_transaction, "move_condemned_to runs in the writer's transaction"
+        pack_id = self.db.get_val("SELECT id FROM pack WHERE name = ?", (name,))
+        return len(self._move_condemned(pack_id, chunks))
+
     def _move_condemned(self, pack_id: int, chunks: list[NewChunk]) -> dict[bytes, int]:
         """Point the rows of `chunks` that lie in a condemned pack (a backup stored them
         afresh, or another host's new pack holds them) at their copy in pack `pack_id`,

@@ -32,14 +32,19 @@ class Record:
     host_id: str  # the host whose prune condemned the packs
     condemned_ns: int  # when (that host's clock)
     packs: tuple[str, ...]
+    # New packs the prune that condemned them copied their live chunks into (a repack):
+    # a host that learned those before the record finds its chunks there (sync_condemned).
+    moved_to: tuple[str, ...] = ()
 
 
-def put_record(vault: Vault, host_id: str, condemned_ns: int, packs: list[str]) -> Record:
+def put_record(vault: Vault, host_id: str, condemned_ns: int, packs: list[str],
+               moved_to: list[str] | tuple[str, ...] = ()) -> Record:
     """A new record condemning `packs`, durable when this returns."""
     key = f"{PREFIX}{condemned_ns:020d}-{host_id}-{os.urandom(8).hex()}"
-    body = {"host_id": host_id, "condemned_ns": condemned_ns, "packs": sorted(packs)}
+    body = {"host_id": host_id, "condemned_ns": condemned_ns, "packs": sorted(packs),
+            "moved_to": sorted(moved_to)}
     vault.put(key, json.dumps(body).encode())
-    return Record(key, host_id, condemned_ns, tuple(sorted(packs)))
+    return Record(key, host_id, condemned_ns, tuple(sorted(packs)), tuple(sorted(moved_to)))
 
 
 def read_records(vault: Vault) -> list[Record]:
@@ -54,9 +59,10 @@ def read_records(vault: Vault) -> list[Record]:
         try:
             body = json.loads(vault.get(key))
             packs = tuple(str(p) for p in body["packs"])
-        except (ValueError, KeyError, TypeError):
+            moved_to = tuple(str(p) for p in body.get("moved_to", ()))
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise VaultError(f"{key} is not a readable condemned record") from None
-        records.append(Record(key, m[2], int(m[1]), packs))
+        records.append(Record(key, m[2], int(m[1]), packs, moved_to))
     return sorted(records, key=lambda r: r.key)
 
 
@@ -76,5 +82,5 @@ def rewrite(vault: Vault, record: Record, keep: set[str]) -> None:
     if len(left) == len(record.packs):
         return
     if left:
-        put_record(vault, record.host_id, record.condemned_ns, left)
+        put_record(vault, record.host_id, record.condemned_ns, left, record.moved_to)
     vault.delete(record.key)

@@ -25,7 +25,7 @@ from ..catalog import Catalog
 from ..catalog.model import NewChunk
 from ..errors import BtfsError, IntegrityError
 from ..vault import Vault, pack_key
-from .condemned import condemned_packs, read_records
+from .condemned import Record, condemned_packs, read_records
 from .pack import INDEX_ENTRY_SIZE, TRAILER_SIZE, parse_index_entries, parse_trailer
 
 log = logging.getLogger(__name__)
@@ -66,19 +66,42 @@ def sync_condemned(catalog: Catalog, vault: Vault) -> tuple[int, int]:
     record went is deleted (its rows go: nothing may count them as stored) or was found
     in use and given back (usable again). Records are read before anything else looks at
     the vault's packs: a sweep deletes a pack before its record (prune_shared)."""
-    marks = condemned_packs(read_records(vault))
+    records = read_records(vault)
+    marks = condemned_packs(records)
     before = catalog.condemned.marks()
     gone = [name for name in before if name not in marks
             and vault.size(pack_key(name)) is None]
+    copies = _copies_known(catalog, vault, records, set(marks) - set(before), set(marks))
     with catalog.writer.transaction():
         added, removed = catalog.condemned.set_marks(marks)
         if gone:
             catalog.condemned.drop_vanished([n for n in gone if catalog.chunks.has_pack(n)],
                                             time.time_ns())
+        for name, chunks in copies:
+            catalog.chunks.move_condemned_to(name, chunks)
     if added or removed:
         log.info("condemned packs: %d newly, %d no longer (%d deleted)", added, removed,
                  len(gone))
     return added, removed
+
+
+def _copies_known(catalog: Catalog, vault: Vault, records: list[Record], new: set[str],
+                  condemned: set[str]) -> list[tuple[str, list[NewChunk]]]:
+    """The indexes of the packs a repack copied newly condemned packs' chunks into, for
+    those this catalog knows already (learned before the record was written: their
+    chunks kept their rows in the condemned packs). A pack not known yet is learned
+    next, and takes the rows then (ChunkIndex.add_foreign_pack)."""
+    names = {q for r in records if new.intersection(r.packs) for q in r.moved_to}
+    copies = []
+    for name in sorted(names - condemned):
+        size = vault.size(pack_key(name))
+        if size is None or not catalog.chunks.has_pack(name):
+            continue
+        try:
+            copies.append((name, read_pack_index(vault, pack_key(name), size)[0]))
+        except BtfsError as e:
+            log.info("pack %s not read: %s", name[:12], e)
+    return copies
 
 
 def sync_foreign_packs(catalog: Catalog, vault: Vault) -> SyncStats:

@@ -158,6 +158,8 @@ def prune(catalog: Catalog, vault: Vault, codec: Codec, *, pack_size: int,
         moved = _repack(store, vault, codec, repack, pack_size, report, progress,
                         avoid=shared.avoid if shared is not None else None)
         _step("uploaded")
+        if shared is not None:
+            shared.moved_to = [name for name, *_ in moved]
         now = time.time_ns()
         # A new pack with an old one's name (the same bytes) is that pack, kept.
         new_names = {name for name, *_ in moved}

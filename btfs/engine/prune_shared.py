@@ -21,8 +21,9 @@ Every backup, of every host, first reads the records (packsync.sync_condemned, a
 without dedup_across_hosts) into its catalog (condemned_pack). A chunk in a condemned
 pack is not counted as stored, as a damaged one: a backup that meets it stores it afresh
 and the row moves to the new copy; a new pack of another host holding it (a repack's
-copy) takes the row too. The catalog copy published after that backup lists the pack as
-condemned: the host's backups since it started know.
+copy) takes the row too, and so does a copy learned before the record was written (the
+record names the repack's new packs: `moved_to`). The catalog copy published after that
+backup lists the pack as condemned: the host's backups since it started know.
 
 Sweep (any host's later prune, or the same run's). A condemned pack is deleted when
   (a) the grace period ([retention] prune_grace, default 24h) has passed since it was
@@ -134,6 +135,7 @@ class SharedPrune:
         self.report.other_hosts = [o.label for o in self.others]
         # A repack's new pack must not have a condemned pack's bytes (PackBuilder.seal).
         self.avoid = set(condemned_packs(read_records(vault))).__contains__
+        self.moved_to: list[str] = []  # this run's repack's new packs (prune sets it)
 
     def close(self) -> None:
         for other in self.others:
@@ -185,7 +187,7 @@ class SharedPrune:
                 todo.append(name)
                 self.report.condemned_bytes += size
         if todo:
-            put_record(self.vault, self.host_id, time.time_ns(), todo)
+            put_record(self.vault, self.host_id, time.time_ns(), todo, self.moved_to)
             self.report.condemned += len(todo)
             log.info("condemned %d packs: deleted once every host knows", len(todo))
             step("condemned")
