@@ -47,15 +47,19 @@ prune lists what waits for which host. One backup of it (on a new machine: `btfs
 recover --host` first) lets it go on; a host gone for good can only be let go by hand,
 by removing hosts/<its id>/ from the vault, which also removes its catalog copies.
 A host of an older btfs never lists a pack as condemned: nothing is deleted until it is
-upgraded. Backups never seal a pack under a condemned pack's name (PackBuilder.seal's
-`avoid`): the same bytes would be that very pack, which the sweep deletes.
+upgraded.
+
+Same bytes, same name: a pack is a vault key, and a backup that stored afresh exactly a
+condemned pack's chunks would "write" that very pack (a create-only put of an existing
+key does nothing) and refer to it. Backups and repacks never seal a pack under the name
+of a condemned pack or of one the catalog knows (PackBuilder.seal's `avoid`: a few bytes
+no index entry points at make another name); a host that does not know the condemnation
+yet is covered by (b).
 
 Kill -9 at any moment: packs condemned by no record yet are A's pack_garbage rows not
 in any record, condemned by the next run (or known gone and dropped); a sweep killed
 between deleting and rewriting leaves records naming gone packs, dropped by the next
-sweep. The same-bytes-same-name rule holds: a pack is a vault key; deleting a key
-another host has just written again with the same bytes is prevented by (c) only as far
-as that host's copy shows it, which (a) covers for a backup in flight.
+sweep.
 
 A vault with no other host and no record is pruned at once, as before (prune.py).
 
