@@ -51,10 +51,10 @@ upgraded.
 
 Same bytes, same name: a pack is a vault key, and a backup that stored afresh exactly a
 condemned pack's chunks would "write" that very pack (a create-only put of an existing
-key does nothing) and refer to it. Backups and repacks never seal a pack under the name
-of a condemned pack or of one the catalog knows (PackBuilder.seal's `avoid`: a few bytes
-no index entry points at make another name); a host that does not know the condemnation
-yet is covered by (b).
+key does nothing) and refer to it. Backups never seal a pack under the name of a
+condemned pack or of one the catalog knows, repacks under a condemned one's
+(PackBuilder.seal's `avoid`: a few bytes no index entry points at make another name); a
+host that does not know the condemnation yet is covered by (b).
 
 Kill -9 at any moment: packs condemned by no record yet are A's pack_garbage rows not
 in any record, condemned by the next run (or known gone and dropped); a sweep killed
