@@ -1,0 +1,300 @@
+"""A second vault (issue 25): `btfs mirror add|list|remove`, `btfs sync`, `btfs check
+--mirror` and `btfs recover` from a mirror, with the real `btfs` command, real local
+vaults, S3 on moto (tests/s3kit.py) and real SIGKILLs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from clikit import one_error_line
+from helpers import make_awkward_tree, rand_bytes, source_tree
+
+from btfs.config import xdg_paths
+from btfs.replica.objects import generations
+from btfs.vault import LocalVault
+
+
+def btfs(*args: str, check: int | None = 0, env: dict | None = None
+         ) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "btfs", *args], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=300, env=env)
+    if check is not None:
+        assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def sync_json(*args: str, check: int = 0) -> dict:
+    return json.loads(btfs("sync", "--json", *args, check=check).stdout)
+
+
+def objects(root: Path) -> dict[str, int]:
+    """key -> size of every pack and catalog object in a local vault."""
+    vault = LocalVault(root)
+    return {k: s for prefix in ("packs/", "hosts/") for k, s in vault.list(prefix)}
+
+
+def wipe_home(tmp_path: Path) -> None:
+    """What a dead laptop leaves: no config, no catalog, no cache."""
+    for d in ("xdg-config", "xdg-data", "xdg-cache"):
+        shutil.rmtree(tmp_path / d, ignore_errors=True)
+
+
+def flip_byte(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x40
+    os.chmod(path, 0o600)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def backed_up(tmp_path, vault_dir):
+    """init, track an awkward tree plus some larger files (small packs: several of
+    them), two backups; the source directory."""
+    src = tmp_path / "src"
+    make_awkward_tree(src)
+    for i in range(6):
+        (src / f"big{i}.bin").write_bytes(rand_bytes(700_000, i))
+    btfs("init", "--vault", str(vault_dir), "--no-input")
+    btfs("track", str(src))
+    config = xdg_paths().config_file
+    config.write_text(config.read_text().replace('vault = ', 'pack_size = 1048576\nvault = '))
+    btfs("backup")
+    (src / "notes.txt").write_text("second\n")
+    btfs("backup")
+    return src
+
+
+def test_local_sync_copies_everything_then_nothing(backed_up, tmp_path, vault_dir):
+    mirror = tmp_path / "mirror"
+    out = btfs("mirror", "add", "usb", str(mirror), "--no-sync-after-backup").stdout
+    assert out.strip() == f"mirror usb added: {mirror} (synced by 'btfs sync')"
+    source = objects(vault_dir)
+    packs = [k for k in source if k.startswith("packs/")]
+    assert len(packs) >= 4
+
+    first = sync_json()["mirrors"][0]
+    assert objects(mirror) == source
+    assert (mirror / "btfs-vault.json").read_bytes() == (vault_dir / "btfs-vault.json").read_bytes()
+    assert first["packs_copied"] == len(packs)
+    assert first["catalog_copied"] == len(source) - len(packs)
+    assert first["bytes_copied"] == sum(source.values())
+    assert first["skipped"] == 0 and first["ok"]
+
+    second = sync_json("usb")["mirrors"][0]
+    assert (second["packs_copied"], second["catalog_copied"], second["bytes_copied"]) == (0, 0, 0)
+    assert second["skipped"] == len(source)
+    btfs("check", "--mirror", "usb", "--read-data")
+
+    # A new backup adds only its own objects to what the next sync copies.
+    (backed_up / "third.bin").write_bytes(rand_bytes(200_000, 99))
+    btfs("backup")
+    new = set(objects(vault_dir)) - set(source)
+    third = sync_json()["mirrors"][0]
+    assert third["packs_copied"] + third["catalog_copied"] == len(new)
+    assert objects(mirror) == objects(vault_dir)
+
+
+def test_sync_to_s3_then_recover_from_the_s3_copy_alone(backed_up, s3, tmp_path, vault_dir):
+    before = source_tree(backed_up)
+    snapshots = btfs("snapshots").stdout
+    btfs("mirror", "add", "cloud", s3.url("mirror"), "--endpoint", s3.endpoint)
+    report = sync_json("cloud")["mirrors"][0]
+    assert report["ok"] and report["packs_copied"] >= 4
+    keys = {k.removeprefix("mirror/"): size for k, size in s3.keys("mirror/").items()}
+    assert {k: s for k, s in keys.items() if k != "btfs-vault.json"} == objects(vault_dir)
+    again = sync_json("cloud")["mirrors"][0]
+    assert again["bytes_copied"] == 0 and again["skipped"] == len(objects(vault_dir))
+    btfs("check", "--mirror", "cloud", "--read-data")
+
+    wipe_home(tmp_path)
+    shutil.rmtree(vault_dir)
+    out = btfs("recover", "--vault", s3.url("mirror"), "--endpoint", s3.endpoint).stdout
+    assert "recovered host" in out
+    assert btfs("snapshots").stdout == snapshots
+    assert "[[mirror]]" not in xdg_paths().config_file.read_text()  # it is the vault now
+    dest = tmp_path / "restored"
+    btfs("restore", str(backed_up), "--to", str(dest))
+    assert source_tree(dest) == before
+    btfs("check", "--read-data")
+
+
+def test_a_damaged_pack_in_the_source_is_named_and_left_out(backed_up, tmp_path, vault_dir):
+    mirror = tmp_path / "mirror"
+    btfs("mirror", "add", "usb", str(mirror), "--no-sync-after-backup")
+    packs = sorted((vault_dir / "packs").glob("*/*"))
+    bad, trailer = packs[1], packs[2]
+    flip_byte(bad, 100)  # inside the first stored chunk
+    flip_byte(trailer, trailer.stat().st_size - 1)  # the pack's own index, not a chunk
+    proc = btfs("sync", check=5)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 3, proc.stderr
+    for damaged in (bad, trailer):
+        assert any(line.startswith(f"mirror usb: not copied: pack {damaged.name} is damaged "
+                                   "in the source") for line in lines), proc.stderr
+    assert lines[-1] == "btfs: error: 2 damaged objects not copied (see above)"
+    copied = {p.name for p in (mirror / "packs").glob("*/*")}
+    assert copied == {p.name for p in packs} - {bad.name, trailer.name}
+    # The catalog copies went too: the mirror is the source minus what is damaged there.
+    assert [g.key for g in generations(LocalVault(mirror))] == [
+        g.key for g in generations(LocalVault(vault_dir))]
+    # A rerun tries the damaged ones again, and only those.
+    again = sync_json(check=5)["mirrors"][0]
+    assert (again["packs_copied"], again["catalog_copied"], len(again["damaged"])) == (0, 0, 2)
+
+
+def test_check_mirror_finds_what_the_mirror_lacks_and_damage_in_it(backed_up, tmp_path):
+    mirror = tmp_path / "mirror"
+    btfs("mirror", "add", "usb", str(mirror), "--no-sync-after-backup")
+    btfs("sync")
+    (backed_up / "new.bin").write_bytes(rand_bytes(300_000, 5))
+    btfs("backup")
+    behind = btfs("check", "--mirror", "usb", check=5)
+    assert "is missing from the vault" in behind.stdout
+    btfs("sync")
+    btfs("check", "--mirror", "usb", "--read-data")
+    pack = max((mirror / "packs").glob("*/*"), key=lambda p: p.stat().st_size)
+    flip_byte(pack, 100)
+    damaged = btfs("check", "--mirror", "usb", "--read-data", check=5)
+    assert f"pack {pack.name}" in damaged.stdout
+    # The main vault is sound, and the mirror's damage is not recorded as its own.
+    btfs("check")
+    btfs("check", "--read-data")
+
+
+def test_sync_after_backup_copies_and_a_failure_only_warns(backed_up, tmp_path, vault_dir):
+    mirror = tmp_path / "mirror"
+    btfs("mirror", "add", "usb", str(mirror))
+    (backed_up / "after.txt").write_text("after\n")
+    btfs("backup")
+    assert objects(mirror) == objects(vault_dir)
+
+    # The disk is unplugged: the backup stands, with a warning; the next sync catches up.
+    mirror.rename(tmp_path / "unplugged")
+    (backed_up / "after.txt").write_text("later\n")
+    proc = btfs("backup")
+    warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and "backup done, but mirror usb is not complete" in warnings[0]
+    assert not mirror.exists()  # never created on the disk below
+    (tmp_path / "unplugged").rename(mirror)
+    assert objects(mirror) != objects(vault_dir)
+    btfs("sync")
+    assert objects(mirror) == objects(vault_dir)
+
+
+def test_a_mirror_without_sync_after_backup_is_left_alone(backed_up, tmp_path):
+    mirror = tmp_path / "mirror"
+    btfs("mirror", "add", "usb", str(mirror), "--no-sync-after-backup")
+    btfs("backup")
+    assert not (mirror / "packs").exists() or not any((mirror / "packs").iterdir())
+    listing = btfs("mirror", "list").stdout.splitlines()
+    assert listing[1].split() == ["usb", str(mirror), "no"]
+
+
+def test_bad_input_is_one_line_and_changes_nothing(backed_up, tmp_path, vault_dir, s3):
+    config = xdg_paths().config_file
+    btfs("mirror", "add", "usb", str(tmp_path / "mirror"))
+    before = config.read_text()
+    other = tmp_path / "other-vault"
+    btfs("init", "--vault", str(other), "--no-input",
+         env={**os.environ, "BTFS_CONFIG": str(tmp_path / "o.toml"),
+              "XDG_DATA_HOME": str(tmp_path / "o-data")})
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "file").write_text("x")
+    cases = [
+        (["sync", "nope"], 2, "no mirror named 'nope' (mirrors: usb)"),
+        (["check", "--mirror", "nope"], 2, "no mirror named 'nope' (mirrors: usb)"),
+        (["mirror", "remove", "nope"], 2, "no mirror named 'nope' (mirrors: usb)"),
+        (["mirror", "add", "usb", str(tmp_path / "m2")], 2, "a mirror named 'usb' exists"),
+        (["mirror", "add", "x", str(vault_dir)], 2, "is the main vault"),
+        (["mirror", "add", "x", str(tmp_path / "mirror")], 2, "is mirror 'usb' already"),
+        (["mirror", "add", "x", str(vault_dir / "inside")], 2, "overlaps the vault"),
+        (["mirror", "add", "x", "/nonexistent-disk/btfs"], 2, "is the disk mounted?"),
+        (["mirror", "add", "bad name", str(tmp_path / "m3")], 2, "mirror name 'bad name'"),
+        (["mirror", "add", "x", str(tmp_path / "m4"), "--region", "eu"], 2,
+         "for s3:// mirrors only"),
+        (["mirror", "add", "x", str(other)], 1, "is another btfs vault"),
+        (["mirror", "add", "x", str(tmp_path / "junk")], 1, "is not empty and is not a btfs"),
+        (["mirror", "add", "x", "s3://no-such-bucket-here/m", "--endpoint", s3.endpoint], 1,
+         "no such bucket"),
+        (["mirror", "add", "x", "ftp://host/x"], 1, "unknown scheme 'ftp'"),
+    ]
+    for args, code, words in cases:
+        proc = btfs(*args, check=code)
+        assert words in one_error_line(proc), (args, proc.stderr)
+        assert config.read_text() == before, args
+    assert not (tmp_path / "m4").exists()
+
+
+def test_an_unknown_key_in_a_mirror_table_is_refused_naming_it(backed_up):
+    config = xdg_paths().config_file
+    config.write_text(config.read_text() + '\n[[mirror]]\nname = "usb"\nurl = "/tmp/x"\n'
+                                           'endpint = "http://x"\n')
+    proc = btfs("mirror", "list", check=1)
+    assert "unknown key 'endpint' in a [[mirror]] table" in one_error_line(proc)
+
+
+def test_remove_forgets_the_mirror_and_keeps_its_data(backed_up, tmp_path):
+    mirror = tmp_path / "mirror"
+    btfs("mirror", "add", "usb", str(mirror))
+    btfs("sync")
+    out = btfs("mirror", "remove", "usb").stdout
+    assert out.strip() == f"mirror usb removed from the config; {mirror} is left as it is"
+    assert any((mirror / "packs").iterdir())
+    assert "no mirrors" in btfs("mirror", "list").stdout
+    assert "no mirror configured" in one_error_line(btfs("sync", check=2))
+
+
+def test_kill_9_during_sync_then_the_rerun_completes(tmp_path, vault_dir):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i}.bin").write_bytes(rand_bytes(1_500_000, i))
+    btfs("init", "--vault", str(vault_dir), "--no-input")
+    btfs("track", str(src))
+    config = xdg_paths().config_file
+    config.write_text(config.read_text().replace('vault = ', 'pack_size = 1048576\nvault = '))
+    btfs("backup")
+    mirror = tmp_path / "mirror"
+    btfs("mirror", "add", "usb", str(mirror), "--no-sync-after-backup")
+    total = len([k for k in objects(vault_dir) if k.startswith("packs/")])
+    rng = random.Random(25)
+    partial = 0
+    for _ in range(5):
+        child = subprocess.Popen([sys.executable, "-m", "btfs", "sync"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not (mirror / "tmp").exists() or not any((mirror / "tmp").iterdir()):
+            if child.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.05))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        have = len(list((mirror / "packs").glob("*/*")))
+        partial += 0 < have < total
+        if have == total:  # copied everything before the kill: start over
+            shutil.rmtree(mirror / "packs")
+            (mirror / "packs").mkdir()
+    assert partial >= 2, partial
+    report = sync_json()["mirrors"][0]
+    assert report["ok"]
+    assert objects(mirror) == objects(vault_dir)
+    assert not list((mirror / "tmp").iterdir())  # the dead writers' temp files are gone
+    btfs("check", "--mirror", "usb", "--read-data")
+    env = {**os.environ, "BTFS_CONFIG": str(tmp_path / "new" / "config.toml"),
+           "XDG_DATA_HOME": str(tmp_path / "new-data"),
+           "XDG_CACHE_HOME": str(tmp_path / "new-cache")}
+    btfs("recover", "--vault", str(mirror), env=env)
+    dest = tmp_path / "restored"
+    btfs("restore", str(src), "--to", str(dest), env=env)
+    assert source_tree(dest) == source_tree(src)
