@@ -254,7 +254,8 @@ def test_remove_forgets_the_mirror_and_keeps_its_data(backed_up, tmp_path):
     assert "no mirror configured" in one_error_line(btfs("sync", check=2))
 
 
-def test_kill_9_during_sync_then_the_rerun_completes(tmp_path, vault_dir):
+def many_packs(tmp_path: Path, vault_dir: Path) -> Path:
+    """init and one backup of 60 MB in 1 MiB packs: a sync long enough to kill."""
     src = tmp_path / "src"
     src.mkdir()
     for i in range(40):
@@ -264,37 +265,149 @@ def test_kill_9_during_sync_then_the_rerun_completes(tmp_path, vault_dir):
     config = xdg_paths().config_file
     config.write_text(config.read_text().replace('vault = ', 'pack_size = 1048576\nvault = '))
     btfs("backup")
+    return src
+
+
+def kill_syncs(rounds: int, started, have, total: int, start_over, max_wait: float) -> int:
+    """Start `btfs sync` and SIGKILL it at a random moment once `started()` says it is
+    writing, `rounds` times; how many kills left the mirror with some packs but not all
+    (a kill that came after the last pack starts the mirror's packs over)."""
+    rng = random.Random(25)
+    partial = 0
+    for _ in range(rounds):
+        child = subprocess.Popen([sys.executable, "-m", "btfs", "sync"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not started() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, max_wait))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        partial += 0 < have() < total
+        if have() == total:
+            start_over()
+    return partial
+
+
+def recover_and_restore_elsewhere(tmp_path: Path, src: Path, *recover_args: str) -> None:
+    """On another machine: recover from the mirror, restore `src`, compare."""
+    env = {**os.environ, "BTFS_CONFIG": str(tmp_path / "new" / "config.toml"),
+           "XDG_DATA_HOME": str(tmp_path / "new-data"),
+           "XDG_CACHE_HOME": str(tmp_path / "new-cache")}
+    btfs("recover", *recover_args, env=env)
+    dest = tmp_path / "restored"
+    btfs("restore", str(src), "--to", str(dest), env=env)
+    assert source_tree(dest) == source_tree(src)
+
+
+def test_kill_9_during_sync_then_the_rerun_completes(tmp_path, vault_dir):
+    src = many_packs(tmp_path, vault_dir)
     mirror = tmp_path / "mirror"
     btfs("mirror", "add", "usb", str(mirror), "--no-sync-after-backup")
     total = len([k for k in objects(vault_dir) if k.startswith("packs/")])
-    rng = random.Random(25)
-    partial = 0
-    for _ in range(5):
-        child = subprocess.Popen([sys.executable, "-m", "btfs", "sync"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while not (mirror / "tmp").exists() or not any((mirror / "tmp").iterdir()):
-            if child.poll() is not None or time.monotonic() > deadline:
-                break
-            time.sleep(0.002)
-        time.sleep(rng.uniform(0, 0.05))
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        have = len(list((mirror / "packs").glob("*/*")))
-        partial += 0 < have < total
-        if have == total:  # copied everything before the kill: start over
-            shutil.rmtree(mirror / "packs")
-            (mirror / "packs").mkdir()
+
+    def start_over() -> None:
+        shutil.rmtree(mirror / "packs")
+        (mirror / "packs").mkdir()
+
+    partial = kill_syncs(5, lambda: any((mirror / "tmp").iterdir()),
+                         lambda: len(list((mirror / "packs").glob("*/*"))), total,
+                         start_over, 0.05)
     assert partial >= 2, partial
     report = sync_json()["mirrors"][0]
     assert report["ok"]
     assert objects(mirror) == objects(vault_dir)
     assert not list((mirror / "tmp").iterdir())  # the dead writers' temp files are gone
     btfs("check", "--mirror", "usb", "--read-data")
-    env = {**os.environ, "BTFS_CONFIG": str(tmp_path / "new" / "config.toml"),
-           "XDG_DATA_HOME": str(tmp_path / "new-data"),
-           "XDG_CACHE_HOME": str(tmp_path / "new-cache")}
-    btfs("recover", "--vault", str(mirror), env=env)
+    recover_and_restore_elsewhere(tmp_path, src, "--vault", str(mirror))
+
+
+def test_kill_9_during_a_sync_to_s3_then_the_rerun_completes(tmp_path, vault_dir, s3):
+    src = many_packs(tmp_path, vault_dir)
+    btfs("mirror", "add", "cloud", s3.url("m"), "--endpoint", s3.endpoint,
+         "--no-sync-after-backup")
+    total = len([k for k in objects(vault_dir) if k.startswith("packs/")])
+    spool = xdg_paths().cache_dir / "spool"
+
+    def start_over() -> None:
+        for key in s3.keys("m/packs/"):
+            s3.client().delete_object(Bucket=s3.bucket, Key=key)
+
+    partial = kill_syncs(4, lambda: spool.exists() and any(spool.iterdir()),
+                         lambda: len(s3.keys("m/packs/")), total, start_over, 0.3)
+    assert partial >= 2, partial
+    assert sync_json()["mirrors"][0]["ok"]
+    assert not list(spool.iterdir())
+    mirrored = {k.removeprefix("m/"): v for k, v in s3.keys("m/").items()}
+    assert {k: v for k, v in mirrored.items() if k != "btfs-vault.json"} == objects(vault_dir)
+    btfs("check", "--mirror", "cloud", "--read-data")
+    recover_and_restore_elsewhere(tmp_path, src, "--vault", s3.url("m"),
+                                  "--endpoint", s3.endpoint)
+
+
+def test_a_damaged_catalog_copy_is_left_out_and_recover_takes_the_one_before(
+        backed_up, tmp_path, vault_dir):
+    mirror = tmp_path / "mirror"
+    btfs("mirror", "add", "usb", str(mirror), "--no-sync-after-backup")
+    newest = generations(LocalVault(vault_dir))[-1]
+    flip_byte(vault_dir / newest.key, newest.size - 3)
+    report = sync_json(check=5)["mirrors"][0]
+    assert report["damaged"] == [f"catalog copy {newest.key} is damaged in the source: its "
+                                 "bytes do not match its name"]
+    assert not (mirror / newest.key).exists()
+    assert generations(LocalVault(mirror))[-1].number == newest.number - 1
+    # The mirror's newest copy is the first backup's: recover from it has that one.
+    env = {**os.environ, "BTFS_CONFIG": str(tmp_path / "new.toml"),
+           "XDG_DATA_HOME": str(tmp_path / "new-data")}
+    out = btfs("recover", "--vault", str(mirror), env=env).stdout
+    assert f"from catalog generation {newest.number - 1}: 1 snapshots" in out
+
+
+def test_every_host_of_a_shared_vault_is_mirrored_and_recoverable(tmp_path, vault_dir):
+    hosts = {}
+    for name in ("alpha", "beta"):
+        root = tmp_path / name
+        env = {**os.environ, "HOME": str(root / "home"),
+               "BTFS_CONFIG": str(root / "config.toml"), "XDG_DATA_HOME": str(root / "data"),
+               "XDG_CACHE_HOME": str(root / "cache")}
+        src = root / "docs"
+        src.mkdir(parents=True)
+        (src / "who").write_text(f"I am {name}\n")
+        btfs("init", "--vault", str(vault_dir), "--no-input", env=env)
+        btfs("track", str(src), env=env)
+        btfs("backup", env=env)
+        hosts[name] = (env, src, (root / "config.toml").read_text().split('"')[1])
+    mirror = tmp_path / "mirror"
+    alpha_env = hosts["alpha"][0]
+    btfs("mirror", "add", "usb", str(mirror), env=alpha_env)
+    btfs("sync", env=alpha_env)
+    assert objects(mirror) == objects(vault_dir)
+    assert {g.host_id for g in generations(LocalVault(mirror))} == {
+        h[2] for h in hosts.values()}
+    _, beta_src, beta_id = hosts["beta"]
+    fresh = {**os.environ, "BTFS_CONFIG": str(tmp_path / "fresh.toml"),
+             "XDG_DATA_HOME": str(tmp_path / "fresh-data")}
+    btfs("recover", "--vault", str(mirror), "--host", beta_id, env=fresh)
     dest = tmp_path / "restored"
-    btfs("restore", str(src), "--to", str(dest), env=env)
-    assert source_tree(dest) == source_tree(src)
+    btfs("restore", str(beta_src / "who"), "--to", str(dest), env=fresh)
+    assert dest.read_text() == "I am beta\n"
+
+
+def test_progress_on_request_and_quiet_otherwise(backed_up, tmp_path):
+    btfs("mirror", "add", "usb", str(tmp_path / "mirror"), "--no-sync-after-backup")
+    shown = btfs("sync", "--progress")
+    assert "\x1b[Ksync usb: 1/" in shown.stderr  # text mode reads \\r as \\n
+    (backed_up / "more.bin").write_bytes(rand_bytes(100_000, 8))
+    btfs("backup")
+    quiet = btfs("sync")  # stderr is not a terminal here
+    assert quiet.stderr == ""
+    assert quiet.stdout.startswith("mirror usb: copied 1 pack and 1 catalog object")
+
+
+def test_a_local_mirror_inside_a_tracked_directory_is_never_backed_up(backed_up):
+    mirror = backed_up / "mirror"
+    btfs("mirror", "add", "usb", str(mirror))
+    btfs("backup")
+    assert any((mirror / "packs").iterdir())
+    assert "mirror" not in btfs("find", "*", "--path", str(mirror), check=1).stdout
+    btfs("check", "--mirror", "usb", "--read-data")
