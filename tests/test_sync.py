@@ -396,7 +396,7 @@ def test_every_host_of_a_shared_vault_is_mirrored_and_recoverable(tmp_path, vaul
 def test_progress_on_request_and_quiet_otherwise(backed_up, tmp_path):
     btfs("mirror", "add", "usb", str(tmp_path / "mirror"), "--no-sync-after-backup")
     shown = btfs("sync", "--progress")
-    assert "\x1b[Ksync usb: 1/" in shown.stderr  # text mode reads \\r as \\n
+    assert "\x1b[Ksync usb: 1/" in shown.stderr  # text mode reads \r as \n
     (backed_up / "more.bin").write_bytes(rand_bytes(100_000, 8))
     btfs("backup")
     quiet = btfs("sync")  # stderr is not a terminal here
