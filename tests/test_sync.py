@@ -411,3 +411,34 @@ def test_a_local_mirror_inside_a_tracked_directory_is_never_backed_up(backed_up)
     assert any((mirror / "packs").iterdir())
     assert "mirror" not in btfs("find", "*", "--path", str(mirror), check=1).stdout
     btfs("check", "--mirror", "usb", "--read-data")
+
+
+class BackupWhileListing(LocalVault):
+    """The main vault, where a backup lands (publishing a new catalog generation) right
+    as the sync starts listing packs: after it listed the generations."""
+
+    def __init__(self, root: Path, src: Path):
+        super().__init__(root)
+        self.src = src
+        self.backups = 0
+
+    def list(self, prefix: str = ""):
+        if prefix == "packs/" and not self.backups:
+            self.backups += 1
+            (self.src / "during.bin").write_bytes(rand_bytes(50_000, 77))
+            btfs("backup")
+        return super().list(prefix)
+
+
+def test_a_generation_published_during_the_sync_is_copied_by_another_pass(
+        backed_up, tmp_path, vault_dir):
+    from btfs.replica.sync import SyncReport, sync_vault
+
+    mirror = tmp_path / "mirror"
+    btfs("mirror", "add", "usb", str(mirror), "--no-sync-after-backup")
+    source = BackupWhileListing(vault_dir, backed_up)
+    report = sync_vault(source, LocalVault(mirror), SyncReport("usb", str(mirror)))
+    assert source.backups == 1 and report.ok
+    assert objects(mirror) == objects(vault_dir)
+    assert report.skipped == 0  # a second pass does not count the first one's copies
+    btfs("check", "--mirror", "usb", "--read-data")

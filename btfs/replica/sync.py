@@ -48,6 +48,7 @@ from .publish import retire
 log = logging.getLogger(__name__)
 
 RUN_BYTES = 4 << 20  # bytes of an object read per range read
+PASSES = 3  # see sync_vault
 _HOST_RECORD = "host.json"
 
 
@@ -79,15 +80,38 @@ def sync_vault(source: Vault, mirror: Vault, report: SyncReport, *, workers: int
                progress: Callable[[SyncReport], None] | None = None) -> SyncReport:
     """Copy into `mirror` what it lacks of `source` (see the module), filling `report`.
     VaultError when the mirror cannot be used at all (another vault's, unreachable, a
-    write failing); damaged objects go to `report.damaged` and do not stop it."""
+    write failing); damaged objects go to `report.damaged` and do not stop it.
+
+    A pass is run again (at most PASSES in all) when the source gained catalog
+    generations while it ran: a prune publishes a generation before it deletes the packs
+    the older ones name, so a pass whose generation listing stayed the same copied a
+    newest generation whose packs were all there to copy."""
     start = time.monotonic()
     _claim(source, mirror)
     mirror.clean_tmp()
+    for number in range(PASSES):
+        skipped = (report.skipped, report.skipped_bytes)
+        stable = _pass(source, mirror, report, workers, progress)
+        if number:  # what a later pass finds there, an earlier one copied or counted
+            report.skipped, report.skipped_bytes = skipped
+        if stable:
+            break
+        log.info("the source gained catalog copies during the sync: another pass")
+    for host_id in {g.host_id for g in generations(mirror)}:
+        report.retired += retire(mirror, generations(mirror, host_id))
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def _pass(source: Vault, mirror: Vault, report: SyncReport, workers: int,
+          progress: Callable[[SyncReport], None] | None) -> bool:
+    """Packs, then the catalog objects listed before them; True when no generation
+    appeared in the source meanwhile."""
     catalog_objects = sorted(source.list("hosts/"), key=_catalog_order)  # before packs
     packs = [(k, s) for k, s in source.list("packs/") if _is_pack_key(k)]
     missing = _missing(packs, dict(mirror.list("packs/")), report, "pack")
-    report.packs_to_copy = len(missing)
-    report.bytes_to_copy = sum(size for _, size in missing)
+    report.packs_to_copy += len(missing)
+    report.bytes_to_copy += sum(size for _, size in missing)
 
     def copied(key: str, size: int) -> None:
         report.packs_copied += 1
@@ -96,11 +120,10 @@ def sync_vault(source: Vault, mirror: Vault, report: SyncReport, *, workers: int
             progress(report)
 
     _run(missing, lambda k, s: _copy_pack(source, mirror, k, s), copied, report, workers)
+    listed = {k for k, _ in catalog_objects}
+    stable = all(k in listed for k, _ in source.list("hosts/"))
     _copy_catalog(source, mirror, catalog_objects, report)
-    for host_id in {g.host_id for g in generations(mirror)}:
-        report.retired += retire(mirror, generations(mirror, host_id))
-    report.seconds = time.monotonic() - start
-    return report
+    return stable
 
 
 def _claim(source: Vault, mirror: Vault) -> None:
