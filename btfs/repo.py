@@ -345,7 +345,7 @@ class Repo:
             except BtfsError as e:  # the backup itself is done and committed
                 log.warning("backup done, but forget_after_backup failed: %s", e)
         publish_repo(self)  # the catalog's copy in the vault (btfs.replica), still locked
-        self._sync_after_backup()
+        self._sync_after_backup(stop)
         return stats
 
     def forget(self, policy: Policy | None = None, *, keep: dict[str, str | None] | None = None,
@@ -562,11 +562,13 @@ class Repo:
         return config_mod.load(paths).mirrors
 
     def sync(self, names: Sequence[str] = (),
-             progress: Callable[[SyncReport], None] | None = None) -> list[SyncReport]:
+             progress: Callable[[SyncReport], None] | None = None,
+             stop=None) -> list[SyncReport]:
         """`btfs sync`: copy into each mirror named (every one when `names` is empty)
         what it lacks (btfs.replica.sync). A mirror that cannot be synced gets its
         report's `error` and the others are still synced; an unknown name is a
-        UsageError before anything is done. Needs no lock: it only reads this vault."""
+        UsageError before anything is done. `stop` (a threading.Event) ends it between
+        packs. Needs no lock: it only reads this vault."""
         from . import mirrors
         from .replica.sync import SyncReport, sync_vault
 
@@ -582,7 +584,7 @@ class Repo:
                 local = vault.max_uploads == 1 and self.vault.max_uploads == 1
                 try:
                     sync_vault(self.vault, vault, report, workers=2 if local else 4,
-                               progress=progress)
+                               progress=progress, stop=stop)
                 finally:
                     vault.close()
             except BtfsError as e:
@@ -590,11 +592,15 @@ class Repo:
             reports.append(report)
         return reports
 
-    def _sync_after_backup(self) -> None:
+    def _sync_after_backup(self, stop=None) -> None:
         """The mirrors with sync_after_backup, synced; a failure is a warning (the backup
-        stands, and the next sync copies what is missing)."""
+        stands, and the next sync copies what is missing). `stop`: the daemon's, which
+        must not wait for a long first sync to end."""
         names = [m.name for m in self.config.mirrors if m.sync_after_backup]
-        for report in self.sync(names) if names else ():
+        for report in self.sync(names, stop=stop) if names else ():
+            if stop is not None and stop.is_set():
+                log.info("mirror %s: %s", report.name, report.error or "synced")
+                continue
             for problem in [report.error] if report.error else report.damaged:
                 log.warning("backup done, but mirror %s is not complete: %s", report.name,
                             problem)

@@ -442,3 +442,44 @@ def test_a_generation_published_during_the_sync_is_copied_by_another_pass(
     assert objects(mirror) == objects(vault_dir)
     assert report.skipped == 0  # a second pass does not count the first one's copies
     btfs("check", "--mirror", "usb", "--read-data")
+
+
+def test_a_stop_ends_the_sync_between_packs_before_any_catalog_copy(backed_up, tmp_path,
+                                                                     vault_dir):
+    import threading
+
+    from btfs.repo import Repo
+
+    mirror = tmp_path / "mirror"
+    btfs("mirror", "add", "usb", str(mirror), "--no-sync-after-backup")
+    stop = threading.Event()
+    with Repo.open(xdg_paths()) as repo:
+        (report,) = repo.sync(progress=lambda r: stop.set(), stop=stop)
+    assert report.error.startswith("stopped before it finished")
+    packs = len(list((vault_dir / "packs").glob("*/*")))
+    assert 1 <= report.packs_copied < packs
+    assert generations(LocalVault(mirror)) == []
+    assert sync_json()["mirrors"][0]["packs_copied"] == packs - report.packs_copied
+
+
+def test_mirror_tables_round_trip_through_the_config_file(paths, initialized):
+    from btfs import config as config_mod
+    from btfs.config import Mirror
+
+    mirrors = (Mirror("usb", "/media/usb/btfs"),
+               Mirror("cloud", "s3://b/laptop", endpoint="https://s3.example", region="r1",
+                      profile="p", sync_after_backup=False))
+    config_mod.save(paths, config_mod.with_changes(initialized, mirrors=mirrors))
+    text = paths.config_file.read_text()
+    assert '[[mirror]]\nname = "usb"\nurl = "/media/usb/btfs"\n' in text
+    assert "sync_after_backup = false" in text and text.count("sync_after_backup") == 1
+    loaded = config_mod.load(paths)
+    assert loaded.mirrors == mirrors
+    assert loaded.mirrors[1].s3_settings(loaded.s3).endpoint == "https://s3.example"
+    assert config_mod.to_dict(loaded, full=True)["mirror"][0]["sync_after_backup"] is True
+    for bad, words in [({"name": "usb"}, "needs 'name' and 'url'"),
+                       ({"name": "a", "url": initialized.vault}, "is the main vault"),
+                       ({"name": "a", "url": "/x", "sync_after_backup": "yes"}, "must be bool")]:
+        doc = {**config_mod.to_dict(initialized), "mirror": [bad]}
+        with pytest.raises(config_mod.ConfigError, match=words):
+            config_mod.from_dict(doc)

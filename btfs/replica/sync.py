@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -40,7 +41,7 @@ from .. import digest as digest_mod
 from ..engine.codec import Codec
 from ..engine.pack import MAGIC
 from ..engine.packsync import read_pack_index
-from ..errors import IntegrityError, VaultError
+from ..errors import BtfsError, IntegrityError, VaultError
 from ..vault import Vault
 from .objects import generations, parse_key
 from .publish import retire
@@ -77,7 +78,8 @@ class SyncReport:
 
 
 def sync_vault(source: Vault, mirror: Vault, report: SyncReport, *, workers: int = 1,
-               progress: Callable[[SyncReport], None] | None = None) -> SyncReport:
+               progress: Callable[[SyncReport], None] | None = None,
+               stop: threading.Event | None = None) -> SyncReport:
     """Copy into `mirror` what it lacks of `source` (see the module), filling `report`.
     VaultError when the mirror cannot be used at all (another vault's, unreachable, a
     write failing); damaged objects go to `report.damaged` and do not stop it.
@@ -85,13 +87,16 @@ def sync_vault(source: Vault, mirror: Vault, report: SyncReport, *, workers: int
     A pass is run again (at most PASSES in all) when the source gained catalog
     generations while it ran: a prune publishes a generation before it deletes the packs
     the older ones name, so a pass whose generation listing stayed the same copied a
-    newest generation whose packs were all there to copy."""
+    newest generation whose packs were all there to copy.
+
+    `stop` set (the daemon stopping) ends it between packs, before any catalog copy of
+    the pass is copied: SyncStopped."""
     start = time.monotonic()
     _claim(source, mirror)
     mirror.clean_tmp()
     for number in range(PASSES):
         skipped = (report.skipped, report.skipped_bytes)
-        stable = _pass(source, mirror, report, workers, progress)
+        stable = _pass(source, mirror, report, workers, progress, stop)
         if number:  # what a later pass finds there, an earlier one copied or counted
             report.skipped, report.skipped_bytes = skipped
         if stable:
@@ -104,7 +109,8 @@ def sync_vault(source: Vault, mirror: Vault, report: SyncReport, *, workers: int
 
 
 def _pass(source: Vault, mirror: Vault, report: SyncReport, workers: int,
-          progress: Callable[[SyncReport], None] | None) -> bool:
+          progress: Callable[[SyncReport], None] | None, stop: threading.Event | None
+          ) -> bool:
     """Packs, then the catalog objects listed before them; True when no generation
     appeared in the source meanwhile."""
     catalog_objects = sorted(source.list("hosts/"), key=_catalog_order)  # before packs
@@ -119,7 +125,8 @@ def _pass(source: Vault, mirror: Vault, report: SyncReport, workers: int,
         if progress:
             progress(report)
 
-    _run(missing, lambda k, s: _copy_pack(source, mirror, k, s), copied, report, workers)
+    _run(missing, lambda k, s: _copy_pack(source, mirror, k, s), copied, report, workers,
+         stop)
     listed = {k for k, _ in catalog_objects}
     stable = all(k in listed for k, _ in source.list("hosts/"))
     _copy_catalog(source, mirror, catalog_objects, report)
@@ -168,21 +175,29 @@ def _missing(listed: list[tuple[str, int]], there: dict[str, int], report: SyncR
 
 
 def _run(items: list[tuple[str, int]], copy: Callable[[str, int], None],
-         copied: Callable[[str, int], None], report: SyncReport, workers: int) -> None:
+         copied: Callable[[str, int], None], report: SyncReport, workers: int,
+         stop: threading.Event | None) -> None:
     """copy(key, size) for each item on `workers` threads, at most 2 x workers queued
     (each holds a read run while it works); damage and vanished objects are counted, any
-    other VaultError stops everything and is raised."""
+    other VaultError stops everything and is raised. With `stop` set, what is queued
+    is finished and SyncStopped raised."""
     pending: dict = {}
     todo = iter(items)
+    if stop is not None and stop.is_set():
+        raise SyncStopped()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sync") as pool:
         try:
             while True:
                 while len(pending) < 2 * max(1, workers):
+                    if stop is not None and stop.is_set():
+                        todo = iter(())
                     item = next(todo, None)
                     if item is None:
                         break
                     pending[pool.submit(copy, *item)] = item
                 if not pending:
+                    if stop is not None and stop.is_set():
+                        raise SyncStopped()
                     return
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -207,6 +222,14 @@ def _outcome(future, key: str, report: SyncReport) -> bool:
         report.damaged.append(str(e))
         return False
     return True
+
+
+class SyncStopped(BtfsError):
+    """The sync was asked to stop; what it copied stays, the next sync goes on."""
+
+    def __init__(self) -> None:
+        super().__init__("stopped before it finished (the next sync goes on from there)",
+                         exit_code=130)
 
 
 class _Vanished(Exception):
