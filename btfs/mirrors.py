@@ -44,10 +44,12 @@ def add(paths: Paths, mirror: Mirror) -> Mirror:
     url = normalize_url(mirror.url)
     if (mirror.endpoint or mirror.region or mirror.profile) and vault_kind(url).name != "s3":
         raise UsageError("--endpoint, --region and --profile are for s3:// mirrors only")
+    if mirror.endpoint and not mirror.endpoint.startswith(("http://", "https://")):
+        raise UsageError("--endpoint must be an http:// or https:// URL")
     _check_place(cfg, url)
     mirror = config_mod.with_changes(mirror, url=url)
     cfg = config_mod.with_changes(cfg, mirrors=(*cfg.mirrors, mirror))
-    config_mod.validate(cfg, "mirror")
+    config_mod.validate(cfg, str(paths.config_file))
     main = open_vault(cfg.vault, cfg.s3, paths.cache_dir)
     vault = open_mirror(paths, cfg, mirror)
     try:

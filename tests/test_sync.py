@@ -227,6 +227,10 @@ def test_bad_input_is_one_line_and_changes_nothing(backed_up, tmp_path, vault_di
         (["mirror", "add", "x", "s3://no-such-bucket-here/m", "--endpoint", s3.endpoint], 1,
          "no such bucket"),
         (["mirror", "add", "x", "ftp://host/x"], 1, "unknown scheme 'ftp'"),
+        (["mirror", "add", "x", "s3://b/m", "--endpoint", "ftp://h"], 2,
+         "--endpoint must be an http:// or https:// URL"),
+        (["mirror", "add", "x", "s3://b/m", "--endpoint", "http://127.0.0.1:1"], 1,
+         "bad endpoint: cannot connect to http://127.0.0.1:1"),
     ]
     for args, code, words in cases:
         proc = btfs(*args, check=code)
