@@ -487,3 +487,22 @@ def test_mirror_tables_round_trip_through_the_config_file(paths, initialized):
         doc = {**config_mod.to_dict(initialized), "mirror": [bad]}
         with pytest.raises(config_mod.ConfigError, match=words):
             config_mod.from_dict(doc)
+
+
+def test_an_object_of_another_size_on_the_mirror_is_named_and_never_overwritten(
+        backed_up, tmp_path):
+    mirror = tmp_path / "mirror"
+    btfs("mirror", "add", "usb", str(mirror), "--no-sync-after-backup")
+    btfs("sync")
+    pack = next((mirror / "packs").glob("*/*"))
+    os.chmod(pack, 0o600)
+    os.truncate(pack, 1000)
+    report = sync_json(check=5)["mirrors"][0]
+    assert report["damaged"] == [
+        f"pack packs/{pack.name} has 1,000 bytes on the mirror, "
+        f"{(tmp_path / 'vault' / 'packs' / pack.name[:2] / pack.name).stat().st_size:,} in "
+        "the source: damaged on the mirror (remove it there and sync again)"]
+    assert pack.stat().st_size == 1000
+    pack.unlink()
+    assert sync_json()["mirrors"][0]["packs_copied"] == 1
+    btfs("check", "--mirror", "usb", "--read-data")

@@ -167,7 +167,8 @@ def _missing(listed: list[tuple[str, int]], there: dict[str, int], report: SyncR
             missing.append((key, size))
         elif have != size:
             report.damaged.append(f"{what} {key} has {have:,} bytes on the mirror, "
-                                  f"{size:,} in the source: damaged on the mirror, left as is")
+                                  f"{size:,} in the source: damaged on the mirror (remove it "
+                                  "there and sync again)")
         else:
             report.skipped += 1
             report.skipped_bytes += size
