@@ -5,8 +5,8 @@ and the catalog's WAL again in the next one, and a btfs mount below `~` would be
 into the backup it shows. So the vault and its mirrors (local ones), the data directory
 (catalog, lock), the cache directory, every btfs mount (found in the mount table when a
 backup starts, dead ones included) and the system's /proc, /sys, /dev and /run are left
-out of every backup and `btfs status`, whatever is tracked. The scanner drops them from their parent's
-listing: one lookup per directory, nothing per file.
+out of every backup and `btfs status`, whatever is tracked. The scanner drops them from
+their parent's listing: one lookup per directory, nothing per file.
 
 `check_trackable` is `btfs track`'s rule: none of these, nor anything inside one, can be
 tracked; a tracked directory may contain them. Reads the mount table; never writes.
