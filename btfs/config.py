@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,31 @@ class S3Settings:
 
 
 @dataclass(frozen=True)
+class Mirror:
+    """A `[[mirror]]` table: a second (third...) vault that `btfs sync` copies every pack
+    and every catalog copy into (btfs.engine.sync). Its endpoint, region and profile are
+    its own, never taken from `[s3]`, which describes the main vault (a mirror is often
+    another service than the main vault); `[s3]`'s other keys (uploads, retry_seconds,
+    timeout, read_cache, limit_upload) apply to mirrors too."""
+
+    name: str  # what `btfs sync NAME` and `btfs check --mirror NAME` call it
+    url: str  # a local path or s3://bucket/prefix, never the main vault's
+    endpoint: str = ""
+    region: str = ""
+    profile: str = ""
+    sync_after_backup: bool = True  # `btfs sync NAME` after each backup (a failure warns)
+
+    def s3_settings(self, base: S3Settings) -> S3Settings:
+        """How this mirror is reached: `base` ([s3]) with its own endpoint, region and
+        profile."""
+        return dataclasses.replace(base, endpoint=self.endpoint, region=self.region,
+                                   profile=self.profile)
+
+
+MIRROR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
 class Config:
     host_id: str
     vault: str  # a local path, or s3://bucket/prefix (settings in `s3`)
@@ -97,6 +123,13 @@ class Config:
     # [retention] prune_grace, in seconds: how long a pack condemned by a prune in a vault
     # shared by several hosts stays at least (btfs.engine.prune_shared).
     prune_grace: int = DEFAULT_PRUNE_GRACE
+    mirrors: tuple[Mirror, ...] = ()  # the [[mirror]] tables: other vaults `btfs sync` fills
+
+    def mirror(self, name: str) -> Mirror | None:
+        for m in self.mirrors:
+            if m.name == name:
+                return m
+        return None
 
     def tracked_dir(self, path: str) -> TrackedDir | None:
         for t in self.tracked:
@@ -150,7 +183,8 @@ def from_dict(doc: dict, where: str = "config") -> Config:
             raise ConfigError(f"{where}: '{key}' must be {kind.__name__}, not {value!r}")
         return value
 
-    known = {f.name for f in dataclasses.fields(Config)} - {"tracked"} | {"track"}
+    known = {f.name for f in dataclasses.fields(Config)} - {"tracked", "mirrors"} | {
+        "track", "mirror"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"{where}: unknown key '{sorted(unknown)[0]}'")
@@ -196,6 +230,8 @@ def from_dict(doc: dict, where: str = "config") -> Config:
                                                 f"{where} [retention]")
         if table:
             kwargs["retention"] = policy_from_dict(table, f"{where} [retention]")
+    kwargs["mirrors"] = tuple(_mirror_from_dict(want("mirror", dict, entry), want, where)
+                              for entry in want("mirror", list, doc.get("mirror", [])))
     config = Config(**kwargs)
     validate(config, where)
     return config
@@ -227,6 +263,18 @@ def _s3_from_dict(table: dict, want, where: str) -> S3Settings:
                          for key, value in table.items()})
 
 
+def _mirror_from_dict(table: dict, want, where: str) -> Mirror:
+    fields = {f.name for f in dataclasses.fields(Mirror)}
+    unknown = set(table) - fields
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{sorted(unknown)[0]}' in a [[mirror]] "
+                          f"table (known: {', '.join(sorted(fields))})")
+    if "name" not in table or "url" not in table:
+        raise ConfigError(f"{where}: a [[mirror]] table needs 'name' and 'url'")
+    return Mirror(**{key: want(f"mirror.{key}", bool if key == "sync_after_backup" else str,
+                               value) for key, value in table.items()})
+
+
 def validate(config: Config, where: str = "config") -> None:
     if not (64 * 1024 <= config.chunk_min <= config.chunk_avg <= config.chunk_max <= 16 * MiB):
         raise ConfigError(f"{where}: need 64 KiB <= chunk_min <= chunk_avg <= chunk_max <= 16 MiB")
@@ -246,6 +294,28 @@ def validate(config: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: s3.timeout must be 1..3600 seconds")
     if s3.endpoint and not s3.endpoint.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: s3.endpoint must be an http:// or https:// URL")
+    _validate_mirrors(config, where)
+
+
+def _validate_mirrors(config: Config, where: str) -> None:
+    """Names unique and well formed, URLs distinct and never the main vault's (compared
+    as written: `btfs mirror add` stores them normalized, btfs.mirrors)."""
+    names: set[str] = set()
+    urls = {config.vault.rstrip("/")}
+    for m in config.mirrors:
+        if not MIRROR_NAME.match(m.name):
+            raise ConfigError(f"{where}: mirror name {m.name!r}: use letters, digits, '.', "
+                              "'_' and '-' (at most 64)")
+        if m.name in names:
+            raise ConfigError(f"{where}: two mirrors are named {m.name!r}")
+        if m.url.rstrip("/") in urls:
+            raise ConfigError(f"{where}: mirror {m.name!r}: {m.url} is the main vault or "
+                              "another mirror")
+        if m.endpoint and not m.endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: mirror {m.name!r}: endpoint must be an http:// or "
+                              "https:// URL")
+        names.add(m.name)
+        urls.add(m.url.rstrip("/"))
 
 
 def to_dict(config: Config, *, full: bool = False) -> dict:
@@ -253,7 +323,7 @@ def to_dict(config: Config, *, full: bool = False) -> dict:
     defaults = Config(host_id="", vault="")
     doc: dict = {}
     for f in dataclasses.fields(Config):
-        if f.name in ("tracked", "s3", "retention", "prune_grace"):
+        if f.name in ("tracked", "s3", "retention", "prune_grace", "mirrors"):
             continue
         value = getattr(config, f.name)
         if full or f.name in ("host_id", "vault") or value != getattr(defaults, f.name):
@@ -276,7 +346,16 @@ def to_dict(config: Config, *, full: bool = False) -> dict:
         doc["retention"] = _retention_to_dict(config.retention)
     if full or config.prune_grace != DEFAULT_PRUNE_GRACE:
         doc.setdefault("retention", {})["prune_grace"] = config.prune_grace
+    if config.mirrors:
+        doc["mirror"] = [_mirror_to_dict(m, full) for m in config.mirrors]
     return doc
+
+
+def _mirror_to_dict(mirror: Mirror, full: bool) -> dict:
+    default = Mirror("", "")
+    return {f.name: getattr(mirror, f.name) for f in dataclasses.fields(Mirror)
+            if full or f.name in ("name", "url")
+            or getattr(mirror, f.name) != getattr(default, f.name)}
 
 
 def _retention_to_dict(policy: Policy) -> dict:
@@ -292,8 +371,8 @@ def _retention_to_dict(policy: Policy) -> dict:
 
 
 def dumps(doc: dict) -> str:
-    """A minimal TOML writer for our schema: scalars, string lists, [[track]] tables and
-    plain tables of scalars ([s3])."""
+    """A minimal TOML writer for our schema: scalars, string lists, [[track]] and
+    [[mirror]] tables and plain tables of scalars ([s3])."""
     lines = []
     tables = {k: v for k, v in doc.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
     for key, value in doc.items():

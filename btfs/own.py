@@ -2,11 +2,11 @@
 
 Tracking `~` with the vault in `~/btfs-vault` would otherwise store each backup's new packs
 and the catalog's WAL again in the next one, and a btfs mount below `~` would be copied
-into the backup it shows. So the vault (a local one), the data directory (catalog, lock),
-the cache directory, every btfs mount (found in the mount table when a backup starts,
-dead ones included) and the system's /proc, /sys, /dev and /run are left out of every
-backup and `btfs status`, whatever is tracked. The scanner drops them from their parent's
-listing: one lookup per directory, nothing per file.
+into the backup it shows. So the vault and its mirrors (local ones), the data directory
+(catalog, lock), the cache directory, every btfs mount (found in the mount table when a
+backup starts, dead ones included) and the system's /proc, /sys, /dev and /run are left
+out of every backup and `btfs status`, whatever is tracked. The scanner drops them from
+their parent's listing: one lookup per directory, nothing per file.
 
 `check_trackable` is `btfs track`'s rule: none of these, nor anything inside one, can be
 tracked; a tracked directory may contain them. Reads the mount table; never writes.
@@ -47,6 +47,10 @@ def data_dirs(paths: Paths, config: Config) -> list[OwnDir]:
     vault = vault_dir(config)
     if vault:
         found.append(OwnDir(vault, "the vault"))
+    for m in config.mirrors:  # a mirror's packs are the vault's again (btfs.mirrors)
+        url = normalize_url(m.url)
+        if url.startswith("/"):
+            found.append(OwnDir(os.path.realpath(url), f"mirror {m.name}"))
     found.append(OwnDir(os.path.realpath(paths.data_dir), "btfs's catalog directory"))
     found.append(OwnDir(os.path.realpath(paths.cache_dir), "btfs's cache directory"))
     return found

@@ -29,6 +29,7 @@ from . import config as config_mod
 from .catalog import DELETED, DIR, FILE, SYMLINK, Catalog, Snapshot
 from .config import (  # noqa: F401  (xdg_paths: for the CLI)
     Config,
+    Mirror,
     Paths,
     S3Settings,
     TrackedDir,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:  # the engine is imported where it is used (see above)
     from .engine.retention import Policy
     from .engine.status import Status
     from .replica.recover import Recovered
+    from .replica.sync import SyncReport
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +350,7 @@ class Repo:
             except BtfsError as e:  # the backup itself is done and committed
                 log.warning("backup done, but forget_after_backup failed: %s", e)
         publish_repo(self)  # the catalog's copy in the vault (btfs.replica), still locked
+        self._sync_after_backup(stop)
         return stats
 
     def forget(self, policy: Policy | None = None, *, keep: dict[str, str | None] | None = None,
@@ -499,7 +502,8 @@ class Repo:
     # -- looking after the vault -----------------------------------------------------
 
     def check(self, *, read_data: bool = False,
-              progress: Callable[[int, int], None] | None = None) -> CheckReport:
+              progress: Callable[[int, int], None] | None = None,
+              mirror: str | None = None) -> CheckReport:
         """`btfs check`, and the damage it found recorded in the catalog (schema v6), so
         that the next backup and `btfs repair` store those chunks afresh. The report's
         `names` name the snapshots of its `affected` versions.
@@ -508,9 +512,12 @@ class Repo:
         --read-data). Recording is a write, so it takes the writer lock, waiting for a
         running backup: a backup that does not know of the damage would only go on
         reusing the damaged chunks. The record is kept only for chunks that still lie
-        where the check read them (ChunkIndex.record_damage)."""
+        where the check read them (ChunkIndex.record_damage). With `mirror`, the mirror
+        of that name is checked instead, and nothing recorded (_check_mirror)."""
         from .engine.check import check
 
+        if mirror is not None:
+            return self._check_mirror(mirror, read_data, progress)
         report = check(self.catalog, self.vault, self.codec, read_data=read_data,
                        progress=progress)
         if report.damaged or report.sound:
@@ -537,6 +544,92 @@ class Repo:
             report = repair(self.catalog, store, self.config, self.codec)
         if report.still_damaged:
             report.names = self.catalog.history.snapshot_names()
+        return report
+
+    # -- mirrors: other vaults holding a copy of this one (btfs.mirrors, replica.sync) -
+
+    @classmethod
+    def add_mirror(cls, paths: Paths, name: str, url: str, *, endpoint: str | None = None,
+                   region: str | None = None, profile: str | None = None,
+                   sync_after_backup: bool = True) -> Mirror:
+        """`btfs mirror add`: check the place, claim it, record it in the config."""
+        from . import mirrors
+
+        return mirrors.add(paths, Mirror(name, url, endpoint or "", region or "",
+                                         profile or "", sync_after_backup))
+
+    @classmethod
+    def remove_mirror(cls, paths: Paths, name: str) -> Mirror:
+        """`btfs mirror remove`: the config forgets it; its data stays."""
+        from . import mirrors
+
+        return mirrors.remove(paths, name)
+
+    @classmethod
+    def mirrors(cls, paths: Paths) -> tuple[Mirror, ...]:
+        """`btfs mirror list`."""
+        return config_mod.load(paths).mirrors
+
+    def sync(self, names: Sequence[str] = (),
+             progress: Callable[[SyncReport], None] | None = None,
+             stop=None) -> list[SyncReport]:
+        """`btfs sync`: copy into each mirror named (every one when `names` is empty)
+        what it lacks (btfs.replica.sync). A mirror that cannot be synced gets its
+        report's `error` and the others are still synced; an unknown name is a
+        UsageError before anything is done. `stop` (a threading.Event) ends it between
+        packs. Needs no lock: it only reads this vault."""
+        from . import mirrors
+        from .replica.sync import SyncReport, sync_vault
+
+        chosen = [mirrors.find(self.config, n) for n in names] or list(self.config.mirrors)
+        if not chosen:
+            raise UsageError("no mirror configured: add one with 'btfs mirror add NAME URL'")
+        reports = []
+        for m in chosen:
+            report = SyncReport(m.name, m.url)
+            try:
+                vault = mirrors.open_mirror(self.paths, self.config, m)
+                # Remote ends wait on round trips: a few packs in flight hide them.
+                local = vault.max_uploads == 1 and self.vault.max_uploads == 1
+                try:
+                    sync_vault(self.vault, vault, report, workers=2 if local else 4,
+                               progress=progress, stop=stop)
+                finally:
+                    vault.close()
+            except BtfsError as e:
+                report.error = str(e)
+            reports.append(report)
+        return reports
+
+    def _sync_after_backup(self, stop=None) -> None:
+        """The mirrors with sync_after_backup, synced; a failure is a warning (the backup
+        stands, and the next sync copies what is missing). `stop`: the daemon's, which
+        must not wait for a long first sync to end."""
+        names = [m.name for m in self.config.mirrors if m.sync_after_backup]
+        for report in self.sync(names, stop=stop) if names else ():
+            if stop is not None and stop.is_set():
+                log.info("mirror %s: %s", report.name, report.error or "synced")
+                continue
+            for problem in [report.error] if report.error else report.damaged:
+                log.warning("backup done, but mirror %s is not complete: %s", report.name,
+                            problem)
+
+    def _check_mirror(self, name: str, read_data: bool,
+                      progress: Callable[[int, int], None] | None) -> CheckReport:
+        """`btfs check --mirror NAME`: the mirror against this catalog. Nothing is
+        recorded: the catalog's damage records are about the main vault."""
+        from . import mirrors
+        from .engine.check import check
+
+        vault = mirrors.open_mirror(self.paths, self.config, mirrors.find(self.config, name))
+        try:
+            if vault.checked_identity().vault_id != self.catalog.history.get_meta("vault_id"):
+                raise VaultError(f"mirror {name} ({vault.url}) is not a copy of this vault")
+            report = check(self.catalog, vault, self.codec, read_data=read_data,
+                           progress=progress, known_damage=False)
+        finally:
+            vault.close()
+        report.names = self.catalog.history.snapshot_names() if report.affected else {}
         return report
 
     # -- mounting --------------------------------------------------------------------

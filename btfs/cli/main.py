@@ -54,6 +54,8 @@ COMMANDS = {
     "daemon": ("watch", "daemon_group"),
     "web-url": ("watch", "web_url"),
     "recover": ("recover", "recover_cmd"),
+    "mirror": ("mirror", "mirror_group"),
+    "sync": ("mirror", "sync"),
 }
 
 

@@ -14,23 +14,28 @@ from .output import display_path, emit_json, human_bytes, json_option, json_path
 @click.command()
 @click.option("--read-data", is_flag=True,
               help="Also read every pack and verify every chunk against its hash.")
+@click.option("--mirror", metavar="NAME",
+              help="Check mirror NAME (see 'btfs mirror') against this catalog instead.")
 @json_option
 @pass_repo(readonly=True)
-def check(obj, repo, read_data: bool, as_json: bool) -> None:
+def check(obj, repo, read_data: bool, mirror: str | None, as_json: bool) -> None:
     """Verify the catalog and the vault. Exit code 5 and the affected files on problems.
 
     Without --read-data: the catalog is consistent, every pack it refers to exists with
     the right size, and no chunk is known damaged. With it: every chunk is read and
     checked against its BLAKE3 digest. Damaged chunks are remembered: the next backup
     stores their content afresh where it meets it, and 'btfs repair' looks for it.
+    With --mirror NAME the mirror is checked the same way, and nothing is remembered.
 
     \b
     Examples:
       btfs check
       btfs check --read-data
+      btfs check --mirror usb --read-data
     """
     show = sys.stderr.isatty() and not obj.quiet and not as_json
-    report = repo.check(read_data=read_data, progress=_pack_progress if show else None)
+    report = repo.check(read_data=read_data, progress=_pack_progress if show else None,
+                        mirror=mirror)
     if show:
         sys.stderr.write("\r\033[K")
     if as_json:

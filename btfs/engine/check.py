@@ -51,10 +51,13 @@ class CheckReport:
 
 
 def check(catalog: Catalog, vault: Vault, codec: Codec, *, read_data: bool = False,
-          progress: Callable[[int, int], None] | None = None) -> CheckReport:
+          progress: Callable[[int, int], None] | None = None,
+          known_damage: bool = True) -> CheckReport:
+    """`known_damage=False` for a vault other than the one the catalog's damage records
+    are about (a mirror, btfs.replica.sync): its copies may well be sound."""
     report = CheckReport()
     report.problems += catalog.chunks.integrity_problems()
-    known = dict(catalog.chunks.damaged_problems())
+    known = dict(catalog.chunks.damaged_problems()) if known_damage else {}
     in_vault = dict(vault.list("packs/"))
     bad_chunks: set[int] = set()
     packs = list(catalog.chunks.packs())

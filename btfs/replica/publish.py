@@ -124,7 +124,7 @@ def publish(vault: Vault, data_dir: Path, catalog_path: Path, host_id: str, *,
     key, size = _put_generation(vault, catalog_path, host_id, number, kind, manifest, pages,
                                 now.page_size)
     save_state(data_dir, State(key, number, now))
-    retired = _retire(vault, [*gens, Generation(key, host_id, number, kind, "", size)])
+    retired = retire(vault, [*gens, Generation(key, host_id, number, kind, "", size)])
     return Published(key, number, kind, len(pages), size, now.page_size * now.page_count,
                      retired)
 
@@ -215,7 +215,7 @@ def _host_record(host_id: str, host_name: str) -> bytes:
                        "created_ns": time.time_ns()}).encode()
 
 
-def _retire(vault: Vault, gens: list[Generation]) -> int:
+def retire(vault: Vault, gens: list[Generation]) -> int:
     """Delete the generations older than the KEEP_BASES newest bases."""
     bases = [g.number for g in gens if g.kind == "base"]
     if len(bases) <= KEEP_BASES:

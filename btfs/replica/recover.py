@@ -66,6 +66,9 @@ def recover(paths: Paths, vault_url: str, host: str | None = None, *,
                    "vault": url}
             if read_only:
                 doc["read_only"] = True
+            # Recovered from a mirror: it is the vault now, no longer one of its mirrors.
+            doc["mirror"] = [m for m in doc.get("mirror", []) if not isinstance(m, dict)
+                             or normalize_url(str(m.get("url", ""))) != url]
             if s3 is not None:
                 given = config_mod.to_dict(Config("", "", s3=s3)).get("s3", {})
                 doc["s3"] = {**doc.get("s3", {}), **given}
