@@ -15,8 +15,10 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engine.retention import Policy, policy_from_dict
-from .errors import ConfigError, NotInitialized
+from .engine.retention import Policy, parse_duration, policy_from_dict
+from .errors import ConfigError, NotInitialized, UsageError
+
+DEFAULT_PRUNE_GRACE = 24 * 3600
 
 DEFAULT_EXCLUDES = ("__pycache__/", "*.pyc", "*.tmp", "*.swp", ".cache/")
 MiB = 1 << 20
@@ -118,6 +120,9 @@ class Config:
     # content the vault holds already is not stored again (btfs.engine.packsync).
     dedup_across_hosts: bool = True
     retention: Policy | None = None  # the [retention] table: `btfs forget` with no flags
+    # [retention] prune_grace, in seconds: how long a pack condemned by a prune in a vault
+    # shared by several hosts stays at least (btfs.engine.prune_shared).
+    prune_grace: int = DEFAULT_PRUNE_GRACE
     mirrors: tuple[Mirror, ...] = ()  # the [[mirror]] tables: other vaults `btfs sync` fills
 
     def mirror(self, name: str) -> Mirror | None:
@@ -219,12 +224,33 @@ def from_dict(doc: dict, where: str = "config") -> Config:
     if "s3" in doc:
         kwargs["s3"] = _s3_from_dict(want("s3", dict, doc["s3"]), want, where)
     if "retention" in doc:
-        kwargs["retention"] = policy_from_dict(doc["retention"], f"{where} [retention]")
+        table = dict(want("retention", dict, doc["retention"]))
+        if "prune_grace" in table:
+            kwargs["prune_grace"] = prune_grace(table.pop("prune_grace"),
+                                                f"{where} [retention]")
+        if table:
+            kwargs["retention"] = policy_from_dict(table, f"{where} [retention]")
     kwargs["mirrors"] = tuple(_mirror_from_dict(want("mirror", dict, entry), want, where)
                               for entry in want("mirror", list, doc.get("mirror", [])))
     config = Config(**kwargs)
     validate(config, where)
     return config
+
+
+def prune_grace(value, where: str) -> int:
+    """[retention] prune_grace in seconds: a whole number of seconds, or a duration such
+    as '24h' or '2d' (y m w d h; a year counts 365 days, a month 30)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: prune_grace must be a duration such as '24h', "
+                          f"not {value!r}")
+    try:
+        d = parse_duration(value)
+    except UsageError as e:
+        raise ConfigError(f"{where}: prune_grace: {e}") from None
+    days = d.years * 365 + d.months * 30 + d.weeks * 7 + d.days
+    return (days * 24 + d.hours) * 3600
 
 
 def _s3_from_dict(table: dict, want, where: str) -> S3Settings:
@@ -297,7 +323,7 @@ def to_dict(config: Config, *, full: bool = False) -> dict:
     defaults = Config(host_id="", vault="")
     doc: dict = {}
     for f in dataclasses.fields(Config):
-        if f.name in ("tracked", "s3", "retention", "mirrors"):
+        if f.name in ("tracked", "s3", "retention", "prune_grace", "mirrors"):
             continue
         value = getattr(config, f.name)
         if full or f.name in ("host_id", "vault") or value != getattr(defaults, f.name):
@@ -318,6 +344,8 @@ def to_dict(config: Config, *, full: bool = False) -> dict:
         doc["s3"] = s3
     if config.retention is not None:
         doc["retention"] = _retention_to_dict(config.retention)
+    if full or config.prune_grace != DEFAULT_PRUNE_GRACE:
+        doc.setdefault("retention", {})["prune_grace"] = config.prune_grace
     if config.mirrors:
         doc["mirror"] = [_mirror_to_dict(m, full) for m in config.mirrors]
     return doc

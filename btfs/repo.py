@@ -39,7 +39,7 @@ from .engine.running import snapshots_now
 from .errors import BtfsError, UsageError, VaultError
 from .lock import WriterLock
 from .own import OwnDir, check_trackable, data_dirs, never_backed_up, skipped_inside
-from .text import display_path, plural
+from .text import display_path
 from .userpath import is_under, to_catalog_path
 from .vault import Vault, open_vault
 
@@ -258,6 +258,7 @@ class Repo:
         """`btfs init`: config, catalog and vault (see init_repo), then track `track`.
         `endpoint`, `region`, `profile`: how an S3 vault is reached (config [s3])."""
         from .replica.objects import generations
+        from .replica.publish import put_host_record
 
         cfg, created = init_repo(paths, vault_url, _s3_options(endpoint, region, profile))
         others = 0
@@ -267,6 +268,7 @@ class Repo:
             vault = open_vault(cfg.vault, cfg.s3, paths.cache_dir)
             try:
                 others = len({g.host_id for g in generations(vault)} - {cfg.host_id})
+                put_host_record(vault, cfg.host_id)  # a prune elsewhere waits for it
             finally:
                 vault.close()
         if track:
@@ -321,7 +323,7 @@ class Repo:
         `skip_unchanged` keeps no snapshot when nothing changed (btfs.engine.backup)."""
         from .engine.backup import run_backup
         from .engine.memory import tune_process_for_backup
-        from .engine.packsync import sync_foreign_packs
+        from .engine.packsync import sync_condemned, sync_foreign_packs
         from .replica.publish import publish_repo
 
         tune_process_for_backup()  # once per process: a daemon runs many backups
@@ -329,6 +331,9 @@ class Repo:
             self.vault.limit_upload(limit_upload)
         if one_file_system:
             self.config = config_mod.with_changes(self.config, one_file_system=True)
+        # Packs a prune condemned are not stored any more for this backup (prune_shared),
+        # read before anything else looks at the vault's packs.
+        sync_condemned(self.catalog, self.vault)
         if self.config.dedup_across_hosts:
             # What other hosts stored in the vault since the last backup counts as stored.
             sync_foreign_packs(self.catalog, self.vault)
@@ -382,29 +387,33 @@ class Repo:
         fraction, or a percentage as typed: '5%') unused (btfs.engine.prune); the caller
         holds `writer()` unless `dry_run`. The catalog's copy in the vault is published
         once the catalog no longer refers to the packs, before they are deleted, so the
-        newest copy never names a pack that is gone."""
+        newest copy never names a pack that is gone. In a vault shared with other hosts
+        (or holding condemned packs) packs are condemned, and deleted only under the
+        rules of btfs.engine.prune_shared (the report's `shared` says what waits)."""
+        from .engine.condemned import PREFIX
         from .engine.prune import parse_fraction, prune
+        from .engine.prune_shared import SharedPrune, shared_hosts
         from .replica.publish import publish_repo
 
         if isinstance(max_unused, str):
             max_unused = parse_fraction(max_unused, "--max-unused")
-        others = self._other_hosts()
-        if others and not dry_run:
-            # Their catalogs may use any pack of this vault (content is stored once for
-            # all hosts), and this catalog cannot see which: deleting or repacking one
-            # would take data from under them.
-            raise BtfsError(f"the vault holds backups of {plural(len(others), 'other host')} "
-                            f"({', '.join(sorted(others))}): btfs prune works on a vault of "
-                            "one host only for now, and deletes nothing")
-        return prune(self.catalog, self.vault, self.codec, pack_size=self.config.pack_size,
-                     max_unused=max_unused, dry_run=dry_run, progress=progress,
-                     committed=lambda: publish_repo(self))
-
-    def _other_hosts(self) -> set[str]:
-        """Host ids other than this one with a catalog copy in the vault."""
-        from .replica.objects import generations
-
-        return {g.host_id for g in generations(self.vault)} - {self.config.host_id}
+        others = shared_hosts(self.vault, self.config.host_id)
+        shared = None
+        if others or next(iter(self.vault.list(PREFIX)), None) is not None:
+            shared = SharedPrune(self.catalog, self.vault, host_id=self.config.host_id,
+                                 cache_dir=self.paths.cache_dir, grace_s=self.config.prune_grace,
+                                 others=others)
+        try:
+            report = prune(self.catalog, self.vault, self.codec,
+                           pack_size=self.config.pack_size, max_unused=max_unused,
+                           dry_run=dry_run, progress=progress,
+                           committed=lambda: publish_repo(self), shared=shared)
+            if shared is not None and not dry_run:
+                publish_repo(self)  # packs given back are this host's again
+            return report
+        finally:
+            if shared is not None:
+                shared.close()
 
     def add(self, paths: list[str]) -> list[str]:
         """`btfs add`: stage files and symlinks now; the absolute paths staged. The

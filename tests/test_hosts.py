@@ -207,25 +207,4 @@ def test_two_hosts_dedup_against_an_s3_vault(s3, tmp_path):
         assert btfs("check", "--read-data", env=env).returncode == 0
 
 
-def test_prune_refuses_a_vault_shared_with_another_host_and_deletes_nothing(tmp_path):
-    # Content is stored once for every host, and one host's catalog cannot see which packs
-    # the others use: a prune there would take data from under them. It refuses, in one
-    # line, before touching anything; its dry run still reports.
-    vault = tmp_path / "vault"
-    shared = shared_files(3)
-    alpha, src = make_host(tmp_path, "alpha", vault, shared)
-    btfs("backup", env=alpha)
-    beta, _ = make_host(tmp_path, "beta", vault, shared)
-    btfs("backup", env=beta)
-    (src / "shared-3-0").unlink()
-    btfs("backup", env=alpha)
-    btfs("forget", "--keep-last", "1", env=alpha)
-    packs = sorted(p.name for p in (vault / "packs").rglob("*") if p.is_file())
-    proc = btfs("prune", env=alpha, check=None)
-    assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr
-    assert lines[0].startswith("btfs: error: the vault holds backups of 1 other host (")
-    assert sorted(p.name for p in (vault / "packs").rglob("*") if p.is_file()) == packs
-    assert btfs("prune", "--dry-run", env=alpha).returncode == 0
-    assert btfs("check", "--read-data", env=beta).returncode == 0
+# Prune in a shared vault: tests/test_prune_shared.py.

@@ -5,6 +5,7 @@
 - `catalog.writer` (writer.BackupWriter): every other write, in explicit transactions
 - `catalog.retention` (retention.RetentionStore): what `btfs forget` and `btfs prune` drop
   and move, inside the writer's transactions
+- `catalog.condemned` (condemned.CondemnedPacks): packs a prune in a shared vault condemned
 
 Writers (backup, add, repair, forget, prune) hold the writer lock (btfs.lock) before opening
 it read-write; readers (mount, log, status) open it read-only and never wait, thanks to WAL.
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from ..errors import BtfsError
 from .chunks import ChunkIndex
+from .condemned import CondemnedPacks
 from .db import Database
 from .migrations import MIGRATIONS, apply_migrations
 from .reads import History
@@ -50,6 +52,7 @@ class Catalog:
         self.chunks = ChunkIndex(self.db, self.history)
         self.writer = BackupWriter(self.db, self.history)
         self.retention = RetentionStore(self.db)
+        self.condemned = CondemnedPacks(self.db)
 
     def close(self) -> None:
         self.db.close()

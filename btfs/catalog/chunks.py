@@ -26,6 +26,16 @@ from .reads import History
 log = logging.getLogger(__name__)
 
 _IN_BATCH = 500  # ids per `IN (...)` query: under SQLite's limit on parameters
+# A chunk row a backup may reuse is not in a pack a prune condemned. The subquery runs
+# once per statement and walks condemned_pack first (CROSS JOIN keeps that order), which
+# is empty but in a shared vault being pruned: the backup's lookups cost what they did.
+_NOT_CONDEMNED = ("c.pack_id NOT IN (SELECT p.id FROM condemned_pack k "
+                  "CROSS JOIN pack p ON p.name = k.name)")
+
+
+def _unless_condemned(condemned: bool) -> str:
+    # Leaving the clause out keeps the lookup on the covering hash index alone.
+    return f" AND {_NOT_CONDEMNED}" if condemned else ""
 
 
 class ChunkIndex:
@@ -40,16 +50,20 @@ class ChunkIndex:
         row = self.db.get_row_or_none("SELECT id FROM chunk WHERE hash=?", (chunk_hash,))
         return row[0] if row else None
 
-    def sound_chunk_id(self, chunk_hash: bytes) -> int | None:
-        """The chunk's id if it is stored and not known damaged: what a backup may reuse."""
+    def sound_chunk_id(self, chunk_hash: bytes, *, condemned: bool = True) -> int | None:
+        """The chunk's id if it is stored and not known damaged nor in a condemned pack:
+        what a backup may reuse. `condemned=False` when the caller knows no pack is (the
+        query is then as cheap as it was before prune_shared)."""
         row = self.db.get_row_or_none(
             "SELECT c.id FROM chunk c LEFT JOIN damaged_chunk d ON d.chunk_id = c.id "
-            "WHERE c.hash=? AND d.chunk_id IS NULL", (chunk_hash,))
+            "WHERE c.hash=? AND d.chunk_id IS NULL" + _unless_condemned(condemned),
+            (chunk_hash,))
         return row[0] if row else None
 
-    def stored_chunks(self, hashes: list[bytes]) -> set[bytes]:
+    def stored_chunks(self, hashes: list[bytes], *, condemned: bool = True) -> set[bytes]:
         """Which of `hashes` (a few dozen: one query's parameters) are in the catalog and
-        not known damaged: a damaged chunk met again is stored afresh."""
+        not known damaged nor in a condemned pack: such a chunk met again is stored afresh.
+        `condemned` as for sound_chunk_id."""
         if not hashes:
             return set()
         marks = ",".join("?" * len(hashes))
@@ -57,7 +71,8 @@ class ChunkIndex:
         # but after a check found damage).
         return {r[0] for r in self.db.query(
             "SELECT c.hash FROM chunk c LEFT JOIN damaged_chunk d ON d.chunk_id = c.id "
-            f"WHERE c.hash IN ({marks}) AND d.chunk_id IS NULL", hashes)}
+            f"WHERE c.hash IN ({marks}) AND d.chunk_id IS NULL" + _unless_condemned(condemned),
+            hashes)}
 
     # ---- writes (inside the caller's transaction) ------------------------------------------
 
@@ -87,6 +102,9 @@ class ChunkIndex:
                 log.info("chunk %s healed: stored again in pack %s", c.hash.hex()[:16],
                          name[:12])
             chunks = [c for c in chunks if c.hash not in healed]
+        moved = self._move_condemned(pack_id, chunks)
+        chunks = [c for c in chunks if c.hash not in moved]
+        healed.update(moved)
         # Ids given here, so the rows go in as a few multi-row statements (see db.py).
         first = (self.db.get_val("SELECT max(id) FROM chunk") or 0) + 1
         if chunks:
@@ -96,6 +114,36 @@ class ChunkIndex:
                               for i, c in enumerate(chunks)])
         return {**{c.hash: first + i for i, c in enumerate(chunks)}, **healed}
 
+    def move_condemned_to(self, name: str, chunks: list[NewChunk]) -> int:
+        """Pack `name` (known, read from its index: `chunks`) holds copies of chunks whose
+        rows lie in condemned packs: they point at it from now on. How many moved."""
+        assert self.db.in_transaction, "move_condemned_to runs in the writer's transaction"
+        pack_id = self.db.get_val("SELECT id FROM pack WHERE name = ?", (name,))
+        return len(self._move_condemned(pack_id, chunks))
+
+    def _move_condemned(self, pack_id: int, chunks: list[NewChunk]) -> dict[bytes, int]:
+        """Point the rows of `chunks` that lie in a condemned pack (a backup stored them
+        afresh, or another host's new pack holds them) at their copy in pack `pack_id`,
+        keeping their ids, so every content using them uses the copy; hash -> id of
+        those moved. One probe of an empty table when nothing is condemned."""
+        if not chunks or not self.db.get_val("SELECT EXISTS (SELECT 1 FROM condemned_pack)"):
+            return {}
+        where = {c.hash: c for c in chunks}
+        found: dict[bytes, int] = {}
+        hashes = list(where)
+        for i in range(0, len(hashes), _IN_BATCH):
+            batch = hashes[i:i + _IN_BATCH]
+            found.update((r[1], r[0]) for r in self.db.query(
+                f"SELECT c.id, c.hash FROM chunk c WHERE c.hash IN ({','.join('?' * len(batch))})"
+                f" AND NOT ({_NOT_CONDEMNED})", batch))
+        if found:
+            self.db.run_rows(
+                "UPDATE chunk SET pack_id = v.column2, offset = v.column3, "
+                "stored_len = v.column4 FROM (VALUES {rows}) AS v WHERE chunk.id = v.column1",
+                [(cid, pack_id, where[h].offset, where[h].stored_len)
+                 for h, cid in found.items()])
+        return found
+
     def has_pack(self, name: str) -> bool:
         return self.db.get_row_or_none("SELECT 1 FROM pack WHERE name=?", (name,)) is not None
 
@@ -104,12 +152,15 @@ class ChunkIndex:
         """Record a pack another host wrote into the shared vault (durable there: it is
         listed), from its index; its chunks this catalog does not know yet point at it,
         so a backup counts them as stored. Chunks already known keep their place. The
-        row is kept even when nothing was new: it says the pack was read. Returns how
-        many chunks were learned."""
+        row is kept even when nothing was new: it says the pack was read. A chunk known in
+        a condemned pack moves here (a repack's copy). Returns how many chunks were
+        learned."""
         assert self.db.in_transaction, "add_foreign_pack runs in the writer's transaction"
         self.db.execute("INSERT INTO pack (name, size, chunks, created_ns, foreign_host) "
                         "VALUES (?, ?, ?, ?, 1)", (name, size, len(chunks), created_ns))
         pack_id = self.db.last_rowid()
+        if not self.db.get_row_or_none("SELECT 1 FROM condemned_pack WHERE name=?", (name,)):
+            self._move_condemned(pack_id, chunks)
         if chunks:
             self.db.run_rows("INSERT OR IGNORE INTO chunk (hash, size, pack_id, offset, "
                              "stored_len) VALUES {rows}",

@@ -219,11 +219,21 @@ SCHEMA_V8 = """
 ALTER TABLE pack ADD COLUMN foreign_host INTEGER NOT NULL DEFAULT 0;
 """
 
+# v9: prune in a vault shared by several hosts (btfs.engine.prune_shared). A host learns,
+# before each backup, which packs a prune condemned; its backups stop using them, and its
+# published catalog tells the pruning host that it knows.
+SCHEMA_V9 = """
+CREATE TABLE condemned_pack (
+    name         TEXT PRIMARY KEY,
+    condemned_ns INTEGER NOT NULL
+);
+"""
+
 # Each step is SQL, or SQL and a function of the Database that completes it in the same
 # transaction (for what SQL cannot do, such as taking a BLOB apart).
 MIGRATIONS: list[str | tuple[str, Callable[[Database], None]]] = [
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
-    (SCHEMA_V7, _fill_content_chunk), SCHEMA_V8]
+    (SCHEMA_V7, _fill_content_chunk), SCHEMA_V8, SCHEMA_V9]
 
 
 def apply_migrations(db: Database, current: int, first_rows: str = "") -> None:

@@ -138,6 +138,17 @@ CREATE TABLE pack_garbage (
     dead_ns INTEGER NOT NULL    -- when the catalog stopped referring to it
 );
 
+-- Packs a `btfs prune` of some host condemned in a shared vault (btfs.engine.prune_shared):
+-- set before each backup to exactly the packs the vault's records under prune/condemned/
+-- name. A chunk whose row points at one of them is not counted as stored (its content is
+-- stored afresh, and the row moves to the new copy, as for a damaged chunk); a pack listed
+-- here that this catalog never knew is listed all the same: the published copy of this
+-- catalog tells the pruning host that this host's backups no longer use it.
+CREATE TABLE condemned_pack (
+    name         TEXT PRIMARY KEY,  -- the pack's name (vault key packs/<name>)
+    condemned_ns INTEGER NOT NULL   -- when it was condemned (the condemning host's clock)
+);
+
 -- The state of one path in the snapshot where it changed (see the invariants above).
 CREATE TABLE version (
     id          INTEGER PRIMARY KEY,

@@ -100,6 +100,10 @@ def prune(obj, repo, max_unused: str, dry_run: bool, as_json: bool) -> None:
     interrupt: run it again and it finishes. Backups wait for it (or fail, without
     --wait) as for another backup.
 
+    In a vault shared with other hosts, packs another host uses are left whole, and the
+    others are condemned instead of deleted: a later prune deletes them once [retention]
+    prune_grace (default 24h) has passed and every host has backed up since.
+
     \b
     Examples:
       btfs forget --keep-daily 7 && btfs prune
@@ -120,3 +124,24 @@ def prune(obj, repo, max_unused: str, dry_run: bool, as_json: bool) -> None:
     if report.skipped_damaged:
         click.echo(f"note: {plural(report.skipped_damaged, 'pack')} with damaged chunks left "
                    "as they are (run 'btfs repair')")
+    if report.shared is not None:
+        _echo_shared(report.shared, dry_run)
+
+
+def _echo_shared(shared, dry_run: bool) -> None:
+    """What prune did in a vault shared with other hosts (btfs.engine.prune_shared)."""
+    if shared.held:
+        click.echo(f"{plural(shared.held, 'pack')} ({human_bytes(shared.held_bytes)}) left "
+                   "whole: other hosts use them")
+    if dry_run:
+        return
+    if shared.condemned:
+        click.echo(f"condemned {plural(shared.condemned, 'pack')} "
+                   f"({human_bytes(shared.condemned_bytes)}): deleted once the grace period "
+                   "is over and every other host has backed up since")
+    if shared.given_back:
+        click.echo(f"{plural(shared.given_back, 'condemned pack')} given back: another host "
+                   "uses them")
+    for wait in shared.waiting:
+        click.echo(f"waiting: {plural(wait.packs, 'condemned pack')} "
+                   f"({human_bytes(wait.bytes)}): {wait.reason}")

@@ -94,10 +94,29 @@ def check(catalog: Catalog, vault: Vault, codec: Codec, *, read_data: bool = Fal
             if chunk_id not in bad_chunks:
                 report.problems.append(f"known damaged (found by an earlier check): {problem}")
                 bad_chunks.add(chunk_id)
+    _condemned_note(vault, in_vault, report)
     report.unreferenced_packs = len(in_vault)
     if bad_chunks:
         report.affected = catalog.chunks.paths_using_chunks(bad_chunks)
     return report
+
+
+def _condemned_note(vault: Vault, in_vault: dict[str, int], report: CheckReport) -> None:
+    """Packs a prune condemned (btfs.engine.prune_shared) are not unreferenced leftovers:
+    they leave `in_vault` for a note of their own."""
+    from .condemned import condemned_packs, read_records
+
+    try:
+        names = condemned_packs(read_records(vault))
+    except BtfsError as e:
+        report.notes.append(f"condemned packs not counted: {e}")
+        return
+    keys = [pack_key(name) for name in names if pack_key(name) in in_vault]
+    for key in keys:
+        del in_vault[key]
+    if keys:
+        report.notes.append(f"{plural(len(keys), 'pack')} condemned by a prune of this "
+                            "shared vault: deleted once every host has backed up since")
 
 
 def _verify_pack(catalog: Catalog, vault: Vault, codec: Codec, name: str, known: dict[int, str],

@@ -19,9 +19,11 @@ the catalog's chunk table could be rebuilt from the packs alone (`parse_index`).
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
@@ -127,10 +129,20 @@ class PackBuilder:
             self._hashes.add(h)
         self._write(stored)
 
-    def seal(self) -> SealedPack:
+    def seal(self, avoid: Callable[[str], bool] | None = None) -> SealedPack:
         """Write the index and trailer; the pack's name is the digest of all its bytes.
-        The builder is spent after this."""
+        A name `avoid` refuses (a condemned pack's: the same bytes would be that pack) is
+        changed by a few random bytes before the index, which no entry points at. The
+        builder is spent after this."""
         index = b"".join(_ENTRY.pack(c.hash, c.size, c.offset, c.stored_len) for c in self._chunks)
+        if avoid is not None:
+            self._wait_hashing(0)
+            probe = self._hash.copy()
+            probe.update(index)
+            probe.update(_TRAILER.pack(self._size, len(self._chunks), zlib.crc32(index),
+                                       INDEX_MAGIC))
+            if avoid(probe.hexdigest()):
+                self._write(os.urandom(16))
         index_offset = self._size
         self._write(index)
         self._write(_TRAILER.pack(index_offset, len(self._chunks), zlib.crc32(index),

@@ -7,8 +7,12 @@ records as chunks of a foreign pack (ChunkIndex.add_foreign_pack). A pack listed
 is whole and durable (objects are put atomically), so the catalog may refer to it at once.
 The pack table is the memory of what was read: each run reads only packs new since the
 last. The vault's list is streamed and new packs are committed in batches, so memory stays
-at one batch of indexes. Runs holding the writer lock (before a backup); never writes to
-the vault.
+at one batch of indexes. A pack this host's own prune retired (pack_garbage) is not learned
+back. Runs holding the writer lock (before a backup); never writes to the vault.
+
+`sync_condemned` runs first, before every backup (also without dedup_across_hosts): it
+makes the catalog's condemned packs those the vault's records name (btfs.engine.
+prune_shared), and drops the rows of packs that were condemned and are now gone.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from dataclasses import dataclass
 from ..catalog import Catalog
 from ..catalog.model import NewChunk
 from ..errors import BtfsError, IntegrityError
-from ..vault import Vault
+from ..vault import Vault, pack_key
+from .condemned import Record, condemned_packs, read_records
 from .pack import INDEX_ENTRY_SIZE, TRAILER_SIZE, parse_index_entries, parse_trailer
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,50 @@ def read_pack_index(vault: Vault, key: str, size: int) -> tuple[list[NewChunk], 
     return chunks, TRAILER_SIZE + length
 
 
+def sync_condemned(catalog: Catalog, vault: Vault) -> tuple[int, int]:
+    """Mark the packs the vault's condemned records name, before a backup (so it stores
+    their chunks afresh); (packs newly marked, packs no longer condemned). A pack whose
+    record went is deleted (its rows go: nothing may count them as stored) or was found
+    in use and given back (usable again). Records are read before anything else looks at
+    the vault's packs: a sweep deletes a pack before its record (prune_shared)."""
+    records = read_records(vault)
+    marks = condemned_packs(records)
+    before = catalog.condemned.marks()
+    gone = [name for name in before if name not in marks
+            and vault.size(pack_key(name)) is None]
+    copies = _copies_known(catalog, vault, records, set(marks) - set(before), set(marks))
+    with catalog.writer.transaction():
+        added, removed = catalog.condemned.set_marks(marks)
+        if gone:
+            catalog.condemned.drop_vanished([n for n in gone if catalog.chunks.has_pack(n)],
+                                            time.time_ns())
+        for name, chunks in copies:
+            catalog.chunks.move_condemned_to(name, chunks)
+    if added or removed:
+        log.info("condemned packs: %d newly, %d no longer (%d deleted)", added, removed,
+                 len(gone))
+    return added, removed
+
+
+def _copies_known(catalog: Catalog, vault: Vault, records: list[Record], new: set[str],
+                  condemned: set[str]) -> list[tuple[str, list[NewChunk]]]:
+    """The indexes of the packs a repack copied newly condemned packs' chunks into, for
+    those this catalog knows already (learned before the record was written: their
+    chunks kept their rows in the condemned packs). A pack not known yet is learned
+    next, and takes the rows then (ChunkIndex.add_foreign_pack)."""
+    names = {q for r in records if new.intersection(r.packs) for q in r.moved_to}
+    copies = []
+    for name in sorted(names - condemned):
+        size = vault.size(pack_key(name))
+        if size is None or not catalog.chunks.has_pack(name):
+            continue
+        try:
+            copies.append((name, read_pack_index(vault, pack_key(name), size)[0]))
+        except BtfsError as e:
+            log.info("pack %s not read: %s", name[:12], e)
+    return copies
+
+
 def sync_foreign_packs(catalog: Catalog, vault: Vault) -> SyncStats:
     """Record every pack in the vault that the catalog does not know (see the module)."""
     stats = SyncStats()
@@ -70,10 +119,11 @@ def sync_foreign_packs(catalog: Catalog, vault: Vault) -> SyncStats:
                     stats.learned += 1
         batch.clear()
 
+    retired = catalog.condemned.garbage_names()
     for key, size in vault.list("packs/"):
         stats.listed += 1
         name = key[len("packs/"):]
-        if catalog.chunks.has_pack(name):
+        if catalog.chunks.has_pack(name) or name in retired:
             continue
         try:
             chunks, read = read_pack_index(vault, key, size)

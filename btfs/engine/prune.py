@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .. import digest
 from ..catalog import Catalog
@@ -48,6 +49,9 @@ from ..errors import BtfsError, UsageError
 from ..vault import Vault, pack_key
 from .codec import Codec
 from .pack import PackBuilder
+
+if TYPE_CHECKING:
+    from .prune_shared import SharedPrune, SharedReport
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,7 @@ class PruneReport:
     vacuumed: bool = False
     dry_run: bool = False
     planning_seconds: float = 0.0
+    shared: SharedReport | None = None  # in a vault shared by several hosts (prune_shared)
 
     @property
     def freed_bytes(self) -> int:
@@ -107,11 +112,15 @@ def parse_fraction(text: str, what: str = "max_unused") -> float:
 def prune(catalog: Catalog, vault: Vault, codec: Codec, *, pack_size: int,
           max_unused: float = 0.05, dry_run: bool = False,
           progress: Callable[[str], None] | None = None,
-          committed: Callable[[], object] | None = None) -> PruneReport:
+          committed: Callable[[], object] | None = None,
+          shared: SharedPrune | None = None) -> PruneReport:
     """Delete dead packs and repack wasteful ones (new packs of about `pack_size`, groups
     compressed anew with `codec`); the caller holds the writer lock. `committed` is
     called once the catalog no longer refers to the packs, before any is deleted (the
-    catalog's copy in the vault is published there)."""
+    catalog's copy in the vault is published there). With `shared` (a vault of several
+    hosts), packs other hosts use are left whole and nothing is deleted at once: the
+    packs retired are condemned, and deleted by a sweep under btfs.engine.prune_shared's
+    rules."""
     if not 0 <= max_unused <= 1:
         raise BtfsError(f"max_unused must be between 0% and 100%, not {max_unused:.0%}")
     store = catalog.retention
@@ -135,15 +144,22 @@ def prune(catalog: Catalog, vault: Vault, codec: Codec, *, pack_size: int,
             report.copied_bytes += use.live_bytes
         else:
             report.left_unused_bytes += unused
+    if shared is not None:
+        dead, repack = shared.leave_held(dead, repack, report)
+        report.shared = shared.report
     report.dead_packs, report.repacked = len(dead), len(repack)
     report.dead_chunks = store.dead_chunk_count()
     report.planning_seconds = time.monotonic() - started
     if dry_run:
         return report
-    _delete_garbage(catalog, store, vault, report)  # what a killed run left
+    if shared is None:
+        _delete_garbage(catalog, store, vault, report)  # what a killed run left
     if dead or repack:
-        moved = _repack(store, vault, codec, repack, pack_size, report, progress)
+        moved = _repack(store, vault, codec, repack, pack_size, report, progress,
+                        avoid=shared.avoid if shared is not None else None)
         _step("uploaded")
+        if shared is not None:
+            shared.moved_to = [name for name, *_ in moved]
         now = time.time_ns()
         # A new pack with an old one's name (the same bytes) is that pack, kept.
         new_names = {name for name, *_ in moved}
@@ -155,7 +171,10 @@ def prune(catalog: Catalog, vault: Vault, codec: Codec, *, pack_size: int,
         _step("committed")
         if committed is not None:
             committed()
-    _delete_garbage(catalog, store, vault, report)
+    if shared is None:
+        _delete_garbage(catalog, store, vault, report)
+    else:
+        shared.settle(report, _step)
     if store.free_fraction() > VACUUM_FREE_FRACTION:
         store.vacuum()
         report.vacuumed = True
@@ -163,7 +182,8 @@ def prune(catalog: Catalog, vault: Vault, codec: Codec, *, pack_size: int,
 
 
 def _repack(store: RetentionStore, vault: Vault, codec: Codec, packs: list[PackUse],
-            pack_size: int, report: PruneReport, progress) -> list[tuple]:
+            pack_size: int, report: PruneReport, progress,
+            avoid: Callable[[str], bool] | None = None) -> list[tuple]:
     """Copy the live chunks of `packs` into new packs, durable before this returns.
     Returns (name, size, chunks, hash -> chunk id) of each new pack. Stored forms that
     must be decoded (and groups compressed anew) are done on worker threads (zstd and
@@ -182,7 +202,7 @@ def _repack(store: RetentionStore, vault: Vault, codec: Codec, packs: list[PackU
 
     def seal() -> None:
         nonlocal writer, builder, ids
-        sealed = builder.seal()
+        sealed = builder.seal(avoid)  # never a condemned pack's name (prune_shared)
         writer.commit(pack_key(sealed.name))  # durable (fsync, or the PUT returned)
         moved.append((sealed.name, sealed.size, sealed.chunks, ids))
         report.new_packs += 1

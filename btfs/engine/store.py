@@ -52,6 +52,14 @@ class ChunkStore:
         self.bytes_added = 0
         self.packs_written = 0
         self._reader: Catalog | None = None
+        # A pack with the bytes, so the name, of one the vault holds would be that pack:
+        # the put a no-op, and the pack a condemned one a sweep deletes (btfs.engine.
+        # prune_shared) or one the catalog knows already (a chunk stored afresh because
+        # its old place is condemned, met in the very pack another host's repack made).
+        # Such a pack is sealed with other bytes (PackBuilder.seal).
+        condemned = set(catalog.condemned.marks())
+        self._condemned = bool(condemned)  # lookups skip condemned packs only if any
+        self._avoid = lambda name: name in condemned or catalog.chunks.has_pack(name)
         self._reader_lock = threading.Lock()
 
     @property
@@ -78,7 +86,7 @@ class ChunkStore:
             with self._reader_lock:
                 if self._reader is None:
                     self._reader = Catalog(self.catalog.path, readonly=True)
-                stored = self._reader.chunks.stored_chunks(unknown)
+                stored = self._reader.chunks.stored_chunks(unknown, condemned=self._condemned)
         return [None if known or h in stored else generation
                 for h, known in zip(hashes, on_the_way, strict=True)]
 
@@ -94,7 +102,8 @@ class ChunkStore:
         if seq is not None:
             return seq
         if stored is None or checked_at != self.generation:
-            if self.catalog.chunks.sound_chunk_id(chunk_hash) is not None:
+            if self.catalog.chunks.sound_chunk_id(chunk_hash,
+                                                 condemned=self._condemned) is not None:
                 return STORED
             if stored is None:
                 raise AssertionError("chunk reported stored but unknown to the catalog")
@@ -112,7 +121,8 @@ class ChunkStore:
         `add(hash, size, None)` of any member returns where it is."""
         new = [(h, size) for h, size, checked_at in members
                if h not in self._pending
-               and (checked_at == self.generation or self.catalog.chunks.sound_chunk_id(h) is None)]
+               and (checked_at == self.generation
+                    or self.catalog.chunks.sound_chunk_id(h, condemned=self._condemned) is None)]
         if not new:
             return
         self._builder.add_shared(stored, new)
@@ -129,7 +139,7 @@ class ChunkStore:
             # Bound what is in flight (memory, for a vault that uploads from memory):
             # record the oldest upload, waiting for it.
             self._record_oldest()
-        sealed = self._builder.seal()
+        sealed = self._builder.seal(self._avoid)
         future = self._uploader.submit(self._writer.commit, pack_key(sealed.name))
         self._uploads.append((self._seq, sealed, future))
         self._writer = self.vault.writer()

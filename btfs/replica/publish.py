@@ -107,8 +107,7 @@ def publish(vault: Vault, data_dir: Path, catalog_path: Path, host_id: str, *,
     if state is not None and state.scan.file_digest == now.file_digest:
         return None
     chain = _delta_chain(vault, gens, head, state, now)
-    if vault.size(host_record_key(host_id)) is None:
-        vault.put(host_record_key(host_id), _host_record(host_id, host_name))
+    put_host_record(vault, host_id, host_name)
     if chain is None:
         kind, pages = "base", list(range(now.page_count))
     else:
@@ -201,6 +200,14 @@ def _put_generation(vault: Vault, catalog_path: Path, host_id: str, number: int,
         writer.abort()
         raise
     return key, size
+
+
+def put_host_record(vault: Vault, host_id: str, host_name: str | None = None) -> None:
+    """hosts/<id>/host.json, unless it is there: from `btfs init` on, the vault knows the
+    host, so a prune elsewhere waits for its first backup (btfs.engine.prune_shared)."""
+    if vault.size(host_record_key(host_id)) is None:
+        vault.put(host_record_key(host_id), _host_record(host_id,
+                                                         host_name or socket.gethostname()))
 
 
 def _host_record(host_id: str, host_name: str) -> bytes:
