@@ -17,6 +17,7 @@ fetch of the same generation. Prints a markdown table. Never part of the tests.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import subprocess
@@ -76,6 +77,7 @@ def main() -> None:
     shutil.rmtree(args.work, ignore_errors=True)
     host = args.work / "host"
     host.mkdir(parents=True)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     url, reach = moto() if args.s3 else (str(args.work / "vault"), [])
     vault = open_vault(url, S3Settings(endpoint=os.environ.get("BENCH_S3_ENDPOINT", "")),
                        args.work / "cache")
