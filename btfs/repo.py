@@ -54,6 +54,7 @@ if TYPE_CHECKING:  # the engine is imported where it is used (see above)
     from .engine.retention import Policy
     from .engine.status import Status
     from .replica.fetch import HostCopy
+    from .replica.otherhost import HostView
     from .replica.recover import Recovered
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ class Repo:
     config: Config
     catalog: Catalog
     vault: Vault
-    other_host: str | None = None  # the name of the host whose copy is open (open(host=))
+    other_host: HostView | None = None  # another host's copy is open (open(host=))
 
     # -- opening ---------------------------------------------------------------------
 
@@ -181,7 +182,7 @@ class Repo:
             catalog.close()
             vault.close()
             raise VaultError(f"vault {vault.url} is not the one this catalog belongs to")
-        return cls(paths, cfg, catalog, vault, view.host.name if view else None)
+        return cls(paths, cfg, catalog, vault, view)
 
     @cached_property
     def codec(self) -> Codec:
@@ -474,8 +475,8 @@ class Repo:
         if sum(x is not None for x in (at, number, snapshot)) > 1:
             raise UsageError("give only one of --at, --version, --snapshot")
         if dest is None and self.other_host:
-            raise UsageError(f"restoring from host {self.other_host}'s history needs --to: "
-                             "beside the original is a place on that machine")
+            raise UsageError(f"restoring from host {self.other_host.host.name}'s history "
+                             "needs --to: beside the original is a place on that machine")
         node, raw = self._node(path)
         version, snapshot_id = pick_version(self.catalog, node, at=at, number=number,
                                             snapshot=snapshot)
@@ -571,6 +572,20 @@ class Repo:
         fuse_mount = _fuse_mount()
         with cls.open(paths, readonly=True, host=host) as repo:
             fuse_mount.serve(repo, mountpoint, allow_other=allow_other)
+
+    def newer_copy(self) -> Catalog | None:
+        """With another host's history open (open(host=)): the vault's newer copy of it,
+        fetched (deltas only) and opened, for the caller to switch to (then to set as
+        `catalog`, closing the one before); None when there is none. Blocking I/O."""
+        from .replica.otherhost import refresh
+
+        if self.other_host is None:
+            return None
+        view = refresh(self.other_host, self.vault)
+        if view is None:
+            return None
+        self.other_host = view
+        return Catalog(view.paths.catalog, immutable=True)
 
     @staticmethod
     def unmount(mountpoint: str) -> bool:

@@ -42,9 +42,9 @@ def mount_cmd(obj, mountpoint: str, foreground: bool, host: str | None,
     Returns once the mount answers and keeps serving in the background (log in the cache
     directory); new backups appear without a remount. Restore with cp.
 
-    With --host, the same tree for another host backing up into the same vault, as its
-    newest catalog copy was when mounted (a remount shows its later backups; only what
-    changed since the last fetch is downloaded).
+    With --host, the same tree for another host that backs up into the same vault, from
+    its catalog copy there (fetched into the cache directory; later, only what changed).
+    That host's new backups appear within a minute.
 
     MOUNTPOINT is created if missing (its parent must exist). It must be empty, must not
     be or hold a tracked directory, nor lie inside another btfs mount; inside a tracked

@@ -19,6 +19,7 @@ on a lock file in that directory.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -49,6 +50,7 @@ class HostView:
     host: HostCopy
     paths: Paths
     config: Config
+    key: str  # of the generation `paths.catalog` was rebuilt from
     generation: int
     how: str  # 'cached', 'delta' or 'whole': what bringing the copy up to date took
     downloaded: int  # bytes of generation objects read from the vault
@@ -73,7 +75,21 @@ def host_view(paths: Paths, config: Config, vault: Vault, wanted: str) -> HostVi
     view_config = config_mod.with_changes(config, host_id=host.host_id, tracked=theirs.tracked,
                                           read_only=True)
     return HostView(host, Paths(paths.config_file, data_dir, paths.cache_dir), view_config,
-                    state.number, how, downloaded)
+                    state.key, state.number, how, downloaded)
+
+
+def refresh(view: HostView, vault: Vault) -> HostView | None:
+    """The copy brought up to date again (a mount that follows the host); None when the
+    newest generation is still the one `view` was opened at. Cheap then: one listing."""
+    gens = generations(vault, view.config.host_id)
+    if not gens or gens[-1].key == view.key:
+        return None
+    with _turn(view.paths.data_dir):
+        state, how, downloaded = update_copy(vault, view.config.host_id, view.paths.data_dir)
+    if state.key == view.key:
+        return None
+    return dataclasses.replace(view, key=state.key, generation=state.number, how=how,
+                               downloaded=downloaded)
 
 
 def update_copy(vault: Vault, host_id: str, data_dir: Path) -> tuple[State, str, int]:

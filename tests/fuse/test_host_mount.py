@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 from clikit import one_error_line
-from fusekit import btfs_cli
+from fusekit import btfs_cli, wait_until
 from helpers import make_awkward_tree, rand_bytes, source_tree
 from test_recover import btfs, host_env, xdg_paths_of
 
 from btfs.config import xdg_paths
+from btfs.fuse.mount import FOLLOW_SECONDS
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 
@@ -92,13 +93,22 @@ def test_mount_host_shows_the_other_hosts_history_and_a_remount_its_newer_backup
     (src / "notes.txt").write_text("third\n")
     (src / "added.bin").write_bytes(rand_bytes(500_000, 6))
     btfs("-q", "backup", env=env)
-    assert len(backups_in(mnt)) == 2  # the copy as it was when mounted
-    btfs_cli("umount", str(mnt))
-    mnt = mounter("--host", beta)
-    assert len(backups_in(mnt)) == 3
+    # The mount follows B: its new backup appears without a remount.
+    assert wait_until(lambda: len(backups_in(mnt)) == 3, timeout=FOLLOW_SECONDS + 20)
     assert source_tree(inside(mnt, "latest", src)) == source_tree(src)
     subprocess.run(["cmp", str(inside(mnt, "latest", src) / "added.bin"),
                     str(src / "added.bin")], check=True)
+    mount_log = xdg_paths().cache_dir / ("mount-" + str(mnt).strip("/").replace("/", "_")
+                                         + ".log")
+    assert "catalog copy generation 3" in mount_log.read_text()
+
+    # A remount after B's next backup: the cached copy brought up by the delta only.
+    btfs_cli("umount", str(mnt))
+    (src / "notes.txt").write_text("fourth\n")
+    btfs("-q", "backup", env=env)
+    mnt = mounter("--host", beta)
+    assert len(backups_in(mnt)) == 4
+    assert (inside(mnt, "latest", src) / "notes.txt").read_text() == "fourth\n"
 
 
 def test_mount_of_an_unknown_host_fails_with_one_line_naming_the_hosts(tmp_path):
