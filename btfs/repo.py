@@ -568,7 +568,7 @@ class Repo:
     def serve_mount(cls, paths: Paths, mountpoint: str, *, allow_other: bool = False,
                     host: str | None = None) -> None:
         """Serve the history at `mountpoint` (from prepare_mountpoint) until unmounted:
-        this host's, or `host`'s from its catalog copy as it was when mounted."""
+        this host's, or `host`'s from its catalog copy (followed: btfs.fuse.mount)."""
         fuse_mount = _fuse_mount()
         with cls.open(paths, readonly=True, host=host) as repo:
             fuse_mount.serve(repo, mountpoint, allow_other=allow_other)
@@ -696,7 +696,8 @@ class Repo:
             store.close()
 
 
-def _host_view(paths: Paths, cfg: Config, vault: Vault, host: str):
+def _host_view(paths: Paths, cfg: Config, vault: Vault, host: str) -> HostView | None:
+    """btfs.replica.otherhost.host_view, imported only by a command given --host."""
     from .replica.otherhost import host_view
 
     return host_view(paths, cfg, vault, host)

@@ -90,12 +90,18 @@ async def _follow_host(repo: Repo, tree: Tree, ops: Operations) -> None:
         if retired is not None:
             retired.close()
             retired = None
-        if newer is not None:
-            retired, repo.catalog = repo.catalog, newer
-            if tree.use_catalog(newer):
-                ops.backups_changed()
-            log.info("host %s: catalog copy generation %d (%s)", repo.config.host_id,
-                     repo.other_host.generation, repo.other_host.how)
+        if newer is None:
+            continue
+        retired, repo.catalog = repo.catalog, newer
+        log.info("host %s: catalog copy generation %d (%s)", repo.config.host_id,
+                 repo.other_host.generation, repo.other_host.how)
+        try:
+            changed = tree.use_catalog(newer)
+        except Exception as e:  # noqa: BLE001 - as in _watch_catalog, which retries it
+            log.warning("cannot read the catalog's list of backups: %s", e)
+            continue
+        if changed:
+            ops.backups_changed()
 
 
 async def _watch_signals() -> None:
