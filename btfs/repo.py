@@ -54,6 +54,8 @@ if TYPE_CHECKING:  # the engine is imported where it is used (see above)
     from .engine.restore import RestoreResult
     from .engine.retention import Policy
     from .engine.status import Status
+    from .replica.fetch import HostCopy
+    from .replica.otherhost import HostView
     from .replica.recover import Recovered
     from .replica.sync import SyncReport
 
@@ -154,11 +156,15 @@ class Repo:
     config: Config
     catalog: Catalog
     vault: Vault
+    other_host: HostView | None = None  # another host's copy is open (open(host=))
 
     # -- opening ---------------------------------------------------------------------
 
     @classmethod
-    def open(cls, paths: Paths, *, readonly: bool = False) -> Repo:
+    def open(cls, paths: Paths, *, readonly: bool = False, host: str | None = None) -> Repo:
+        """`host`: another host's history instead (a name or id, see `hosts`), from its
+        catalog copy in the vault, cached and opened read-only (btfs.replica.otherhost);
+        this host's own when `host` names it."""
         cfg = config_mod.load(paths)
         if not paths.catalog.exists():
             raise BtfsError(f"no catalog at {paths.catalog}: run 'btfs init' first")
@@ -167,7 +173,10 @@ class Repo:
             # The format first: a catalog is migrated when opened for writing, and one of
             # a vault this btfs cannot read must be left as it is.
             ident = vault.checked_identity()
-            catalog = Catalog(paths.catalog, readonly=readonly)
+            view = None if host is None else _host_view(paths, cfg, vault, host)
+            if view is not None:
+                paths, cfg = view.paths, view.config
+            catalog = Catalog(paths.catalog, readonly=readonly, immutable=view is not None)
         except BaseException:
             vault.close()
             raise
@@ -175,7 +184,7 @@ class Repo:
             catalog.close()
             vault.close()
             raise VaultError(f"vault {vault.url} is not the one this catalog belongs to")
-        return cls(paths, cfg, catalog, vault)
+        return cls(paths, cfg, catalog, vault, view)
 
     @cached_property
     def codec(self) -> Codec:
@@ -415,6 +424,13 @@ class Repo:
             if shared is not None:
                 shared.close()
 
+    def hosts(self) -> list[HostCopy]:
+        """`btfs hosts`: every host with a catalog copy in the vault, as its newest one
+        says (name, id, last backup, backups, catalog size), by name."""
+        from .replica.fetch import list_hosts
+
+        return list_hosts(self.vault)
+
     def add(self, paths: list[str]) -> list[str]:
         """`btfs add`: stage files and symlinks now; the absolute paths staged. The
         caller holds `writer()`."""
@@ -470,6 +486,9 @@ class Repo:
 
         if sum(x is not None for x in (at, number, snapshot)) > 1:
             raise UsageError("give only one of --at, --version, --snapshot")
+        if dest is None and self.other_host:
+            raise UsageError(f"restoring from host {self.other_host.host.name}'s history "
+                             "needs --to: beside the original is a place on that machine")
         node, raw = self._node(path)
         version, snapshot_id = pick_version(self.catalog, node, at=at, number=number,
                                             snapshot=snapshot)
@@ -635,21 +654,40 @@ class Repo:
     # -- mounting --------------------------------------------------------------------
 
     @classmethod
-    def prepare_mountpoint(cls, paths: Paths, mountpoint: str) -> str:
+    def prepare_mountpoint(cls, paths: Paths, mountpoint: str, host: str | None = None) -> str:
         """The absolute mountpoint, checked (btfs.fuse.mount.check_mountpoint: not over
         files, a tracked directory, btfs's own directories or another btfs mount) and
-        ready; a dead btfs mount there is cleared."""
+        ready; a dead btfs mount there is cleared. `host`: another host's copy is fetched
+        now, so that a wrong name fails here, before a server is started."""
         fuse_mount = _fuse_mount()
+        if host is not None:  # first: a wrong name must not leave a mountpoint made
+            cls.open(paths, readonly=True, host=host).close()
         with cls.open(paths, readonly=True) as repo:
             return fuse_mount.check_mountpoint(mountpoint, repo._tracked(),
                                                data_dirs(paths, repo.config))
 
     @classmethod
-    def serve_mount(cls, paths: Paths, mountpoint: str, *, allow_other: bool = False) -> None:
-        """Serve the history at `mountpoint` (from prepare_mountpoint) until unmounted."""
+    def serve_mount(cls, paths: Paths, mountpoint: str, *, allow_other: bool = False,
+                    host: str | None = None) -> None:
+        """Serve the history at `mountpoint` (from prepare_mountpoint) until unmounted:
+        this host's, or `host`'s from its catalog copy (followed: btfs.fuse.mount)."""
         fuse_mount = _fuse_mount()
-        with cls.open(paths, readonly=True) as repo:
+        with cls.open(paths, readonly=True, host=host) as repo:
             fuse_mount.serve(repo, mountpoint, allow_other=allow_other)
+
+    def newer_copy(self) -> Catalog | None:
+        """With another host's history open (open(host=)): the vault's newer copy of it,
+        fetched (deltas only) and opened, for the caller to switch to (then to set as
+        `catalog`, closing the one before); None when there is none. Blocking I/O."""
+        from .replica.otherhost import refresh
+
+        if self.other_host is None:
+            return None
+        view = refresh(self.other_host, self.vault)
+        if view is None:
+            return None
+        self.other_host = view
+        return Catalog(view.paths.catalog, immutable=True)
 
     @staticmethod
     def unmount(mountpoint: str) -> bool:
@@ -758,6 +796,13 @@ class Repo:
             yield store
         finally:
             store.close()
+
+
+def _host_view(paths: Paths, cfg: Config, vault: Vault, host: str) -> HostView | None:
+    """btfs.replica.otherhost.host_view, imported only by a command given --host."""
+    from .replica.otherhost import host_view
+
+    return host_view(paths, cfg, vault, host)
 
 
 def _skipped(paths: Paths, cfg: Config) -> list[OwnDir]:

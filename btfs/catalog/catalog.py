@@ -31,19 +31,22 @@ log = logging.getLogger(__name__)
 
 
 class Catalog:
-    def __init__(self, path: Path | str, *, readonly: bool = False):
+    def __init__(self, path: Path | str, *, readonly: bool = False, immutable: bool = False):
+        """`immutable`: read-only, and never changed in place by anyone (another host's
+        copy, btfs.replica.otherhost, which migrates it when fetched): see Database."""
         self.path = Path(path)
+        readonly = readonly or immutable
         if readonly and not self.path.exists():
             raise BtfsError(f"no catalog at {self.path}: run 'btfs init' first")
         self.readonly = readonly
-        if readonly:
+        if readonly and not immutable:
             # A catalog from an older btfs is migrated once, even by a reader (mount, log):
             # migrations only add indexes and tables, in their own short transaction.
             with Database(path, readonly=True) as probe:
                 current = probe.get_val("PRAGMA user_version")
             if current < len(MIGRATIONS):
                 Catalog(path).close()
-        self.db = Database(path, readonly=readonly)
+        self.db = Database(path, readonly=readonly, immutable=immutable)
         if not readonly:
             self._migrate()
         elif self.db.get_val("PRAGMA user_version") > len(MIGRATIONS):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import chain
@@ -44,11 +45,18 @@ class NoSuchRow(LookupError):
 
 
 class Database:
-    def __init__(self, path: Path | str, *, readonly: bool = False):
+    def __init__(self, path: Path | str, *, readonly: bool = False, immutable: bool = False):
+        """`immutable`: a file nothing changes in place (another host's catalog copy,
+        replaced whole when a newer one is fetched): read-only, with no locks, no -wal or
+        -shm beside it, and nothing a replaced file's readers share."""
         self.path = str(path)
-        flags = apsw.SQLITE_OPEN_READONLY if readonly else (
+        flags = apsw.SQLITE_OPEN_READONLY if readonly or immutable else (
             apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
-        self.conn = apsw.Connection(self.path, flags=flags)
+        name = self.path
+        if immutable:
+            name = f"file:{urllib.parse.quote(self.path)}?immutable=1"
+            flags |= apsw.SQLITE_OPEN_URI
+        self.conn = apsw.Connection(name, flags=flags)
         # Readers must never wait on a running backup, and a backup must not wait long on
         # a reader's short transaction: WAL gives both; the timeout covers checkpoints.
         self.conn.set_busy_timeout(10_000)
@@ -58,7 +66,7 @@ class Database:
         # of the time of the mount's directory page query (bench/README.md has figures).
         # btfs never runs ANALYZE, so no plan depended on the values anyway.
         self.conn.config(apsw.SQLITE_DBCONFIG_ENABLE_QPSG, 1)
-        if not readonly:
+        if not (readonly or immutable):
             self.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode is still crash-consistent (kill -9 loses nothing committed);
         # only a power cut may drop the newest transactions, whose packs then stay

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .complete import complete_paths, complete_snapshots
-from .main import pass_repo
+from .main import host_option, pass_repo
 from .output import display_path, emit_json, json_option, json_path, plural, print_table
 
 # The mark of each kind of change, as `restic diff` prints them.
@@ -22,6 +22,7 @@ _FOLDER_MARKS = {"added": "+", "modified": "M", "deleted": "-"}
 @click.option("--deleted", is_flag=True, help="Only paths deleted since (not in the newest "
               "backup).")
 @json_option
+@host_option
 @pass_repo(readonly=True)
 def find(obj, repo, pattern, under, since, until, deleted, as_json) -> None:
     """Every path in the whole history whose name matches PATTERN, with its versions.
@@ -60,6 +61,7 @@ def find(obj, repo, pattern, under, since, until, deleted, as_json) -> None:
 @click.argument("after", metavar="B", shell_complete=complete_snapshots)
 @click.argument("path", required=False, shell_complete=complete_paths)
 @json_option
+@host_option
 @pass_repo(readonly=True)
 def diff(obj, repo, before, after, path, as_json) -> None:
     """What changed between backups A and B (names from 'btfs snapshots', ids, or

@@ -9,7 +9,7 @@ import click
 from ..errors import EXIT_PARTIAL, BtfsError
 from .browse import print_folder_log
 from .complete import complete_paths, complete_snapshots
-from .main import pass_repo
+from .main import host_option, pass_repo
 from .output import (
     display_path,
     emit_json,
@@ -24,6 +24,7 @@ from .output import (
 
 @click.command()
 @json_option
+@host_option
 @pass_repo(readonly=True)
 def snapshots(obj, repo, as_json: bool) -> None:
     """List backups, oldest first: time, files changed, bytes added, state.
@@ -59,6 +60,7 @@ def snapshots(obj, repo, as_json: bool) -> None:
 @click.argument("path", type=click.Path(), shell_complete=complete_paths)
 @click.option("--files", is_flag=True, help="A directory: list the paths that changed.")
 @json_option
+@host_option
 @pass_repo(readonly=True)
 def log(obj, repo, path: str, files: bool, as_json: bool) -> None:
     """Every version of a path: backup time, size, mode, mtime, BLAKE3 of the content.
@@ -102,6 +104,7 @@ def log(obj, repo, path: str, files: bool, as_json: bool) -> None:
               "existing directory to write into) [default: beside the original].")
 @click.option("--content-only", is_flag=True,
               help="Do not restore owner, mode, times or xattrs.")
+@host_option
 @pass_repo(readonly=True)
 def restore(obj, repo, path, at, number, snapshot, dest, content_only) -> None:
     """Restore a file, symlink or directory as it was. Never overwrites anything.
@@ -116,6 +119,9 @@ def restore(obj, repo, path, at, number, snapshot, dest, content_only) -> None:
     Examples:
       btfs restore ~/notes/plan.md --at 2026-11-20
       btfs restore ~/notes --version 3 --to /tmp/notes-then
+      btfs restore --host laptop /home/me/notes/plan.md --to /tmp/
+
+    With --host, paths are as on that host (absolute), and --to is needed.
     """
     restored = repo.restore(path, at=at, number=number, snapshot=snapshot, dest=dest,
                             content_only=content_only)

@@ -56,6 +56,7 @@ COMMANDS = {
     "recover": ("recover", "recover_cmd"),
     "mirror": ("mirror", "mirror_group"),
     "sync": ("mirror", "sync"),
+    "hosts": ("hosts", "hosts"),
 }
 
 
@@ -73,8 +74,9 @@ def pass_repo(*, readonly: bool = False, writer: str | None = None,
         @functools.wraps(command)
         def run(obj: Context, *args, **kwargs):
             wait = kwargs.pop("wait") if writer is not None else False
+            host = kwargs.pop("host", None)  # host_option: another host's history
             reading = readonly or (unless is not None and kwargs[unless])
-            with Repo.open(obj.paths, readonly=reading) as repo:
+            with Repo.open(obj.paths, readonly=reading, host=host) as repo:
                 if writer is None or reading:
                     return command(obj, repo, *args, **kwargs)
                 with repo.writer(wait=wait, what=writer):
@@ -83,6 +85,13 @@ def pass_repo(*, readonly: bool = False, writer: str | None = None,
         return run
 
     return decorate
+
+
+# For commands that read history (pass_repo(readonly=True)): read another host's instead.
+host_option = click.option(
+    "--host", metavar="NAME|ID",
+    help="Another host's history, from its catalog copy in the shared vault (see 'btfs "
+         "hosts'); content is read from the vault.")
 
 
 class LazyGroup(click.Group):

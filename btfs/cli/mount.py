@@ -22,11 +22,15 @@ READY_TIMEOUT = 30.0
 @click.argument("mountpoint", type=click.Path())
 @click.option("--foreground", "-f", is_flag=True,
               help="Stay attached and log to stderr; Ctrl-C unmounts.")
+@click.option("--host", metavar="NAME|ID",
+              help="Another host's history (see 'btfs hosts'), from its catalog copy in "
+                   "the shared vault, fetched into the cache dir.")
 @click.option("--allow-other", is_flag=True,
               help="Let other users in (original permissions are enforced); needs "
                    "user_allow_other in /etc/fuse.conf for non-root users.")
 @click.pass_obj
-def mount_cmd(obj, mountpoint: str, foreground: bool, allow_other: bool) -> None:
+def mount_cmd(obj, mountpoint: str, foreground: bool, host: str | None,
+              allow_other: bool) -> None:
     """Mount every backup as a read-only filesystem.
 
     \b
@@ -38,6 +42,10 @@ def mount_cmd(obj, mountpoint: str, foreground: bool, allow_other: bool) -> None
     Returns once the mount answers and keeps serving in the background (log in the cache
     directory); new backups appear without a remount. Restore with cp.
 
+    With --host, the same tree for another host that backs up into the same vault, from
+    its catalog copy there (fetched into the cache directory; later, only what changed).
+    That host's new backups appear within a minute.
+
     MOUNTPOINT is created if missing (its parent must exist). It must be empty, must not
     be or hold a tracked directory, nor lie inside another btfs mount; inside a tracked
     directory is fine (a mount is never backed up). A dead mount left there (its server
@@ -48,15 +56,16 @@ def mount_cmd(obj, mountpoint: str, foreground: bool, allow_other: bool) -> None
       btfs mount ~/backups && ls ~/backups/by-time/latest
       cp -a ~/backups/by-time/2026-11-20_093000/home/me/notes /tmp/notes-then
       btfs umount ~/backups
+      btfs mount --host desktop ~/desktop-backups
     """
-    target = Repo.prepare_mountpoint(obj.paths, mountpoint)
+    target = Repo.prepare_mountpoint(obj.paths, mountpoint, host)
     if foreground:
-        Repo.serve_mount(obj.paths, target, allow_other=allow_other)
+        Repo.serve_mount(obj.paths, target, allow_other=allow_other, host=host)
     else:
-        _start_background(obj, target, allow_other)
+        _start_background(obj, target, allow_other, host)
 
 
-def _start_background(obj, target: str, allow_other: bool) -> None:
+def _start_background(obj, target: str, allow_other: bool, host: str | None) -> None:
     """Fork a detached server (its own session, output to a log in the cache directory)
     and return once the mount answers, so a script can use it at once. A fork rather than
     a new `btfs mount --foreground` process: the interpreter and pyfuse3/trio are already
@@ -67,7 +76,7 @@ def _start_background(obj, target: str, allow_other: bool) -> None:
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        _serve_detached(obj.paths, target, allow_other, log_path)
+        _serve_detached(obj.paths, target, allow_other, host, log_path)
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if os.waitpid(pid, os.WNOHANG) != (0, 0):
@@ -96,7 +105,8 @@ def _exit_at_once() -> NoReturn:
         os._exit(0)
 
 
-def _serve_detached(paths, target: str, allow_other: bool, log_path) -> NoReturn:
+def _serve_detached(paths, target: str, allow_other: bool, host: str | None,
+                    log_path) -> NoReturn:
     """The forked child: never returns into click; its exit code is for the log only."""
     code = 1
     try:
@@ -110,7 +120,7 @@ def _serve_detached(paths, target: str, allow_other: bool, log_path) -> NoReturn
         os.close(out)
         root = logging.getLogger()
         root.setLevel(min(root.level, logging.INFO))  # the log says what the mount did
-        Repo.serve_mount(paths, target, allow_other=allow_other)
+        Repo.serve_mount(paths, target, allow_other=allow_other, host=host)
         code = 0
     except BtfsError as e:
         print(f"btfs: error: {e}", file=sys.stderr)

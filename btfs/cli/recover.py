@@ -7,7 +7,8 @@ import click
 
 from ..errors import ChooseHost
 from ..repo import Repo
-from .output import human_bytes, local_time, print_table
+from .hosts import print_hosts
+from .output import human_bytes, local_time
 
 
 @click.command("recover")
@@ -42,9 +43,7 @@ def recover_cmd(obj, vault_url: str, endpoint: str | None, region: str | None,
         done = Repo.recover(obj.paths, vault_url, host, read_only=read_only,
                             endpoint=endpoint, region=region, profile=profile)
     except ChooseHost as e:
-        print_table(["NAME", "ID", "LAST BACKUP", "SNAPSHOTS", "CATALOG"],
-                    [[h.name, h.host_id, local_time(h.last_backup_ns), f"{h.snapshots:,}",
-                      human_bytes(h.catalog_size)] for h in e.hosts], right={3, 4})
+        print_hosts(e.hosts)
         raise
     for problem in done.fetched.skipped:
         click.echo(f"skipped catalog copy {problem}", err=True)

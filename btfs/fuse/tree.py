@@ -237,6 +237,17 @@ class Tree:
         self.horizon = max(self.names, default=0)
         return True
 
+    def use_catalog(self, catalog: Catalog) -> bool:
+        """Answer from `catalog` from now on: another host's copy fetched anew (`btfs mount
+        --host` follows that host); True if what by-time shows changed. The new
+        connection's data_version says nothing against the old one's, so the snapshot
+        list is reloaded; refs loaded ahead came from the old file and are dropped."""
+        self.catalog = catalog
+        self.search = HistorySearch(catalog.db)
+        self._refs_ahead.clear()
+        self._data_version = None
+        return self.refresh()
+
     @property
     def latest_name(self) -> str | None:
         return self.names[self.snapshots[-1].id] if self.snapshots else None

@@ -113,12 +113,21 @@ def fetch_catalog(vault: Vault, host_id: str, dest: Path) -> Fetched:
                      f"sound ({len(gens)} generations tried; newest: {skipped[0]})")
 
 
-def rebuild(vault: Vault, gen: Generation, dest: Path) -> tuple[dict, Scan]:
-    """Write the file generation `gen` stands for to `dest` and verify it whole."""
+def rebuild(vault: Vault, gen: Generation, dest: Path, *,
+            have: str | None = None) -> tuple[dict, Scan]:
+    """Write the file generation `gen` stands for to `dest` and verify it whole.
+
+    `have`: the key of a generation of `gen`'s chain that `dest` already holds; only the
+    objects after it are applied (a delta holds the pages that differ from the generation
+    before). CopyDamaged when `have` is not in the chain."""
     manifest = read_manifest(vault, gen)
     chain = [*manifest["chain"], gen.key]
+    if have is not None:
+        if have not in chain:
+            raise CopyDamaged(f"{gen.key} is not built on {have}")
+        chain = chain[chain.index(have) + 1:]
     page_size, page_count = manifest["page_size"], manifest["page_count"]
-    fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(dest, os.O_RDWR | os.O_CREAT | (0 if have else os.O_TRUNC), 0o600)
     with os.fdopen(fd, "r+b") as out:
         for key in chain:
             size = vault.size(key)

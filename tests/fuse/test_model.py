@@ -495,3 +495,31 @@ def test_a_file_version_is_named_for_error_reports_by_its_path_and_backup(hand):
     assert tree.name_file(f.ino) == "/m/f (backup 2026-11-23_093000)"
     with pytest.raises(NotFound):
         tree.name_file(BY_TIME_INO)
+
+
+def test_use_catalog_switches_to_a_newer_copy_of_the_history(backed_up, tmp_path):
+    """`btfs mount --host` follows the other host: the tree switches to a newer copy of its
+    catalog (another file, opened immutable) and by-time and by-file show what it adds."""
+    import shutil
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("one\n")
+    repo = backed_up(src)
+    shutil.copyfile(repo.paths.catalog, tmp_path / "old.db")
+    time.sleep(1.1)  # the backups get different names
+    (src / "f").write_text("two\n")
+    backed_up(src)
+    shutil.copyfile(repo.paths.catalog, tmp_path / "new.db")
+    old = Catalog(tmp_path / "old.db", immutable=True)
+    new = Catalog(tmp_path / "new.db", immutable=True)
+    tree = Tree(old)
+    assert len(tree.snapshots) == 1
+    by_file = walk(tree, BY_FILE_INO, bytes(src / "f"))
+    assert len(entries(tree, by_file)) == 1
+    assert tree.use_catalog(new)
+    assert len(tree.snapshots) == 2
+    assert len(entries(tree, by_file)) == 2
+    assert not tree.use_catalog(new)  # the same history again: nothing changed
+    old.close()
+    new.close()
