@@ -36,6 +36,7 @@ BACKUPS = 20
 CHURN = 0.01
 WORDS = [f"w{i:x}" for i in range(4000)]
 BTFS = [sys.executable, "-m", "btfs"]
+CPU = [0.0]  # CPU seconds of the commands run with rss=True since it was last zeroed
 
 
 def text(seed: int) -> bytes:
@@ -57,15 +58,20 @@ def churn(src: Path, step: int) -> None:
 
 
 def run(cmd: list[str], env: dict, rss: bool = False) -> tuple[float, float, str]:
-    """(seconds, peak RSS in MB or 0, stdout)."""
+    """(seconds, peak RSS in MB or 0, stdout); with `rss`, the CPU seconds (user + system)
+    are added to CPU[0]: on a machine others share, a steadier figure than the wall's."""
     out_file = Path(env["BENCH_TMP"]) / "rss"
-    full = ["/usr/bin/time", "-f", "%M", "-o", str(out_file), *cmd] if rss else cmd
+    full = ["/usr/bin/time", "-f", "%U %S %M", "-o", str(out_file), *cmd] if rss else cmd
     t0 = time.perf_counter()
     p = subprocess.run(full, env=env, capture_output=True, text=True)
     secs = time.perf_counter() - t0
     if p.returncode != 0:
         sys.exit(f"{' '.join(cmd)}: exit {p.returncode}\n{p.stderr[-2000:]}")
-    peak = int(out_file.read_text().split()[-1]) / 1024 if rss else 0.0
+    peak = 0.0
+    if rss:
+        user, system, kb = out_file.read_text().split()[-3:]
+        CPU[0] += float(user) + float(system)
+        peak = int(kb) / 1024
     return secs, peak, p.stdout
 
 
@@ -160,6 +166,7 @@ def main() -> None:
         build(work, env)
     tools = args.tools.split(",")
     secs: dict[str, list[float]] = {t: [] for t in tools}
+    cpu: dict[str, list[float]] = {t: [] for t in tools}
     rss: dict[str, float] = {t: 0.0 for t in tools}
     figures: list[dict] = []
     sizes: dict[str, tuple[int, int]] = {}
@@ -168,8 +175,10 @@ def main() -> None:
         for tool in order:
             lay(work, tool)
             before = size(work, tool)
+            CPU[0] = 0.0
             s, r, f = timed(work, tool, env)
             secs[tool].append(s)
+            cpu[tool].append(CPU[0])
             rss[tool] = max(rss[tool], r)
             sizes[tool] = (before, size(work, tool))
             if f:
@@ -178,16 +187,19 @@ def main() -> None:
               flush=True)
     print(f"\n{FILES} files, {BACKUPS} backups, {CHURN:.0%} churn; forget 10, keep 10; "
           f"{args.rounds} rounds\n")
-    print("| tool | min s | median s | peak RSS MB | repo MB before | after |")
-    print("|---|---|---|---|---|---|")
+    print("| tool | min s | median s | median CPU s | peak RSS MB | repo MB before | after |")
+    print("|---|---|---|---|---|---|---|")
     for t in tools:
-        print(f"| {t} | {min(secs[t]):.2f} | {statistics.median(secs[t]):.2f} | {rss[t]:.0f} "
+        print(f"| {t} | {min(secs[t]):.2f} | {statistics.median(secs[t]):.2f} "
+              f"| {statistics.median(cpu[t]):.2f} | {rss[t]:.0f} "
               f"| {sizes[t][0] / 1e6:.1f} | {sizes[t][1] / 1e6:.1f} |")
     if "btfs" in tools:
         med = statistics.median(secs["btfs"])
         for other in tools[1:] if tools[0] == "btfs" else [t for t in tools if t != "btfs"]:
             print(f"\nbtfs / {other}: {med / statistics.median(secs[other]):.2f} (medians), "
-                  f"{min(secs['btfs']) / min(secs[other]):.2f} (minimums)")
+                  f"{min(secs['btfs']) / min(secs[other]):.2f} (minimums), "
+                  f"{statistics.median(cpu['btfs']) / statistics.median(cpu[other]):.2f} "
+                  "(median CPU seconds)")
         f = figures[-1]
         print(f"\nbtfs forget median {statistics.median(x['forget'] for x in figures):.2f} s, "
               f"prune median {statistics.median(x['prune'] for x in figures):.2f} s, "

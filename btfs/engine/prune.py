@@ -25,8 +25,8 @@ backup that since stored the same bytes made it live again). A chunk in a pack t
 holds a chunk known damaged is left where it is: repair or a backup heals it, and the
 damaged copy a healed chunk leaves behind is dead bytes like any other.
 
-Memory: one pack's bytes at a time (read whole, as `check --read-data` does), one
-record per pack in the plan; chunk rows are streamed.
+Memory: two packs' bytes at a time (the one being repacked and the next, read whole, as
+`check --read-data` does), one record per pack in the plan; chunk rows are streamed.
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ KILL_AT_ENV = "BTFS_TEST_PRUNE_KILL_AT"
 PAUSE_AT_ENV = "BTFS_TEST_PRUNE_PAUSE_AT"
 # VACUUM rewrites the whole catalog: worth it only when this share of it is free pages.
 VACUUM_FREE_FRACTION = 0.10
+# Stored forms in flight per repack worker: enough that the workers still have groups to
+# compress while the main thread seals a pack or starts the next one; each holds at most a
+# group's raw bytes (GROUP_BYTES) and its new stored form.
+IN_FLIGHT = 4
 
 
 @dataclass
@@ -203,18 +207,16 @@ def _repack(store: RetentionStore, vault: Vault, codec: Codec, packs: list[PackU
         if builder.nbytes >= pack_size:
             seal()
 
+    # The next pack is read and hashed while this one's groups are compressed: the
+    # workers would otherwise wait at every pack for its read and its digest.
+    reader = ThreadPoolExecutor(1, thread_name_prefix="btfs-repack-read")
+    fetched = reader.submit(_fetch, vault, packs[0]) if packs else None
     try:
         for n, use in enumerate(packs):
             if progress:
                 progress(f"repacking {n + 1}/{len(packs)}")
-            data = vault.get(pack_key(use.name))
-            if len(data) != use.size:
-                raise BtfsError(f"pack {use.name} has {len(data)} bytes, the catalog says "
-                                f"{use.size}: run 'btfs check'")
-            # A pack whose bytes match its name holds what was verified when it was
-            # written: its whole stored forms are copied without decoding them. Otherwise
-            # every live chunk is decoded and verified before it is copied.
-            sound = digest.hexdigest(data) == use.name
+            data, sound = fetched.result()
+            fetched = reader.submit(_fetch, vault, packs[n + 1]) if n + 1 < len(packs) else None
             groups: dict[int, list[PackedChunk]] = {}
             for chunk in store.pack_chunks(use.id):
                 groups.setdefault(chunk.offset, []).append(chunk)
@@ -231,7 +233,7 @@ def _repack(store: RetentionStore, vault: Vault, codec: Codec, packs: list[PackU
                 else:
                     pending.append((live, pool.submit(_stored_forms, codec, use.name, stored,
                                                       live, not whole)))
-                while len(pending) > 2 * workers:
+                while len(pending) > IN_FLIGHT * workers:
                     add_oldest()
             del data
         while pending:
@@ -239,9 +241,22 @@ def _repack(store: RetentionStore, vault: Vault, codec: Codec, packs: list[PackU
         if len(builder):
             seal()
     finally:
+        reader.shutdown(wait=True, cancel_futures=True)
         pool.shutdown(wait=True, cancel_futures=True)
         writer.abort()
     return moved
+
+
+def _fetch(vault: Vault, use: PackUse) -> tuple[bytes, bool]:
+    """A pack's bytes, and whether they match its name. A pack whose bytes match its name
+    holds what was verified when it was written: its whole stored forms are copied
+    without decoding them. Otherwise every live chunk is decoded and verified before it
+    is copied. Runs on the reader thread (reads and BLAKE3 let go of the GIL)."""
+    data = vault.get(pack_key(use.name))
+    if len(data) != use.size:
+        raise BtfsError(f"pack {use.name} has {len(data)} bytes, the catalog says "
+                        f"{use.size}: run 'btfs check'")
+    return data, digest.hexdigest(data) == use.name
 
 
 def _stored_forms(codec: Codec, pack: str, stored: bytes, live: list[PackedChunk],
