@@ -248,6 +248,12 @@ class RetentionStore:
         self.db.run_rows("DELETE FROM pack_garbage WHERE name IN (VALUES {rows})",
                          [(n,) for n in names])
 
+    def temp_on_disk(self):
+        """A block whose temporary data goes to files (Database.temp_on_disk): forget's
+        and prune's transactions, whose deletes grow with the catalog. Outside any
+        transaction."""
+        return self.db.temp_on_disk()
+
     def free_fraction(self) -> float:
         """The share of the catalog file's pages that are free (what VACUUM gives back)."""
         pages = self.db.get_val("PRAGMA page_count")
@@ -255,16 +261,11 @@ class RetentionStore:
 
     def vacuum(self) -> None:
         """Rewrite the catalog without its free pages, then empty the WAL VACUUM wrote
-        the copy through. Outside any transaction. VACUUM builds the copy in a temporary
-        database, which temp_store=MEMORY (db.py) would hold in memory: as much as the
-        whole catalog (812 MB of peak RSS for a million files and 100 backups), so a
-        temporary file holds it here."""
+        the copy through. Outside any transaction. Its copy and index sorts go to
+        temporary files (see temp_on_disk)."""
         assert not self.db.in_transaction, "VACUUM cannot run in a transaction"
-        self.db.execute("PRAGMA temp_store=FILE")
-        try:
+        with self.db.temp_on_disk():
             self.db.execute("VACUUM")
-        finally:
-            self.db.execute("PRAGMA temp_store=MEMORY")
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 

@@ -152,7 +152,7 @@ def prune(catalog: Catalog, vault: Vault, codec: Codec, *, pack_size: int,
         # A new pack with an old one's name (the same bytes) is that pack, kept.
         new_names = {name for name, *_ in moved}
         retire = [u.id for u in dead + repack if u.name not in new_names]
-        with catalog.writer.transaction():
+        with store.temp_on_disk(), catalog.writer.transaction():
             for name, size, chunks, ids in moved:
                 store.move_chunks(name, size, chunks, now, ids)
             store.retire_packs(retire, now)
