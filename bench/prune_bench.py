@@ -4,6 +4,8 @@
                                               (default WORKDIR /tmp/btfs-prune-bench)
     python -m bench.prune_bench --scale       planning at 1M files x 100 backups (see
                                               bench/prune_scale.py)
+    BENCH_PRUNE_BASE=DIR python -m bench.prune_bench --tools btfs,btfs-base,restic,borg
+                                              also btfs as checked out in DIR (before/after)
 
 A synthetic tree of 20,000 text-like files (seeded, ~10 KB each) is backed up 20 times by
 each tool, 1% of the files rewritten before each backup (the same files for every tool).
@@ -57,13 +59,14 @@ def churn(src: Path, step: int) -> None:
         (src / f"d{i // 200:03}" / f"f{i:05}.txt").write_bytes(text(i * 1000 + step))
 
 
-def run(cmd: list[str], env: dict, rss: bool = False) -> tuple[float, float, str]:
+def run(cmd: list[str], env: dict, rss: bool = False, cwd: str | None = None
+        ) -> tuple[float, float, str]:
     """(seconds, peak RSS in MB or 0, stdout); with `rss`, the CPU seconds (user + system)
     are added to CPU[0]: on a machine others share, a steadier figure than the wall's."""
     out_file = Path(env["BENCH_TMP"]) / "rss"
     full = ["/usr/bin/time", "-f", "%U %S %M", "-o", str(out_file), *cmd] if rss else cmd
     t0 = time.perf_counter()
-    p = subprocess.run(full, env=env, capture_output=True, text=True)
+    p = subprocess.run(full, env=env, capture_output=True, text=True, cwd=cwd)
     secs = time.perf_counter() - t0
     if p.returncode != 0:
         sys.exit(f"{' '.join(cmd)}: exit {p.returncode}\n{p.stderr[-2000:]}")
@@ -91,6 +94,9 @@ def environment(work: Path) -> dict:
 # Each tool's repository and whatever of its state lives beside it, under WORKDIR/state.
 PARTS = {"btfs": ("btfs-vault", "btfs-data", "btfs-config.toml"),
          "restic": ("restic", "cache"), "borg": ("borg", "borg-base")}
+# --tools btfs-base: btfs as the checkout at BENCH_PRUNE_BASE has it (`python -m btfs` run
+# there imports that btfs), for before/after figures in the same rounds.
+PARTS["btfs-base"] = PARTS["btfs"]
 
 
 def build(work: Path, env: dict) -> None:
@@ -135,9 +141,10 @@ def size(work: Path, tool: str) -> int:
 def timed(work: Path, tool: str, env: dict) -> tuple[float, float, dict]:
     """One round of a tool: (seconds, peak RSS MB, btfs figures)."""
     state = work / "state"
-    if tool == "btfs":
-        s_f, r_f, _ = run([*BTFS, "forget", "--keep-last", "10"], env, rss=True)
-        s_p, r_p, out = run([*BTFS, "prune", "--json"], env, rss=True)
+    if tool.startswith("btfs"):
+        cwd = os.environ["BENCH_PRUNE_BASE"] if tool == "btfs-base" else None
+        s_f, r_f, _ = run([*BTFS, "forget", "--keep-last", "10"], env, rss=True, cwd=cwd)
+        s_p, r_p, out = run([*BTFS, "prune", "--json"], env, rss=True, cwd=cwd)
         return s_f + s_p, max(r_f, r_p), {"forget": s_f, "prune": s_p, **json.loads(out)}
     if tool == "restic":
         s, r, _ = run(["restic", "-r", str(state / "restic"), "forget", "--keep-last", "10",
@@ -181,7 +188,7 @@ def main() -> None:
             cpu[tool].append(CPU[0])
             rss[tool] = max(rss[tool], r)
             sizes[tool] = (before, size(work, tool))
-            if f:
+            if f and tool == "btfs":
                 figures.append(f)
         print(f"round {n + 1}: " + ", ".join(f"{t} {secs[t][-1]:.2f} s" for t in tools),
               flush=True)
@@ -195,7 +202,7 @@ def main() -> None:
               f"| {sizes[t][0] / 1e6:.1f} | {sizes[t][1] / 1e6:.1f} |")
     if "btfs" in tools:
         med = statistics.median(secs["btfs"])
-        for other in tools[1:] if tools[0] == "btfs" else [t for t in tools if t != "btfs"]:
+        for other in [t for t in tools if t != "btfs"]:
             print(f"\nbtfs / {other}: {med / statistics.median(secs[other]):.2f} (medians), "
                   f"{min(secs['btfs']) / min(secs[other]):.2f} (minimums), "
                   f"{statistics.median(cpu['btfs']) / statistics.median(cpu[other]):.2f} "
