@@ -68,16 +68,17 @@ def add_chunks(path: Path) -> None:
     catalog.close()
 
 
-def timed(cmd: list[str], env: dict, work: Path) -> tuple[float, float, str]:
-    """(seconds, peak RSS MB, stdout) of a command under GNU time."""
+def timed(cmd: list[str], env: dict, work: Path) -> tuple[float, float, float, str]:
+    """(seconds, CPU seconds, peak RSS MB, stdout) of a command under GNU time."""
     rss = work / "rss"
     started = time.perf_counter()
-    p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss), *cmd], env=env,
+    p = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", str(rss), *cmd], env=env,
                        capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if p.returncode:
         sys.exit(f"{' '.join(cmd)}: exit {p.returncode}\n{p.stderr[-2000:]}")
-    return seconds, int(rss.read_text().split()[-1]) / 1024, p.stdout
+    user, system, kb = rss.read_text().split()[-3:]
+    return seconds, float(user) + float(system), int(kb) / 1024, p.stdout
 
 
 def main() -> None:
@@ -102,15 +103,15 @@ def main() -> None:
         Path(f"{catalog}{suffix}").unlink(missing_ok=True)
     shutil.copy(template, catalog)
     keep = backups // 2
-    s_f, r_f, _ = timed([*BTFS, "forget", "--keep-last", str(keep)], env, work)
-    s_p, r_p, out = timed([*BTFS, "prune", "--dry-run", "--json"], env, work)
+    s_f, c_f, r_f, _ = timed([*BTFS, "forget", "--keep-last", str(keep)], env, work)
+    s_p, c_p, r_p, out = timed([*BTFS, "prune", "--dry-run", "--json"], env, work)
     report = json.loads(out)
     print(f"| {files:,} files x {backups} backups, forget {backups - keep} | seconds "
-          "| peak RSS MB |")
-    print("|---|---|---|")
-    print(f"| btfs forget --keep-last {keep} | {s_f:.1f} | {r_f:.0f} |")
-    print(f"| btfs prune --dry-run (process) | {s_p:.1f} | {r_p:.0f} |")
-    print(f"| prune planning (its --json) | {report['planning_seconds']:.1f} | |")
+          "| CPU seconds | peak RSS MB |")
+    print("|---|---|---|---|")
+    print(f"| btfs forget --keep-last {keep} | {s_f:.1f} | {c_f:.1f} | {r_f:.0f} |")
+    print(f"| btfs prune --dry-run (process) | {s_p:.1f} | {c_p:.1f} | {r_p:.0f} |")
+    print(f"| prune planning (its --json) | {report['planning_seconds']:.1f} | | |")
     print(f"\n{report['packs']} packs, {report['dead_packs']} dead, {report['repacked']} to "
           f"repack, {report['dead_chunks']:,} dead chunks, "
           f"{report['freed_bytes'] / 1e9:.1f} GB to free")
