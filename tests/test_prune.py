@@ -118,6 +118,25 @@ def test_prune_s3_vault(s3, paths, tmp_path):
     assert all(size for size in s3.keys("vault/packs/").values())
 
 
+def test_a_big_repack_is_committed_in_batches(repo_factory, tmp_path, monkeypatch):
+    """What a repack moved waits in memory for its commit, so packs are repacked and
+    committed a batch at a time (BATCH_CHUNKS live chunks, one here: a batch a pack);
+    the vault and the figures come out as with one commit."""
+    from btfs.catalog.retention import RetentionStore
+    from btfs.engine import prune as prune_mod
+
+    monkeypatch.setattr(prune_mod, "BATCH_CHUNKS", 1)
+    commits = []
+    retire = RetentionStore.retire_packs
+    monkeypatch.setattr(RetentionStore, "retire_packs",
+                        lambda self, ids, now: commits.append(ids) or retire(self, ids, now))
+    src = tmp_path / "src"
+    src.mkdir()
+    run_prune_roundtrip(repo_factory(src, pack_size=MiB), src)
+    repacked = [ids for ids in commits if ids]
+    assert len(repacked) >= 2, commits
+
+
 def test_max_unused_decides_what_is_repacked(repo_factory, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -267,9 +286,12 @@ def test_big_catalog_steps_keep_their_temporary_data_out_of_memory(tmp_path, ste
 
 
 _PRUNE = """
-import sys
+import os
 from btfs.config import xdg_paths
+from btfs.engine import prune
 from btfs.repo import Repo
+# A batch a pack: a kill at a step of the first batch stops prune between batches.
+prune.BATCH_CHUNKS = int(os.environ.get("TEST_BATCH_CHUNKS", prune.BATCH_CHUNKS))
 with Repo.open(xdg_paths()) as repo, repo.writer(wait=True):
     repo.prune()
 """
@@ -280,9 +302,11 @@ def prune_process(**env) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-@pytest.mark.parametrize("step", ["uploaded", "committed", "deleting"])
+@pytest.mark.parametrize("step, batch", [("uploaded", None), ("committed", None),
+                                         ("deleting", None), ("uploaded", 1),
+                                         ("committed", 1)])
 def test_kill_9_at_each_step_leaves_a_sound_vault_and_the_rerun_finishes(
-        repo_factory, tmp_path, paths, step):
+        repo_factory, tmp_path, paths, step, batch):
     src = tmp_path / "src"
     src.mkdir()
     repo = repo_factory(src, pack_size=MiB)
@@ -292,7 +316,8 @@ def test_kill_9_at_each_step_leaves_a_sound_vault_and_the_rerun_finishes(
     plan = repo.prune(dry_run=True)
     assert plan.repacked and plan.dead_packs
     repo.close()
-    child = prune_process(**{KILL_AT_ENV: step})
+    batched = {} if batch is None else {"TEST_BATCH_CHUNKS": str(batch)}
+    child = prune_process(**{KILL_AT_ENV: step}, **batched)
     assert child.wait(timeout=120) == -9, child.stderr.read()
     with Repo.open(paths) as repo:
         report = repo.check(read_data=True)
@@ -301,7 +326,9 @@ def test_kill_9_at_each_step_leaves_a_sound_vault_and_the_rerun_finishes(
             assert stored_tree(repo.catalog, repo.vault, src, snap) == trees[snap]
         garbage = repo.catalog.db.get_val("SELECT count(*) FROM pack_garbage")
         assert bool(garbage) == (step != "uploaded")
-    rerun = prune_process()
+        if batch is not None:  # stopped between batches: packs are left to repack
+            assert repo.prune(dry_run=True).repacked
+    rerun = prune_process(**batched)
     assert rerun.wait(timeout=120) == 0, rerun.stderr.read()
     with Repo.open(paths) as repo:
         assert_whole(repo, src, trees)

@@ -14,7 +14,9 @@ The order makes every step safe to kill (kill -9 included) and a rerun finish th
    run leaves packs `check` reports as unreferenced; a rerun writes the same bytes under
    the same name, a no-op);
 2. one transaction points the moved chunks' rows at the new packs, deletes the rows of
-   dead chunks, and moves the old packs from `pack` to `pack_garbage`;
+   dead chunks, and moves the old packs from `pack` to `pack_garbage` (steps 1 and 2 go
+   in batches of packs, BATCH_CHUNKS live chunks each, so memory holds one batch's rows;
+   a killed run leaves the batches it committed done);
 3. only then are the packs in `pack_garbage` deleted from the vault, each record removed
    after its pack is gone; a rerun deletes what a killed run left first.
 
@@ -62,6 +64,11 @@ VACUUM_FREE_FRACTION = 0.10
 # compress while the main thread seals a pack or starts the next one; each holds at most a
 # group's raw bytes (GROUP_BYTES) and its new stored form.
 IN_FLIGHT = 4
+# Live chunks repacked between two commits. What a repack moved waits in memory for its
+# commit, ~275 bytes a chunk (its new place and its id): a million-file prune that moves
+# 2.6 million chunks would hold 700 MB in one commit, a batch's 70 MB this way. Each
+# batch ends its last new pack early: one pack under pack_size per batch.
+BATCH_CHUNKS = 250_000
 
 
 @dataclass
@@ -146,17 +153,13 @@ def prune(catalog: Catalog, vault: Vault, codec: Codec, *, pack_size: int,
         return report
     _delete_garbage(catalog, store, vault, report)  # what a killed run left
     if dead or repack:
-        moved = _repack(store, vault, codec, repack, pack_size, report, progress)
-        _step("uploaded")
-        now = time.time_ns()
-        # A new pack with an old one's name (the same bytes) is that pack, kept.
-        new_names = {name for name, *_ in moved}
-        retire = [u.id for u in dead + repack if u.name not in new_names]
-        with store.temp_on_disk(), catalog.writer.transaction():
-            for name, size, chunks, ids in moved:
-                store.move_chunks(name, size, chunks, now, ids)
-            store.retire_packs(retire, now)
-        _step("committed")
+        batches = _batches(repack)
+        for n, batch in enumerate(batches):
+            moved = _repack(store, vault, codec, batch, pack_size, report,
+                            _in_batch(progress, n, len(batches)))
+            _step("uploaded")
+            _commit(catalog, store, moved, (dead if n == 0 else []) + batch)
+            _step("committed")
         if committed is not None:
             committed()
     _delete_garbage(catalog, store, vault, report)
@@ -164,6 +167,42 @@ def prune(catalog: Catalog, vault: Vault, codec: Codec, *, pack_size: int,
         store.vacuum()
         report.vacuumed = True
     return report
+
+
+def _batches(repack: list[PackUse]) -> list[list[PackUse]]:
+    """The packs to repack in batches of about BATCH_CHUNKS live chunks (at least one
+    pack each; one empty batch when there is nothing to repack, for the dead packs)."""
+    batches: list[list[PackUse]] = [[]]
+    chunks = 0
+    for use in repack:
+        if batches[-1] and chunks + use.live_chunks > BATCH_CHUNKS:
+            batches.append([])
+            chunks = 0
+        batches[-1].append(use)
+        chunks += use.live_chunks
+    return batches
+
+
+def _in_batch(progress: Callable[[str], None] | None, n: int, total: int
+              ) -> Callable[[str], None] | None:
+    """`progress` naming the batch, when there are several."""
+    if progress is None or total == 1:
+        return progress
+    return lambda text: progress(f"batch {n + 1}/{total}, {text}")
+
+
+def _commit(catalog: Catalog, store: RetentionStore, moved: list[tuple],
+            packs: list[PackUse]) -> None:
+    """One transaction: the moved chunks' rows point at their new packs (durable in the
+    vault), and `packs` go from `pack` to `pack_garbage`."""
+    now = time.time_ns()
+    # A new pack with an old one's name (the same bytes) is that pack, kept.
+    new_names = {name for name, *_ in moved}
+    retire = [u.id for u in packs if u.name not in new_names]
+    with store.temp_on_disk(), catalog.writer.transaction():
+        for name, size, chunks, ids in moved:
+            store.move_chunks(name, size, chunks, now, ids)
+        store.retire_packs(retire, now)
 
 
 def _repack(store: RetentionStore, vault: Vault, codec: Codec, packs: list[PackUse],
