@@ -168,37 +168,28 @@ class RetentionStore:
     # ---- prune --------------------------------------------------------------------------
 
     def pack_use(self) -> Iterator[PackUse]:
-        """Every pack this host wrote, with how much of it is live, in pack id order; one
-        pass over the chunk table along chunk_by_pack with a content_chunk probe per
-        chunk."""
-        rows = self.db.query(
-            "SELECT p.id, p.name, p.size, p.chunks, c.offset, c.stored_len, c.size, "
-            "EXISTS (SELECT 1 FROM content_chunk cc WHERE cc.chunk_id = c.id), "
-            "EXISTS (SELECT 1 FROM damaged_chunk d WHERE d.chunk_id = c.id) "
-            "FROM pack p LEFT JOIN chunk c INDEXED BY chunk_by_pack ON c.pack_id = p.id "
-            # Another host's pack (learned for dedup) is that host's to keep: never ours to
-            # delete or repack, whatever this catalog still uses of it.
-            "WHERE p.foreign_host = 0 ORDER BY p.id")
-        current = None
-        for pack_id, name, size, entries, offset, stored_len, raw, live, damaged in rows:
-            if current is None or current[0] != pack_id:
-                if current is not None:
-                    yield _use(current)
-                # id, name, size, entries, offset -> [stored length, live raw bytes,
-                # raw bytes], live chunks, dead chunks, damaged
-                current = [pack_id, name, size, entries, {}, 0, 0, False]
-            if offset is None:  # a pack without chunk rows
-                continue
-            group = current[4].setdefault(offset, [stored_len, 0, 0])
-            group[2] += raw
-            if live:
-                group[1] += raw
-                current[5] += 1
-                current[7] |= bool(damaged)
-            else:
-                current[6] += 1
-        if current is not None:
-            yield _use(current)
+        """Every pack this host wrote, with how much of it is live, in pack id order. One
+        aggregate query per pack along chunk_by_pack with a content_chunk probe per chunk:
+        the sums are made in SQLite, so Python sees a row per pack, not per chunk (a
+        million-file catalog holds millions of chunks; turning each into a Python row
+        was most of planning's time), and the sort that groups a pack's chunks by stored
+        form stays one pack's size."""
+        damaged = self._damaged_packs()
+        # Another host's pack (learned for dedup) is that host's to keep: never ours to
+        # delete or repack, whatever this catalog still uses of it.
+        packs = self.db.query("SELECT id, name, size, chunks FROM pack WHERE foreign_host = 0 "
+                              "ORDER BY id")
+        for pack_id, name, size, entries in packs:
+            live_bytes, live, dead = self.db.get_row(_PACK_USE, (pack_id,))
+            yield PackUse(pack_id, name, size, entries, live_bytes, live, dead,
+                          pack_id in damaged)
+
+    def _damaged_packs(self) -> set[int]:
+        """Ids of the packs holding a live chunk known damaged (damaged_chunk is empty but
+        after a check found damage)."""
+        return {r[0] for r in self.db.query(
+            "SELECT DISTINCT c.pack_id FROM damaged_chunk d JOIN chunk c ON c.id = d.chunk_id "
+            "WHERE EXISTS (SELECT 1 FROM content_chunk cc WHERE cc.chunk_id = c.id)")}
 
     def pack_chunks(self, pack_id: int) -> list[PackedChunk]:
         """The chunk rows of a pack, by offset (members of a codec group share one)."""
@@ -257,6 +248,12 @@ class RetentionStore:
         self.db.run_rows("DELETE FROM pack_garbage WHERE name IN (VALUES {rows})",
                          [(n,) for n in names])
 
+    def temp_on_disk(self):
+        """A block whose temporary data goes to files (Database.temp_on_disk): forget's
+        and prune's transactions, whose deletes grow with the catalog. Outside any
+        transaction."""
+        return self.db.temp_on_disk()
+
     def free_fraction(self) -> float:
         """The share of the catalog file's pages that are free (what VACUUM gives back)."""
         pages = self.db.get_val("PRAGMA page_count")
@@ -264,14 +261,24 @@ class RetentionStore:
 
     def vacuum(self) -> None:
         """Rewrite the catalog without its free pages, then empty the WAL VACUUM wrote
-        the copy through. Outside any transaction."""
+        the copy through. Outside any transaction. Its copy and index sorts go to
+        temporary files (see temp_on_disk)."""
         assert not self.db.in_transaction, "VACUUM cannot run in a transaction"
-        self.db.execute("VACUUM")
+        with self.db.temp_on_disk():
+            self.db.execute("VACUUM")
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-def _use(current: list) -> PackUse:
-    pack_id, name, size, entries, groups, live, dead, damaged = current
-    live_bytes = sum(stored * live_raw // raw if raw else stored
-                     for stored, live_raw, raw in groups.values() if live_raw or not raw)
-    return PackUse(pack_id, name, size, entries, live_bytes, live, dead, damaged)
+# How much of one pack is live: (live stored bytes, live chunks, dead chunks). Chunks
+# sharing an offset share one stored form (a codec group): it counts in proportion to its
+# members' raw bytes that live (stored * live_raw / raw, rounded down as Python's //), in
+# full when its raw size is 0, and not at all when nothing in it lives.
+_PACK_USE = (
+    "SELECT coalesce(sum(CASE WHEN raw = 0 THEN stored WHEN live_raw > 0 "
+    "THEN stored * live_raw / raw ELSE 0 END), 0), coalesce(sum(live), 0), "
+    "coalesce(sum(n - live), 0) FROM ("
+    " SELECT max(stored_len) AS stored, sum(size) AS raw, sum(size * live) AS live_raw, "
+    " sum(live) AS live, count(*) AS n FROM ("
+    "  SELECT c.offset, c.stored_len, c.size, EXISTS (SELECT 1 FROM content_chunk cc "
+    "  WHERE cc.chunk_id = c.id) AS live FROM chunk c INDEXED BY chunk_by_pack "
+    "  WHERE c.pack_id = ?) GROUP BY offset)")

@@ -67,7 +67,7 @@ def forget(catalog: Catalog, policy: Policy, *, dry_run: bool = False,
     if dry_run:
         return ForgetReport(decisions, None)
     removed = [d.id for d in decisions if not d.keep]
-    with catalog.writer.transaction():
+    with catalog.retention.temp_on_disk(), catalog.writer.transaction():
         counts = catalog.retention.forget(removed, policy.keep_versions, now_ns)
     log.info("forgot %d backups: %d versions dropped, %d kept by keep_versions, %d ghosts",
              counts.snapshots, counts.versions_dropped, counts.versions_kept, counts.ghosts)

@@ -14,7 +14,9 @@ The order makes every step safe to kill (kill -9 included) and a rerun finish th
    run leaves packs `check` reports as unreferenced; a rerun writes the same bytes under
    the same name, a no-op);
 2. one transaction points the moved chunks' rows at the new packs, deletes the rows of
-   dead chunks, and moves the old packs from `pack` to `pack_garbage`;
+   dead chunks, and moves the old packs from `pack` to `pack_garbage` (steps 1 and 2 go
+   in batches of packs, BATCH_CHUNKS live chunks each, so memory holds one batch's rows;
+   a killed run leaves the batches it committed done);
 3. only then are the packs in `pack_garbage` deleted from the vault, each record removed
    after its pack is gone; a rerun deletes what a killed run left first.
 
@@ -25,8 +27,8 @@ backup that since stored the same bytes made it live again). A chunk in a pack t
 holds a chunk known damaged is left where it is: repair or a backup heals it, and the
 damaged copy a healed chunk leaves behind is dead bytes like any other.
 
-Memory: one pack's bytes at a time (read whole, as `check --read-data` does), one
-record per pack in the plan; chunk rows are streamed.
+Memory: two packs' bytes at a time (the one being repacked and the next, read whole, as
+`check --read-data` does), one record per pack in the plan; chunk rows are streamed.
 """
 
 from __future__ import annotations
@@ -62,6 +64,15 @@ KILL_AT_ENV = "BTFS_TEST_PRUNE_KILL_AT"
 PAUSE_AT_ENV = "BTFS_TEST_PRUNE_PAUSE_AT"
 # VACUUM rewrites the whole catalog: worth it only when this share of it is free pages.
 VACUUM_FREE_FRACTION = 0.10
+# Stored forms in flight per repack worker: enough that the workers still have groups to
+# compress while the main thread seals a pack or starts the next one; each holds at most a
+# group's raw bytes (GROUP_BYTES) and its new stored form.
+IN_FLIGHT = 4
+# Live chunks repacked between two commits. What a repack moved waits in memory for its
+# commit, ~275 bytes a chunk (its new place and its id): a million-file prune that moves
+# 2.6 million chunks would hold 700 MB in one commit, a batch's 70 MB this way. Each
+# batch ends its last new pack early: one pack under pack_size per batch.
+BATCH_CHUNKS = 250_000
 
 
 @dataclass
@@ -155,20 +166,16 @@ def prune(catalog: Catalog, vault: Vault, codec: Codec, *, pack_size: int,
     if shared is None:
         _delete_garbage(catalog, store, vault, report)  # what a killed run left
     if dead or repack:
-        moved = _repack(store, vault, codec, repack, pack_size, report, progress,
-                        avoid=shared.avoid if shared is not None else None)
-        _step("uploaded")
-        if shared is not None:
-            shared.moved_to = [name for name, *_ in moved]
-        now = time.time_ns()
-        # A new pack with an old one's name (the same bytes) is that pack, kept.
-        new_names = {name for name, *_ in moved}
-        retire = [u.id for u in dead + repack if u.name not in new_names]
-        with catalog.writer.transaction():
-            for name, size, chunks, ids in moved:
-                store.move_chunks(name, size, chunks, now, ids)
-            store.retire_packs(retire, now)
-        _step("committed")
+        batches = _batches(repack)
+        avoid = shared.avoid if shared is not None else None
+        for n, batch in enumerate(batches):
+            moved = _repack(store, vault, codec, batch, pack_size, report,
+                            _in_batch(progress, n, len(batches)), avoid=avoid)
+            _step("uploaded")
+            if shared is not None:  # the condemned record names every batch's new packs
+                shared.moved_to = [*shared.moved_to, *(name for name, *_ in moved)]
+            _commit(catalog, store, moved, (dead if n == 0 else []) + batch)
+            _step("committed")
         if committed is not None:
             committed()
     if shared is None:
@@ -179,6 +186,42 @@ def prune(catalog: Catalog, vault: Vault, codec: Codec, *, pack_size: int,
         store.vacuum()
         report.vacuumed = True
     return report
+
+
+def _batches(repack: list[PackUse]) -> list[list[PackUse]]:
+    """The packs to repack in batches of about BATCH_CHUNKS live chunks (at least one
+    pack each; one empty batch when there is nothing to repack, for the dead packs)."""
+    batches: list[list[PackUse]] = [[]]
+    chunks = 0
+    for use in repack:
+        if batches[-1] and chunks + use.live_chunks > BATCH_CHUNKS:
+            batches.append([])
+            chunks = 0
+        batches[-1].append(use)
+        chunks += use.live_chunks
+    return batches
+
+
+def _in_batch(progress: Callable[[str], None] | None, n: int, total: int
+              ) -> Callable[[str], None] | None:
+    """`progress` naming the batch, when there are several."""
+    if progress is None or total == 1:
+        return progress
+    return lambda text: progress(f"batch {n + 1}/{total}, {text}")
+
+
+def _commit(catalog: Catalog, store: RetentionStore, moved: list[tuple],
+            packs: list[PackUse]) -> None:
+    """One transaction: the moved chunks' rows point at their new packs (durable in the
+    vault), and `packs` go from `pack` to `pack_garbage`."""
+    now = time.time_ns()
+    # A new pack with an old one's name (the same bytes) is that pack, kept.
+    new_names = {name for name, *_ in moved}
+    retire = [u.id for u in packs if u.name not in new_names]
+    with store.temp_on_disk(), catalog.writer.transaction():
+        for name, size, chunks, ids in moved:
+            store.move_chunks(name, size, chunks, now, ids)
+        store.retire_packs(retire, now)
 
 
 def _repack(store: RetentionStore, vault: Vault, codec: Codec, packs: list[PackUse],
@@ -223,18 +266,16 @@ def _repack(store: RetentionStore, vault: Vault, codec: Codec, packs: list[PackU
         if builder.nbytes >= pack_size:
             seal()
 
+    # The next pack is read and hashed while this one's groups are compressed: the
+    # workers would otherwise wait at every pack for its read and its digest.
+    reader = ThreadPoolExecutor(1, thread_name_prefix="btfs-repack-read")
+    fetched = reader.submit(_fetch, vault, packs[0]) if packs else None
     try:
         for n, use in enumerate(packs):
             if progress:
                 progress(f"repacking {n + 1}/{len(packs)}")
-            data = vault.get(pack_key(use.name))
-            if len(data) != use.size:
-                raise BtfsError(f"pack {use.name} has {len(data)} bytes, the catalog says "
-                                f"{use.size}: run 'btfs check'")
-            # A pack whose bytes match its name holds what was verified when it was
-            # written: its whole stored forms are copied without decoding them. Otherwise
-            # every live chunk is decoded and verified before it is copied.
-            sound = digest.hexdigest(data) == use.name
+            data, sound = fetched.result()
+            fetched = reader.submit(_fetch, vault, packs[n + 1]) if n + 1 < len(packs) else None
             groups: dict[int, list[PackedChunk]] = {}
             for chunk in store.pack_chunks(use.id):
                 groups.setdefault(chunk.offset, []).append(chunk)
@@ -251,7 +292,7 @@ def _repack(store: RetentionStore, vault: Vault, codec: Codec, packs: list[PackU
                 else:
                     pending.append((live, pool.submit(_stored_forms, codec, use.name, stored,
                                                       live, not whole)))
-                while len(pending) > 2 * workers:
+                while len(pending) > IN_FLIGHT * workers:
                     add_oldest()
             del data
         while pending:
@@ -259,9 +300,22 @@ def _repack(store: RetentionStore, vault: Vault, codec: Codec, packs: list[PackU
         if len(builder):
             seal()
     finally:
+        reader.shutdown(wait=True, cancel_futures=True)
         pool.shutdown(wait=True, cancel_futures=True)
         writer.abort()
     return moved
+
+
+def _fetch(vault: Vault, use: PackUse) -> tuple[bytes, bool]:
+    """A pack's bytes, and whether they match its name. A pack whose bytes match its name
+    holds what was verified when it was written: its whole stored forms are copied
+    without decoding them. Otherwise every live chunk is decoded and verified before it
+    is copied. Runs on the reader thread (reads and BLAKE3 let go of the GIL)."""
+    data = vault.get(pack_key(use.name))
+    if len(data) != use.size:
+        raise BtfsError(f"pack {use.name} has {len(data)} bytes, the catalog says "
+                        f"{use.size}: run 'btfs check'")
+    return data, digest.hexdigest(data) == use.name
 
 
 def _stored_forms(codec: Codec, pack: str, stored: bytes, live: list[PackedChunk],
