@@ -3,6 +3,7 @@ what never changes vs what does, and one fetch per chunk however many readers wa
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import os
@@ -261,3 +262,17 @@ def test_a_read_that_misses_a_group_caches_its_other_members(text_files, monkeyp
 
     trio.run(main)
     assert len(fetched) == len(places)
+
+
+def test_a_group_member_that_fails_its_check_is_left_out_of_the_cache(text_files):
+    """Siblings decoded with a read are verified like any chunk: one whose bytes do not
+    match its hash (here: a ref with another hash) is not cached, and neither fails the
+    read that brought it nor keeps the others out."""
+    ops, files = text_files
+    _, data, ref = files[0]
+    group = [r for _, _, r in files if r.offset == ref.offset and r != ref]
+    good, other = group[0], group[1]
+    wrong = dataclasses.replace(other, hash=bytes(32))
+    assert bytes(ops.source.chunk(ref, [wrong, good])) == data
+    assert ops.source.peek(good.hash) is not None
+    assert ops.source.peek(wrong.hash) is None and ops.source.peek(other.hash) is None
