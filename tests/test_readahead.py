@@ -154,3 +154,21 @@ def test_a_remote_vault_gets_a_files_next_chunks_in_runs_that_lie_together():
     # A local vault keeps one chunk per fetch (verified in parallel by the workers).
     local = planner(Pack(refs), file_bytes=8192 * KiB)
     assert local.after_read(layout, 0, sequential=True).runs == []
+
+
+def test_a_missed_group_member_brings_its_uncached_siblings_and_a_lone_chunk_none():
+    # Three chunks share one stored form (a group: stored_len beyond any one of them);
+    # the catalog is asked only for such a chunk.
+    group = [ChunkRef(f"g{i}".encode().ljust(32, b"."), 3 * KiB, "p1", 0, 5 * KiB)
+             for i in range(3)]
+    lone = pack_of([10 * KiB])[0]
+    asked = []
+    ahead = ReadAhead(Pack(group).chunks_after,
+                      lambda h: b"x" if h == group[2].hash else None,
+                      group_of=lambda ref: asked.append(ref) or list(group))
+    assert ahead.siblings(lone) == [] and asked == []
+    ahead.inflight.start(group[0].hash, object())
+    assert ahead.siblings(group[1]) == []  # [0] in flight, [2] cached, [1] itself
+    ahead.inflight.done(group[0].hash, ahead.inflight.get(group[0].hash))
+    assert ahead.siblings(group[1]) == [group[0]]
+    assert asked == [group[1], group[1]]

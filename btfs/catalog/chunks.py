@@ -288,6 +288,31 @@ class ChunkIndex:
                 break
         return refs
 
+    def group_members(self, ref: ChunkRef) -> list[ChunkRef]:
+        """The chunks stored at the same place as `ref` (the members of its group, `ref`
+        among them), in pack order: a backup records a group's members one after another,
+        so two short scans of the pack's index from `ref`'s row find them, each stopping at
+        the first chunk stored elsewhere. Empty if `ref` is not in the catalog."""
+        row = self.db.get_row_or_none("SELECT id, pack_id FROM chunk WHERE hash = ?",
+                                      (ref.hash,))
+        if row is None:
+            return []
+        chunk_id, pack_id = row
+        place = (ref.offset, ref.stored_len)
+        sql = ("SELECT hash, size, offset, stored_len FROM chunk WHERE pack_id = ? "
+               "AND id {} ? ORDER BY id {}")
+        before = []
+        for r in self.db.query(sql.format("<", "DESC"), (pack_id, chunk_id)):
+            if (r[2], r[3]) != place:
+                break
+            before.append(ChunkRef(r[0], r[1], ref.pack, r[2], r[3]))
+        members = before[::-1]
+        for r in self.db.query(sql.format(">=", "ASC"), (pack_id, chunk_id)):
+            if (r[2], r[3]) != place:
+                break
+            members.append(ChunkRef(r[0], r[1], ref.pack, r[2], r[3]))
+        return members
+
     # ---- packs (check) ----------------------------------------------------------------------
 
     def packs(self) -> Iterator[tuple[str, int]]:

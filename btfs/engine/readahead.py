@@ -93,12 +93,15 @@ class ReadAhead(Generic[T]):
                  cached: Callable[[bytes], object | None], *,
                  file_bytes: int = FILE_AHEAD_BYTES, pack_bytes: int = PACK_AHEAD_BYTES,
                  pack_runs: int = PACK_AHEAD_RUNS, packs_kept: int = PACK_AHEAD_PACKS,
-                 file_run_bytes: int = 0):
+                 file_run_bytes: int = 0,
+                 group_of: Callable[[ChunkRef], list[ChunkRef]] | None = None):
         """`chunks_after(ref, max_bytes)`: the chunks stored after `ref` in its pack, up to
         `max_bytes` of content; `cached(hash)`: the chunk if cached, else None;
         `file_run_bytes`: fetch a file's next chunks in runs of about this many stored
-        bytes (0: one chunk per fetch)."""
+        bytes (0: one chunk per fetch); `group_of(ref)`: the chunks stored at the same
+        place as `ref` (its group's members), for `siblings`."""
         self.chunks_after = chunks_after
+        self.group_of = group_of
         self.cached = cached
         self.file_bytes = file_bytes
         self.pack_bytes = pack_bytes
@@ -120,6 +123,16 @@ class ReadAhead(Generic[T]):
             runs = self.adjacent_runs(chunks) + runs
             chunks = []
         return Plan(chunks, runs) if chunks or runs else NOTHING
+
+    def siblings(self, ref: ChunkRef) -> list[ChunkRef]:
+        """The other members of `ref`'s group not cached nor in flight, to decode with it
+        when a read misses it: decompressing the group is most of the cost, and a reader
+        that jumped into it (not where the pack read-ahead was) most likely reads the rest.
+        None for a chunk stored alone: a stored form longer than its chunk plus the codec
+        byte holds more than that chunk, and only then is the catalog asked."""
+        if self.group_of is None or ref.stored_len <= ref.size + 1:
+            return []
+        return [r for r in self.group_of(ref) if r.hash != ref.hash and self._wanted(r)]
 
     def adjacent_runs(self, refs: list[ChunkRef]) -> list[list[ChunkRef]]:
         """`refs` cut into runs that each lie one after another in one pack, of at most

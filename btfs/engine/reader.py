@@ -49,12 +49,20 @@ class ChunkSource:
                 self._cache.move_to_end(chunk_hash)
             return data
 
-    def chunk(self, ref: ChunkRef) -> bytes | memoryview:
+    def chunk(self, ref: ChunkRef, siblings: list[ChunkRef] = ()) -> bytes | memoryview:
+        """`ref`'s chunk, verified; IntegrityError or VaultError when it cannot be had.
+        `siblings`: other members of its group (stored at the same place), verified and
+        cached too when `ref`'s stored form is a group, at the cost of their digests: the
+        group is decompressed for `ref` anyway, and a reader that jumps into a group (cp
+        reads a directory's files before its subdirectories', in another order than a
+        backup stored them) then reads the rest of it from memory. A sibling that fails
+        its check is only left out: its own read fetches it again and reports."""
         data = self.peek(ref.hash)
         if data is not None:
             return data
+        stored = self._stored(ref)
         try:
-            data = self.codec.decode(self._stored(ref), ref.hash, ref.size)
+            data = self.codec.decode(stored, ref.hash, ref.size)
         except IntegrityError:
             # A damaged copy in a local cache (a disk error, a crash mid-write on a
             # filesystem without ordered writes) must not fail a read the vault can serve:
@@ -65,9 +73,22 @@ class ChunkSource:
                      ref.hash.hex()[:16])
             with self._lock:
                 self._groups.pop((ref.pack, ref.offset, ref.stored_len), None)
-            data = self.codec.decode(self._stored(ref), ref.hash, ref.size)
+            stored = self._stored(ref)
+            data = self.codec.decode(stored, ref.hash, ref.size)
         self._keep(ref.hash, data)
+        if siblings and is_group(stored):
+            self._keep_siblings(stored, ref, siblings)
         return data
+
+    def _keep_siblings(self, stored: bytes, ref: ChunkRef, siblings: list[ChunkRef]) -> None:
+        place = (ref.pack, ref.offset, ref.stored_len)
+        for sibling in siblings:
+            if (sibling.pack, sibling.offset, sibling.stored_len) != place:
+                continue  # not stored in this group: never decoded from its bytes
+            try:
+                self._keep(sibling.hash, self.codec.decode(stored, sibling.hash, sibling.size))
+            except IntegrityError as e:
+                log.debug("chunk %s beside the one read: %s", sibling.hash.hex()[:16], e)
 
     def _stored(self, ref: ChunkRef) -> bytes:
         """The stored form `ref` points at; a group's is read once while it is kept (a pack

@@ -108,7 +108,7 @@ class Operations(pyfuse3.Operations):
         run = source.vault.read_run_bytes
         self.ahead: ReadAhead[trio.Event] = ReadAhead(
             tree.chunks_after, source.peek, file_run_bytes=run,
-            file_bytes=max(FILE_AHEAD_BYTES, 4 * run))
+            file_bytes=max(FILE_AHEAD_BYTES, 4 * run), group_of=tree.group_of)
         self._inflight = self.ahead.inflight  # chunk hash -> the Event its fetch sets
         self._xattr_cache = XattrCache(tree.describe, live_seconds=LIVE_TIMEOUT)
 
@@ -322,12 +322,17 @@ class Operations(pyfuse3.Operations):
             data = self.source.peek(ref.hash)
             if data is not None:
                 return data
+        # Its group's other members come along (ReadAhead.siblings), one event for all.
+        siblings = self.ahead.siblings(ref)
         event = trio.Event()
-        self._inflight.start(ref.hash, event)
+        for chunk_hash in (ref.hash, *(r.hash for r in siblings)):
+            self._inflight.start(chunk_hash, event)
         try:
-            return await trio.to_thread.run_sync(self.source.chunk, ref, limiter=self.limiter)
+            return await trio.to_thread.run_sync(self.source.chunk, ref, siblings,
+                                                 limiter=self.limiter)
         finally:
-            self._inflight.done(ref.hash, event)
+            for chunk_hash in (ref.hash, *(r.hash for r in siblings)):
+                self._inflight.done(chunk_hash, event)
             event.set()
 
     async def _prefetch(self, ref: ChunkRef) -> None:

@@ -544,6 +544,10 @@ class Tree:
         """The chunks stored after `ref` in its pack, up to `max_bytes` of content."""
         return self.catalog.chunks.chunks_after(ref.hash, max_bytes)
 
+    def group_of(self, ref: ChunkRef) -> list[ChunkRef]:
+        """The chunks stored at the same place as `ref`: the members of its group."""
+        return self.catalog.chunks.group_members(ref)
+
     # ---- describing entries -----------------------------------------------------------
 
     def describe(self, ino: int) -> Description:

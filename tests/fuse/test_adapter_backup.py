@@ -3,6 +3,7 @@ what never changes vs what does, and one fetch per chunk however many readers wa
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import os
@@ -208,3 +209,70 @@ def test_a_damaged_chunk_fetched_ahead_is_never_served(small_files, monkeypatch,
 
     trio.run(main)
     assert any("f05.bin" in r.getMessage() for r in caplog.records)
+
+
+@pytest.fixture
+def text_files(repo_factory, tmp_path):
+    """40 small compressible files, which a backup stores in groups (several chunks in one
+    stored form); the Operations and (inode, bytes, ref) per file in stored order."""
+    src = tmp_path / "text"
+    src.mkdir()
+    for i in range(40):
+        lines = [f"line {j} of file {i}: {rand_bytes(8, i * 100 + j).hex()}\n" for j in range(60)]
+        (src / f"t{i:02}.txt").write_text("".join(lines))
+    repo = repo_factory(src)
+    with repo.writer():
+        assert repo.backup().state == "complete"
+    tree = Tree(Catalog(repo.catalog.path, readonly=True))
+    ops = Operations(tree, ChunkSource(repo.vault, repo.codec, cache_bytes=8 << 20))
+
+    async def files():
+        out = []
+        for i in range(40):
+            attr = await resolve(ops, os.fsencode(src / f"t{i:02}.txt"))
+            ref, = tree.file_refs(attr.st_ino)
+            out.append((attr.st_ino, (src / f"t{i:02}.txt").read_bytes(), ref))
+        return sorted(out, key=lambda f: (f[2].offset, f[2].hash))
+
+    return ops, trio.run(files)
+
+
+def test_a_read_that_misses_a_group_caches_its_other_members(text_files, monkeypatch):
+    """`cp -a` reads a directory's files before its subdirectories', not in the order a
+    backup stored them, so its reads jump into groups the read-ahead did not fetch. The
+    first read of a group decodes and verifies its other members too: reading every file
+    backwards, without read-ahead, fetches once per group, not once per file."""
+    ops, files = text_files
+    places = {(ref.pack, ref.offset, ref.stored_len) for _, _, ref in files}
+    assert len(places) < len(files) // 4  # they were grouped
+    for _, _, ref in files:  # the catalog finds each chunk's group members
+        members = ops.tree.group_of(ref)
+        assert ref in members
+        assert {r.hash for r in members} == {r.hash for _, _, r in files
+                                             if r.offset == ref.offset}
+    fetched = []
+    real = ops.source.chunk
+    monkeypatch.setattr(ops.source, "chunk",
+                        lambda ref, *siblings: fetched.append(ref) or real(ref, *siblings))
+
+    async def main():
+        for ino, data, _ in files[::-1]:
+            assert await read_all(ops, ino, len(data)) == data
+        assert not ops._inflight
+
+    trio.run(main)
+    assert len(fetched) == len(places)
+
+
+def test_a_group_member_that_fails_its_check_is_left_out_of_the_cache(text_files):
+    """Siblings decoded with a read are verified like any chunk: one whose bytes do not
+    match its hash (here: a ref with another hash) is not cached, and neither fails the
+    read that brought it nor keeps the others out."""
+    ops, files = text_files
+    _, data, ref = files[0]
+    group = [r for _, _, r in files if r.offset == ref.offset and r != ref]
+    good, other = group[0], group[1]
+    wrong = dataclasses.replace(other, hash=bytes(32))
+    assert bytes(ops.source.chunk(ref, [wrong, good])) == data
+    assert ops.source.peek(good.hash) is not None
+    assert ops.source.peek(wrong.hash) is None and ops.source.peek(other.hash) is None
