@@ -88,15 +88,21 @@ def best(fn, reps: int = 3) -> tuple[float, int]:
     return min(times), count
 
 
-def main() -> None:
-    files = int(os.environ.get("BENCH_HISTORY_FILES", 1_000_000))
-    backups = int(os.environ.get("BENCH_HISTORY_BACKUPS", 100))
+def history_catalog(files: int, backups: int) -> Path:
+    """The synthetic catalog of `files` x `backups`, built once into WORK/history."""
     path = WORK / "history" / f"catalog-{files}-{backups}.db"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         log(f"building {path} ({files:,} files, {backups} backups)")
         build(path.with_suffix(".tmp"), files, backups)
         path.with_suffix(".tmp").rename(path)
+    return path
+
+
+def main() -> None:
+    files = int(os.environ.get("BENCH_HISTORY_FILES", 1_000_000))
+    backups = int(os.environ.get("BENCH_HISTORY_BACKUPS", 100))
+    path = history_catalog(files, backups)
     catalog = Catalog(path, readonly=True)
     names = catalog.history.snapshot_names()
     middle = backups // 2

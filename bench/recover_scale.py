@@ -33,20 +33,10 @@ from btfs.replica.publish import LOCAL_KEYS, publish
 from btfs.vault import S3Settings, open_vault
 
 from .catalog_copy import env_for, moto
-from .common import WORK, log
-from .history import build
+from .common import WORK
+from .history import history_catalog
 
 HOST_ID = "00000000-0000-4000-8000-00000000beef"
-
-
-def history_catalog(files: int, backups: int) -> Path:
-    path = WORK / "history" / f"catalog-{files}-{backups}.db"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        log(f"building {path} ({files:,} files, {backups} backups)")
-        build(path.with_suffix(".tmp"), files, backups)
-        path.with_suffix(".tmp").rename(path)
-    return path
 
 
 def timed(fn):
