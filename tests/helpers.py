@@ -311,3 +311,11 @@ def wait_for(predicate, timeout: float, what: str, every: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(every)
+
+
+def flip_byte(path: Path, at: int) -> None:
+    """Damage a (read-only) vault object in place: one bit of the byte at `at`."""
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x40
+    os.chmod(path, 0o600)
+    path.write_bytes(bytes(data))

@@ -398,11 +398,11 @@ def test_any_host_sweeps_a_pack_another_host_condemned_under_the_same_rules(tmp_
     restores(beta, beta_src, tmp_path / "restored")
 
 
-def test_a_repacks_copy_serves_beta_which_stores_nothing_again(tmp_path):
-    """alpha repacks a mostly dead pack: the live chunk is copied into a new pack and the
-    old one condemned. beta, which knew the old pack, learns the new one and points its
-    row there (ChunkIndex.add_foreign_pack), so a file of beta's with that content is
-    not stored again."""
+def mostly_dead_pack(tmp_path: Path):
+    """alpha and beta on one vault; alpha backs up `keep` (300 KB) and `drop` (900 KB) into
+    one pack, beta backs up (learning alpha's packs, using none), alpha deletes `drop` and
+    backs up again: the pack is mostly dead once the first backup is forgotten.
+    (vault, alpha's env, beta's env, beta's source, keep's bytes)."""
     vault = tmp_path / "vault"
     alpha, alpha_src = make_host(tmp_path, "alpha", vault, {})
     beta, beta_src = make_host(tmp_path, "beta", vault, {})
@@ -412,18 +412,31 @@ def test_a_repacks_copy_serves_beta_which_stores_nothing_again(tmp_path):
     (alpha_src / "keep").write_bytes(keep)
     (alpha_src / "drop").write_bytes(rand_bytes(900_000, seed=62))
     btfs("backup", env=alpha)
-    btfs("backup", env=beta)  # learns alpha's packs, uses none of them
+    btfs("backup", env=beta)
     (alpha_src / "drop").unlink()
     btfs("backup", env=alpha)
+    return vault, alpha, beta, beta_src, keep
+
+
+def pack_bytes(vault: Path) -> int:
+    return sum(p.stat().st_size for p in (vault / "packs").rglob("*") if p.is_file())
+
+
+def test_a_repacks_copy_serves_beta_which_stores_nothing_again(tmp_path):
+    """alpha repacks a mostly dead pack: the live chunk is copied into a new pack and the
+    old one condemned. beta, which knew the old pack, learns the new one and points its
+    row there (ChunkIndex.add_foreign_pack), so a file of beta's with that content is
+    not stored again."""
+    vault, alpha, beta, beta_src, keep = mostly_dead_pack(tmp_path)
     btfs("forget", "--keep-last", "1", env=alpha)
     pruned = btfs("prune", env=alpha).stdout
     assert " 1 repacked" in pruned, pruned
     doomed = condemned(vault)
     assert doomed
-    before = sum(p.stat().st_size for p in (vault / "packs").rglob("*") if p.is_file())
+    before = pack_bytes(vault)
     (beta_src / "same-as-keep").write_bytes(keep)
     btfs("backup", env=beta)
-    after = sum(p.stat().st_size for p in (vault / "packs").rglob("*") if p.is_file())
+    after = pack_bytes(vault)
     assert after - before < 100_000  # not the 300 KB again
     assert used_by(beta).isdisjoint(doomed)
     btfs("prune", env=alpha)
@@ -437,18 +450,7 @@ def test_beta_that_learned_the_repacks_copy_before_the_record_finds_its_chunks_t
     """The race the record's moved_to closes: beta learns alpha's repacked pack between
     alpha's commit and its condemned record, so its rows stay in the old pack; reading
     the record, beta points them at the copy instead of storing the chunks again."""
-    vault = tmp_path / "vault"
-    alpha, alpha_src = make_host(tmp_path, "alpha", vault, {})
-    beta, beta_src = make_host(tmp_path, "beta", vault, {})
-    for env in (alpha, beta):
-        configure(env, 0)
-    keep = rand_bytes(300_000, seed=61)
-    (alpha_src / "keep").write_bytes(keep)
-    (alpha_src / "drop").write_bytes(rand_bytes(900_000, seed=62))
-    btfs("backup", env=alpha)
-    btfs("backup", env=beta)
-    (alpha_src / "drop").unlink()
-    btfs("backup", env=alpha)
+    vault, alpha, beta, beta_src, keep = mostly_dead_pack(tmp_path)
     btfs("forget", "--keep-last", "1", env=alpha)
     prune = subprocess.Popen([sys.executable, "-m", "btfs", "prune"],
                              env={**alpha, PAUSE_AT_ENV: "committed:3"},
@@ -469,10 +471,10 @@ def test_beta_that_learned_the_repacks_copy_before_the_record_finds_its_chunks_t
     assert prune.wait(timeout=60) == 0, prune.stderr.read()
     doomed = condemned(vault)
     assert doomed
-    before = sum(p.stat().st_size for p in (vault / "packs").rglob("*") if p.is_file())
+    before = pack_bytes(vault)
     (beta_src / "same-as-keep").write_bytes(keep)
     btfs("backup", env=beta)
-    after = sum(p.stat().st_size for p in (vault / "packs").rglob("*") if p.is_file())
+    after = pack_bytes(vault)
     assert after - before < 100_000  # not the 300 KB again
     btfs("prune", env=alpha)
     assert not (vault_packs(vault) & doomed)

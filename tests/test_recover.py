@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import backup, make_awkward_tree, rand_bytes, source_tree
+from helpers import backup, flip_byte, make_awkward_tree, rand_bytes, source_tree
 
 import btfs.replica.publish as publish_mod
 from btfs.config import xdg_paths
@@ -57,13 +57,6 @@ def host_env(tmp_path: Path, name: str) -> dict:
 
 def catalog_objects(vault: Path) -> list:
     return generations(LocalVault(vault))
-
-
-def flip_byte(path: Path, at: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[at] ^= 0x40
-    os.chmod(path, 0o600)
-    path.write_bytes(bytes(data))
 
 
 @pytest.fixture

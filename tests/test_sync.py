@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from clikit import one_error_line
-from helpers import make_awkward_tree, rand_bytes, source_tree
+from helpers import flip_byte, make_awkward_tree, rand_bytes, source_tree
 
 from btfs.config import xdg_paths
 from btfs.replica.objects import generations
@@ -49,11 +49,10 @@ def wipe_home(tmp_path: Path) -> None:
         shutil.rmtree(tmp_path / d, ignore_errors=True)
 
 
-def flip_byte(path: Path, at: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[at] ^= 0x40
-    os.chmod(path, 0o600)
-    path.write_bytes(bytes(data))
+def small_packs() -> None:
+    """1 MiB packs in this HOME's config: several packs from a few MB."""
+    config = xdg_paths().config_file
+    config.write_text(config.read_text().replace('vault = ', 'pack_size = 1048576\nvault = '))
 
 
 @pytest.fixture
@@ -66,8 +65,7 @@ def backed_up(tmp_path, vault_dir):
         (src / f"big{i}.bin").write_bytes(rand_bytes(700_000, i))
     btfs("init", "--vault", str(vault_dir), "--no-input")
     btfs("track", str(src))
-    config = xdg_paths().config_file
-    config.write_text(config.read_text().replace('vault = ', 'pack_size = 1048576\nvault = '))
+    small_packs()
     btfs("backup")
     (src / "notes.txt").write_text("second\n")
     btfs("backup")
@@ -266,8 +264,7 @@ def many_packs(tmp_path: Path, vault_dir: Path) -> Path:
         (src / f"f{i}.bin").write_bytes(rand_bytes(1_500_000, i))
     btfs("init", "--vault", str(vault_dir), "--no-input")
     btfs("track", str(src))
-    config = xdg_paths().config_file
-    config.write_text(config.read_text().replace('vault = ', 'pack_size = 1048576\nvault = '))
+    small_packs()
     btfs("backup")
     return src
 
