@@ -255,15 +255,17 @@ class ChunkIndex:
                              ) -> dict[int, list[ChunkRef]]:
         """file_chunk_refs of the file versions among the `count` version ids from
         `version_id` on, in two queries: files opened in directory order (cp -a, tar) are
-        mostly versions a backup wrote one after another. `version_id` itself is always
-        in (if it is a file version with content); the others only while all their
-        chunks add up to at most `max_chunks`."""
+        mostly versions a backup wrote one after another. `version_id` itself is in
+        if it is a file version with content; the others only while all their chunks add
+        up to at most `max_chunks`. Only versions whose recorded size is their content's
+        (all but a file that kept changing while a backup read it): the mount hands
+        these whole to the kernel at open (btfs.fuse.ops), where the size must agree."""
         contents: dict[int, tuple[int, ...]] = {}
         total = 0
         for vid, chunks in self.db.query(
                 "SELECT v.id, c.chunks FROM version v JOIN content c ON c.id = v.content_id "
-                "WHERE v.id >= ? AND v.id < ? AND v.type = 'file' ORDER BY v.id",
-                (version_id, version_id + count)):
+                "WHERE v.id >= ? AND v.id < ? AND v.type = 'file' AND v.size = c.size "
+                "ORDER BY v.id", (version_id, version_id + count)):
             ids = unpack_ids(chunks)
             if vid != version_id and total + len(ids) > max_chunks:
                 continue

@@ -154,6 +154,7 @@ def serve(repo: Repo, mountpoint: str, *, allow_other: bool = False) -> None:
     ops = Operations(tree, ChunkSource(repo.vault, repo.codec, cache_bytes=CHUNK_CACHE_BYTES),
                      xattrs=tree.has_xattrs())
     pyfuse3.init(ops, mountpoint, fuse_options(allow_other))
+    ops.store_in_kernel = pyfuse3.notify_store  # only now: it writes to the FUSE session
     log.info("mounted %s at %s", repo.vault.url, mountpoint)
     try:
         trio.run(_serve, ops, tree, mountpoint, repo)

@@ -156,6 +156,16 @@ class Attr(NamedTuple):
         return stat.S_ISDIR(self.mode)
 
 
+class FileContent(NamedTuple):
+    """Where a file version's content lives, for an open."""
+
+    refs: list[ChunkRef]
+    # The content is exactly as long as the size its attributes show, so the mount may
+    # hand it whole to the kernel's page cache (a file that kept changing while a backup
+    # read it can disagree; the kernel would take the longer of the two).
+    size_as_shown: bool
+
+
 class Description(NamedTuple):
     """An entry's attributes and its extended attributes, decoded (name -> value)."""
 
@@ -512,33 +522,36 @@ class Tree:
             return self.latest_name.encode()
         return self._version_of(ino, SYMLINK).meta.target
 
-    def file_refs(self, ino: int) -> list[ChunkRef]:
+    def file_refs(self, ino: int) -> FileContent:
         """Where the content of a file version lives, in order.
 
         One open loads the refs of the next REFS_AHEAD versions too: `cp -a` and `tar`
         open files in directory order, which a backup wrote as consecutive versions, and
-        two queries per open were a noticeable part of a `cp -a` out of the mount. A loaded entry is
-        used once (most files are opened once); versions never change, so it cannot be
-        stale."""
+        two queries per open were a noticeable part of a `cp -a` out of the mount. A
+        loaded entry is used once (most files are opened once); versions never change,
+        so it cannot be stale. Those loads hold only versions whose content is as long as
+        their recorded size; any other comes from the one-version query, marked so."""
         kind, ident = split_ino(ino)
         if kind == _DELETED_MARK:
             self._deleted_mark(ident)
-            return []  # empty
+            return FileContent([], True)  # empty
         if kind != _VERSION:
             raise NotFound(ino)
         refs = self._refs_ahead.pop(ident, None)
         if refs is not None:
-            return refs
+            return FileContent(refs, True)
         loaded = self.catalog.chunks.file_chunk_refs_from(ident, REFS_AHEAD, REFS_AHEAD_CHUNKS)
         refs = loaded.pop(ident, None)
         if len(self._refs_ahead) + len(loaded) > REFS_AHEAD_KEPT:
             self._refs_ahead.clear()
         self._refs_ahead.update(loaded)
-        if refs is None:  # not a file version, or damaged: let the one-version query say
-            refs = self.catalog.chunks.file_chunk_refs(ident)
-            if refs is None:
-                raise NotFound(ino)
-        return refs
+        if refs is not None:
+            return FileContent(refs, True)
+        # Not a file version, damaged, or its size disagrees: the one-version query says.
+        refs = self.catalog.chunks.file_chunk_refs(ident)
+        if refs is None:
+            raise NotFound(ino)
+        return FileContent(refs, False)
 
     def chunks_after(self, ref: ChunkRef, max_bytes: int) -> list[ChunkRef]:
         """The chunks stored after `ref` in its pack, up to `max_bytes` of content."""

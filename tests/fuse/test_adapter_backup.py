@@ -122,7 +122,7 @@ def small_files(repo_factory, tmp_path):
         out = []
         for i in range(40):
             attr = await resolve(ops, os.fsencode(src / f"f{i:02}.bin"))
-            ref, = tree.file_refs(attr.st_ino)
+            ref, = tree.file_refs(attr.st_ino).refs
             out.append((ref, attr.st_ino, (src / f"f{i:02}.bin").read_bytes()))
         assert len({ref.pack for ref, _, _ in out}) == 1
         return [(ino, data, ref) for ref, ino, data in sorted(out, key=lambda f: f[0].offset)]
@@ -230,7 +230,7 @@ def text_files(repo_factory, tmp_path):
         out = []
         for i in range(40):
             attr = await resolve(ops, os.fsencode(src / f"t{i:02}.txt"))
-            ref, = tree.file_refs(attr.st_ino)
+            ref, = tree.file_refs(attr.st_ino).refs
             out.append((attr.st_ino, (src / f"t{i:02}.txt").read_bytes(), ref))
         return sorted(out, key=lambda f: (f[2].offset, f[2].hash))
 
