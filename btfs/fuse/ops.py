@@ -17,6 +17,7 @@ import errno
 import functools
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -108,6 +109,11 @@ class Operations(pyfuse3.Operations):
         self.limiter = trio.CapacityLimiter(threads)
         self.nursery: trio.Nursery | None = None  # set by mount.py for read-ahead tasks
         self._files: dict[int, OpenFile] = {}
+        # Inodes the kernel may be waiting on this process for: open handles, and reads
+        # waiting for a chunk. Handing an inode's content to the kernel locks its pages,
+        # and a page under a READ stays locked until this thread answers it: only an
+        # inode in none of these is handed over (see _hand_over).
+        self._busy: Counter[int] = Counter()
         self._dirs: dict[int, OpenDir] = {}
         self._next_fh = 1
         # A remote vault reads runs of chunks (vault.read_run_bytes) and gets four of them
@@ -271,10 +277,11 @@ class Operations(pyfuse3.Operations):
         layout = FileLayout(content.refs)
         fh = self._next_fh
         self._next_fh += 1
-        self._files[fh] = OpenFile(inode, layout)
         if (self.store_in_kernel is not None and content.size_as_shown
-                and 0 < layout.size <= HAND_OVER_BYTES):
+                and 0 < layout.size <= HAND_OVER_BYTES and inode not in self._busy):
             self._hand_over(inode, layout)
+        self._files[fh] = OpenFile(inode, layout)
+        self._busy[inode] += 1
         # A version never changes: let the kernel keep its pages across opens.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
@@ -282,7 +289,13 @@ class Operations(pyfuse3.Operations):
         """Put a small file's content in the kernel's page cache if every chunk of it is
         verified in the cache already (HAND_OVER_BYTES); its read-ahead along the pack
         then starts here, as after a read to its end. Otherwise, or if the kernel
-        refuses, the file is read as usual."""
+        refuses, the file is read as usual.
+
+        Called only for an inode no other handle has open and no read waits on: the
+        kernel stores the bytes page by page, each page locked, and a page that a READ
+        of this inode has locked stays so until this very thread answers that READ (a
+        hang). A READ comes only through an open handle, and the kernel queues a
+        handle's RELEASE after its READs, so an inode with neither has no READ pending."""
         parts = []
         for ref in layout.refs:
             data = self.source.peek(ref.hash)
@@ -312,7 +325,11 @@ class Operations(pyfuse3.Operations):
                 ref = layout.refs[index]
                 data = self.source.peek(ref.hash)
                 if data is None:
-                    data = await self._chunk(ref)
+                    self._busy[f.ino] += 1  # a READ that waits: see _hand_over
+                    try:
+                        data = await self._chunk(ref)
+                    finally:
+                        self._unbusy(f.ino)
                 # A view, not a slice: pyfuse3 copies the reply from any buffer.
                 parts.append(data if end - start == len(data) else memoryview(data)[start:end])
                 last = index
@@ -386,7 +403,14 @@ class Operations(pyfuse3.Operations):
             log.error("read of inode %d failed: %s", ino, error)
 
     async def release(self, fh):
-        self._files.pop(fh, None)
+        f = self._files.pop(fh, None)
+        if f is not None:
+            self._unbusy(f.ino)
+
+    def _unbusy(self, inode: int) -> None:
+        self._busy[inode] -= 1
+        if not self._busy[inode]:
+            del self._busy[inode]
 
     # No flush handler: pyfuse3 answers ENOSYS once and the kernel stops sending one on
     # every close(), a round trip per file that `cp -a` of many small files would pay.

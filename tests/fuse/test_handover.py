@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,27 @@ def test_a_damaged_chunk_is_never_handed_over(small_files, mounter, tmp_path):
         else:
             assert data == (src / name).read_bytes(), name
     assert spoiled and len(spoiled) < len(other_group), spoiled
+
+
+def test_readers_racing_for_the_same_files_never_hang_the_mount(repo_dirs, mounter):
+    """Eight readers open and read the same small files at the same moments. Handing a
+    file over while another reader's READ of it waits would lock a page that only the
+    mount's own thread can unlock: the mount would hang, and these reads time out."""
+    src, _ = repo_dirs
+    names = [f"d{i // 50}/f{i:03}.txt" for i in range(300)]
+    for i, name in enumerate(names):
+        (src / name).parent.mkdir(exist_ok=True)
+        (src / name).write_bytes(rand_bytes(2000 + 37 * i, 900 + i).hex().encode())
+    btfs_cli("-q", "backup")
+    for round_ in range(5):
+        snapshot = in_snapshot(mounter(name=f"mnt{round_}"), src)
+        script = ("import sys\nfor p in sys.argv[1:]:\n"
+                  "    sys.stdout.buffer.write(open(p, 'rb').read()[:1])\n")
+        readers = [subprocess.Popen([sys.executable, "-c", script,
+                                     *[str(snapshot / n) for n in names]],
+                                    stdout=subprocess.PIPE) for _ in range(8)]
+        for reader in readers:
+            out, _ = reader.communicate(timeout=60)
+            assert reader.returncode == 0 and len(out) == len(names)
+        for name in names:
+            assert (snapshot / name).read_bytes() == (src / name).read_bytes(), name
