@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import hashlib
 import os
+from pathlib import Path
 
 import pyfuse3
 import pytest
@@ -112,6 +113,14 @@ def small_files(repo_factory, tmp_path):
     src.mkdir()
     for i in range(40):
         (src / f"f{i:02}.bin").write_bytes(rand_bytes(3000 + i, 100 + i))
+    ops, files, repo = backed_up_ops(repo_factory, src)
+    assert len({ref.pack for _, _, ref in files}) == 1
+    return ops, files, repo
+
+
+def backed_up_ops(repo_factory, src: Path) -> tuple[Operations, list, object]:
+    """One backup of `src`, its Operations (no kernel), and (inode, bytes, ref) of each of
+    its single-chunk files in the order they were stored; the repo."""
     repo = repo_factory(src)
     with repo.writer():
         assert repo.backup().state == "complete"
@@ -120,12 +129,11 @@ def small_files(repo_factory, tmp_path):
 
     async def files():
         out = []
-        for i in range(40):
-            attr = await resolve(ops, os.fsencode(src / f"f{i:02}.bin"))
+        for path in sorted(src.iterdir()):
+            attr = await resolve(ops, os.fsencode(path))
             ref, = tree.file_refs(attr.st_ino).refs
-            out.append((ref, attr.st_ino, (src / f"f{i:02}.bin").read_bytes()))
-        assert len({ref.pack for ref, _, _ in out}) == 1
-        return [(ino, data, ref) for ref, ino, data in sorted(out, key=lambda f: f[0].offset)]
+            out.append((attr.st_ino, path.read_bytes(), ref))
+        return sorted(out, key=lambda f: (f[2].offset, f[2].hash))
 
     return ops, trio.run(files), repo
 
@@ -220,21 +228,8 @@ def text_files(repo_factory, tmp_path):
     for i in range(40):
         lines = [f"line {j} of file {i}: {rand_bytes(8, i * 100 + j).hex()}\n" for j in range(60)]
         (src / f"t{i:02}.txt").write_text("".join(lines))
-    repo = repo_factory(src)
-    with repo.writer():
-        assert repo.backup().state == "complete"
-    tree = Tree(Catalog(repo.catalog.path, readonly=True))
-    ops = Operations(tree, ChunkSource(repo.vault, repo.codec, cache_bytes=8 << 20))
-
-    async def files():
-        out = []
-        for i in range(40):
-            attr = await resolve(ops, os.fsencode(src / f"t{i:02}.txt"))
-            ref, = tree.file_refs(attr.st_ino).refs
-            out.append((attr.st_ino, (src / f"t{i:02}.txt").read_bytes(), ref))
-        return sorted(out, key=lambda f: (f[2].offset, f[2].hash))
-
-    return ops, trio.run(files)
+    ops, files, _ = backed_up_ops(repo_factory, src)
+    return ops, files
 
 
 def test_a_read_that_misses_a_group_caches_its_other_members(text_files, monkeypatch):
